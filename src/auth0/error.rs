@@ -1,0 +1,28 @@
+use std::time::Duration;
+
+/// What went wrong talking to Auth0. Messages are ours: an upstream body never ends up here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Auth0Error {
+    #[error("Auth0 has no client with this id")]
+    ClientNotFound,
+    #[error(
+        "Auth0 refused to rotate this client: it authenticates with private_key_jwt or mTLS, which have no secret"
+    )]
+    ClientNotRotatable,
+    #[error(
+        "Auth0 rejected the service's own client credentials (AUTH0_CLIENT_ID / AUTH0_CLIENT_SECRET)"
+    )]
+    CredentialsRejected,
+    #[error("Auth0 did not grant the service's application access to the Management API ({0})")]
+    AccessDenied(&'static str),
+    #[error("Auth0 rejected the service's Management API token")]
+    TokenRejected,
+    #[error("the service's Management API token lacks the {0} scope")]
+    MissingScope(&'static str),
+    #[error("Auth0 rate limit reached")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("Auth0 is unavailable: {0}")]
+    Unavailable(String),
+    #[error("Auth0 answered in an unexpected way: {0}")]
+    Protocol(String),
+}

@@ -1,0 +1,336 @@
+//! Auth0 Management API adapter: token by client credentials (cached, single-flight),
+//! `POST /api/v2/clients/{id}/rotate-secret`.
+
+mod error;
+mod model;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Response, StatusCode, Url, header::HeaderMap};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::{sync::Mutex, time::Instant};
+use tracing::{debug, info, instrument, warn};
+
+pub use error::Auth0Error;
+pub use model::*;
+
+use crate::{
+    config::{Auth0Config, Auth0Credentials},
+    rotation::{ClientId, IssuedSecret, SecretIssuer},
+};
+
+/// Scope the rotate-secret route requires.
+pub const ROTATE_SCOPE: &str = "update:client_keys";
+
+pub struct Auth0Client {
+    http: reqwest::Client,
+    base: Url,
+    tokens: TokenSource,
+}
+
+enum TokenSource {
+    Static(SecretString),
+    ClientCredentials {
+        client_id: String,
+        client_secret: SecretString,
+        audience: String,
+        /// Held across the token request: concurrent callers wait for the one request in flight
+        /// and then share its answer.
+        cache: Mutex<Option<CachedToken>>,
+    },
+}
+
+struct CachedToken {
+    token: SecretString,
+    renew_at: Instant,
+}
+
+/// What start-up learned about the service's Management API token.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    /// Scopes granted, when Auth0 said (static tokens are opaque to us).
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: SecretString,
+    expires_in: Option<u64>,
+    scope: Option<String>,
+}
+
+/// Only the secret of a rotate-secret answer; the rest is read separately into [`Client`].
+#[derive(Deserialize)]
+struct RotateSecretBody {
+    client_secret: Option<SecretString>,
+}
+
+/// The members of a Management API error body we act on. `message` is logged, never returned.
+#[derive(Deserialize, Default)]
+struct ApiErrorBody {
+    #[serde(rename = "errorCode")]
+    error_code: Option<String>,
+    message: Option<String>,
+}
+
+impl Auth0Client {
+    pub fn new(config: &Auth0Config) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let tokens = match &config.credentials {
+            Auth0Credentials::StaticToken(token) => TokenSource::Static(token.clone()),
+            Auth0Credentials::ClientCredentials {
+                client_id,
+                client_secret,
+                audience,
+            } => TokenSource::ClientCredentials {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                audience: audience.clone(),
+                cache: Mutex::new(None),
+            },
+        };
+        Ok(Self {
+            http,
+            base: config.base_url.clone(),
+            tokens,
+        })
+    }
+
+    /// Obtains a token now (start-up check) and reports what it grants.
+    pub async fn check(&self) -> Result<TokenInfo, Auth0Error> {
+        match &self.tokens {
+            TokenSource::Static(_) => Ok(TokenInfo { scopes: None }),
+            TokenSource::ClientCredentials { cache, .. } => {
+                let mut cache = cache.lock().await;
+                let (token, scopes) = self.request_token().await?;
+                *cache = Some(token);
+                Ok(TokenInfo { scopes })
+            }
+        }
+    }
+
+    async fn token(&self) -> Result<SecretString, Auth0Error> {
+        match &self.tokens {
+            TokenSource::Static(token) => Ok(token.clone()),
+            TokenSource::ClientCredentials { cache, .. } => {
+                let mut cache = cache.lock().await;
+                if let Some(cached) = cache.as_ref().filter(|c| Instant::now() < c.renew_at) {
+                    return Ok(cached.token.clone());
+                }
+                let (fresh, _) = self.request_token().await?;
+                let token = fresh.token.clone();
+                *cache = Some(fresh);
+                Ok(token)
+            }
+        }
+    }
+
+    async fn forget_token(&self) {
+        if let TokenSource::ClientCredentials { cache, .. } = &self.tokens {
+            cache.lock().await.take();
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn request_token(&self) -> Result<(CachedToken, Option<Vec<String>>), Auth0Error> {
+        let TokenSource::ClientCredentials {
+            client_id,
+            client_secret,
+            audience,
+            ..
+        } = &self.tokens
+        else {
+            unreachable!("only client credentials request tokens");
+        };
+        let url = self.url(&["oauth", "token"]);
+        let response = self
+            .http
+            .post(url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", client_secret.expose_secret()),
+                ("audience", audience),
+            ])
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let headers = response.headers().clone();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let code = body.get("error").and_then(|v| v.as_str()).unwrap_or("");
+            warn!(%status, error_code = code, "Auth0 refused the token request");
+            return Err(match status {
+                StatusCode::UNAUTHORIZED => Auth0Error::CredentialsRejected,
+                StatusCode::FORBIDDEN => {
+                    Auth0Error::AccessDenied("check the client grant and the audience")
+                }
+                StatusCode::TOO_MANY_REQUESTS => Auth0Error::RateLimited {
+                    retry_after: retry_after(&headers),
+                },
+                s if s.is_server_error() => {
+                    Auth0Error::Unavailable(format!("token endpoint answered {s}"))
+                }
+                s => Auth0Error::Protocol(format!("token endpoint answered {s}")),
+            });
+        }
+        let body: TokenResponse = response
+            .json()
+            .await
+            .map_err(|_| Auth0Error::Protocol("token answer is not the expected JSON".into()))?;
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(86_400));
+        // Renew well before expiry so a token never dies in the middle of a rotation.
+        let margin = (lifetime / 10).min(Duration::from_secs(300));
+        let scopes = body
+            .scope
+            .map(|s| s.split_whitespace().map(str::to_owned).collect());
+        info!(
+            expires_in = lifetime.as_secs(),
+            "obtained a Management API token"
+        );
+        Ok((
+            CachedToken {
+                token: body.access_token,
+                renew_at: Instant::now() + lifetime.saturating_sub(margin),
+            },
+            scopes,
+        ))
+    }
+
+    #[instrument(skip_all, fields(client_id = %client_id))]
+    async fn rotate(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+        let url = self.url(&["api", "v2", "clients", client_id.as_str(), "rotate-secret"]);
+        let mut retried_token = false;
+        loop {
+            let token = self.token().await?;
+            let response = self
+                .http
+                .post(url.clone())
+                .bearer_auth(token.expose_secret())
+                .send()
+                .await
+                .map_err(transport_error)?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !retried_token && self.renewable() {
+                // A 401 means nothing was rotated: renew the token once and try again.
+                warn!("Management API token rejected; renewing it");
+                self.forget_token().await;
+                retried_token = true;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(api_error(response, ROTATE_SCOPE, true).await);
+            }
+            let bytes = response.bytes().await.map_err(|_| {
+                Auth0Error::Unavailable("the rotate-secret answer was cut off".into())
+            })?;
+            return parse_rotation(&bytes);
+        }
+    }
+
+    fn renewable(&self) -> bool {
+        matches!(self.tokens, TokenSource::ClientCredentials { .. })
+    }
+
+    /// Joins percent-encoded segments onto the base URL, keeping any base path (proxies).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut path = self.base.path().trim_end_matches('/').to_owned();
+        for segment in segments {
+            path.push('/');
+            path.extend(utf8_percent_encode(segment, NON_ALPHANUMERIC));
+        }
+        let mut url = self.base.clone();
+        url.set_path(&path);
+        url
+    }
+}
+
+impl SecretIssuer for Auth0Client {
+    async fn rotate_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+        self.rotate(client_id).await
+    }
+}
+
+fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, Auth0Error> {
+    let secret = serde_json::from_slice::<RotateSecretBody>(bytes)
+        .ok()
+        .and_then(|b| b.client_secret)
+        .filter(|s| !s.expose_secret().is_empty())
+        .ok_or_else(|| {
+            Auth0Error::Protocol("the rotate-secret answer has no client_secret".into())
+        })?;
+    // Cannot fail on content: every member of `Client` is lenient.
+    let client = serde_json::from_slice::<Client>(bytes).unwrap_or_default();
+    debug!("parsed the rotate-secret answer");
+    Ok(IssuedSecret { client, secret })
+}
+
+/// Maps a Management API error answer to a curated error; the body is read for its errorCode
+/// only and logged without being passed on.
+async fn api_error(response: Response, scope: &'static str, rotating: bool) -> Auth0Error {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body: ApiErrorBody = response.json().await.unwrap_or_default();
+    let code = body.error_code.as_deref().unwrap_or("");
+    debug!(%status, error_code = code, message = body.message.as_deref().unwrap_or(""), "Management API error");
+    match status {
+        StatusCode::NOT_FOUND => Auth0Error::ClientNotFound,
+        StatusCode::UNAUTHORIZED => {
+            warn!(%status, "Auth0 rejected the service's Management API token");
+            Auth0Error::TokenRejected
+        }
+        StatusCode::FORBIDDEN if code == "operation_not_supported" && rotating => {
+            Auth0Error::ClientNotRotatable
+        }
+        StatusCode::FORBIDDEN => {
+            warn!(%status, error_code = code, scope, "the service's Management API token lacks a scope");
+            Auth0Error::MissingScope(scope)
+        }
+        // The request has no body and a validated id: a 400 here is Auth0 refusing this client
+        // (secret-less authentication).
+        StatusCode::BAD_REQUEST if rotating => Auth0Error::ClientNotRotatable,
+        StatusCode::TOO_MANY_REQUESTS => Auth0Error::RateLimited {
+            retry_after: retry_after(&headers),
+        },
+        s if s.is_server_error() => Auth0Error::Unavailable(format!("Auth0 answered {s}")),
+        s => Auth0Error::Protocol(format!("Auth0 answered {s}")),
+    }
+}
+
+/// How long to wait after a 429: `Retry-After` (seconds) when present, else `x-ratelimit-reset`
+/// (epoch seconds) minus now; at least one second.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let wait = if let Some(secs) = number("retry-after") {
+        Duration::from_secs(secs)
+    } else {
+        let reset = number("x-ratelimit-reset")?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        Duration::from_secs(reset.saturating_sub(now))
+    };
+    Some(wait.max(Duration::from_secs(1)))
+}
+
+fn transport_error(err: reqwest::Error) -> Auth0Error {
+    let what = if err.is_timeout() {
+        "request timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    Auth0Error::Unavailable(what.into())
+}

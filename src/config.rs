@@ -1,0 +1,406 @@
+//! Command line and environment, parsed and validated once at start-up into [`Config`].
+//!
+//! Every setting is a flag with an environment fallback; `secret-rotator serve --help` lists them
+//! all. Secrets are `SecretString` from the moment they are read and their values are never shown
+//! (`hide_env_values`), not even in parse errors.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Url;
+use secrecy::SecretString;
+
+use crate::rotation::PathTemplate;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "secret-rotator",
+    version,
+    about = "Rotates Auth0 client secrets into Vault KV v2"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "ROTATOR_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    pub listen_addr: SocketAddr,
+
+    /// Auth0 tenant domain, e.g. acme.eu.auth0.com.
+    #[arg(long, env = "AUTH0_DOMAIN")]
+    pub auth0_domain: String,
+
+    /// Client id of the service's own machine-to-machine application.
+    #[arg(long, env = "AUTH0_CLIENT_ID")]
+    pub auth0_client_id: Option<String>,
+
+    /// Client secret of the service's own machine-to-machine application.
+    #[arg(long, env = "AUTH0_CLIENT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub auth0_client_secret: Option<SecretString>,
+
+    /// Static Management API token, instead of client credentials.
+    #[arg(long, env = "AUTH0_MANAGEMENT_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub auth0_management_token: Option<SecretString>,
+
+    /// Where Auth0 is reached (emulators, proxies) [default: https://{AUTH0_DOMAIN}].
+    #[arg(long, env = "AUTH0_BASE_URL")]
+    pub auth0_base_url: Option<Url>,
+
+    /// Management API token audience [default: https://{AUTH0_DOMAIN}/api/v2/].
+    #[arg(long, env = "AUTH0_AUDIENCE")]
+    pub auth0_audience: Option<String>,
+
+    /// Timeout for connecting to Auth0.
+    #[arg(long, env = "AUTH0_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub auth0_connect_timeout: Duration,
+
+    /// Timeout for one Auth0 request, answer included.
+    #[arg(long, env = "AUTH0_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub auth0_timeout: Duration,
+
+    /// Vault (or OpenBao) address.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Url,
+
+    /// Vault token.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub vault_token: SecretString,
+
+    /// Vault Enterprise namespace.
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
+
+    /// PEM file of the CA that signed Vault's certificate.
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_cacert: Option<PathBuf>,
+
+    /// Timeout for one Vault request.
+    #[arg(long, env = "VAULT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub vault_timeout: Duration,
+
+    /// KV v2 mount the secrets are written to.
+    #[arg(long, env = "ROTATOR_VAULT_MOUNT", default_value = "secret")]
+    pub vault_mount: String,
+
+    /// Path of a client's secret inside the mount; placeholders {client_id} (required) and {domain}.
+    #[arg(
+        long,
+        env = "ROTATOR_VAULT_PATH",
+        default_value = "auth0/clients/{client_id}"
+    )]
+    pub vault_path: String,
+
+    /// Deadline of a rotation whose caller set none (grpc-timeout); callers' deadlines are capped to it.
+    #[arg(long, env = "ROTATOR_DEADLINE", default_value = "30s", value_parser = duration)]
+    pub deadline: Duration,
+
+    /// How long shutdown waits for in-flight calls before the process exits.
+    #[arg(long, env = "ROTATOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "ROTATOR_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "ROTATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The validated configuration. Built only by [`ServeArgs::into_config`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub auth0: Auth0Config,
+    pub vault: VaultConfig,
+    pub deadline: Duration,
+    pub shutdown_grace: Duration,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth0Config {
+    pub domain: String,
+    pub base_url: Url,
+    pub credentials: Auth0Credentials,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// How the service authenticates to the Management API. `SecretString`'s `Debug` is redacted.
+#[derive(Debug, Clone)]
+pub enum Auth0Credentials {
+    ClientCredentials {
+        client_id: String,
+        client_secret: SecretString,
+        audience: String,
+    },
+    StaticToken(SecretString),
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    pub addr: Url,
+    pub token: SecretString,
+    pub namespace: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub timeout: Duration,
+    pub mount: String,
+    pub path: PathTemplate,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("AUTH0_DOMAIN must be a host name such as acme.eu.auth0.com (no scheme, port or path)")]
+    Auth0Domain,
+    #[error("{0} must be an http or https URL without query or fragment")]
+    Url(&'static str),
+    #[error(
+        "set either AUTH0_CLIENT_ID with AUTH0_CLIENT_SECRET, or AUTH0_MANAGEMENT_TOKEN (not both)"
+    )]
+    Auth0Credentials,
+    #[error("ROTATOR_VAULT_MOUNT must be a mount name such as secret (letters, digits, -, _, /)")]
+    VaultMount,
+    #[error("ROTATOR_VAULT_PATH is invalid: {0}")]
+    VaultPath(String),
+    #[error("VAULT_CACERT file {0} cannot be read")]
+    CaCert(PathBuf),
+    #[error("{0} must be more than zero")]
+    ZeroDuration(&'static str),
+}
+
+impl ServeArgs {
+    /// Checks every setting once; the rest of the program trusts the result.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let Self {
+            listen_addr,
+            auth0_domain,
+            auth0_client_id,
+            auth0_client_secret,
+            auth0_management_token,
+            auth0_base_url,
+            auth0_audience,
+            auth0_connect_timeout,
+            auth0_timeout,
+            vault_addr,
+            vault_token,
+            vault_namespace,
+            vault_cacert,
+            vault_timeout,
+            vault_mount,
+            vault_path,
+            deadline,
+            shutdown_grace,
+            log,
+            log_format,
+        } = self;
+
+        let domain = auth0_domain.trim().to_ascii_lowercase();
+        if !is_host_name(&domain) {
+            return Err(ConfigError::Auth0Domain);
+        }
+        let base_url = match auth0_base_url {
+            Some(url) => url,
+            None => {
+                Url::parse(&format!("https://{domain}")).map_err(|_| ConfigError::Auth0Domain)?
+            }
+        };
+        check_url(&base_url, "AUTH0_BASE_URL")?;
+        let credentials = match (auth0_client_id, auth0_client_secret, auth0_management_token) {
+            (Some(client_id), Some(client_secret), None) if !client_id.trim().is_empty() => {
+                Auth0Credentials::ClientCredentials {
+                    client_id: client_id.trim().to_owned(),
+                    client_secret,
+                    audience: auth0_audience.unwrap_or_else(|| format!("https://{domain}/api/v2/")),
+                }
+            }
+            (None, None, Some(token)) => Auth0Credentials::StaticToken(token),
+            _ => return Err(ConfigError::Auth0Credentials),
+        };
+        check_url(&vault_addr, "VAULT_ADDR")?;
+        let mount = vault_mount.trim_matches('/').to_owned();
+        if mount.is_empty()
+            || !mount
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/'))
+        {
+            return Err(ConfigError::VaultMount);
+        }
+        let path = PathTemplate::parse(&vault_path, &domain).map_err(ConfigError::VaultPath)?;
+        if let Some(ca) = &vault_cacert
+            && std::fs::metadata(ca).is_err()
+        {
+            return Err(ConfigError::CaCert(ca.clone()));
+        }
+        for (value, name) in [
+            (auth0_connect_timeout, "AUTH0_CONNECT_TIMEOUT"),
+            (auth0_timeout, "AUTH0_TIMEOUT"),
+            (vault_timeout, "VAULT_TIMEOUT"),
+            (deadline, "ROTATOR_DEADLINE"),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        Ok(Config {
+            listen_addr,
+            auth0: Auth0Config {
+                domain,
+                base_url,
+                credentials,
+                connect_timeout: auth0_connect_timeout,
+                timeout: auth0_timeout,
+            },
+            vault: VaultConfig {
+                addr: vault_addr,
+                token: vault_token,
+                namespace: vault_namespace.filter(|ns| !ns.trim().is_empty()),
+                ca_cert: vault_cacert,
+                timeout: vault_timeout,
+                mount,
+                path,
+            },
+            deadline,
+            shutdown_grace,
+            log: LogConfig {
+                filter: log,
+                format: log_format,
+            },
+        })
+    }
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn check_url(url: &Url, name: &'static str) -> Result<(), ConfigError> {
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    ok.then_some(()).ok_or(ConfigError::Url(name))
+}
+
+// clap value parsers. Errors never echo the value: it may be a secret or a mistyped one.
+fn secret(s: &str) -> Result<SecretString, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(SecretString::from(s.trim().to_owned()))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|_| "expected a duration such as 500ms, 5s or 2m".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        parse_for("acme.eu.auth0.com", extra)
+    }
+
+    fn parse_for(domain: &str, extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec![
+            "secret-rotator",
+            "serve",
+            "--auth0-domain",
+            domain,
+            "--vault-addr",
+            "http://127.0.0.1:8200",
+            "--vault-token",
+            "t",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("argv parses").command;
+        args.into_config()
+    }
+
+    #[test]
+    fn credentials_are_either_m2m_or_token() {
+        assert_eq!(parse(&[]).unwrap_err(), ConfigError::Auth0Credentials);
+        assert_eq!(
+            parse(&["--auth0-client-id", "abc"]).unwrap_err(),
+            ConfigError::Auth0Credentials
+        );
+        let both = [
+            "--auth0-client-id",
+            "abc",
+            "--auth0-client-secret",
+            "s",
+            "--auth0-management-token",
+            "t",
+        ];
+        assert_eq!(parse(&both).unwrap_err(), ConfigError::Auth0Credentials);
+        assert!(parse(&["--auth0-management-token", "t"]).is_ok());
+    }
+
+    #[test]
+    fn defaults_derive_from_the_domain() {
+        let cfg = parse(&["--auth0-client-id", "abc", "--auth0-client-secret", "s"]).unwrap();
+        assert_eq!(cfg.auth0.base_url.as_str(), "https://acme.eu.auth0.com/");
+        match cfg.auth0.credentials {
+            Auth0Credentials::ClientCredentials { audience, .. } => {
+                assert_eq!(audience, "https://acme.eu.auth0.com/api/v2/")
+            }
+            other => panic!("unexpected credentials {other:?}"),
+        }
+        assert_eq!(cfg.vault.mount, "secret");
+        assert_eq!(cfg.listen_addr.port(), 50051);
+    }
+
+    #[test]
+    fn bad_domain_and_path_are_refused() {
+        let token = ["--auth0-management-token", "t"];
+        for domain in ["https://acme.auth0.com", "acme.auth0.com/x", "", "a..b"] {
+            assert_eq!(
+                parse_for(domain, &token).unwrap_err(),
+                ConfigError::Auth0Domain,
+                "{domain:?}"
+            );
+        }
+        let shared = [
+            "--auth0-management-token",
+            "t",
+            "--vault-path",
+            "auth0/shared",
+        ];
+        assert!(matches!(
+            parse(&shared).unwrap_err(),
+            ConfigError::VaultPath(_)
+        ));
+    }
+}
