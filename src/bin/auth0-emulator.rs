@@ -1,1 +1,65 @@
-fn main() {}
+//! Standalone Auth0 Management API emulator for the local stack. Not the production binary.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use secret_rotator::emulator::{Emulator, EmulatorConfig, demo_clients, m2m_client};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "auth0-emulator",
+    about = "Stateful Auth0 Management API emulator (tests, local stack)"
+)]
+struct Args {
+    /// Listen address.
+    #[arg(long, env = "EMULATOR_LISTEN_ADDR", default_value = "127.0.0.1:4010")]
+    listen: SocketAddr,
+    /// Tenant domain (token audience https://{domain}/api/v2/).
+    #[arg(long, env = "EMULATOR_DOMAIN", default_value = "emulator.auth0.local")]
+    domain: String,
+    /// Client id of the rotator's own machine-to-machine application.
+    #[arg(
+        long,
+        env = "EMULATOR_SERVICE_CLIENT_ID",
+        default_value = "Dm0M2MService0000000000000000001"
+    )]
+    service_client_id: String,
+    /// Its client secret.
+    #[arg(long, env = "EMULATOR_SERVICE_CLIENT_SECRET", hide_env_values = true)]
+    service_client_secret: String,
+    /// Seconds the previous secret stays accepted after a rotation (0-30).
+    #[arg(long, default_value_t = 0)]
+    propagation_window_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let config = EmulatorConfig {
+        domain: args.domain,
+        propagation_window: Duration::from_secs(args.propagation_window_secs.min(30)),
+        ..EmulatorConfig::default()
+    };
+    let mut emulator = Emulator::new(config).with_client(m2m_client(
+        &args.service_client_id,
+        &args.service_client_secret,
+        &["read:clients", "read:client_keys", "update:client_keys"],
+    ));
+    let mut ids = Vec::new();
+    for client in demo_clients() {
+        ids.push(
+            client.doc["client_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        emulator = emulator.with_client(client);
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    eprintln!(
+        "auth0-emulator listening on http://{}; seeded clients: {}",
+        listener.local_addr()?,
+        ids.join(", ")
+    );
+    axum::serve(listener, emulator.router()).await
+}
