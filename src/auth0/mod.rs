@@ -6,7 +6,7 @@ mod model;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Response, StatusCode, Url, header::HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -20,6 +20,13 @@ use crate::{
     config::{Auth0Config, Auth0Credentials},
     rotation::{ClientId, IssuedSecret, SecretIssuer},
 };
+
+/// Everything but RFC 3986 unreserved characters is encoded in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Scope the rotate-secret route requires.
 pub const ROTATE_SCOPE: &str = "update:client_keys";
@@ -245,7 +252,7 @@ impl Auth0Client {
         let mut path = self.base.path().trim_end_matches('/').to_owned();
         for segment in segments {
             path.push('/');
-            path.extend(utf8_percent_encode(segment, NON_ALPHANUMERIC));
+            path.extend(utf8_percent_encode(segment, SEGMENT));
         }
         let mut url = self.base.clone();
         url.set_path(&path);
@@ -333,4 +340,73 @@ fn transport_error(err: reqwest::Error) -> Auth0Error {
         "request failed"
     };
     Auth0Error::Unavailable(what.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Auth0Client {
+        Auth0Client::new(&Auth0Config {
+            domain: "acme.auth0.com".into(),
+            base_url: base.parse().unwrap(),
+            credentials: Auth0Credentials::StaticToken("t".into()),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_keep_the_base_path_and_encode_segments() {
+        let c = client("https://proxy.example/auth0/");
+        let url = c.url(&["api", "v2", "clients", "a/b?c", "rotate-secret"]);
+        assert_eq!(
+            url.as_str(),
+            "https://proxy.example/auth0/api/v2/clients/a%2Fb%3Fc/rotate-secret"
+        );
+        let url = client("https://acme.auth0.com").url(&["oauth", "token"]);
+        assert_eq!(url.as_str(), "https://acme.auth0.com/oauth/token");
+    }
+
+    #[test]
+    fn rotation_answers_need_a_secret_but_tolerate_the_rest() {
+        let ok =
+            parse_rotation(br#"{"client_id":"abc","client_secret":"s3cr3t","name":7}"#).unwrap();
+        assert_eq!(ok.secret.expose_secret(), "s3cr3t");
+        assert_eq!(ok.client.client_id.0.as_deref(), Some("abc"));
+        assert!(!format!("{ok:?}").contains("s3cr3t"));
+        for bad in [
+            &br#"{"client_id":"abc"}"#[..],
+            br#"{"client_secret":""}"#,
+            b"not json",
+            b"[]",
+        ] {
+            assert!(matches!(parse_rotation(bad), Err(Auth0Error::Protocol(_))));
+        }
+    }
+
+    #[test]
+    fn retry_after_prefers_retry_after_then_reset() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        h.insert("x-ratelimit-reset", (now + 7).to_string().parse().unwrap());
+        let wait = retry_after(&h).unwrap();
+        assert!(
+            wait >= Duration::from_secs(6) && wait <= Duration::from_secs(7),
+            "{wait:?}"
+        );
+        h.insert("x-ratelimit-reset", (now - 5).to_string().parse().unwrap());
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::from_secs(1)),
+            "never less than a second"
+        );
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
 }

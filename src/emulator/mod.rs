@@ -256,6 +256,11 @@ impl RunningEmulator {
         lock(&self.inner).stats
     }
 
+    /// Every Management API access token issued so far (tests check none leaks).
+    pub fn access_tokens(&self) -> Vec<String> {
+        lock(&self.inner).tokens.keys().cloned().collect()
+    }
+
     pub fn inject(&self, faults: Faults) {
         lock(&self.inner).add_faults(faults);
     }

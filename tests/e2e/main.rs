@@ -1,1 +1,12 @@
-fn main() {}
+//! End-to-end tests: real OpenBao, the Auth0 emulator, the service, and the real grpcurl.
+
+mod helpers;
+
+mod cli;
+mod concurrency;
+mod errors;
+mod grpcurl;
+mod health;
+mod leak;
+mod rotate;
+mod validation;

@@ -1,0 +1,268 @@
+use std::time::Duration;
+
+use secret_rotator::{
+    emulator::{EmulatorConfig, Faults, RotateFault, random_client_id, regular_client},
+    proto::RotateSecretRequest,
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::{Stack, StackOptions, vault_path};
+
+fn request(client_id: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        client_id: client_id.to_owned(),
+        reason: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn auth0_rate_limit_is_resource_exhausted_with_retry_info() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    stack.emulator.inject(Faults {
+        rate_limited: 1,
+        ..Faults::default()
+    });
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let retry = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    // The emulator's reset is 3 s ahead, in whole epoch seconds.
+    assert!(
+        retry >= Duration::from_secs(1) && retry <= Duration::from_secs(4),
+        "{retry:?}"
+    );
+    assert!(
+        !status.message().contains("Global limit"),
+        "upstream text leaked: {}",
+        status.message()
+    );
+    assert_eq!(stack.emulator.stats().rotations, 0);
+    assert!(stack.bao.kv_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_real_token_bucket_runs_dry() {
+    // Free-plan bucket: 2 requests, then 429 until it refills.
+    let stack = Stack::start_with(StackOptions {
+        emulator: EmulatorConfig {
+            rate_limit_burst: 2,
+            rate_limit_per_second: 1,
+            ..EmulatorConfig::default()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let mut client = stack.client().await;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let id = stack.seed(regular_client(&random_client_id(), "App"));
+        codes.push(
+            client
+                .rotate_secret(request(&id))
+                .await
+                .map(|_| Code::Ok)
+                .unwrap_or_else(|s| s.code()),
+        );
+    }
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    assert_eq!(codes[0], Code::Ok, "{codes:?}");
+}
+
+#[tokio::test]
+async fn auth0_server_error_is_unavailable() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    stack.emulator.inject(Faults {
+        rotate: vec![RotateFault {
+            status: 503,
+            commit: false,
+            delay_ms: 0,
+        }],
+        ..Faults::default()
+    });
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        !status.message().contains("Injected"),
+        "upstream text leaked"
+    );
+    assert_eq!(stack.emulator.stats().rotations, 0);
+
+    // The next attempt, with Auth0 healthy again, works.
+    stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .expect("retry succeeds");
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+}
+
+#[tokio::test]
+async fn auth0_timeout_is_unavailable() {
+    let stack = Stack::start_with(StackOptions {
+        extra_args: vec!["--auth0-timeout".into(), "300ms".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    stack.emulator.inject(Faults {
+        rotate: vec![RotateFault {
+            status: 504,
+            commit: false,
+            delay_ms: 3_000,
+        }],
+        ..Faults::default()
+    });
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("timed out"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn vault_down_is_unavailable_and_auth0_is_not_touched() {
+    let mut stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let secret = stack.emulator.live_secret(&id);
+    stack.bao.stop();
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("nothing was rotated"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        stack.emulator.stats().rotate_requests,
+        0,
+        "Auth0 was called"
+    );
+    assert_eq!(stack.emulator.live_secret(&id), secret);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_rotate_scope_is_internal_naming_the_scope_and_not_serving() {
+    let stack = Stack::start_with(StackOptions {
+        m2m_scopes: vec!["read:clients", "read:client_keys"],
+        wait_serving: false,
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(
+        status.message().contains("update:client_keys"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("Insufficient scope"),
+        "upstream text leaked"
+    );
+    // Start-up checks refuse SERVING while the scope is missing.
+    let mut health = stack.health().await;
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+}
+
+#[tokio::test]
+async fn rejected_service_credentials_are_internal() {
+    let stack = Stack::start_with(StackOptions {
+        m2m_secret_presented: "wrong-secret".into(),
+        wait_serving: false,
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(
+        status.message().contains("AUTH0_CLIENT_SECRET"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(stack.emulator.stats().rotate_requests, 0);
+}
+
+#[tokio::test]
+async fn vault_write_refused_after_auth0_rotated_says_resync() {
+    // The token may read metadata but not write: the failure lands after Auth0 rotated.
+    let stack = Stack::start_with(StackOptions {
+        vault_policy: Some(
+            r#"
+            path "secret/metadata/*" { capabilities = ["read", "list"] }
+            path "secret/data/*" { capabilities = ["read"] }
+            "#,
+        ),
+        wait_serving: false,
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("resync"), "{}", status.message());
+    assert!(status.message().contains(&id), "{}", status.message());
+    assert_eq!(stack.emulator.stats().rotations, 1, "Auth0 did rotate");
+    let live = stack.emulator.live_secret(&id).unwrap();
+    assert!(!status.message().contains(&live));
+    assert!(stack.bao.kv_data(&vault_path(&id)).await.is_none());
+}

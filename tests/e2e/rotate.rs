@@ -1,0 +1,189 @@
+use prost::Message;
+use secret_rotator::{
+    emulator::{pkjwt_client, random_client_id, regular_client},
+    proto::RotateSecretRequest,
+};
+use tonic::Code;
+
+use crate::helpers::{Stack, vault_path};
+
+fn request(client_id: &str, reason: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        client_id: client_id.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "Billing web app"));
+    let before = stack.emulator.live_secret(&id).unwrap();
+    let mut client = stack.client().await;
+
+    let answer = client
+        .rotate_secret(request(&id, "quarterly rotation"))
+        .await
+        .expect("rotation succeeds")
+        .into_inner();
+
+    // Vault holds exactly the secret Auth0 (the emulator) now accepts.
+    let live = stack.emulator.live_secret(&id).unwrap();
+    assert_ne!(live, before, "the secret changed at Auth0");
+    let data = stack
+        .bao
+        .kv_data(&vault_path(&id))
+        .await
+        .expect("key written");
+    assert_eq!(data["client_secret"], live.as_str());
+    assert_eq!(data["client_id"], id.as_str());
+    assert_eq!(
+        data.as_object().unwrap().len(),
+        2,
+        "only client_id and client_secret: {data}"
+    );
+
+    // Rotation facts sit in custom_metadata, not in the data.
+    let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
+    let custom = &meta["custom_metadata"];
+    assert_eq!(custom["rotation_id"], answer.rotation_id.as_str());
+    assert_eq!(custom["reason"], "quarterly rotation");
+    assert!(
+        custom["rotated_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{custom}"
+    );
+
+    // The answer: metadata about the client and where the secret went.
+    uuid::Uuid::parse_str(&answer.rotation_id).expect("rotation_id is a UUID");
+    let vault = answer.vault_secret.clone().unwrap();
+    assert_eq!(
+        (vault.mount.as_str(), vault.path.as_str(), vault.version),
+        ("secret", vault_path(&id).as_str(), 1)
+    );
+    assert_eq!(meta["current_version"], 1);
+    assert!(answer.rotated_at.is_some());
+    let c = answer.client.clone().unwrap();
+    assert_eq!(c.client_id, id);
+    assert_eq!(c.name.as_deref(), Some("Billing web app"));
+    assert_eq!(c.app_type.as_deref(), Some("regular_web"));
+    assert_eq!(
+        c.cross_origin_authentication,
+        Some(false),
+        "legacy cross_origin_auth is read"
+    );
+    assert_eq!(
+        c.addons.as_ref().unwrap().enabled,
+        vec!["firebase", "samlp"]
+    );
+    assert!(
+        c.signing_keys[0]
+            .cert
+            .as_deref()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert_eq!(
+        c.refresh_token.as_ref().unwrap().token_lifetime,
+        Some(2_592_000)
+    );
+
+    // No secret material anywhere in the encoded answer.
+    let bytes = answer.encode_to_vec();
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!contains(&live), "the new secret is in the answer");
+    assert!(
+        !contains("PRIVATE KEY"),
+        "a signing key's private part is in the answer"
+    );
+    assert!(
+        !contains("FIREBASE-"),
+        "an addon credential is in the answer"
+    );
+
+    // A second rotation writes the next version.
+    let again = client
+        .rotate_secret(request(&id, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.vault_secret.unwrap().version, 2);
+    let latest = stack.emulator.live_secret(&id).unwrap();
+    assert_ne!(latest, live);
+    assert_eq!(
+        stack.bao.kv_data(&vault_path(&id)).await.unwrap()["client_secret"],
+        latest.as_str()
+    );
+    let custom = &stack.bao.kv_metadata(&vault_path(&id)).await.unwrap()["custom_metadata"];
+    assert_eq!(custom["rotation_id"], again.rotation_id.as_str());
+    assert!(
+        custom.get("reason").is_none(),
+        "no stale reason from the previous rotation"
+    );
+}
+
+#[tokio::test]
+async fn third_party_tpc_client_rotates() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client("tpc_rhQfCQohbSxytKPKF987fE", "Partner app"));
+    let answer = stack
+        .client()
+        .await
+        .rotate_secret(request(&id, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.client.unwrap().client_id, id);
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+}
+
+#[tokio::test]
+async fn unknown_client_is_not_found_and_writes_nothing() {
+    let stack = Stack::start().await;
+    let id = random_client_id();
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(
+        status.message().contains("no client"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(stack.emulator.stats().rotate_requests, 1);
+    assert!(stack.bao.kv_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn private_key_jwt_client_is_a_failed_precondition() {
+    let stack = Stack::start().await;
+    let id = stack.seed(pkjwt_client(&random_client_id()));
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("private_key_jwt"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status
+            .message()
+            .contains("Private Key JWT or mTLS authentication methods"),
+        "upstream text leaked"
+    );
+    assert_eq!(stack.emulator.stats().rotations, 0);
+    assert!(stack.bao.kv_keys().await.is_empty());
+}
