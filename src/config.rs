@@ -107,8 +107,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ROTATOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
     pub shutdown_grace: Duration,
 
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "ROTATOR_LOG", default_value = "info")]
+    /// Log filter (tracing EnvFilter syntax). vaultrs is off by default: every Vault error is
+    /// logged by the service itself, and vaultrs reports expected 404s as errors.
+    #[arg(long, env = "ROTATOR_LOG", default_value = "info,vaultrs=off")]
     pub log: String,
 
     /// Log format.

@@ -1,5 +1,7 @@
 //! The one place that installs the tracing subscriber.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::{LogConfig, LogFormat};
@@ -8,7 +10,10 @@ use crate::config::{LogConfig, LogFormat};
 pub fn init(config: &LogConfig) -> Result<(), String> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|_| format!("ROTATOR_LOG is not a valid log filter: {}", config.filter))?;
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match config.format {
         LogFormat::Json => builder
             .json()

@@ -40,7 +40,7 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
         .unwrap()
         .port();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
+    let mut child = KillOnDrop(Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
         .arg("serve")
         .env("ROTATOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("AUTH0_DOMAIN", emulator.domain())
@@ -56,7 +56,7 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
         .stderr(log.reopen().unwrap())
         .stdin(Stdio::null())
         .spawn()
-        .expect("start the binary");
+        .expect("start the binary"));
 
     let endpoint = format!("http://127.0.0.1:{port}");
     eventually(
@@ -122,12 +122,12 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
 
     // SIGTERM: the binary stops cleanly.
     let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
     let exit = eventually("the binary to exit", Duration::from_secs(30), || {
-        let done = child.try_wait().unwrap();
+        let done = child.0.try_wait().unwrap();
         async move { done }
     })
     .await;
@@ -161,4 +161,14 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
         checked,
         output.len()
     );
+}
+
+/// Stops the binary even when an assertion fails half-way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

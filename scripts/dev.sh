@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The local stack: a real OpenBao dev server, the Auth0 emulator and secret-rotator, on
+# loopback. Installs OpenBao and grpcurl into .tools/ when missing. Stops everything on Ctrl-C.
+#
+# Ports (override with env): BAO_PORT=8200 EMULATOR_PORT=4010 ROTATOR_PORT=50051
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+BAO_PORT="${BAO_PORT:-8200}"
+EMULATOR_PORT="${EMULATOR_PORT:-4010}"
+ROTATOR_PORT="${ROTATOR_PORT:-50051}"
+state="$root/.stack"
+rm -rf "$state" && mkdir -p "$state/home"
+
+scripts/tools.sh
+echo "dev: building secret-rotator and the Auth0 emulator" >&2
+cargo build --locked --quiet --features emulator --bins
+
+# Throwaway credentials for this run only.
+random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+vault_token="dev-$(random_hex 16)"
+m2m_secret="$(random_hex 32)"
+m2m_id="Dm0M2MService0000000000000000001"
+demo_client="Dm0WebApp4Rotation00000000000001"
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+HOME="$state/home" .tools/bin/bao server -dev -dev-root-token-id="$vault_token" \
+  -dev-listen-address="127.0.0.1:$BAO_PORT" >"$state/openbao.log" 2>&1 &
+pids+=($!)
+
+EMULATOR_SERVICE_CLIENT_SECRET="$m2m_secret" target/debug/auth0-emulator \
+  --listen "127.0.0.1:$EMULATOR_PORT" --service-client-id "$m2m_id" >"$state/emulator.log" 2>&1 &
+pids+=($!)
+
+# Wait (bounded) for both before starting the service.
+for _ in $(seq 1 100); do
+  if curl -fs "http://127.0.0.1:$BAO_PORT/v1/sys/health" >/dev/null 2>&1 \
+    && curl -fs "http://127.0.0.1:$EMULATOR_PORT/__emulator/stats" >/dev/null 2>&1; then
+    break
+  fi
+  sleep 0.1
+done
+
+env -u AUTH0_MANAGEMENT_TOKEN \
+  ROTATOR_LISTEN_ADDR="127.0.0.1:$ROTATOR_PORT" \
+  AUTH0_DOMAIN="emulator.auth0.local" \
+  AUTH0_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
+  AUTH0_CLIENT_ID="$m2m_id" \
+  AUTH0_CLIENT_SECRET="$m2m_secret" \
+  VAULT_ADDR="http://127.0.0.1:$BAO_PORT" \
+  VAULT_TOKEN="$vault_token" \
+  ROTATOR_LOG_FORMAT="${ROTATOR_LOG_FORMAT:-text}" \
+  target/debug/secret-rotator serve 2>&1 | tee "$state/secret-rotator.log" >&2 &
+pids+=($!)
+
+serving=""
+for _ in $(seq 1 300); do
+  if .tools/bin/grpcurl -plaintext "127.0.0.1:$ROTATOR_PORT" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
+    serving=yes
+    break
+  fi
+  sleep 0.1
+done
+if [ -z "$serving" ]; then
+  echo "dev: secret-rotator did not become SERVING; see $state/*.log" >&2
+  exit 1
+fi
+
+cat <<MSG
+
+secret-rotator is SERVING on 127.0.0.1:$ROTATOR_PORT (OpenBao on :$BAO_PORT, Auth0 emulator on :$EMULATOR_PORT).
+Logs: $state/. Ctrl-C stops everything.
+
+Rotate a seeded client:
+  .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client", "reason": "trying it out"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/RotateSecret
+
+What Vault now holds:
+  BAO_ADDR=http://127.0.0.1:$BAO_PORT BAO_TOKEN=$vault_token .tools/bin/bao kv get secret/auth0/clients/$demo_client
+
+The secret the emulator (Auth0) now accepts:
+  curl -s http://127.0.0.1:$EMULATOR_PORT/__emulator/clients/$demo_client
+
+Other seeded clients: Dm0WebApp4Rotation00000000000002, tpc_rhQfCQohbSxytKPKF987fE,
+Dm0PrivateKeyJwt0000000000000001 (private_key_jwt: refused with FAILED_PRECONDITION).
+MSG
+
+wait

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests and the end-to-end suite (real OpenBao, the Auth0 emulator,
+# the service, the real grpcurl). Installs what the tests need into .tools/ first.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/tools.sh
+# HOME must exist for OpenBao's dev mode.
+mkdir -p "${HOME:-/tmp}"
+exec cargo test --locked --features emulator "$@"
