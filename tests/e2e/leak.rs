@@ -40,23 +40,25 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
         .unwrap()
         .port();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = KillOnDrop(Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
-        .arg("serve")
-        .env("ROTATOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("AUTH0_DOMAIN", emulator.domain())
-        .env("AUTH0_BASE_URL", emulator.base_url())
-        .env("AUTH0_CLIENT_ID", &m2m)
-        .env("AUTH0_CLIENT_SECRET", M2M_SECRET)
-        .env_remove("AUTH0_MANAGEMENT_TOKEN")
-        .env("VAULT_ADDR", &bao.addr)
-        .env("VAULT_TOKEN", VAULT_TOKEN)
-        .env("ROTATOR_LOG", "trace")
-        .env("ROTATOR_LOG_FORMAT", "json")
-        .stdout(log.reopen().unwrap())
-        .stderr(log.reopen().unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start the binary"));
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
+            .arg("serve")
+            .env("ROTATOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("AUTH0_DOMAIN", emulator.domain())
+            .env("AUTH0_BASE_URL", emulator.base_url())
+            .env("AUTH0_CLIENT_ID", &m2m)
+            .env("AUTH0_CLIENT_SECRET", M2M_SECRET)
+            .env_remove("AUTH0_MANAGEMENT_TOKEN")
+            .env("VAULT_ADDR", &bao.addr)
+            .env("VAULT_TOKEN", VAULT_TOKEN)
+            .env("ROTATOR_LOG", "trace")
+            .env("ROTATOR_LOG_FORMAT", "json")
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the binary"),
+    );
 
     let endpoint = format!("http://127.0.0.1:{port}");
     eventually(
