@@ -7,4 +7,5 @@ cd "$root"
 scripts/tools.sh
 # HOME must exist for OpenBao's dev mode.
 mkdir -p "${HOME:-/tmp}"
-exec cargo test --locked --features emulator "$@"
+# --tests: every test target, no doctests (there are none), so the run ends on the e2e summary.
+exec cargo test --locked --features emulator --tests "$@"

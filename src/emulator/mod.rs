@@ -355,6 +355,25 @@ impl Inner {
         })
     }
 
+    /// What every Management API call goes through: counting, the rate limit, the bearer token,
+    /// and a scope check (any of `scopes`). `Err` carries the refusal.
+    fn admit(
+        &mut self,
+        headers: &HeaderMap,
+        scopes: &[&str],
+    ) -> Result<(RateHeaders, Vec<String>), Response> {
+        self.stats.requests += 1;
+        let rate = self.rate_limit()?;
+        let granted = match self.authenticate(headers) {
+            Ok(granted) => granted,
+            Err(denied) => return Err(rate.apply(denied)),
+        };
+        if !granted.iter().any(|s| scopes.contains(&s.as_str())) {
+            return Err(rate.apply(insufficient_scope(scopes)));
+        }
+        Ok((rate, granted))
+    }
+
     /// Scopes of a valid bearer token; `Err` carries the 401 answer.
     fn authenticate(&mut self, headers: &HeaderMap) -> Result<Vec<String>, Response> {
         let token = headers
@@ -573,19 +592,11 @@ async fn rotate_secret(
 ) -> Response {
     let (rate, fault) = {
         let mut inner = lock(&shared);
-        inner.stats.requests += 1;
         inner.stats.rotate_requests += 1;
-        let rate = match inner.rate_limit() {
-            Ok(rate) => rate,
-            Err(limited) => return limited,
+        let (rate, _) = match inner.admit(&headers, &["update:client_keys"]) {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
         };
-        let scopes = match inner.authenticate(&headers) {
-            Ok(scopes) => scopes,
-            Err(denied) => return rate.apply(denied),
-        };
-        if !scopes.iter().any(|s| s == "update:client_keys") {
-            return rate.apply(insufficient_scope(&["update:client_keys"]));
-        }
         (rate, inner.rotate_faults.pop_front())
     };
 
@@ -644,19 +655,11 @@ async fn get_client(
     headers: HeaderMap,
 ) -> Response {
     let mut inner = lock(&shared);
-    inner.stats.requests += 1;
     inner.stats.get_requests += 1;
-    let rate = match inner.rate_limit() {
-        Ok(rate) => rate,
-        Err(limited) => return limited,
+    let (rate, scopes) = match inner.admit(&headers, &READ_SCOPES) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let scopes = match inner.authenticate(&headers) {
-        Ok(scopes) => scopes,
-        Err(denied) => return rate.apply(denied),
-    };
-    if !scopes.iter().any(|s| READ_SCOPES.contains(&s.as_str())) {
-        return rate.apply(insufficient_scope(&READ_SCOPES));
-    }
     let may_read_keys = scopes.iter().any(|s| KEY_SCOPES.contains(&s.as_str()));
     let Some(client) = inner.clients.get(&id) else {
         return rate.apply(not_found());

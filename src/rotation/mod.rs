@@ -249,3 +249,184 @@ impl<T: SecretStore> SecretStore for Arc<T> {
         (**self).write_secret(path, client_id, issued, metadata, cas)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use secrecy::{ExposeSecret, SecretString};
+
+    use super::*;
+    use crate::auth0::Client;
+
+    #[derive(Default)]
+    struct FakeAuth0 {
+        rotations: AtomicUsize,
+    }
+
+    impl SecretIssuer for FakeAuth0 {
+        async fn rotate_secret(&self, _: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+            let n = self.rotations.fetch_add(1, Ordering::SeqCst) + 1;
+            // Let other tasks run between "Auth0" and "Vault", as the network would.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(IssuedSecret {
+                client: Client::default(),
+                secret: SecretString::from(format!("secret-{n}")),
+            })
+        }
+    }
+
+    /// KV with check-and-set, and scripted failures.
+    #[derive(Default)]
+    struct FakeVault {
+        read_error: Option<VaultError>,
+        write_errors: Mutex<VecDeque<VaultError>>,
+        write_attempts: AtomicUsize,
+        versions: Mutex<HashMap<String, Vec<String>>>,
+    }
+
+    impl SecretStore for FakeVault {
+        fn mount(&self) -> &str {
+            "secret"
+        }
+
+        async fn current_version(&self, path: &str) -> Result<u64, VaultError> {
+            if let Some(e) = &self.read_error {
+                return Err(e.clone());
+            }
+            let versions = self.versions.lock().unwrap();
+            Ok(versions.get(path).map_or(0, |v| v.len() as u64))
+        }
+
+        async fn write_secret(
+            &self,
+            path: &str,
+            _: &ClientId,
+            issued: &IssuedSecret,
+            _: &RotationMetadata,
+            cas: u64,
+        ) -> Result<u64, VaultError> {
+            self.write_attempts.fetch_add(1, Ordering::SeqCst);
+            if let Some(e) = self.write_errors.lock().unwrap().pop_front() {
+                return Err(e);
+            }
+            let mut versions = self.versions.lock().unwrap();
+            let key = versions.entry(path.to_owned()).or_default();
+            if key.len() as u64 != cas {
+                return Err(VaultError::CasMismatch);
+            }
+            key.push(issued.secret.expose_secret().to_owned());
+            Ok(key.len() as u64)
+        }
+    }
+
+    fn service(vault: FakeVault) -> Arc<RotationService<FakeAuth0, FakeVault>> {
+        let path = PathTemplate::parse("auth0/{client_id}", "d").unwrap();
+        Arc::new(RotationService::new(FakeAuth0::default(), vault, path))
+    }
+
+    fn command(id: &str) -> RotateCommand {
+        RotateCommand::parse(id, "").unwrap()
+    }
+
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn vault_down_before_rotation_leaves_auth0_alone() {
+        let svc = service(FakeVault {
+            read_error: Some(VaultError::Unavailable("down".into())),
+            ..FakeVault::default()
+        });
+        let err = svc.rotate(command("abc"), soon(1000)).await.unwrap_err();
+        assert!(
+            matches!(err, RotationError::VaultBeforeRotation(_)),
+            "{err:?}"
+        );
+        assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn transient_write_failures_are_retried() {
+        let svc = service(FakeVault {
+            write_errors: Mutex::new(vec![VaultError::Unavailable("503".into()); 2].into()),
+            ..FakeVault::default()
+        });
+        let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+        assert_eq!(rotation.stored.version, 1);
+        assert_eq!(svc.store.write_attempts.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            svc.issuer.rotations.load(Ordering::SeqCst),
+            1,
+            "never rotates again"
+        );
+        assert_eq!(
+            svc.store.versions.lock().unwrap()["auth0/abc"],
+            ["secret-1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_not_retried_and_asks_for_a_resync() {
+        let svc = service(FakeVault {
+            write_errors: Mutex::new(vec![VaultError::PermissionDenied("x".into())].into()),
+            ..FakeVault::default()
+        });
+        let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
+        assert!(
+            matches!(&err, RotationError::StoreAfterRotation { client_id, .. } if client_id.as_str() == "abc"),
+            "{err:?}"
+        );
+        assert_eq!(svc.store.write_attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_the_deadline() {
+        let svc = service(FakeVault {
+            write_errors: Mutex::new(vec![VaultError::Unavailable("503".into()); 1000].into()),
+            ..FakeVault::default()
+        });
+        let started = Instant::now();
+        let err = svc.rotate(command("abc"), soon(400)).await.unwrap_err();
+        assert!(
+            matches!(err, RotationError::StoreAfterRotation { .. }),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bounded by the deadline"
+        );
+        assert!(
+            svc.store.write_attempts.load(Ordering::SeqCst) >= 2,
+            "retried at least once"
+        );
+    }
+
+    #[tokio::test]
+    async fn rotations_of_one_client_do_not_interleave() {
+        let svc = service(FakeVault::default());
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                let svc = Arc::clone(&svc);
+                tokio::spawn(async move { svc.rotate(command("abc"), soon(10_000)).await })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for run in runs {
+            versions.push(run.await.unwrap().expect("no CAS conflict").stored.version);
+        }
+        versions.sort();
+        assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
+        // The last secret issued is the one Vault holds.
+        let stored = svc.store.versions.lock().unwrap()["auth0/abc"].clone();
+        assert_eq!(stored.last().unwrap(), "secret-8");
+        assert!(
+            svc.in_flight.lock().unwrap().is_empty(),
+            "locks are released"
+        );
+    }
+}
