@@ -20,18 +20,12 @@ impl From<RotationError> for Status {
                 rotation_id,
                 source,
             } => {
-                let code = match source {
-                    VaultError::Unavailable(_) => Code::Unavailable,
-                    VaultError::CasMismatch => Code::Aborted,
-                    VaultError::PermissionDenied(_) | VaultError::Unexpected(_) => Code::Internal,
-                };
-                Status::new(
-                    code,
-                    format!(
-                        "Auth0 rotated the secret of {client_id} (rotation {rotation_id}) but it could not be \
-                         stored in Vault ({source}); the client needs a resync, do not rotate it again"
-                    ),
-                )
+                // Whatever Vault's failure, the caller's situation is the same: the secret is not
+                // where it should be yet, and rotating again would not help.
+                Status::unavailable(format!(
+                    "Auth0 rotated the secret of {client_id} (rotation {rotation_id}) but it could not be \
+                     stored in Vault ({source}); the client needs a resync, do not rotate it again"
+                ))
             }
             RotationError::Internal => Status::internal("the rotation failed unexpectedly"),
         }
