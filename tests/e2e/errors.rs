@@ -258,7 +258,7 @@ async fn vault_write_refused_after_auth0_rotated_says_resync() {
         .rotate_secret(request(&id))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("resync"), "{}", status.message());
     assert!(status.message().contains(&id), "{}", status.message());
     assert_eq!(stack.emulator.stats().rotations, 1, "Auth0 did rotate");
