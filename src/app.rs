@@ -9,13 +9,15 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
-    auth0::{Auth0Client, Auth0Error, ROTATE_SCOPE},
+    auth0::{Auth0Client, Auth0Error, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::Config,
     grpc::RotationApi,
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
-    rotation::{ClientId, RotationService},
+    rotation::{ClientId, RotationService, Settings},
     vault::{VaultError, VaultStore},
 };
+
+type Service = RotationService<Arc<Auth0Client>, Arc<VaultStore>, Arc<VaultStore>>;
 
 /// Name under which health reports the rotation service.
 pub const SERVICE_NAME: &str = "secretrotator.v1.SecretRotationService";
@@ -56,12 +58,21 @@ pub async fn serve(
 ) -> Result<(), AppError> {
     let auth0 = Arc::new(Auth0Client::new(&config.auth0).map_err(AppError::Auth0Client)?);
     let vault = Arc::new(VaultStore::new(&config.vault).map_err(AppError::VaultClient)?);
-    let rotations = Arc::new(RotationService::new(
+    let rotations: Arc<Service> = Arc::new(RotationService::new(
         Arc::clone(&auth0),
         Arc::clone(&vault),
-        config.vault.path.clone(),
+        Arc::clone(&vault),
+        Settings {
+            path: config.vault.path.clone(),
+            replica: config.rotation.replica_id.clone(),
+            lease_ttl: config.rotation.lease_ttl,
+            idempotency_window: config.rotation.idempotency_window,
+            allow_unrecoverable: config.rotation.allow_unrecoverable,
+            pause_after_auth0: config.rotation.pause_after_auth0,
+        },
     ));
-    let api = SecretRotationServiceServer::new(RotationApi::new(rotations, config.deadline));
+    let api =
+        SecretRotationServiceServer::new(RotationApi::new(Arc::clone(&rotations), config.deadline));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -69,7 +80,15 @@ pub async fn serve(
         .vault
         .path
         .render(&ClientId::parse("capability_probe").expect("valid sample id"));
-    let readiness = tokio::spawn(become_ready(health.clone(), auth0, vault, sample_path));
+    // Start-up checks, then the reconciler: at start-up and every interval, on every replica.
+    let background = tokio::spawn({
+        let (health, rotations) = (health.clone(), Arc::clone(&rotations));
+        let interval = config.rotation.reconcile_interval;
+        async move {
+            become_ready(health, auth0, vault, &rotations, sample_path).await;
+            rotations.reconcile_forever(interval).await;
+        }
+    });
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -97,17 +116,25 @@ pub async fn serve(
 
     tokio::select! {
         result = &mut server => {
-            readiness.abort();
+            background.abort();
             result?;
         }
         () = shutdown => {
             info!("shutdown requested: reporting NOT_SERVING and draining calls");
-            readiness.abort();
+            // A pass cut short loses nothing: its writes are check-and-set, its lease expires.
+            background.abort();
             set_health(&health, ServingStatus::NotServing).await;
             let _ = stop_tx.send(());
-            match tokio::time::timeout(config.shutdown_grace, server).await {
+            // Calls end when their rotations do, but a rotation whose caller hung up runs on
+            // alone: wait for those too. Whatever the grace cuts off stays an open intent.
+            let drained = async {
+                server.await?;
+                rotations.drained().await;
+                Ok::<(), AppError>(())
+            };
+            match tokio::time::timeout(config.shutdown_grace, drained).await {
                 Ok(result) => result?,
-                Err(_) => warn!(grace = ?config.shutdown_grace, "grace period over; exiting with calls still open"),
+                Err(_) => warn!(grace = ?config.shutdown_grace, "grace period over; open rotations are left to recovery"),
             }
         }
     }
@@ -125,11 +152,12 @@ async fn become_ready(
     health: HealthReporter,
     auth0: Arc<Auth0Client>,
     vault: Arc<VaultStore>,
+    rotations: &Service,
     sample_path: String,
 ) {
     let mut wait = Duration::from_millis(200);
     loop {
-        match readiness_checks(&auth0, &vault, &sample_path).await {
+        match readiness_checks(&auth0, &vault, rotations, &sample_path).await {
             Ok(()) => {
                 set_health(&health, ServingStatus::Serving).await;
                 info!("start-up checks passed: SERVING");
@@ -145,6 +173,7 @@ async fn become_ready(
 async fn readiness_checks(
     auth0: &Auth0Client,
     vault: &VaultStore,
+    rotations: &Service,
     sample_path: &str,
 ) -> Result<(), String> {
     vault
@@ -155,13 +184,25 @@ async fn readiness_checks(
         .check()
         .await
         .map_err(|e: Auth0Error| format!("Auth0: {e}"))?;
-    if let Some(scopes) = token.scopes
-        && !scopes.iter().any(|s| s == ROTATE_SCOPE)
-    {
+    let Some(scopes) = token.scopes else {
+        warn!(
+            "the Management API token's scopes are unknown; assuming it may rotate and read secrets"
+        );
+        return Ok(());
+    };
+    if !scopes.iter().any(|s| s == ROTATE_SCOPE) {
         return Err(format!(
             "Auth0: the service's Management API token lacks the {ROTATE_SCOPE} scope; \
              grant it to the service's application in the Management API's client grant"
         ));
+    }
+    let can_recover = scopes.iter().any(|s| s == READ_KEYS_SCOPE);
+    rotations.set_recovery_available(can_recover);
+    if !can_recover {
+        error!(
+            "the Management API token lacks {READ_KEYS_SCOPE}: a lost Auth0 answer could not be \
+             recovered, so rotations are refused unless ROTATOR_ALLOW_UNRECOVERABLE_ROTATIONS=true"
+        );
     }
     Ok(())
 }

@@ -99,6 +99,41 @@ pub struct ServeArgs {
     )]
     pub vault_path: String,
 
+    /// Where the service keeps its leases, intents and idempotency keys, inside the mount.
+    #[arg(long, env = "ROTATOR_STATE_PATH", default_value = "secret-rotator")]
+    pub state_path: String,
+
+    /// How long a client's lease lasts; longer than ROTATOR_DEADLINE plus AUTH0_TIMEOUT.
+    #[arg(long, env = "ROTATOR_LEASE_TTL", default_value = "60s", value_parser = duration)]
+    pub lease_ttl: Duration,
+
+    /// How often every replica looks for rotations left open and heals them.
+    #[arg(long, env = "ROTATOR_RECONCILE_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub reconcile_interval: Duration,
+
+    /// How long an idempotency key replays its first answer.
+    #[arg(long, env = "ROTATOR_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration)]
+    pub idempotency_window: Duration,
+
+    /// Rotate even when the Auth0 token lacks read:client_keys, so that a lost answer could
+    /// not be recovered.
+    #[arg(
+        long,
+        env = "ROTATOR_ALLOW_UNRECOVERABLE_ROTATIONS",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub allow_unrecoverable_rotations: bool,
+
+    /// Names this replica in leases [default: host name, process id and a random suffix].
+    #[arg(long, env = "ROTATOR_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// Test only: pause between Auth0's answer and the Vault write.
+    #[arg(long, env = "ROTATOR_TEST_PAUSE_AFTER_AUTH0", hide = true, value_parser = duration)]
+    pub test_pause_after_auth0: Option<Duration>,
+
     /// Deadline of a rotation whose caller set none (grpc-timeout); callers' deadlines are capped to it.
     #[arg(long, env = "ROTATOR_DEADLINE", default_value = "30s", value_parser = duration)]
     pub deadline: Duration,
@@ -129,9 +164,20 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     pub auth0: Auth0Config,
     pub vault: VaultConfig,
+    pub rotation: RotationConfig,
     pub deadline: Duration,
     pub shutdown_grace: Duration,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RotationConfig {
+    pub replica_id: String,
+    pub lease_ttl: Duration,
+    pub reconcile_interval: Duration,
+    pub idempotency_window: Duration,
+    pub allow_unrecoverable: bool,
+    pub pause_after_auth0: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +215,7 @@ pub struct VaultConfig {
     pub timeout: Duration,
     pub mount: String,
     pub path: PathTemplate,
+    pub state_prefix: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -189,6 +236,12 @@ pub enum ConfigError {
     CaCert(PathBuf),
     #[error("{0} must be more than zero")]
     ZeroDuration(&'static str),
+    #[error("ROTATOR_STATE_PATH is invalid: {0}")]
+    StatePath(String),
+    #[error(
+        "ROTATOR_LEASE_TTL must be longer than ROTATOR_DEADLINE plus AUTH0_TIMEOUT, or a live rotation could lose its lease"
+    )]
+    LeaseTooShort,
 }
 
 impl ServeArgs {
@@ -211,6 +264,13 @@ impl ServeArgs {
             vault_timeout,
             vault_mount,
             vault_path,
+            state_path,
+            lease_ttl,
+            reconcile_interval,
+            idempotency_window,
+            allow_unrecoverable_rotations,
+            replica_id,
+            test_pause_after_auth0,
             deadline,
             shutdown_grace,
             log,
@@ -249,6 +309,8 @@ impl ServeArgs {
             return Err(ConfigError::VaultMount);
         }
         let path = PathTemplate::parse(&vault_path, &domain).map_err(ConfigError::VaultPath)?;
+        let state_prefix = state_path.trim_matches('/').to_owned();
+        check_state_path(&state_prefix, &path).map_err(ConfigError::StatePath)?;
         if let Some(ca) = &vault_cacert
             && std::fs::metadata(ca).is_err()
         {
@@ -259,10 +321,16 @@ impl ServeArgs {
             (auth0_timeout, "AUTH0_TIMEOUT"),
             (vault_timeout, "VAULT_TIMEOUT"),
             (deadline, "ROTATOR_DEADLINE"),
+            (lease_ttl, "ROTATOR_LEASE_TTL"),
+            (reconcile_interval, "ROTATOR_RECONCILE_INTERVAL"),
+            (idempotency_window, "ROTATOR_IDEMPOTENCY_WINDOW"),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
             }
+        }
+        if lease_ttl <= deadline + auth0_timeout {
+            return Err(ConfigError::LeaseTooShort);
         }
         Ok(Config {
             listen_addr,
@@ -281,6 +349,17 @@ impl ServeArgs {
                 timeout: vault_timeout,
                 mount,
                 path,
+                state_prefix,
+            },
+            rotation: RotationConfig {
+                replica_id: replica_id
+                    .filter(|r| !r.trim().is_empty())
+                    .unwrap_or_else(default_replica_id),
+                lease_ttl,
+                reconcile_interval,
+                idempotency_window,
+                allow_unrecoverable: allow_unrecoverable_rotations,
+                pause_after_auth0: test_pause_after_auth0,
             },
             deadline,
             shutdown_grace,
@@ -290,6 +369,29 @@ impl ServeArgs {
             },
         })
     }
+}
+
+/// The ledger's records must never share a key with a client's secret.
+fn check_state_path(prefix: &str, secrets: &PathTemplate) -> Result<(), String> {
+    let probe = PathTemplate::parse(&format!("{prefix}/{{client_id}}"), "d")
+        .map_err(|e| e.replace("{client_id}", "a name"))?;
+    let sample = crate::rotation::ClientId::parse("x").expect("valid id");
+    let secret_path = secrets.render(&sample);
+    let state_path = probe.render(&sample);
+    let first = |p: &str| p.split('/').next().unwrap_or_default().to_owned();
+    if first(&secret_path) == first(&state_path) {
+        return Err(format!(
+            "its first segment must differ from ROTATOR_VAULT_PATH's ({})",
+            first(&secret_path)
+        ));
+    }
+    Ok(())
+}
+
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }
 
 fn is_host_name(s: &str) -> bool {

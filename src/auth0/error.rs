@@ -23,6 +23,16 @@ pub enum Auth0Error {
     RateLimited { retry_after: Option<Duration> },
     #[error("Auth0 is unavailable: {0}")]
     Unavailable(String),
+    /// The request may have been carried out: its answer was lost (timeout, reset, 5xx).
+    #[error("Auth0's answer was lost ({0}); the rotation may have happened")]
+    OutcomeUnknown(String),
     #[error("Auth0 answered in an unexpected way: {0}")]
     Protocol(String),
+}
+
+impl Auth0Error {
+    /// Whether Auth0 may have carried the request out although it did not say so.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown(_))
+    }
 }

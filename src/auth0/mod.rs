@@ -30,6 +30,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Scope the rotate-secret route requires.
 pub const ROTATE_SCOPE: &str = "update:client_keys";
+/// Scope that reveals a client's secret on GET: what recovery needs.
+pub const READ_KEYS_SCOPE: &str = "read:client_keys";
 
 pub struct Auth0Client {
     http: reqwest::Client,
@@ -113,7 +115,9 @@ impl Auth0Client {
     /// Obtains a token now (start-up check) and reports what it grants.
     pub async fn check(&self) -> Result<TokenInfo, Auth0Error> {
         match &self.tokens {
-            TokenSource::Static(_) => Ok(TokenInfo { scopes: None }),
+            TokenSource::Static(token) => Ok(TokenInfo {
+                scopes: jwt_scopes(token),
+            }),
             TokenSource::ClientCredentials { cache, .. } => {
                 let mut cache = cache.lock().await;
                 let (token, scopes) = self.request_token().await?;
@@ -224,7 +228,7 @@ impl Auth0Client {
                 .bearer_auth(token.expose_secret())
                 .send()
                 .await
-                .map_err(transport_error)?;
+                .map_err(|e| ambiguous(transport_error(e)))?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !retried_token && self.renewable() {
                 // A 401 means nothing was rotated: renew the token once and try again.
@@ -234,12 +238,45 @@ impl Auth0Client {
                 continue;
             }
             if !status.is_success() {
-                return Err(api_error(response, ROTATE_SCOPE, true).await);
+                return Err(ambiguous(api_error(response, ROTATE_SCOPE, true).await));
             }
             let bytes = response.bytes().await.map_err(|_| {
-                Auth0Error::Unavailable("the rotate-secret answer was cut off".into())
+                Auth0Error::OutcomeUnknown("the rotate-secret answer was cut off".into())
             })?;
-            return parse_rotation(&bytes);
+            // A 200 without a readable secret: Auth0 rotated and the secret is lost to us.
+            return parse_rotation(&bytes).map_err(|e| Auth0Error::OutcomeUnknown(e.to_string()));
+        }
+    }
+
+    /// `GET /api/v2/clients/{id}`: the whole client, secret included (needs read:client_keys).
+    #[instrument(skip_all, fields(client_id = %client_id))]
+    async fn read(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+        let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
+        let mut retried_token = false;
+        loop {
+            let token = self.token().await?;
+            let response = self
+                .http
+                .get(url.clone())
+                .bearer_auth(token.expose_secret())
+                .send()
+                .await
+                .map_err(transport_error)?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !retried_token && self.renewable() {
+                self.forget_token().await;
+                retried_token = true;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(api_error(response, READ_KEYS_SCOPE, false).await);
+            }
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|_| Auth0Error::Unavailable("the client answer was cut off".into()))?;
+            // Without read:client_keys Auth0 silently leaves the secret out.
+            return parse_rotation(&bytes).map_err(|_| Auth0Error::MissingScope(READ_KEYS_SCOPE));
         }
     }
 
@@ -264,6 +301,31 @@ impl SecretIssuer for Auth0Client {
     async fn rotate_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
         self.rotate(client_id).await
     }
+
+    async fn read_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+        self.read(client_id).await
+    }
+}
+
+/// For rotate-secret, a failure after the request left may hide a committed rotation.
+fn ambiguous(err: Auth0Error) -> Auth0Error {
+    match err {
+        Auth0Error::Unavailable(what) if what != CONNECT_FAILED => Auth0Error::OutcomeUnknown(what),
+        other => other,
+    }
+}
+
+/// The `scope` claim of a static Management API token (a JWT), read without verifying it: it
+/// is our own token, and this only decides what to warn about at start-up.
+fn jwt_scopes(token: &SecretString) -> Option<Vec<String>> {
+    use base64::Engine;
+    let payload = token.expose_secret().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let scope = claims.get("scope")?.as_str()?;
+    Some(scope.split_whitespace().map(str::to_owned).collect())
 }
 
 fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, Auth0Error> {
@@ -331,11 +393,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.max(Duration::from_secs(1)))
 }
 
+const CONNECT_FAILED: &str = "connection failed";
+
 fn transport_error(err: reqwest::Error) -> Auth0Error {
     let what = if err.is_timeout() {
         "request timed out"
     } else if err.is_connect() {
-        "connection failed"
+        CONNECT_FAILED
     } else {
         "request failed"
     };
@@ -384,6 +448,30 @@ mod tests {
         ] {
             assert!(matches!(parse_rotation(bad), Err(Auth0Error::Protocol(_))));
         }
+    }
+
+    #[test]
+    fn static_token_scopes_come_from_its_claims() {
+        use base64::Engine;
+        let claims = br#"{"scope":"read:clients update:client_keys","sub":"x@clients"}"#;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+        let token = SecretString::from(format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig"));
+        assert_eq!(
+            jwt_scopes(&token),
+            Some(vec![
+                "read:clients".to_owned(),
+                "update:client_keys".to_owned()
+            ])
+        );
+        assert_eq!(jwt_scopes(&SecretString::from("opaque")), None);
+    }
+
+    #[test]
+    fn only_unsent_rotations_are_definite_failures() {
+        assert!(!ambiguous(Auth0Error::Unavailable(CONNECT_FAILED.into())).outcome_unknown());
+        assert!(ambiguous(Auth0Error::Unavailable("request timed out".into())).outcome_unknown());
+        assert!(ambiguous(Auth0Error::Unavailable("Auth0 answered 502".into())).outcome_unknown());
+        assert!(!ambiguous(Auth0Error::ClientNotFound).outcome_unknown());
     }
 
     #[test]

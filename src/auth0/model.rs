@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 use serde_json::Value;
 
 /// A member that reads as `None` when it is absent, `null`, or of an unexpected type.
@@ -29,6 +29,12 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     }
 }
 
+impl<T: Serialize> Serialize for Lenient<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 impl<T> Lenient<T> {
     pub fn into_inner(self) -> Option<T> {
         self.0
@@ -44,7 +50,7 @@ impl<T: Default> Lenient<T> {
 type Opt<T> = Lenient<T>;
 type List<T> = Lenient<Vec<T>>;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Client {
     pub client_id: Opt<String>,
@@ -116,7 +122,7 @@ pub struct Client {
     pub jwks_uri: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SessionTransfer {
     pub can_create_session_transfer_token: Opt<bool>,
@@ -128,14 +134,14 @@ pub struct SessionTransfer {
     pub delegation: Opt<SessionTransferDelegation>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SessionTransferDelegation {
     pub allow_delegated_access: Opt<bool>,
     pub enforce_device_binding: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OidcLogout {
     pub backchannel_logout_urls: List<String>,
@@ -143,20 +149,20 @@ pub struct OidcLogout {
     pub backchannel_logout_session_metadata: Opt<BackchannelLogoutSessionMetadata>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackchannelLogoutInitiators {
     pub mode: Opt<String>,
     pub selected_initiators: List<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackchannelLogoutSessionMetadata {
     pub include: Opt<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct JwtConfiguration {
     pub lifetime_in_seconds: Opt<i32>,
@@ -166,7 +172,7 @@ pub struct JwtConfiguration {
 }
 
 /// Public parts only: a `key` member (private key PEM, seen in old create answers) is skipped.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SigningKey {
     pub cert: Opt<String>,
@@ -174,7 +180,7 @@ pub struct SigningKey {
     pub subject: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EncryptionKey {
     #[serde(rename = "pub")]
@@ -187,6 +193,18 @@ pub struct EncryptionKey {
 /// skipped while parsing and never held in memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AddonNames(pub Vec<String>);
+
+/// Written back as `{"name": {}}`, which reads again as the same names.
+impl Serialize for AddonNames {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for name in &self.0 {
+            map.serialize_entry(name, &serde_json::Map::new())?;
+        }
+        map.end()
+    }
+}
 
 impl<'de> Deserialize<'de> for AddonNames {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -245,28 +263,28 @@ impl<'de> Deserialize<'de> for AddonNames {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Mobile {
     pub android: Opt<MobileAndroid>,
     pub ios: Opt<MobileIos>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MobileAndroid {
     pub app_package_name: Opt<String>,
     pub sha256_cert_fingerprints: List<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MobileIos {
     pub team_id: Opt<String>,
     pub app_bundle_identifier: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NativeSocialLogin {
     pub apple: Opt<Enabled>,
@@ -274,25 +292,25 @@ pub struct NativeSocialLogin {
     pub google: Opt<Enabled>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Enabled {
     pub enabled: Opt<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FedcmLogin {
     pub google: Opt<FedcmLoginGoogle>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FedcmLoginGoogle {
     pub is_enabled: Opt<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RefreshToken {
     pub rotation_type: Opt<String>,
@@ -305,21 +323,21 @@ pub struct RefreshToken {
     pub policies: List<RefreshTokenPolicy>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RefreshTokenPolicy {
     pub audience: Opt<String>,
     pub scope: List<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DefaultOrganization {
     pub organization_id: Opt<String>,
     pub flows: List<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClientAuthenticationMethods {
     pub private_key_jwt: Opt<AuthenticationMethod>,
@@ -327,14 +345,14 @@ pub struct ClientAuthenticationMethods {
     pub self_signed_tls_client_auth: Opt<AuthenticationMethod>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuthenticationMethod {
     pub credentials: List<Credential>,
 }
 
 /// A credential reference; key material (e.g. a `pem` member) is skipped.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Credential {
     pub id: Opt<String>,
@@ -346,14 +364,14 @@ pub struct Credential {
     pub updated_at: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SignedRequestObject {
     pub required: Opt<bool>,
     pub credentials: List<Credential>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TokenVaultPrivilegedAccess {
     pub credentials: List<Credential>,
@@ -361,26 +379,26 @@ pub struct TokenVaultPrivilegedAccess {
     pub grants: List<TokenVaultGrant>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TokenVaultGrant {
     pub connection: Opt<String>,
     pub scopes: List<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TokenExchange {
     pub allow_any_profile_of_type: List<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TokenQuota {
     pub client_credentials: Opt<TokenQuotaClientCredentials>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TokenQuotaClientCredentials {
     pub enforce: Opt<bool>,
@@ -388,7 +406,7 @@ pub struct TokenQuotaClientCredentials {
     pub per_hour: Opt<i32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ExpressConfiguration {
     pub initiate_login_uri_template: Opt<String>,
@@ -402,13 +420,13 @@ pub struct ExpressConfiguration {
     pub oin_submission_id: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LinkedClient {
     pub client_id: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MyOrganizationConfiguration {
     pub connection_profile_id: Opt<String>,
@@ -418,7 +436,7 @@ pub struct MyOrganizationConfiguration {
     pub invitation_landing_client_id: Opt<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IdentityAssertionAuthorizationGrant {
     pub active: Opt<bool>,
@@ -457,6 +475,19 @@ mod tests {
         for secret in ["PRIVATE", "FIREBASE-KEY", "not-read-here"] {
             assert!(!debug.contains(secret), "{secret} kept in the model");
         }
+    }
+
+    #[test]
+    fn the_model_round_trips_without_secrets() {
+        let json = r#"{"client_id":"abc","client_secret":"s","name":"n","addons":{"samlp":{"x":1}},
+            "signing_keys":[{"cert":"C","key":"K"}],"jwt_configuration":{"scopes":{"a":[1]}}}"#;
+        let c: Client = serde_json::from_str(json).unwrap();
+        let written = serde_json::to_string(&c).unwrap();
+        assert!(
+            !written.contains("\"s\"") && !written.contains("\"K\""),
+            "{written}"
+        );
+        assert_eq!(serde_json::from_str::<Client>(&written).unwrap(), c);
     }
 
     #[test]

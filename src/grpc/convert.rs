@@ -4,19 +4,53 @@
 use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
 use serde_json::Value;
 
-use crate::{auth0 as a, proto as pb, rotation::Rotation};
+use crate::{
+    auth0 as a, proto as pb,
+    rotation::{Rotation, RotationStatus, StoredSecret},
+};
 
 impl From<Rotation> for pb::RotateSecretResponse {
     fn from(r: Rotation) -> Self {
         Self {
             client: Some(r.client.into()),
-            vault_secret: Some(pb::VaultSecret {
-                mount: r.stored.mount,
-                path: r.stored.path,
-                version: i64::try_from(r.stored.version).unwrap_or(i64::MAX),
-            }),
+            vault_secret: Some(r.stored.into()),
             rotated_at: Some(Timestamp::from(r.metadata.rotated_at)),
             rotation_id: r.metadata.rotation_id.to_string(),
+            recovered: r.metadata.recovered,
+        }
+    }
+}
+
+impl From<StoredSecret> for pb::VaultSecret {
+    fn from(s: StoredSecret) -> Self {
+        Self {
+            mount: s.mount,
+            path: s.path,
+            version: i64::try_from(s.version).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl From<RotationStatus> for pb::GetRotationStatusResponse {
+    fn from(s: RotationStatus) -> Self {
+        Self {
+            last_rotation: s.last.map(|(metadata, stored)| pb::LastRotation {
+                rotation_id: metadata.rotation_id.to_string(),
+                rotated_at: Some(Timestamp::from(metadata.rotated_at)),
+                vault_secret: Some(stored.into()),
+                reason: metadata
+                    .reason
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default(),
+                recovered: metadata.recovered,
+            }),
+            open_intent: s.open_intent.map(|i| pb::OpenIntent {
+                rotation_id: i.rotation_id.to_string(),
+                started_at: Some(Timestamp::from(i.started_at)),
+                reason: i.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                caller: i.caller.unwrap_or_default(),
+                lease_active: s.lease_active,
+            }),
         }
     }
 }

@@ -11,16 +11,18 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     proto::{self, secret_rotation_service_server::SecretRotationService},
-    rotation::{RotateCommand, RotationError, RotationService, SecretIssuer, SecretStore},
+    rotation::{
+        ClientId, Ledger, RotateCommand, RotationError, RotationService, SecretIssuer, SecretStore,
+    },
 };
 
-pub struct RotationApi<I, S> {
-    service: Arc<RotationService<I, S>>,
+pub struct RotationApi<I, S, L> {
+    service: Arc<RotationService<I, S, L>>,
     max_deadline: Duration,
 }
 
-impl<I, S> RotationApi<I, S> {
-    pub fn new(service: Arc<RotationService<I, S>>, max_deadline: Duration) -> Self {
+impl<I, S, L> RotationApi<I, S, L> {
+    pub fn new(service: Arc<RotationService<I, S, L>>, max_deadline: Duration) -> Self {
         Self {
             service,
             max_deadline,
@@ -29,17 +31,30 @@ impl<I, S> RotationApi<I, S> {
 }
 
 #[tonic::async_trait]
-impl<I: SecretIssuer, S: SecretStore> SecretRotationService for RotationApi<I, S> {
+impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for RotationApi<I, S, L> {
     async fn rotate_secret(
         &self,
         request: Request<proto::RotateSecretRequest>,
     ) -> Result<Response<proto::RotateSecretResponse>, Status> {
         let deadline = Instant::now() + deadline(request.metadata(), self.max_deadline);
+        let caller = request.remote_addr().map(|a| a.to_string());
         let body = request.into_inner();
-        let command =
-            RotateCommand::parse(&body.client_id, &body.reason).map_err(RotationError::from)?;
+        let mut command =
+            RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
+                .map_err(RotationError::from)?;
+        command.caller = caller;
         let rotation = self.service.rotate(command, deadline).await?;
         Ok(Response::new(rotation.into()))
+    }
+
+    async fn get_rotation_status(
+        &self,
+        request: Request<proto::GetRotationStatusRequest>,
+    ) -> Result<Response<proto::GetRotationStatusResponse>, Status> {
+        let client_id =
+            ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
+        let status = self.service.status(&client_id).await?;
+        Ok(Response::new(status.into()))
     }
 }
 

@@ -14,7 +14,47 @@ impl From<RotationError> for Status {
         match err {
             RotationError::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
             RotationError::VaultBeforeRotation(e) => vault_before(e),
+            RotationError::Vault(e) => match e {
+                VaultError::Unavailable(_) => Status::unavailable(format!("Vault: {e}")),
+                VaultError::PermissionDenied(_)
+                | VaultError::CasMismatch
+                | VaultError::Unexpected(_) => Status::internal(format!("Vault: {e}")),
+            },
             RotationError::Auth0(e) => auth0(e),
+            RotationError::Busy => Status::aborted(
+                "another rotation of this client is in progress and did not finish within the deadline; \
+                 nothing was rotated, try again",
+            ),
+            RotationError::IdempotencyInProgress => Status::aborted(
+                "a request with this idempotency key is still in progress; retry with the same key \
+                 to get its answer",
+            ),
+            RotationError::RecoveryUnavailable => Status::failed_precondition(
+                "the service's Auth0 token lacks read:client_keys, so a lost Auth0 answer could not \
+                 be recovered; grant the scope or set ROTATOR_ALLOW_UNRECOVERABLE_ROTATIONS=true",
+            ),
+            RotationError::RecoveryFailed { client_id, source } => Status::unavailable(format!(
+                "an earlier rotation of {client_id} is still open and could not be healed yet ({}); \
+                 nothing was rotated, try again later",
+                cause(&source)
+            )),
+            RotationError::Recovered {
+                client_id,
+                stored,
+                source,
+            } => Status::unavailable(format!(
+                "{source} for {client_id}; the secret Auth0 accepts now was read back and stored in \
+                 Vault ({}/{} version {}), so nothing is lost; whether Auth0 rotated is unknown",
+                stored.mount, stored.path, stored.version
+            )),
+            RotationError::OutcomeUnknown {
+                client_id,
+                rotation_id,
+                source,
+            } => Status::unavailable(format!(
+                "{source} for {client_id} (rotation {rotation_id}); the live secret will be read back \
+                 from Auth0 and stored by the reconciler: do not rotate again"
+            )),
             RotationError::StoreAfterRotation {
                 client_id,
                 rotation_id,
@@ -24,7 +64,7 @@ impl From<RotationError> for Status {
                 // where it should be yet, and rotating again would not help.
                 Status::unavailable(format!(
                     "Auth0 rotated the secret of {client_id} (rotation {rotation_id}) but it could not be \
-                     stored in Vault ({source}); the client needs a resync, do not rotate it again"
+                     stored in Vault ({source}); the reconciler will store the live secret: do not rotate again"
                 ))
             }
             RotationError::Internal => Status::internal("the rotation failed unexpectedly"),
@@ -63,6 +103,15 @@ fn auth0(err: Auth0Error) -> Status {
                 ErrorDetails::with_retry_info(Some(wait)),
             )
         }
-        Auth0Error::Unavailable(_) => Status::unavailable(message),
+        Auth0Error::Unavailable(_) | Auth0Error::OutcomeUnknown(_) => Status::unavailable(message),
+    }
+}
+
+/// A nested error's own message (ours, curated), for wrapping errors.
+fn cause(err: &RotationError) -> String {
+    match err {
+        RotationError::Auth0(e) => e.to_string(),
+        RotationError::Vault(e) | RotationError::VaultBeforeRotation(e) => format!("Vault: {e}"),
+        other => other.to_string(),
     }
 }

@@ -4,6 +4,7 @@
 use std::{fmt, time::SystemTime};
 
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth0::Client;
@@ -11,11 +12,26 @@ use crate::auth0::Client;
 /// An Auth0 client id: 1 to 64 characters of `[A-Za-z0-9_]`. Real ids are 32 alphanumerics or
 /// `tpc_`-prefixed; the wider pattern keeps future formats working while ruling out anything
 /// that could change the meaning of a URL or Vault path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ClientId(String);
+
+impl TryFrom<String> for ClientId {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, ValidationError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ClientId> for String {
+    fn from(id: ClientId) -> String {
+        id.0
+    }
+}
 
 pub const CLIENT_ID_MAX: usize = 64;
 pub const REASON_MAX: usize = 256;
+pub const IDEMPOTENCY_KEY_MAX: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -29,6 +45,12 @@ pub enum ValidationError {
     ReasonTooLong,
     #[error("reason must not contain control characters")]
     ReasonControl,
+    #[error(
+        "idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX} characters of letters, digits, '.', '_', ':' and '-'"
+    )]
+    IdempotencyKey,
+    #[error("idempotency_key was already used for another client")]
+    IdempotencyKeyReused,
 }
 
 impl ClientId {
@@ -57,7 +79,7 @@ impl fmt::Display for ClientId {
 }
 
 /// Why a rotation was asked for: at most 256 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason(String);
 
 impl Reason {
@@ -80,18 +102,51 @@ impl Reason {
     }
 }
 
+/// A caller's key that makes retries of one request safe: 1 to 128 characters of
+/// `[A-Za-z0-9._:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// An empty key is no key.
+    pub fn parse(raw: &str) -> Result<Option<Self>, ValidationError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let ok = raw.len() <= IDEMPOTENCY_KEY_MAX
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        ok.then(|| Some(Self(raw.to_owned())))
+            .ok_or(ValidationError::IdempotencyKey)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One validated RotateSecret request.
 #[derive(Debug, Clone)]
 pub struct RotateCommand {
     pub client_id: ClientId,
     pub reason: Option<Reason>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Who asked, when known (the peer address until callers authenticate).
+    pub caller: Option<String>,
 }
 
 impl RotateCommand {
-    pub fn parse(client_id: &str, reason: &str) -> Result<Self, ValidationError> {
+    pub fn parse(
+        client_id: &str,
+        reason: &str,
+        idempotency_key: &str,
+    ) -> Result<Self, ValidationError> {
         Ok(Self {
             client_id: ClientId::parse(client_id)?,
             reason: Reason::parse(reason)?,
+            idempotency_key: IdempotencyKey::parse(idempotency_key)?,
+            caller: None,
         })
     }
 }
@@ -152,15 +207,17 @@ impl fmt::Debug for IssuedSecret {
 }
 
 /// Rotation facts kept next to the secret, in the KV key's custom_metadata.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RotationMetadata {
     pub rotation_id: Uuid,
     pub rotated_at: SystemTime,
     pub reason: Option<Reason>,
+    /// The secret was read back from Auth0 by recovery, not taken from rotate-secret's answer.
+    pub recovered: bool,
 }
 
 /// A KV v2 version holding a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSecret {
     pub mount: String,
     pub path: String,
@@ -168,11 +225,79 @@ pub struct StoredSecret {
 }
 
 /// A completed rotation, as the caller is told about it. No secret.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rotation {
     pub client: Client,
     pub metadata: RotationMetadata,
     pub stored: StoredSecret,
+}
+
+/// What the service knows about a client (GetRotationStatus).
+#[derive(Debug, Clone, Default)]
+pub struct RotationStatus {
+    /// The last rotation stored in Vault: its metadata and where it is.
+    pub last: Option<(RotationMetadata, StoredSecret)>,
+    pub open_intent: Option<Intent>,
+    pub lease_active: bool,
+}
+
+/// Per-client coordination record, kept in Vault and only ever written with check-and-set. Its
+/// KV version is the fencing value: every change bumps it, so a holder whose lease was taken
+/// over can no longer write.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub lease: Option<Lease>,
+    pub intent: Option<Intent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Replica holding it.
+    pub holder: String,
+    /// Wall-clock expiry, milliseconds since the epoch.
+    pub expires_at_ms: u64,
+}
+
+impl Lease {
+    pub fn active(&self, now: SystemTime) -> bool {
+        millis(now) < self.expires_at_ms
+    }
+}
+
+/// Recorded before Auth0 is called, closed once the secret is stored: an intent still open
+/// with no live lease is a rotation that must be healed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    pub rotation_id: Uuid,
+    pub caller: Option<String>,
+    pub reason: Option<Reason>,
+    pub started_at: SystemTime,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// What an idempotency key is bound to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub client_id: ClientId,
+    pub created_at: SystemTime,
+    pub outcome: IdempotencyOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum IdempotencyOutcome {
+    /// A request with this key is rotating (or its rotation awaits recovery).
+    Pending { rotation_id: Uuid },
+    /// The answer to replay.
+    Done { rotation: Box<Rotation> },
+    /// The request failed without rotating: the key may be used again.
+    Released,
+}
+
+pub fn millis(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -228,6 +353,21 @@ mod tests {
             Err(ValidationError::ReasonControl)
         );
         assert_eq!(Reason::parse("a\nb"), Err(ValidationError::ReasonControl));
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert_eq!(IdempotencyKey::parse(""), Ok(None));
+        for ok in ["a", "deploy-42:retry.1_x", &"k".repeat(128)] {
+            assert!(IdempotencyKey::parse(ok).unwrap().is_some(), "{ok}");
+        }
+        for bad in [&"k".repeat(129), "a/b", "a b", "ключ", "a\n"] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(ValidationError::IdempotencyKey),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tracing::{instrument, warn};
 use vaultrs::{
-    api::kv2::requests::{SetSecretMetadataRequest, SetSecretRequestOptions},
+    api::kv2::{
+        requests::{ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions},
+        responses::ReadSecretResponse,
+    },
     client::{VaultClient, VaultClientSettingsBuilder},
     error::ClientError,
     kv2,
@@ -15,7 +18,10 @@ use vaultrs::{
 
 use crate::{
     config::VaultConfig,
-    rotation::{ClientId, IssuedSecret, RotationMetadata, SecretStore},
+    rotation::{
+        ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, Ledger, Reason,
+        RotationMetadata, SecretStore,
+    },
 };
 
 /// What went wrong talking to Vault. Messages are ours; Vault's own error texts are logged only.
@@ -62,6 +68,8 @@ impl VaultError {
 pub struct VaultStore {
     client: VaultClient,
     mount: String,
+    /// Where the ledger's records live inside the mount.
+    state_prefix: String,
 }
 
 /// The KV data. Exposes the secret only while vaultrs serialises the request body.
@@ -106,6 +114,7 @@ impl VaultStore {
         Ok(Self {
             client,
             mount: config.mount.clone(),
+            state_prefix: config.state_prefix.clone(),
         })
     }
 
@@ -113,9 +122,11 @@ impl VaultStore {
     /// and their metadata.
     #[instrument(skip_all, fields(vault.mount = %self.mount))]
     pub async fn check(&self, sample_path: &str) -> Result<(), VaultError> {
+        let state = format!("{}/clients/capability_probe", self.state_prefix);
         let paths = vec![
             format!("{}/data/{sample_path}", self.mount),
             format!("{}/metadata/{sample_path}", self.mount),
+            format!("{}/data/{state}", self.mount),
         ];
         let answer: HashMap<String, serde_json::Value> = capabilities_self(&self.client, &paths)
             .await
@@ -147,6 +158,45 @@ impl SecretStore for VaultStore {
             Err(ClientError::APIError { code: 404, .. }) => Ok(0),
             Err(e) => Err(VaultError::from_client(e, "the key's metadata")),
         }
+    }
+
+    #[instrument(skip_all, fields(vault.path = %path))]
+    async fn read_secret(&self, path: &str) -> Result<Option<(u64, SecretString)>, VaultError> {
+        let Some((version, data)) = self.read_current(path).await? else {
+            return Ok(None);
+        };
+        let stored: StoredData = serde_json::from_value(data)
+            .map_err(|_| VaultError::Unexpected("the key holds no client_secret".into()))?;
+        Ok(Some((version, stored.client_secret)))
+    }
+
+    #[instrument(skip_all, fields(vault.path = %path))]
+    async fn last_rotation(
+        &self,
+        path: &str,
+    ) -> Result<Option<(RotationMetadata, u64)>, VaultError> {
+        let meta = match kv2::read_metadata(&self.client, &self.mount, path).await {
+            Ok(meta) => meta,
+            Err(ClientError::APIError { code: 404, .. }) => return Ok(None),
+            Err(e) => return Err(VaultError::from_client(e, "the key's metadata")),
+        };
+        let custom = meta.custom_metadata.unwrap_or_default();
+        let parsed = (|| {
+            Some(RotationMetadata {
+                rotation_id: custom.get("rotation_id")?.parse().ok()?,
+                rotated_at: custom
+                    .get("rotated_at")?
+                    .parse::<prost_types::Timestamp>()
+                    .ok()?
+                    .try_into()
+                    .ok()?,
+                reason: custom
+                    .get("reason")
+                    .and_then(|r| Reason::parse(r).ok().flatten()),
+                recovered: custom.get("recovered").is_some_and(|r| r == "true"),
+            })
+        })();
+        Ok(parsed.map(|metadata| (metadata, meta.current_version)))
     }
 
     #[instrument(skip_all, fields(vault.path = %path, cas))]
@@ -189,6 +239,7 @@ impl SecretStore for VaultStore {
             ),
             ("rotated_by".to_owned(), "secret-rotator".to_owned()),
             ("client_id".to_owned(), client_id.to_string()),
+            ("recovered".to_owned(), metadata.recovered.to_string()),
         ]);
         if let Some(reason) = &metadata.reason {
             custom.insert("reason".to_owned(), reason.as_str().to_owned());
@@ -213,20 +264,123 @@ impl SecretStore for VaultStore {
 }
 
 impl VaultStore {
+    /// The current data of a key and its version; `None` when the key does not exist (or its
+    /// current version was deleted).
+    async fn read_current(
+        &self,
+        path: &str,
+    ) -> Result<Option<(u64, serde_json::Value)>, VaultError> {
+        let request = ReadSecretRequest::builder()
+            .mount(&self.mount)
+            .path(path)
+            .build()
+            .map_err(|_| VaultError::Unexpected("invalid read request".into()))?;
+        match vaultrs::api::exec_with_result::<ReadSecretRequest>(&self.client, request).await {
+            Ok(ReadSecretResponse { data, metadata }) => Ok(Some((metadata.version, data))),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(VaultError::from_client(e, "a key")),
+        }
+    }
+
+    async fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(u64, Option<T>), VaultError> {
+        match self.read_current(path).await? {
+            None => Ok((0, None)),
+            Some((version, data)) => {
+                let record = serde_json::from_value(data)
+                    .map_err(|_| VaultError::Unexpected(format!("malformed record at {path}")))?;
+                Ok((version, Some(record)))
+            }
+        }
+    }
+
+    async fn write_record<T: Serialize>(
+        &self,
+        path: &str,
+        record: &T,
+        cas: u64,
+    ) -> Result<u64, VaultError> {
+        let cas =
+            u32::try_from(cas).map_err(|_| VaultError::Unexpected("version overflow".into()))?;
+        kv2::set_with_options(
+            &self.client,
+            &self.mount,
+            path,
+            record,
+            SetSecretRequestOptions { cas },
+        )
+        .await
+        .map(|written| written.version)
+        .map_err(|e| VaultError::from_client(e, "a ledger record"))
+    }
+
+    fn state_path(&self, client_id: &ClientId) -> String {
+        format!("{}/clients/{client_id}", self.state_prefix)
+    }
+
+    fn idempotency_path(&self, key: &IdempotencyKey) -> String {
+        // The prefix keeps keys such as "." or ".." from being path segments of their own.
+        format!("{}/idempotency/k-{}", self.state_prefix, key.as_str())
+    }
+
     /// The current version, if it holds exactly `secret`; a CAS mismatch otherwise.
     async fn version_holding(&self, path: &str, secret: &SecretString) -> Result<u64, VaultError> {
-        let meta = kv2::read_metadata(&self.client, &self.mount, path)
-            .await
-            .map_err(|e| VaultError::from_client(e, "the key's metadata"))?;
-        let stored: StoredData =
-            kv2::read_version(&self.client, &self.mount, path, meta.current_version)
-                .await
-                .map_err(|e| VaultError::from_client(e, "the key"))?;
-        if stored.client_secret.expose_secret() == secret.expose_secret() {
-            Ok(meta.current_version)
-        } else {
-            Err(VaultError::CasMismatch)
+        match SecretStore::read_secret(self, path).await? {
+            Some((version, stored)) if stored.expose_secret() == secret.expose_secret() => {
+                Ok(version)
+            }
+            _ => Err(VaultError::CasMismatch),
         }
+    }
+}
+
+impl Ledger for VaultStore {
+    #[instrument(skip_all, fields(%client_id))]
+    async fn read_state(&self, client_id: &ClientId) -> Result<(u64, ClientState), VaultError> {
+        let (version, state) = self.read_record(&self.state_path(client_id)).await?;
+        Ok((version, state.unwrap_or_default()))
+    }
+
+    #[instrument(skip_all, fields(%client_id, cas))]
+    async fn write_state(
+        &self,
+        client_id: &ClientId,
+        state: &ClientState,
+        cas: u64,
+    ) -> Result<u64, VaultError> {
+        self.write_record(&self.state_path(client_id), state, cas)
+            .await
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientId>, VaultError> {
+        let dir = format!("{}/clients", self.state_prefix);
+        match kv2::list(&self.client, &self.mount, &dir).await {
+            Ok(keys) => Ok(keys
+                .iter()
+                .filter_map(|k| ClientId::parse(k).ok())
+                .collect()),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(VaultError::from_client(e, "the ledger")),
+        }
+    }
+
+    async fn read_idempotency(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<(u64, Option<IdempotencyRecord>), VaultError> {
+        self.read_record(&self.idempotency_path(key)).await
+    }
+
+    async fn write_idempotency(
+        &self,
+        key: &IdempotencyKey,
+        record: &IdempotencyRecord,
+        cas: u64,
+    ) -> Result<u64, VaultError> {
+        self.write_record(&self.idempotency_path(key), record, cas)
+            .await
     }
 }
 

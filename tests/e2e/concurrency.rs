@@ -28,6 +28,7 @@ async fn fifty_concurrent_rotations_share_one_token_and_all_land() {
                 .rotate_secret(RotateSecretRequest {
                     client_id: id,
                     reason: "bulk".into(),
+                    ..Default::default()
                 })
                 .await
         })

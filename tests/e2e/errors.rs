@@ -13,6 +13,7 @@ fn request(client_id: &str) -> RotateSecretRequest {
     RotateSecretRequest {
         client_id: client_id.to_owned(),
         reason: String::new(),
+        ..Default::default()
     }
 }
 
@@ -46,7 +47,7 @@ async fn auth0_rate_limit_is_resource_exhausted_with_retry_info() {
         status.message()
     );
     assert_eq!(stack.emulator.stats().rotations, 0);
-    assert!(stack.bao.kv_keys().await.is_empty());
+    assert!(stack.bao.secret_keys().await.is_empty());
 }
 
 #[tokio::test]
@@ -238,13 +239,14 @@ async fn rejected_service_credentials_are_internal() {
 }
 
 #[tokio::test]
-async fn vault_write_refused_after_auth0_rotated_says_resync() {
+async fn vault_write_refused_after_auth0_rotated_is_left_to_the_reconciler() {
     // The token may read metadata but not write: the failure lands after Auth0 rotated.
     let stack = Stack::start_with(StackOptions {
         vault_policy: Some(
             r#"
             path "secret/metadata/*" { capabilities = ["read", "list"] }
             path "secret/data/*" { capabilities = ["read"] }
+            path "secret/data/secret-rotator/*" { capabilities = ["create", "update", "read"] }
             "#,
         ),
         wait_serving: false,
@@ -259,7 +261,11 @@ async fn vault_write_refused_after_auth0_rotated_says_resync() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("resync"), "{}", status.message());
+    assert!(
+        status.message().contains("reconciler"),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains(&id), "{}", status.message());
     assert_eq!(stack.emulator.stats().rotations, 1, "Auth0 did rotate");
     let live = stack.emulator.live_secret(&id).unwrap();

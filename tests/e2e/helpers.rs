@@ -202,6 +202,13 @@ impl Bao {
         found
     }
 
+    /// Every secret key the service wrote (its own ledger records aside).
+    pub async fn secret_keys(&self) -> Vec<String> {
+        let mut keys = self.kv_keys().await;
+        keys.retain(|k| k.starts_with("auth0/"));
+        keys
+    }
+
     /// A token limited to `policy` (HCL).
     pub async fn token_with_policy(&self, name: &str, policy: &str) -> String {
         let (status, _) = self

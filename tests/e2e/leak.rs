@@ -89,6 +89,7 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
     let call = |id: &str| RotateSecretRequest {
         client_id: id.to_owned(),
         reason: "leak test".into(),
+        ..Default::default()
     };
     for _ in 0..2 {
         for id in &ids {

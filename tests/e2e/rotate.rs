@@ -11,6 +11,7 @@ fn request(client_id: &str, reason: &str) -> RotateSecretRequest {
     RotateSecretRequest {
         client_id: client_id.to_owned(),
         reason: reason.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -159,7 +160,7 @@ async fn unknown_client_is_not_found_and_writes_nothing() {
         status.message()
     );
     assert_eq!(stack.emulator.stats().rotate_requests, 1);
-    assert!(stack.bao.kv_keys().await.is_empty());
+    assert!(stack.bao.secret_keys().await.is_empty());
 }
 
 #[tokio::test]
@@ -185,5 +186,5 @@ async fn private_key_jwt_client_is_a_failed_precondition() {
         "upstream text leaked"
     );
     assert_eq!(stack.emulator.stats().rotations, 0);
-    assert!(stack.bao.kv_keys().await.is_empty());
+    assert!(stack.bao.secret_keys().await.is_empty());
 }

@@ -37,6 +37,7 @@ async fn hostile_requests_are_refused_before_any_upstream_call() {
             .rotate_secret(RotateSecretRequest {
                 client_id: id.to_owned(),
                 reason: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -57,6 +58,7 @@ async fn hostile_requests_are_refused_before_any_upstream_call() {
             .rotate_secret(RotateSecretRequest {
                 client_id: valid.clone(),
                 reason: reason.to_owned(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

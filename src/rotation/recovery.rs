@@ -1,0 +1,193 @@
+//! Healing open intents: the live secret is read back from Auth0 and stored, never rotated
+//! again. Used inline when Auth0's answer is lost, before taking over an expired lease, and by
+//! the reconciler that every replica runs.
+
+use std::{sync::Arc, time::Duration};
+
+use secrecy::ExposeSecret;
+use tracing::{info, warn};
+
+use super::{
+    ClientId, ClientState, IdempotencyOutcome, IdempotencyRecord, Intent, Ledger, Rotation,
+    RotationError, RotationMetadata, RotationService, SecretIssuer, SecretStore,
+};
+use crate::vault::VaultError;
+
+impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
+    /// Stores the secret Auth0 accepts now, unless Vault already holds it, then closes the
+    /// intent (the caller holds the lease, `fence`). Returns the rotation when the intent's
+    /// rotation did happen, `None` when Auth0 never rotated under it.
+    pub(super) async fn heal(
+        &self,
+        client_id: &ClientId,
+        path: &str,
+        intent: &Intent,
+        fence: u64,
+    ) -> Result<Option<Rotation>, RotationError> {
+        let live = self.issuer.read_secret(client_id).await?;
+        let current = self
+            .store
+            .read_secret(path)
+            .await
+            .map_err(RotationError::Vault)?;
+        let rotation = match current {
+            // Vault already holds the live secret: either the intent's rotation was stored just
+            // before a crash, or Auth0 never rotated under it, or a newer rotation is in place.
+            Some((version, secret)) if secret.expose_secret() == live.secret.expose_secret() => {
+                let last = self
+                    .store
+                    .last_rotation(path)
+                    .await
+                    .map_err(RotationError::Vault)?;
+                last.filter(|(m, v)| m.rotation_id == intent.rotation_id && *v == version)
+                    .map(|(metadata, version)| Rotation {
+                        client: live.client.clone(),
+                        metadata,
+                        stored: self.stored(path.to_owned(), version),
+                    })
+            }
+            current => {
+                let cas = current.map_or(0, |(version, _)| version);
+                let metadata = RotationMetadata {
+                    rotation_id: intent.rotation_id,
+                    rotated_at: std::time::SystemTime::now(),
+                    reason: intent.reason.clone(),
+                    recovered: true,
+                };
+                let version = self
+                    .store
+                    .write_secret(path, client_id, &live, &metadata, cas)
+                    .await
+                    .map_err(RotationError::Vault)?;
+                Some(Rotation {
+                    client: live.client,
+                    metadata,
+                    stored: self.stored(path.to_owned(), version),
+                })
+            }
+        };
+        self.close(client_id, fence).await;
+        if let Some(key) = &intent.idempotency_key {
+            self.settle_recovered_key(key, client_id, intent, rotation.as_ref())
+                .await;
+        }
+        info!(
+            rotation_id = %intent.rotation_id,
+            recovered = true,
+            stored = rotation.as_ref().map(|r| r.stored.version),
+            "healed an open rotation from Auth0's live secret"
+        );
+        Ok(rotation)
+    }
+
+    /// Takes over a dead rotation's intent (its lease is free or expired) and heals it. A lost
+    /// race for the record is not an error: whoever won heals it.
+    pub(super) async fn heal_orphan(
+        &self,
+        client_id: &ClientId,
+        orphan: Intent,
+        version: u64,
+    ) -> Result<(), RotationError> {
+        let taken = ClientState {
+            lease: Some(self.new_lease()),
+            intent: Some(orphan.clone()),
+        };
+        let fence = match self.ledger.write_state(client_id, &taken, version).await {
+            Ok(fence) => fence,
+            Err(VaultError::CasMismatch) => return Ok(()),
+            Err(e) => return Err(RotationError::Vault(e)),
+        };
+        warn!(rotation_id = %orphan.rotation_id, started_at = ?orphan.started_at, "healing a rotation left open");
+        let path = self.settings.path.render(client_id);
+        match self.heal(client_id, &path, &orphan, fence).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Leave the intent for the next attempt without holding its lease.
+                let open = ClientState {
+                    lease: None,
+                    intent: Some(orphan),
+                };
+                if let Err(release) = self.ledger.write_state(client_id, &open, fence).await {
+                    warn!(error = %release, "could not release the lease after a failed heal");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn settle_recovered_key(
+        &self,
+        key: &super::IdempotencyKey,
+        client_id: &ClientId,
+        intent: &Intent,
+        rotation: Option<&Rotation>,
+    ) {
+        let Ok((version, Some(record))) = self.ledger.read_idempotency(key).await else {
+            return;
+        };
+        let ours = matches!(record.outcome, IdempotencyOutcome::Pending { rotation_id } if rotation_id == intent.rotation_id);
+        if !ours {
+            return;
+        }
+        let outcome = match rotation {
+            Some(r) => IdempotencyOutcome::Done {
+                rotation: Box::new(r.clone()),
+            },
+            None => IdempotencyOutcome::Released,
+        };
+        let settled = IdempotencyRecord {
+            client_id: client_id.clone(),
+            created_at: record.created_at,
+            outcome,
+        };
+        if let Err(e) = self.ledger.write_idempotency(key, &settled, version).await {
+            warn!(error = %e, "could not settle the idempotency key of a healed rotation");
+        }
+    }
+
+    /// One pass over every client record: heals each open intent whose lease is free or
+    /// expired. Returns how many were healed.
+    pub async fn reconcile_once(&self) -> usize {
+        let clients = match self.ledger.clients().await {
+            Ok(clients) => clients,
+            Err(e) => {
+                warn!(error = %e, "reconciler cannot list client records");
+                return 0;
+            }
+        };
+        let mut healed = 0;
+        for client_id in clients {
+            let (version, state) = match self.ledger.read_state(&client_id).await {
+                Ok(read) => read,
+                Err(e) => {
+                    warn!(%client_id, error = %e, "reconciler cannot read a client record");
+                    continue;
+                }
+            };
+            let leased = state
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.active(std::time::SystemTime::now()));
+            let Some(intent) = state.intent.filter(|_| !leased) else {
+                continue;
+            };
+            match self.heal_orphan(&client_id, intent, version).await {
+                Ok(()) => healed += 1,
+                Err(e) => warn!(%client_id, error = %e, "reconciler could not heal; will retry"),
+            }
+        }
+        healed
+    }
+
+    /// Runs [`Self::reconcile_once`] now and then every `interval`, for ever. Dropping the
+    /// future mid-pass is safe: every write is check-and-set and a taken lease expires.
+    pub async fn reconcile_forever(self: Arc<Self>, interval: Duration) {
+        loop {
+            let healed = self.reconcile_once().await;
+            if healed > 0 {
+                info!(healed, "reconciler pass healed open rotations");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
