@@ -123,6 +123,8 @@ pub struct ClientInspection {
     pub client_id: String,
     pub client_secret: Option<String>,
     pub rotations: u64,
+    /// Every secret the client has had, oldest first.
+    pub issued_secrets: Vec<String>,
 }
 
 struct Client {
@@ -132,6 +134,7 @@ struct Client {
     /// The secret before the last rotation and until when it is still accepted.
     previous: Option<(String, Instant)>,
     rotations: u64,
+    issued: Vec<String>,
     /// Scopes of this client's grant on the Management API, if it has one.
     grant_scopes: Option<Vec<String>>,
 }
@@ -295,6 +298,7 @@ fn add_client(inner: &Shared, seed: SeedClient) {
         id,
         Client {
             doc,
+            issued: secret.iter().cloned().collect(),
             secret,
             previous: None,
             rotations: 0,
@@ -309,6 +313,7 @@ impl Inner {
             client_id: client_id.to_owned(),
             client_secret: c.secret.clone(),
             rotations: c.rotations,
+            issued_secrets: c.issued.clone(),
         })
     }
 
@@ -633,6 +638,7 @@ fn rotate_committed(shared: &Shared, id: &str) -> Option<Response> {
         ));
     }
     let fresh = new_secret();
+    client.issued.push(fresh.clone());
     let old = client.secret.replace(fresh.clone());
     client.previous = old.map(|s| (s, Instant::now() + window));
     client.rotations += 1;

@@ -75,8 +75,11 @@ fn free_port() -> u16 {
 pub struct Bao {
     child: Child,
     pub addr: String,
-    _home: tempfile::TempDir,
+    pub token: String,
+    home: tempfile::TempDir,
     http: reqwest::Client,
+    /// File-backed servers: the config to restart with and the unseal key.
+    persistent: Option<(PathBuf, String)>,
 }
 
 impl Bao {
@@ -102,8 +105,10 @@ impl Bao {
             let mut bao = Self {
                 child,
                 addr: format!("http://127.0.0.1:{port}"),
-                _home: home,
+                token: VAULT_TOKEN.to_owned(),
+                home,
                 http: reqwest::Client::new(),
+                persistent: None,
             };
             if bao.wait_ready().await {
                 return bao;
@@ -111,6 +116,122 @@ impl Bao {
             // Lost the port to someone else: try another.
         }
         panic!("OpenBao did not start");
+    }
+
+    /// A raft-backed OpenBao (not -dev): its data survives a [`Bao::restart`].
+    pub async fn start_persistent() -> Self {
+        let home = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = home.path().join("bao.hcl");
+        let data = home.path().join("raft");
+        std::fs::create_dir_all(&data).unwrap();
+        let cluster_port = free_port();
+        // OpenBao has no "file" storage; single-node raft persists just as well.
+        std::fs::write(
+            &config,
+            format!(
+                "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"test\"\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+                 cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"http://127.0.0.1:{port}\"\n\
+                 cluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let child = spawn_bao_with_config(&config, home.path());
+        let mut bao = Self {
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            home,
+            http: reqwest::Client::new(),
+            persistent: Some((config, String::new())),
+        };
+        bao.wait_answering().await;
+        let (status, init) = bao
+            .api(
+                reqwest::Method::PUT,
+                "sys/init",
+                Some(serde_json::json!({"secret_shares": 1, "secret_threshold": 1})),
+            )
+            .await;
+        assert_eq!(status, 200, "init: {init}");
+        bao.token = init["root_token"].as_str().unwrap().to_owned();
+        let key = init["keys_base64"][0].as_str().unwrap().to_owned();
+        bao.persistent.as_mut().unwrap().1 = key;
+        bao.unseal().await;
+        let (status, body) = bao
+            .api(
+                reqwest::Method::POST,
+                "sys/mounts/secret",
+                Some(serde_json::json!({"type": "kv", "options": {"version": "2"}})),
+            )
+            .await;
+        assert!(status < 300, "mount: {status} {body}");
+        // KV v2 finishes setting itself up in the background.
+        eventually(
+            "KV v2 to accept writes",
+            Duration::from_secs(30),
+            || async {
+                let probe = Some(serde_json::json!({"data": {"ready": "yes"}}));
+                let (status, _) = bao
+                    .api(reqwest::Method::POST, "secret/data/_probe", probe)
+                    .await;
+                (status == 200).then_some(())
+            },
+        )
+        .await;
+        bao
+    }
+
+    /// Restarts a file-backed server on the same address and storage, and unseals it.
+    pub async fn restart(&mut self) {
+        let (config, _) = self.persistent.clone().expect("a persistent OpenBao");
+        self.stop();
+        self.child = spawn_bao_with_config(&config, self.home.path());
+        self.wait_answering().await;
+        self.unseal().await;
+    }
+
+    async fn unseal(&self) {
+        let key = self.persistent.as_ref().unwrap().1.clone();
+        let (status, body) = self
+            .api(
+                reqwest::Method::PUT,
+                "sys/unseal",
+                Some(serde_json::json!({"key": key})),
+            )
+            .await;
+        assert_eq!(status, 200, "unseal: {body}");
+        assert_eq!(body["sealed"], false, "still sealed: {body}");
+        eventually(
+            "OpenBao to become active",
+            Duration::from_secs(30),
+            || async {
+                let r = self
+                    .http
+                    .get(format!("{}/v1/sys/health", self.addr))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Until the server answers HTTP at all (initialised or not).
+    async fn wait_answering(&self) {
+        eventually("OpenBao to answer", Duration::from_secs(30), || async {
+            self.http
+                .get(format!("{}/v1/sys/health", self.addr))
+                .send()
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
     }
 
     async fn wait_ready(&mut self) -> bool {
@@ -146,7 +267,7 @@ impl Bao {
         let mut req = self
             .http
             .request(method, format!("{}/v1/{path}", self.addr))
-            .header("X-Vault-Token", VAULT_TOKEN);
+            .header("X-Vault-Token", &self.token);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -159,6 +280,18 @@ impl Bao {
     pub async fn kv_data(&self, path: &str) -> Option<Value> {
         let (status, body) = self
             .api(reqwest::Method::GET, &format!("secret/data/{path}"), None)
+            .await;
+        (status == 200).then(|| body["data"]["data"].clone())
+    }
+
+    /// The data of one version of the key.
+    pub async fn kv_version(&self, path: &str, version: i64) -> Option<Value> {
+        let (status, body) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("secret/data/{path}?version={version}"),
+                None,
+            )
             .await;
         (status == 200).then(|| body["data"]["data"].clone())
     }
@@ -234,6 +367,22 @@ impl Bao {
     }
 }
 
+fn spawn_bao_with_config(config: &std::path::Path, home: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("bao.log"))
+        .expect("bao log");
+    Command::new(tool("bao"))
+        .args(["server", &format!("-config={}", config.display())])
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn bao")
+}
+
 impl Drop for Bao {
     fn drop(&mut self) {
         self.stop();
@@ -293,10 +442,14 @@ impl Stack {
     }
 
     pub async fn start_with(options: StackOptions) -> Self {
-        let bao = Bao::start().await;
+        Self::start_on(Bao::start().await, options).await
+    }
+
+    /// Runs the stack on a given OpenBao (e.g. a file-backed one).
+    pub async fn start_on(bao: Bao, options: StackOptions) -> Self {
         let vault_token = match options.vault_policy {
             Some(policy) => bao.token_with_policy("limited", policy).await,
-            None => VAULT_TOKEN.to_owned(),
+            None => bao.token.clone(),
         };
         let m2m_client_id = random_client_id();
         let emulator = Emulator::new(options.emulator.clone())
@@ -330,7 +483,13 @@ impl Stack {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        argv.extend(options.extra_args.iter().cloned());
+        // Extra flags come in pairs and replace a default of the same name.
+        for pair in options.extra_args.chunks(2) {
+            if let Some(at) = argv.iter().position(|a| *a == pair[0]) {
+                argv.drain(at..at + 2);
+            }
+            argv.extend(pair.iter().cloned());
+        }
         let CliCommand::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command;
         let config = args.into_config().expect("valid config");
 
@@ -418,5 +577,119 @@ impl Stack {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The real binary as a child process, logging to a file; killed on drop.
+pub struct ServiceProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: tempfile::NamedTempFile,
+}
+
+impl ServiceProcess {
+    /// Starts `secret-rotator serve` with `env` (on top of a cleaned environment) and waits
+    /// until it reports SERVING.
+    pub async fn start(env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-rotator"));
+        cmd.arg("serve");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AUTH0_") || key.starts_with("VAULT_") || key.starts_with("ROTATOR_")
+            {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("ROTATOR_LISTEN_ADDR", format!("127.0.0.1:{port}"));
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = cmd
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the binary");
+        let process = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+        };
+        let endpoint = process.endpoint();
+        eventually(
+            "the binary to report SERVING",
+            Duration::from_secs(60),
+            || {
+                let endpoint = endpoint.clone();
+                async move {
+                    let mut health = connect_health(&endpoint).await?;
+                    let status = health
+                        .check(HealthCheckRequest::default())
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .status;
+                    (status == ServingStatus::Serving as i32).then_some(())
+                }
+            },
+        )
+        .await;
+        process
+    }
+
+    /// The settings that point a process at `bao` and `emulator` as the M2M client `m2m_id`.
+    pub fn env_for(
+        bao: &Bao,
+        emulator: &RunningEmulator,
+        m2m_id: &str,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUTH0_DOMAIN", emulator.domain()),
+            ("AUTH0_BASE_URL", emulator.base_url()),
+            ("AUTH0_CLIENT_ID", m2m_id.to_owned()),
+            ("AUTH0_CLIENT_SECRET", M2M_SECRET.to_owned()),
+            ("VAULT_ADDR", bao.addr.clone()),
+            ("VAULT_TOKEN", bao.token.clone()),
+            ("ROTATOR_LOG_FORMAT", "json".to_owned()),
+        ]
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> SecretRotationServiceClient<Channel> {
+        SecretRotationServiceClient::connect(self.endpoint())
+            .await
+            .expect("connect")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        eventually("the binary to exit", Duration::from_secs(30), || {
+            let done = self.child.try_wait().unwrap();
+            async move { done }
+        })
+        .await
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

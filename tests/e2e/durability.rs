@@ -1,0 +1,590 @@
+//! Partial failures, retries and races (issue #3). Each test ends on the invariant "Vault holds
+//! the secret Auth0 accepts now" and counts rotations at the emulator.
+
+use std::{collections::HashMap, time::Duration};
+
+use prost::Message;
+use secret_rotator::{
+    emulator::{
+        Emulator, EmulatorConfig, Faults, RotateFault, m2m_client, random_client_id, regular_client,
+    },
+    proto::{GetRotationStatusRequest, RotateSecretRequest},
+};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+use crate::helpers::{
+    ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, Stack, StackOptions, eventually, vault_path,
+};
+
+fn request(client_id: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        client_id: client_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn keyed(client_id: &str, key: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        client_id: client_id.to_owned(),
+        idempotency_key: key.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Fast reconciler and short leases, so healing happens within a test's patience.
+fn quick_recovery() -> Vec<String> {
+    [
+        "--deadline",
+        "2s",
+        "--auth0-timeout",
+        "1s",
+        "--lease-ttl",
+        "4s",
+        "--reconcile-interval",
+        "200ms",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Polls until Vault holds the secret the emulator accepts for `id`.
+async fn vault_converges(
+    bao: &Bao,
+    emulator: &secret_rotator::emulator::RunningEmulator,
+    id: &str,
+) {
+    eventually(
+        "Vault to hold the live secret",
+        Duration::from_secs(30),
+        || async {
+            let live = emulator.live_secret(id)?;
+            let data = bao.kv_data(&vault_path(id)).await?;
+            (data["client_secret"] == live.as_str()).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn auth0_commits_then_answers_502_and_the_live_secret_is_recovered() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    stack.emulator.inject(Faults {
+        rotate: vec![RotateFault {
+            status: 502,
+            commit: true,
+            delay_ms: 0,
+        }],
+        ..Faults::default()
+    });
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("nothing is lost"),
+        "{}",
+        status.message()
+    );
+
+    assert_eq!(stack.emulator.stats().rotations, 1, "never rotated twice");
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+    let status = stack
+        .client()
+        .await
+        .get_rotation_status(GetRotationStatusRequest {
+            client_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.last_rotation.unwrap().recovered);
+    assert!(status.open_intent.is_none());
+}
+
+#[tokio::test]
+async fn auth0_commits_then_times_out_and_the_live_secret_is_recovered() {
+    let stack = Stack::start_with(StackOptions {
+        extra_args: vec!["--auth0-timeout".into(), "300ms".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .expect("a first, normal rotation");
+    stack.emulator.inject(Faults {
+        rotate: vec![RotateFault {
+            status: 504,
+            commit: true,
+            delay_ms: 2_000,
+        }],
+        ..Faults::default()
+    });
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("timed out"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(stack.emulator.stats().rotations, 2);
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+    let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
+    assert_eq!(meta["current_version"], 2);
+    assert_eq!(meta["custom_metadata"]["recovered"], "true");
+}
+
+#[tokio::test]
+async fn vault_killed_after_the_auth0_call_is_healed_once_it_is_back() {
+    let bao = Bao::start_persistent().await;
+    let mut args = quick_recovery();
+    args.extend(["--test-pause-after-auth0".into(), "1s".into()]);
+    let mut stack = Stack::start_on(
+        bao,
+        StackOptions {
+            extra_args: args,
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+
+    let mut client = stack.client().await;
+    let call = tokio::spawn({
+        let id = id.clone();
+        async move { client.rotate_secret(request(&id)).await }
+    });
+    eventually("Auth0 to rotate", Duration::from_secs(10), || async {
+        (stack.emulator.stats().rotations == 1).then_some(())
+    })
+    .await;
+    stack.bao.stop();
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    stack.bao.restart().await;
+    vault_converges(&stack.bao, &stack.emulator, &id).await;
+    assert_eq!(
+        stack.emulator.stats().rotations,
+        1,
+        "healed without rotating again"
+    );
+    let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
+    assert_eq!(meta["custom_metadata"]["recovered"], "true");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_service_killed_between_auth0_and_vault_is_healed_after_restart() {
+    let bao = Bao::start().await;
+    let m2m = random_client_id();
+    let id = random_client_id();
+    let emulator = Emulator::new(EmulatorConfig::default())
+        .with_client(m2m_client(&m2m, M2M_SECRET, ALL_SCOPES))
+        .with_client(regular_client(&id, "App"))
+        .start(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.extend([
+        ("ROTATOR_DEADLINE", "2s".to_owned()),
+        ("AUTH0_TIMEOUT", "1s".to_owned()),
+        ("ROTATOR_LEASE_TTL", "4s".to_owned()),
+        ("ROTATOR_RECONCILE_INTERVAL", "200ms".to_owned()),
+    ]);
+
+    let mut paused = env.clone();
+    paused.push(("ROTATOR_TEST_PAUSE_AFTER_AUTH0", "60s".to_owned()));
+    let mut first = ServiceProcess::start(&paused).await;
+    let mut client = first.client().await;
+    let call = tokio::spawn({
+        let id = id.clone();
+        async move { client.rotate_secret(request(&id)).await }
+    });
+    eventually("Auth0 to rotate", Duration::from_secs(10), || async {
+        (emulator.stats().rotations == 1).then_some(())
+    })
+    .await;
+    first.signal("-KILL");
+    first.wait_exit().await;
+    assert!(
+        call.await.unwrap().is_err(),
+        "the call dies with the process"
+    );
+    assert!(
+        bao.kv_data(&vault_path(&id)).await.is_none(),
+        "the window was hit: nothing stored"
+    );
+
+    let second = ServiceProcess::start(&env).await;
+    vault_converges(&bao, &emulator, &id).await;
+    assert_eq!(
+        emulator.stats().rotations,
+        1,
+        "healed without rotating again"
+    );
+    let status = second
+        .client()
+        .await
+        .get_rotation_status(GetRotationStatusRequest {
+            client_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    eventually("the intent to close", Duration::from_secs(10), || {
+        let second = &second;
+        let id = id.clone();
+        async move {
+            let s = second
+                .client()
+                .await
+                .get_rotation_status(GetRotationStatusRequest { client_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            s.open_intent.is_none().then_some(())
+        }
+    })
+    .await;
+    assert!(status.last_rotation.unwrap().recovered);
+    assert!(
+        second.output().contains("healed an open rotation"),
+        "the heal is logged"
+    );
+}
+
+#[tokio::test]
+async fn three_processes_200_calls_10_clients_keep_vault_equal_to_auth0() {
+    let bao = Bao::start().await;
+    let m2m = random_client_id();
+    let ids: Vec<String> = (0..10).map(|_| random_client_id()).collect();
+    let mut emulator = Emulator::new(EmulatorConfig {
+        rate_limit_burst: 100_000,
+        rate_limit_per_second: 100_000,
+        ..EmulatorConfig::default()
+    })
+    .with_client(m2m_client(&m2m, M2M_SECRET, ALL_SCOPES));
+    for id in &ids {
+        emulator = emulator.with_client(regular_client(id, "App"));
+    }
+    let emulator = emulator.start(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    // Keep every version, so that each OK answer's version can be checked.
+    let config = Some(serde_json::json!({"max_versions": 1000}));
+    let (status, _) = bao
+        .api(reqwest::Method::POST, "secret/config", config)
+        .await;
+    assert_eq!(status, 204);
+    let env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    let replicas = [
+        ServiceProcess::start(&env).await,
+        ServiceProcess::start(&env).await,
+        ServiceProcess::start(&env).await,
+    ];
+    let mut clients = Vec::new();
+    for replica in &replicas {
+        clients.push(replica.client().await);
+    }
+
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let mut client = clients[i % 3].clone();
+            let id = ids[i % 10].clone();
+            tokio::spawn(async move { (id.clone(), client.rotate_secret(request(&id)).await) })
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut refused = HashMap::<Code, usize>::new();
+    for call in calls {
+        let (id, result) = call.await.unwrap();
+        match result {
+            Ok(answer) => ok.push((id, answer.into_inner())),
+            Err(status) => *refused.entry(status.code()).or_default() += 1,
+        }
+    }
+    assert!(
+        refused.keys().all(|c| *c == Code::Aborted),
+        "only ABORTED (busy) refusals are acceptable: {refused:?}"
+    );
+    assert_eq!(
+        emulator.stats().rotations as usize,
+        ok.len(),
+        "rotations equal OK answers ({refused:?})"
+    );
+    for id in &ids {
+        let data = bao.kv_data(&vault_path(id)).await.expect("stored");
+        assert_eq!(
+            data["client_secret"],
+            emulator.live_secret(id).unwrap().as_str(),
+            "{id}"
+        );
+    }
+    let mut versions = HashMap::<String, Vec<i64>>::new();
+    for (id, answer) in &ok {
+        let version = answer.vault_secret.as_ref().unwrap().version;
+        versions.entry(id.clone()).or_default().push(version);
+        let data = bao
+            .kv_version(&vault_path(id), version)
+            .await
+            .expect("version exists");
+        let issued = emulator.client(id).unwrap().issued_secrets;
+        assert!(
+            issued.iter().any(|s| data["client_secret"] == s.as_str()),
+            "version {version} of {id} holds a secret Auth0 never issued"
+        );
+    }
+    for (id, mut v) in versions {
+        let n = v.len();
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), n, "two OK answers share a KV version for {id}");
+    }
+    eprintln!("three replicas: {} OK, refused {refused:?}", ok.len());
+}
+
+#[tokio::test]
+async fn a_retried_request_with_the_same_idempotency_key_rotates_once() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let other = stack.seed(regular_client(&random_client_id(), "Other"));
+    let mut client = stack.client().await;
+
+    let first = client
+        .rotate_secret(keyed(&id, "deploy-2026-11-27:1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .rotate_secret(keyed(&id, "deploy-2026-11-27:1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.encode_to_vec(),
+        again.encode_to_vec(),
+        "identical answers"
+    );
+    assert_eq!(stack.emulator.stats().rotations, 1);
+
+    // Concurrent retries of one key: one rotation, one answer.
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let mut client = client.clone();
+            let id = id.clone();
+            tokio::spawn(async move { client.rotate_secret(keyed(&id, "burst")).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(
+            call.await
+                .unwrap()
+                .expect("same answer")
+                .into_inner()
+                .encode_to_vec(),
+        );
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(stack.emulator.stats().rotations, 2);
+
+    let status = client
+        .rotate_secret(keyed(&other, "deploy-2026-11-27:1"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("another client"),
+        "{}",
+        status.message()
+    );
+    let status = client
+        .rotate_secret(keyed(&id, "not/a/key"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(stack.emulator.stats().rotations, 2);
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_stale_intent_does_not_replace_a_newer_rotation() {
+    let stack = Stack::start_with(StackOptions {
+        extra_args: quick_recovery(),
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let newer = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // An intent from an old rotation whose replica died, as the ledger would hold it.
+    let state = format!("secret/data/secret-rotator/clients/{id}");
+    let (_, current) = stack.bao.api(reqwest::Method::GET, &state, None).await;
+    let version = current["data"]["metadata"]["version"].as_u64().unwrap();
+    let stale = serde_json::json!({
+        "options": {"cas": version},
+        "data": {"lease": null, "intent": {
+            "rotation_id": uuid::Uuid::new_v4(), "caller": null, "reason": null,
+            "started_at": {"secs_since_epoch": 1_700_000_000u64, "nanos_since_epoch": 0},
+            "idempotency_key": null
+        }}
+    });
+    let (status, body) = stack
+        .bao
+        .api(reqwest::Method::POST, &state, Some(stale))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    eventually(
+        "the reconciler to close the stale intent",
+        Duration::from_secs(30),
+        || async {
+            let (_, record) = stack.bao.api(reqwest::Method::GET, &state, None).await;
+            record["data"]["data"]["intent"].is_null().then_some(())
+        },
+    )
+    .await;
+    let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
+    assert_eq!(meta["current_version"], 1, "nothing rewritten");
+    assert_eq!(
+        meta["custom_metadata"]["rotation_id"],
+        newer.rotation_id.as_str()
+    );
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+    assert_eq!(stack.emulator.stats().rotations, 1);
+}
+
+#[tokio::test]
+async fn a_client_mid_rotation_elsewhere_is_waited_for_then_aborted() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let state = format!("secret/data/secret-rotator/clients/{id}");
+    let far = std::time::SystemTime::now() + Duration::from_secs(600);
+    let held = serde_json::json!({
+        "options": {"cas": 0},
+        "data": {"lease": {"holder": "another-replica",
+            "expires_at_ms": secret_rotator::rotation::millis(far)}, "intent": null}
+    });
+    let (status, _) = stack
+        .bao
+        .api(reqwest::Method::POST, &state, Some(held))
+        .await;
+    assert_eq!(status, 200);
+    let mut request = tonic::Request::new(request(&id));
+    request.set_timeout(Duration::from_millis(800));
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(
+        status.message().contains("in progress"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(stack.emulator.stats().rotate_requests, 0);
+}
+
+#[tokio::test]
+async fn without_read_client_keys_rotations_are_refused_unless_the_risk_is_accepted() {
+    let stack = Stack::start_with(StackOptions {
+        m2m_scopes: vec!["read:clients", "update:client_keys"],
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("read:client_keys"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(stack.emulator.stats().rotate_requests, 0);
+
+    let accepted = Stack::start_with(StackOptions {
+        m2m_scopes: vec!["read:clients", "update:client_keys"],
+        extra_args: vec!["--allow-unrecoverable-rotations".into(), "true".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    let id = accepted.seed(regular_client(&random_client_id(), "App"));
+    accepted
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .expect("risk accepted");
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_rotation_finish() {
+    let mut stack = Stack::start_with(StackOptions {
+        extra_args: vec!["--test-pause-after-auth0".into(), "1s".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let mut client = stack.client().await;
+    let call = tokio::spawn({
+        let id = id.clone();
+        async move { client.rotate_secret(request(&id)).await }
+    });
+    eventually("Auth0 to rotate", Duration::from_secs(10), || async {
+        (stack.emulator.stats().rotations == 1).then_some(())
+    })
+    .await;
+    stack.trigger_shutdown();
+    let answer = call
+        .await
+        .unwrap()
+        .expect("the in-flight rotation completes")
+        .into_inner();
+    assert_eq!(answer.vault_secret.unwrap().version, 1);
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+    stack.shutdown().await;
+}
