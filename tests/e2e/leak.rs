@@ -2,23 +2,16 @@
 //! through it, and checks that no secret issued during the run shows up in its output or in
 //! any answer, in clear or base64.
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
-
+use crate::helpers::{ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, VAULT_TOKEN};
 use base64::Engine;
 use secret_rotator::{
     emulator::{
         Emulator, EmulatorConfig, Faults, RotateFault, m2m_client, pkjwt_client, random_client_id,
         regular_client,
     },
-    proto::{RotateSecretRequest, secret_rotation_service_client::SecretRotationServiceClient},
+    proto::RotateSecretRequest,
 };
 use tokio::net::TcpListener;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-use crate::helpers::{ALL_SCOPES, Bao, M2M_SECRET, VAULT_TOKEN, connect_health, eventually};
 
 #[tokio::test]
 async fn no_secret_reaches_logs_or_answers_at_trace_level() {
@@ -34,55 +27,10 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
     }
     let emulator = emulator.start(TcpListener::bind("127.0.0.1:0").await.unwrap());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
-            .arg("serve")
-            .env("ROTATOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("AUTH0_DOMAIN", emulator.domain())
-            .env("AUTH0_BASE_URL", emulator.base_url())
-            .env("AUTH0_CLIENT_ID", &m2m)
-            .env("AUTH0_CLIENT_SECRET", M2M_SECRET)
-            .env_remove("AUTH0_MANAGEMENT_TOKEN")
-            .env("VAULT_ADDR", &bao.addr)
-            .env("VAULT_TOKEN", VAULT_TOKEN)
-            .env("ROTATOR_LOG", "trace")
-            .env("ROTATOR_LOG_FORMAT", "json")
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start the binary"),
-    );
-
-    let endpoint = format!("http://127.0.0.1:{port}");
-    eventually(
-        "the binary to report SERVING",
-        Duration::from_secs(60),
-        || {
-            let endpoint = endpoint.clone();
-            async move {
-                let mut health = connect_health(&endpoint).await?;
-                let status = health
-                    .check(HealthCheckRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status;
-                (status == ServingStatus::Serving as i32).then_some(())
-            }
-        },
-    )
-    .await;
-
-    let mut client = SecretRotationServiceClient::connect(endpoint)
-        .await
-        .unwrap();
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.push(("ROTATOR_LOG", "trace".to_owned()));
+    let mut service = ServiceProcess::start(&env).await;
+    let mut client = service.client().await;
     let mut secrets = vec![M2M_SECRET.to_owned(), VAULT_TOKEN.to_owned()];
     let mut answers = Vec::new();
     let mut rotations = 0;
@@ -124,19 +72,11 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
     secrets.extend(emulator.access_tokens());
 
     // SIGTERM: the binary stops cleanly.
-    let term = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let exit = eventually("the binary to exit", Duration::from_secs(30), || {
-        let done = child.0.try_wait().unwrap();
-        async move { done }
-    })
-    .await;
+    service.signal("-TERM");
+    let exit = service.wait_exit().await;
     assert!(exit.success(), "exit status {exit:?}");
 
-    let output = std::fs::read_to_string(log.path()).unwrap();
+    let output = service.output();
     assert!(
         output.contains("rotation stored"),
         "TRACE logs were not captured"
@@ -164,14 +104,4 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
         checked,
         output.len()
     );
-}
-
-/// Stops the binary even when an assertion fails half-way.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
