@@ -85,6 +85,9 @@ Rotate a seeded client:
 What Vault now holds:
   BAO_ADDR=http://127.0.0.1:$BAO_PORT BAO_TOKEN=$vault_token .tools/bin/bao kv get secret/auth0/clients/$demo_client
 
+Its last rotation and any rotation still open:
+  .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/GetRotationStatus
+
 The secret the emulator (Auth0) now accepts:
   curl -s http://127.0.0.1:$EMULATOR_PORT/__emulator/clients/$demo_client
 
