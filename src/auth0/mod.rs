@@ -7,7 +7,7 @@ mod model;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Response, StatusCode, Url, header::HeaderMap};
+use reqwest::{Method, Response, StatusCode, Url, header::HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::{sync::Mutex, time::Instant};
@@ -54,6 +54,12 @@ enum TokenSource {
 struct CachedToken {
     token: SecretString,
     renew_at: Instant,
+}
+
+enum SendError {
+    /// No token: the request was not sent.
+    Token(Auth0Error),
+    Transport(reqwest::Error),
 }
 
 /// What start-up learned about the service's Management API token.
@@ -219,64 +225,60 @@ impl Auth0Client {
     #[instrument(skip_all, fields(client_id = %client_id))]
     async fn rotate(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str(), "rotate-secret"]);
-        let mut retried_token = false;
-        loop {
-            let token = self.token().await?;
-            let response = self
-                .http
-                .post(url.clone())
-                .bearer_auth(token.expose_secret())
-                .send()
-                .await
-                .map_err(|e| ambiguous(transport_error(e)))?;
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !retried_token && self.renewable() {
-                // A 401 means nothing was rotated: renew the token once and try again.
-                warn!("Management API token rejected; renewing it");
-                self.forget_token().await;
-                retried_token = true;
-                continue;
-            }
-            if !status.is_success() {
-                return Err(ambiguous(api_error(response, ROTATE_SCOPE, true).await));
-            }
-            let bytes = response.bytes().await.map_err(|_| {
-                Auth0Error::OutcomeUnknown("the rotate-secret answer was cut off".into())
-            })?;
-            // A 200 without a readable secret: Auth0 rotated and the secret is lost to us.
-            return parse_rotation(&bytes).map_err(|e| Auth0Error::OutcomeUnknown(e.to_string()));
+        let response = self.send(Method::POST, &url).await.map_err(|e| match e {
+            SendError::Token(e) => e,
+            // Sent, perhaps carried out: only a failed connect proves it was not.
+            SendError::Transport(e) => ambiguous(transport_error(e)),
+        })?;
+        if !response.status().is_success() {
+            return Err(ambiguous(api_error(response, ROTATE_SCOPE, true).await));
         }
+        let bytes = response.bytes().await.map_err(|_| {
+            Auth0Error::OutcomeUnknown("the rotate-secret answer was cut off".into())
+        })?;
+        // A 200 without a readable secret: Auth0 rotated and the secret is lost to us.
+        parse_rotation(&bytes).map_err(|e| Auth0Error::OutcomeUnknown(e.to_string()))
     }
 
     /// `GET /api/v2/clients/{id}`: the whole client, secret included (needs read:client_keys).
     #[instrument(skip_all, fields(client_id = %client_id))]
     async fn read(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
-        let mut retried_token = false;
+        let response = self.send(Method::GET, &url).await.map_err(|e| match e {
+            SendError::Token(e) => e,
+            SendError::Transport(e) => transport_error(e),
+        })?;
+        if !response.status().is_success() {
+            return Err(api_error(response, READ_KEYS_SCOPE, false).await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| Auth0Error::Unavailable("the client answer was cut off".into()))?;
+        // Without read:client_keys Auth0 silently leaves the secret out.
+        parse_rotation(&bytes).map_err(|_| Auth0Error::MissingScope(READ_KEYS_SCOPE))
+    }
+
+    /// Sends a Management API request with the current token. A 401 means Auth0 did nothing:
+    /// the token is renewed once and the request sent again.
+    async fn send(&self, method: Method, url: &Url) -> Result<Response, SendError> {
+        let mut renewed = false;
         loop {
-            let token = self.token().await?;
+            let token = self.token().await.map_err(SendError::Token)?;
             let response = self
                 .http
-                .get(url.clone())
+                .request(method.clone(), url.clone())
                 .bearer_auth(token.expose_secret())
                 .send()
                 .await
-                .map_err(transport_error)?;
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !retried_token && self.renewable() {
+                .map_err(SendError::Transport)?;
+            if response.status() == StatusCode::UNAUTHORIZED && !renewed && self.renewable() {
+                warn!("Management API token rejected; renewing it");
                 self.forget_token().await;
-                retried_token = true;
+                renewed = true;
                 continue;
             }
-            if !status.is_success() {
-                return Err(api_error(response, READ_KEYS_SCOPE, false).await);
-            }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|_| Auth0Error::Unavailable("the client answer was cut off".into()))?;
-            // Without read:client_keys Auth0 silently leaves the secret out.
-            return parse_rotation(&bytes).map_err(|_| Auth0Error::MissingScope(READ_KEYS_SCOPE));
+            return Ok(response);
         }
     }
 

@@ -5,16 +5,15 @@ use std::{collections::HashMap, time::Duration};
 
 use prost::Message;
 use secret_rotator::{
-    emulator::{
-        Emulator, EmulatorConfig, Faults, RotateFault, m2m_client, random_client_id, regular_client,
-    },
+    emulator::{Emulator, EmulatorConfig, m2m_client, random_client_id, regular_client},
     proto::{GetRotationStatusRequest, RotateSecretRequest},
 };
 use tokio::net::TcpListener;
 use tonic::Code;
 
 use crate::helpers::{
-    ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, Stack, StackOptions, eventually, vault_path,
+    ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, Stack, StackOptions, eventually, rotate_fault,
+    vault_path,
 };
 
 fn request(client_id: &str) -> RotateSecretRequest {
@@ -70,20 +69,8 @@ async fn vault_converges(
 async fn auth0_commits_then_answers_502_and_the_live_secret_is_recovered() {
     let stack = Stack::start().await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    stack.emulator.inject(Faults {
-        rotate: vec![RotateFault {
-            status: 502,
-            commit: true,
-            delay_ms: 0,
-        }],
-        ..Faults::default()
-    });
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    stack.emulator.inject(rotate_fault(502, true, 0));
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("nothing is lost"),
@@ -124,20 +111,8 @@ async fn auth0_commits_then_times_out_and_the_live_secret_is_recovered() {
         .rotate_secret(request(&id))
         .await
         .expect("a first, normal rotation");
-    stack.emulator.inject(Faults {
-        rotate: vec![RotateFault {
-            status: 504,
-            commit: true,
-            delay_ms: 2_000,
-        }],
-        ..Faults::default()
-    });
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    stack.emulator.inject(rotate_fault(504, true, 2_000));
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("timed out"),
@@ -528,12 +503,7 @@ async fn without_read_client_keys_rotations_are_refused_unless_the_risk_is_accep
     })
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(
         status.message().contains("read:client_keys"),

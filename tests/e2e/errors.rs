@@ -1,13 +1,13 @@
 use std::time::Duration;
 
 use secret_rotator::{
-    emulator::{EmulatorConfig, Faults, RotateFault, random_client_id, regular_client},
+    emulator::{EmulatorConfig, Faults, random_client_id, regular_client},
     proto::RotateSecretRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Stack, StackOptions, vault_path};
+use crate::helpers::{Stack, StackOptions, rotate_fault, vault_path};
 
 fn request(client_id: &str) -> RotateSecretRequest {
     RotateSecretRequest {
@@ -25,12 +25,7 @@ async fn auth0_rate_limit_is_resource_exhausted_with_retry_info() {
         rate_limited: 1,
         ..Faults::default()
     });
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let retry = status
         .get_details_retry_info()
@@ -82,20 +77,8 @@ async fn a_real_token_bucket_runs_dry() {
 async fn auth0_server_error_is_unavailable() {
     let stack = Stack::start().await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    stack.emulator.inject(Faults {
-        rotate: vec![RotateFault {
-            status: 503,
-            commit: false,
-            delay_ms: 0,
-        }],
-        ..Faults::default()
-    });
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    stack.emulator.inject(rotate_fault(503, false, 0));
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         !status.message().contains("Injected"),
@@ -125,20 +108,8 @@ async fn auth0_timeout_is_unavailable() {
     })
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    stack.emulator.inject(Faults {
-        rotate: vec![RotateFault {
-            status: 504,
-            commit: false,
-            delay_ms: 3_000,
-        }],
-        ..Faults::default()
-    });
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    stack.emulator.inject(rotate_fault(504, false, 3_000));
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("timed out"),
@@ -153,12 +124,7 @@ async fn vault_down_is_unavailable_and_auth0_is_not_touched() {
     let id = stack.seed(regular_client(&random_client_id(), "App"));
     let secret = stack.emulator.live_secret(&id);
     stack.bao.stop();
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("nothing was rotated"),
@@ -183,12 +149,7 @@ async fn missing_rotate_scope_is_internal_naming_the_scope_and_not_serving() {
     })
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(
         status.message().contains("update:client_keys"),
@@ -223,12 +184,7 @@ async fn rejected_service_credentials_are_internal() {
     })
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(
         status.message().contains("AUTH0_CLIENT_SECRET"),
@@ -254,12 +210,7 @@ async fn vault_write_refused_after_auth0_rotated_is_left_to_the_reconciler() {
     })
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("reconciler"),

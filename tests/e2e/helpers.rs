@@ -14,9 +14,10 @@ use secret_rotator::{
     app,
     config::{Cli, Command as CliCommand},
     emulator::{
-        Emulator, EmulatorConfig, RunningEmulator, SeedClient, m2m_client, random_client_id,
+        Emulator, EmulatorConfig, Faults, RotateFault, RunningEmulator, SeedClient, m2m_client,
+        random_client_id,
     },
-    proto::secret_rotation_service_client::SecretRotationServiceClient,
+    proto::{RotateSecretRequest, secret_rotation_service_client::SecretRotationServiceClient},
 };
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -402,6 +403,18 @@ pub fn vault_path(client_id: &str) -> String {
     format!("auth0/clients/{client_id}")
 }
 
+/// One scripted rotate-secret failure at the emulator.
+pub fn rotate_fault(status: u16, commit: bool, delay_ms: u64) -> Faults {
+    Faults {
+        rotate: vec![RotateFault {
+            status,
+            commit,
+            delay_ms,
+        }],
+        ..Faults::default()
+    }
+}
+
 /// How to set up a [`Stack`].
 pub struct StackOptions {
     pub emulator: EmulatorConfig,
@@ -522,6 +535,19 @@ impl Stack {
         SecretRotationServiceClient::connect(self.endpoint())
             .await
             .expect("connect to the service")
+    }
+
+    /// Rotates `client_id`, expecting a refusal.
+    pub async fn rotate_refused(&self, client_id: &str) -> tonic::Status {
+        let request = RotateSecretRequest {
+            client_id: client_id.to_owned(),
+            ..Default::default()
+        };
+        self.client()
+            .await
+            .rotate_secret(request)
+            .await
+            .unwrap_err()
     }
 
     pub async fn health(&self) -> HealthClient<Channel> {
