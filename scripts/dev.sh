@@ -50,6 +50,7 @@ for _ in $(seq 1 100); do
 done
 
 env -u AUTH0_MANAGEMENT_TOKEN \
+  ROTATOR_INSECURE=true \
   ROTATOR_LISTEN_ADDR="127.0.0.1:$ROTATOR_PORT" \
   AUTH0_DOMAIN="emulator.auth0.local" \
   AUTH0_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \

@@ -1,6 +1,6 @@
 //! Composition root: the only place where concrete adapters meet the domain and the server.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -9,9 +9,13 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
+    auth::{
+        Gate, JwksSource, JwtVerifier, Mode, Policy, PolicyError, Reloadable, ReloadableTls,
+        jwt::JwksError, tls::TlsError,
+    },
     auth0::{Auth0Client, Auth0Error, READ_KEYS_SCOPE, ROTATE_SCOPE},
-    config::Config,
-    grpc::RotationApi,
+    config::{Config, JwtConfig, SecurityConfig, TlsSecurity},
+    grpc::{Deadlines, RotationApi},
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
     rotation::{ClientId, RotationService, Settings},
     vault::{VaultError, VaultStore},
@@ -30,7 +34,13 @@ pub enum AppError {
         source: std::io::Error,
     },
     #[error("cannot build the Auth0 client: {0}")]
-    Auth0Client(reqwest::Error),
+    Auth0Client(String),
+    #[error("TLS: {0}")]
+    Tls(TlsError),
+    #[error("authorization policy: {0}")]
+    Policy(PolicyError),
+    #[error("JWKS: {0}")]
+    Jwks(JwksError),
     #[error("cannot build the Vault client: {0}")]
     VaultClient(VaultError),
     #[error("reflection: {0}")]
@@ -69,10 +79,19 @@ pub async fn serve(
             idempotency_window: config.rotation.idempotency_window,
             allow_unrecoverable: config.rotation.allow_unrecoverable,
             pause_after_auth0: config.rotation.pause_after_auth0,
+            max_concurrent: config.limits.max_concurrent_rotations,
         },
     ));
-    let api =
-        SecretRotationServiceServer::new(RotationApi::new(Arc::clone(&rotations), config.deadline));
+    let security = Security::build(&config).await?;
+    let api = SecretRotationServiceServer::new(RotationApi::new(
+        Arc::clone(&rotations),
+        Arc::clone(&security.gate),
+        Deadlines {
+            default: config.deadline,
+            max: config.limits.max_deadline,
+        },
+    ))
+    .max_decoding_message_size(config.limits.max_request_bytes);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -81,6 +100,7 @@ pub async fn serve(
         .path
         .render(&ClientId::parse("capability_probe").expect("valid sample id"));
     // Start-up checks, then the reconciler: at start-up and every interval, on every replica.
+    // Beside them, the watcher that reloads policy, certificates and keys.
     let background = tokio::spawn({
         let (health, rotations) = (health.clone(), Arc::clone(&rotations));
         let interval = config.rotation.reconcile_interval;
@@ -89,6 +109,8 @@ pub async fn serve(
             rotations.reconcile_forever(interval).await;
         }
     });
+    let tls = security.tls.clone();
+    let watcher = tokio::spawn(security.watch());
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -102,27 +124,48 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let addr = listener.local_addr().ok();
-    info!(?addr, "secret-rotator listening");
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = Server::builder()
+    let stopped = async {
+        stop_rx.await.ok();
+    };
+    let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            stop_rx.await.ok();
-        });
+        .add_service(api);
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &tls {
+            Some(tls) => {
+                info!(
+                    ?addr,
+                    mutual_tls = tls.files().client_ca.is_some(),
+                    "secret-rotator listening (TLS)"
+                );
+                let incoming = Arc::clone(tls).incoming(listener);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+            None => {
+                warn!(
+                    ?addr,
+                    "secret-rotator listening WITHOUT TLS or authentication (ROTATOR_INSECURE=true)"
+                );
+                let incoming = TcpListenerStream::new(listener);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
     tokio::pin!(server);
 
     tokio::select! {
         result = &mut server => {
             background.abort();
+            watcher.abort();
             result?;
         }
         () = shutdown => {
             info!("shutdown requested: reporting NOT_SERVING and draining calls");
             // A pass cut short loses nothing: its writes are check-and-set, its lease expires.
             background.abort();
+            watcher.abort();
             set_health(&health, ServingStatus::NotServing).await;
             let _ = stop_tx.send(());
             // Calls end when their rotations do, but a rotation whose caller hung up runs on
@@ -140,6 +183,129 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// The gate callers pass, and the files behind it that are reloaded while serving.
+struct Security {
+    gate: Arc<Gate>,
+    tls: Option<Arc<ReloadableTls>>,
+    policy: Option<Arc<Reloadable<Policy>>>,
+    jwt: Option<(Arc<JwtVerifier>, JwtConfig)>,
+    reload_interval: Duration,
+}
+
+impl Security {
+    async fn build(config: &Config) -> Result<Self, AppError> {
+        let (mode, tls, policy, jwt, reload_interval) = match &config.security {
+            SecurityConfig::Insecure => {
+                (Mode::Insecure, None, None, None, Duration::from_secs(3600))
+            }
+            SecurityConfig::Tls(secure) => {
+                let TlsSecurity {
+                    tls,
+                    jwt,
+                    policy,
+                    reload_interval,
+                } = secure.as_ref();
+                let tls = Arc::new(ReloadableTls::new(tls.clone()).map_err(AppError::Tls)?);
+                let policy = Arc::new(
+                    Reloadable::load(policy.clone(), Policy::load).map_err(AppError::Policy)?,
+                );
+                let jwt = match jwt {
+                    None => None,
+                    Some(cfg) => {
+                        let verifier = JwtVerifier::new(
+                            cfg.jwks.clone(),
+                            cfg.issuer.clone(),
+                            cfg.audience.clone(),
+                            reqwest::Client::new(),
+                        )
+                        .await
+                        .map_err(AppError::Jwks)?;
+                        Some((Arc::new(verifier), cfg.clone()))
+                    }
+                };
+                let mode = Mode::Secure {
+                    jwt: jwt.as_ref().map(|(v, _)| Arc::clone(v)),
+                    policy: Arc::clone(&policy),
+                };
+                info!(
+                    rules = policy.get().rule_count(),
+                    "authorization policy loaded"
+                );
+                (mode, Some(tls), Some(policy), jwt, *reload_interval)
+            }
+        };
+        let gate = Gate::new(
+            mode,
+            config.limits.caller_rotations_per_minute,
+            config.limits.caller_rotation_burst,
+        );
+        Ok(Self {
+            gate: Arc::new(gate),
+            tls,
+            policy,
+            jwt,
+            reload_interval,
+        })
+    }
+
+    /// Reloads the policy on SIGHUP and when its file changes, the TLS files when they change,
+    /// and the JWKS when its file changes or its URL is due. A broken new file is logged and
+    /// the one in force stays.
+    async fn watch(self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Some(policy) = self.policy else { return };
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(self.reload_interval);
+        let mut tls_seen = self.tls.as_ref().map(|t| mtimes(&t.files().paths()));
+        let mut jwks_seen = None;
+        let mut jwks_fetched = tokio::time::Instant::now();
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    info!("SIGHUP received: reloading the policy and TLS files");
+                    true
+                }
+            };
+            policy.reload(forced, "authorization policy", Policy::load);
+            if let Some(tls) = &self.tls {
+                let now = mtimes(&tls.files().paths());
+                if forced || tls_seen.as_ref() != Some(&now) {
+                    tls_seen = Some(now);
+                    if let Err(e) = tls.reload() {
+                        error!(error = %e, "TLS files NOT reloaded: the ones in force stay");
+                    }
+                }
+            }
+            if let Some((verifier, cfg)) = &self.jwt {
+                let due = match &cfg.jwks {
+                    JwksSource::File(path) => {
+                        let now = mtimes(std::slice::from_ref(path));
+                        let changed = jwks_seen.as_ref().is_some_and(|seen| *seen != now);
+                        jwks_seen = Some(now);
+                        changed
+                    }
+                    JwksSource::Url(_) => jwks_fetched.elapsed() >= cfg.refresh,
+                };
+                if forced || due {
+                    jwks_fetched = tokio::time::Instant::now();
+                    match verifier.refresh().await {
+                        Ok(keys) => info!(keys, "JWKS reloaded"),
+                        Err(e) => error!(error = %e, "JWKS NOT reloaded: the keys in force stay"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn mtimes(paths: &[std::path::PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

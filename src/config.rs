@@ -4,13 +4,16 @@
 //! all. Secrets are `SecretString` from the moment they are read and their values are never shown
 //! (`hide_env_values`), not even in parse errors.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 use secrecy::SecretString;
 
-use crate::rotation::PathTemplate;
+use crate::{
+    auth::{JwksSource, TlsFiles},
+    rotation::PathTemplate,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +62,10 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTH0_AUDIENCE")]
     pub auth0_audience: Option<String>,
 
+    /// PEM bundle of the CAs trusted for Auth0's certificate, in addition to the system's.
+    #[arg(long, env = "AUTH0_CACERT")]
+    pub auth0_cacert: Option<PathBuf>,
+
     /// Timeout for connecting to Auth0.
     #[arg(long, env = "AUTH0_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub auth0_connect_timeout: Duration,
@@ -103,8 +110,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROTATOR_STATE_PATH", default_value = "secret-rotator")]
     pub state_path: String,
 
-    /// How long a client's lease lasts; longer than ROTATOR_DEADLINE plus AUTH0_TIMEOUT.
-    #[arg(long, env = "ROTATOR_LEASE_TTL", default_value = "60s", value_parser = duration)]
+    /// How long a client's lease lasts; longer than ROTATOR_MAX_DEADLINE plus AUTH0_TIMEOUT.
+    #[arg(long, env = "ROTATOR_LEASE_TTL", default_value = "90s", value_parser = duration)]
     pub lease_ttl: Duration,
 
     /// How often every replica looks for rotations left open and heals them.
@@ -134,9 +141,87 @@ pub struct ServeArgs {
     #[arg(long, env = "ROTATOR_TEST_PAUSE_AFTER_AUTH0", hide = true, value_parser = duration)]
     pub test_pause_after_auth0: Option<Duration>,
 
-    /// Deadline of a rotation whose caller set none (grpc-timeout); callers' deadlines are capped to it.
+    /// Deadline of a call whose caller set none (grpc-timeout).
     #[arg(long, env = "ROTATOR_DEADLINE", default_value = "30s", value_parser = duration)]
     pub deadline: Duration,
+
+    /// Callers' deadlines are capped to this.
+    #[arg(long, env = "ROTATOR_MAX_DEADLINE", default_value = "60s", value_parser = duration)]
+    pub max_deadline: Duration,
+
+    /// Rotations running at once in this process; more wait until their deadline.
+    #[arg(long, env = "ROTATOR_MAX_CONCURRENT_ROTATIONS", default_value_t = 16)]
+    pub max_concurrent_rotations: usize,
+
+    /// Largest request accepted, in bytes.
+    #[arg(long, env = "ROTATOR_MAX_REQUEST_BYTES", default_value_t = 4096)]
+    pub max_request_bytes: usize,
+
+    /// Rotations one caller may ask for per minute (sustained).
+    #[arg(
+        long,
+        env = "ROTATOR_CALLER_ROTATIONS_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub caller_rotations_per_minute: u32,
+
+    /// Rotations one caller may ask for in a burst.
+    #[arg(long, env = "ROTATOR_CALLER_ROTATION_BURST", default_value_t = 10)]
+    pub caller_rotation_burst: u32,
+
+    /// Development mode: plaintext, no authentication, loopback listen address only.
+    #[arg(
+        long,
+        env = "ROTATOR_INSECURE",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub insecure: bool,
+
+    /// PEM certificate chain of the gRPC listener.
+    #[arg(long, env = "ROTATOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the gRPC listener.
+    #[arg(long, env = "ROTATOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM bundle of the CAs whose client certificates identify callers (mutual TLS).
+    #[arg(long, env = "ROTATOR_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// JWKS file for bearer-token callers.
+    #[arg(long, env = "ROTATOR_JWKS_FILE", conflicts_with = "jwks_url")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// JWKS URL for bearer-token callers, fetched again every ROTATOR_JWKS_REFRESH.
+    #[arg(long, env = "ROTATOR_JWKS_URL")]
+    pub jwks_url: Option<Url>,
+
+    /// How often a JWKS URL is fetched again.
+    #[arg(long, env = "ROTATOR_JWKS_REFRESH", default_value = "5m", value_parser = duration)]
+    pub jwks_refresh: Duration,
+
+    /// Required `iss` of bearer tokens.
+    #[arg(long, env = "ROTATOR_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of bearer tokens.
+    #[arg(long, env = "ROTATOR_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Authorization policy (TOML); reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "ROTATOR_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+
+    /// How often the policy, TLS and JWKS files are checked for changes.
+    #[arg(long, env = "ROTATOR_RELOAD_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub reload_interval: Duration,
+
+    /// Write audit events (target `audit`) to this file, as JSON lines, instead of the log.
+    #[arg(long, env = "ROTATOR_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
 
     /// How long shutdown waits for in-flight calls before the process exits.
     #[arg(long, env = "ROTATOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
@@ -162,12 +247,48 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    pub security: SecurityConfig,
+    pub limits: Limits,
     pub auth0: Auth0Config,
     pub vault: VaultConfig,
     pub rotation: RotationConfig,
     pub deadline: Duration,
     pub shutdown_grace: Duration,
     pub log: LogConfig,
+}
+
+/// How callers are authenticated and authorized.
+#[derive(Debug, Clone)]
+pub enum SecurityConfig {
+    /// Plaintext, no authentication; the listener is loopback-only.
+    Insecure,
+    Tls(Box<TlsSecurity>),
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSecurity {
+    pub tls: TlsFiles,
+    /// Bearer-token callers, when a JWKS is configured.
+    pub jwt: Option<JwtConfig>,
+    pub policy: PathBuf,
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub jwks: JwksSource,
+    pub issuer: String,
+    pub audience: String,
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_deadline: Duration,
+    pub max_concurrent_rotations: usize,
+    pub max_request_bytes: usize,
+    pub caller_rotations_per_minute: NonZeroU32,
+    pub caller_rotation_burst: NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -184,12 +305,14 @@ pub struct RotationConfig {
 pub struct LogConfig {
     pub filter: String,
     pub format: LogFormat,
+    pub audit_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Auth0Config {
     pub domain: String,
     pub base_url: Url,
+    pub ca_cert: Option<PathBuf>,
     pub credentials: Auth0Credentials,
     pub connect_timeout: Duration,
     pub timeout: Duration,
@@ -232,14 +355,30 @@ pub enum ConfigError {
     VaultMount,
     #[error("ROTATOR_VAULT_PATH is invalid: {0}")]
     VaultPath(String),
-    #[error("VAULT_CACERT file {0} cannot be read")]
-    CaCert(PathBuf),
+    #[error("{0} file {1} cannot be read")]
+    File(&'static str, PathBuf),
+    #[error(
+        "ROTATOR_INSECURE=true serves plaintext without authentication, so ROTATOR_LISTEN_ADDR must be a loopback address (127.0.0.1 or ::1), not {0}"
+    )]
+    InsecureNotLoopback(SocketAddr),
+    #[error("{0} is required unless ROTATOR_INSECURE=true")]
+    SecureRequires(&'static str),
+    #[error(
+        "callers need a way to identify themselves: set ROTATOR_TLS_CLIENT_CA (mutual TLS), ROTATOR_JWKS_FILE or ROTATOR_JWKS_URL (bearer tokens), or both"
+    )]
+    NoCallerIdentity,
+    #[error("bearer tokens need ROTATOR_JWT_ISSUER and ROTATOR_JWT_AUDIENCE")]
+    JwtClaims,
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("ROTATOR_DEADLINE must not exceed ROTATOR_MAX_DEADLINE")]
+    DeadlineAboveMax,
     #[error("{0} must be more than zero")]
     ZeroDuration(&'static str),
     #[error("ROTATOR_STATE_PATH is invalid: {0}")]
     StatePath(String),
     #[error(
-        "ROTATOR_LEASE_TTL must be longer than ROTATOR_DEADLINE plus AUTH0_TIMEOUT, or a live rotation could lose its lease"
+        "ROTATOR_LEASE_TTL must be longer than ROTATOR_MAX_DEADLINE plus AUTH0_TIMEOUT, or a live rotation could lose its lease"
     )]
     LeaseTooShort,
 }
@@ -255,6 +394,7 @@ impl ServeArgs {
             auth0_management_token,
             auth0_base_url,
             auth0_audience,
+            auth0_cacert,
             auth0_connect_timeout,
             auth0_timeout,
             vault_addr,
@@ -272,6 +412,23 @@ impl ServeArgs {
             replica_id,
             test_pause_after_auth0,
             deadline,
+            max_deadline,
+            max_concurrent_rotations,
+            max_request_bytes,
+            caller_rotations_per_minute,
+            caller_rotation_burst,
+            insecure,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            jwks_file,
+            jwks_url,
+            jwks_refresh,
+            jwt_issuer,
+            jwt_audience,
+            policy_file,
+            reload_interval,
+            audit_log,
             shutdown_grace,
             log,
             log_format,
@@ -311,16 +468,95 @@ impl ServeArgs {
         let path = PathTemplate::parse(&vault_path, &domain).map_err(ConfigError::VaultPath)?;
         let state_prefix = state_path.trim_matches('/').to_owned();
         check_state_path(&state_prefix, &path).map_err(ConfigError::StatePath)?;
-        if let Some(ca) = &vault_cacert
-            && std::fs::metadata(ca).is_err()
-        {
-            return Err(ConfigError::CaCert(ca.clone()));
+        for (name, file) in [
+            ("VAULT_CACERT", &vault_cacert),
+            ("AUTH0_CACERT", &auth0_cacert),
+            ("ROTATOR_TLS_CERT", &tls_cert),
+            ("ROTATOR_TLS_KEY", &tls_key),
+            ("ROTATOR_TLS_CLIENT_CA", &tls_client_ca),
+            ("ROTATOR_JWKS_FILE", &jwks_file),
+            ("ROTATOR_POLICY_FILE", &policy_file),
+        ] {
+            if let Some(path) = file
+                && std::fs::File::open(path).is_err()
+            {
+                return Err(ConfigError::File(name, path.clone()));
+            }
+        }
+        let security = if insecure {
+            if !listen_addr.ip().is_loopback() {
+                return Err(ConfigError::InsecureNotLoopback(listen_addr));
+            }
+            SecurityConfig::Insecure
+        } else {
+            let cert = tls_cert.ok_or(ConfigError::SecureRequires("ROTATOR_TLS_CERT"))?;
+            let key = tls_key.ok_or(ConfigError::SecureRequires("ROTATOR_TLS_KEY"))?;
+            let policy = policy_file.ok_or(ConfigError::SecureRequires("ROTATOR_POLICY_FILE"))?;
+            let jwks = match (jwks_file, jwks_url) {
+                (Some(file), _) => Some(JwksSource::File(file)),
+                (None, Some(url)) => {
+                    check_url(&url, "ROTATOR_JWKS_URL")?;
+                    Some(JwksSource::Url(url))
+                }
+                (None, None) => None,
+            };
+            if jwks.is_none() && tls_client_ca.is_none() {
+                return Err(ConfigError::NoCallerIdentity);
+            }
+            let jwt = match jwks {
+                None => None,
+                Some(jwks) => Some(JwtConfig {
+                    jwks,
+                    issuer: jwt_issuer
+                        .filter(|s| !s.is_empty())
+                        .ok_or(ConfigError::JwtClaims)?,
+                    audience: jwt_audience
+                        .filter(|s| !s.is_empty())
+                        .ok_or(ConfigError::JwtClaims)?,
+                    refresh: jwks_refresh,
+                }),
+            };
+            SecurityConfig::Tls(Box::new(TlsSecurity {
+                tls: TlsFiles {
+                    cert,
+                    key,
+                    client_ca: tls_client_ca,
+                },
+                jwt,
+                policy,
+                reload_interval,
+            }))
+        };
+        let nonzero = |v: u32, name| NonZeroU32::new(v).ok_or(ConfigError::Zero(name));
+        let limits = Limits {
+            max_deadline,
+            max_concurrent_rotations,
+            max_request_bytes,
+            caller_rotations_per_minute: nonzero(
+                caller_rotations_per_minute,
+                "ROTATOR_CALLER_ROTATIONS_PER_MINUTE",
+            )?,
+            caller_rotation_burst: nonzero(caller_rotation_burst, "ROTATOR_CALLER_ROTATION_BURST")?,
+        };
+        if max_concurrent_rotations == 0 {
+            return Err(ConfigError::Zero("ROTATOR_MAX_CONCURRENT_ROTATIONS"));
+        }
+        if max_request_bytes < 256 {
+            return Err(ConfigError::Zero(
+                "ROTATOR_MAX_REQUEST_BYTES (at least 256)",
+            ));
+        }
+        if deadline > max_deadline {
+            return Err(ConfigError::DeadlineAboveMax);
         }
         for (value, name) in [
             (auth0_connect_timeout, "AUTH0_CONNECT_TIMEOUT"),
             (auth0_timeout, "AUTH0_TIMEOUT"),
             (vault_timeout, "VAULT_TIMEOUT"),
             (deadline, "ROTATOR_DEADLINE"),
+            (max_deadline, "ROTATOR_MAX_DEADLINE"),
+            (reload_interval, "ROTATOR_RELOAD_INTERVAL"),
+            (jwks_refresh, "ROTATOR_JWKS_REFRESH"),
             (lease_ttl, "ROTATOR_LEASE_TTL"),
             (reconcile_interval, "ROTATOR_RECONCILE_INTERVAL"),
             (idempotency_window, "ROTATOR_IDEMPOTENCY_WINDOW"),
@@ -329,14 +565,17 @@ impl ServeArgs {
                 return Err(ConfigError::ZeroDuration(name));
             }
         }
-        if lease_ttl <= deadline + auth0_timeout {
+        if lease_ttl <= max_deadline + auth0_timeout {
             return Err(ConfigError::LeaseTooShort);
         }
         Ok(Config {
             listen_addr,
+            security,
+            limits,
             auth0: Auth0Config {
                 domain,
                 base_url,
+                ca_cert: auth0_cacert,
                 credentials,
                 connect_timeout: auth0_connect_timeout,
                 timeout: auth0_timeout,
@@ -366,6 +605,7 @@ impl ServeArgs {
             log: LogConfig {
                 filter: log,
                 format: log_format,
+                audit_file: audit_log,
             },
         })
     }
@@ -446,6 +686,10 @@ mod tests {
             "http://127.0.0.1:8200",
             "--vault-token",
             "t",
+            "--insecure",
+            "true",
+            "--listen-addr",
+            "127.0.0.1:50051",
         ];
         argv.extend_from_slice(extra);
         let Command::Serve(args) = Cli::try_parse_from(argv).expect("argv parses").command;
@@ -482,7 +726,7 @@ mod tests {
             other => panic!("unexpected credentials {other:?}"),
         }
         assert_eq!(cfg.vault.mount, "secret");
-        assert_eq!(cfg.listen_addr.port(), 50051);
+        assert!(matches!(cfg.security, SecurityConfig::Insecure));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! secret-rotator: rotates Auth0 client secrets and keeps the live secret in Vault KV v2.
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod auth0;
 pub mod config;
 pub mod grpc;

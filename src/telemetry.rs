@@ -2,25 +2,66 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry,
+    filter::{Targets, filter_fn},
+    fmt,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::{
+    audit,
+    config::{LogConfig, LogFormat},
+};
 
-/// Logs go to stderr, JSON by default. Fails only on a malformed filter.
+type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Logs go to stderr, JSON by default. Audit events go with them, or, when an audit file is
+/// configured, to that file only (JSON lines). Fails on a malformed filter or an audit file
+/// that cannot be opened.
 pub fn init(config: &LogConfig) -> Result<(), String> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|_| format!("ROTATOR_LOG is not a valid log filter: {}", config.filter))?;
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let result = match config.format {
-        LogFormat::Json => builder
+    let main: Boxed = match config.format {
+        LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
     };
-    result.map_err(|e| format!("cannot install the log subscriber: {e}"))
+    let (main, audit_layer): (Boxed, Option<Boxed>) = match &config.audit_file {
+        None => (main.with_filter(filter).boxed(), None),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open ROTATOR_AUDIT_LOG {}: {e}", path.display()))?;
+            let audit_layer = fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_filter(Targets::new().with_target(audit::TARGET, tracing::Level::INFO))
+                .boxed();
+            let main = main
+                .with_filter(filter)
+                .with_filter(filter_fn(|meta| meta.target() != audit::TARGET))
+                .boxed();
+            (main, Some(audit_layer))
+        }
+    };
+    let mut layers = vec![main];
+    layers.extend(audit_layer);
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))
 }

@@ -91,13 +91,30 @@ struct ApiErrorBody {
 }
 
 impl Auth0Client {
-    pub fn new(config: &Auth0Config) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// Fails on an unreadable AUTH0_CACERT bundle; the message names the file, nothing else.
+    pub fn new(config: &Auth0Config) -> Result<Self, String> {
+        let mut http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_cert {
+            let unreadable = || {
+                format!(
+                    "AUTH0_CACERT {} is not a PEM certificate bundle",
+                    path.display()
+                )
+            };
+            let pem = std::fs::read(path).map_err(|_| unreadable())?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| unreadable())?;
+            if certs.is_empty() {
+                return Err(unreadable());
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| format!("HTTP client: {e}"))?;
         let tokens = match &config.credentials {
             Auth0Credentials::StaticToken(token) => TokenSource::Static(token.clone()),
             Auth0Credentials::ClientCredentials {
@@ -416,6 +433,7 @@ mod tests {
         Auth0Client::new(&Auth0Config {
             domain: "acme.auth0.com".into(),
             base_url: base.parse().unwrap(),
+            ca_cert: None,
             credentials: Auth0Credentials::StaticToken("t".into()),
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),

@@ -4,12 +4,16 @@
 mod convert;
 mod status;
 
+pub use status::auth_status;
+
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
+    audit::{self, Origin},
+    auth::{AuthError, Caller, Gate, Rpc},
     proto::{self, secret_rotation_service_server::SecretRotationService},
     rotation::{
         ClientId, Ledger, RotateCommand, RotationError, RotationService, SecretIssuer, SecretStore,
@@ -18,15 +22,56 @@ use crate::{
 
 pub struct RotationApi<I, S, L> {
     service: Arc<RotationService<I, S, L>>,
-    max_deadline: Duration,
+    gate: Arc<Gate>,
+    deadlines: Deadlines,
+}
+
+/// The deadline of a call without `grpc-timeout`, and the cap on callers' deadlines.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub default: Duration,
+    pub max: Duration,
 }
 
 impl<I, S, L> RotationApi<I, S, L> {
-    pub fn new(service: Arc<RotationService<I, S, L>>, max_deadline: Duration) -> Self {
+    pub fn new(
+        service: Arc<RotationService<I, S, L>>,
+        gate: Arc<Gate>,
+        deadlines: Deadlines,
+    ) -> Self {
         Self {
             service,
-            max_deadline,
+            gate,
+            deadlines,
         }
+    }
+
+    /// Authorization and the rate limit; a refusal is audited.
+    fn admit(
+        &self,
+        caller: &Caller,
+        origin: &Origin,
+        client_id: &ClientId,
+    ) -> Result<(), AuthError> {
+        let admitted = self
+            .gate
+            .authorize(caller, Rpc::RotateSecret, client_id.as_str())
+            .and_then(|()| self.gate.admit_rotation(caller));
+        if let Err(e) = &admitted {
+            audit::emit(audit::Record {
+                event: audit::Event::Denied,
+                origin,
+                client_id: client_id.as_str(),
+                reason: None,
+                rotation_id: None,
+                outcome: match e {
+                    AuthError::RateLimited { .. } => "rate_limited",
+                    _ => "permission_denied",
+                },
+                kv_version: None,
+            });
+        }
+        admitted
     }
 }
 
@@ -36,13 +81,24 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::RotateSecretRequest>,
     ) -> Result<Response<proto::RotateSecretResponse>, Status> {
-        let deadline = Instant::now() + deadline(request.metadata(), self.max_deadline);
-        let caller = request.remote_addr().map(|a| a.to_string());
+        let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+        let caller = self.gate.authenticate(&request)?;
+        let origin = Origin {
+            caller: Some(caller.id.clone()),
+            peer: request.remote_addr().map(|a| a.to_string()),
+            trace_id: Origin::trace_id_from(
+                request
+                    .metadata()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+        };
         let body = request.into_inner();
         let mut command =
             RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
                 .map_err(RotationError::from)?;
-        command.caller = caller;
+        self.admit(&caller, &origin, &command.client_id)?;
+        command.origin = origin;
         let rotation = self.service.rotate(command, deadline).await?;
         Ok(Response::new(rotation.into()))
     }
@@ -51,20 +107,23 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::GetRotationStatusRequest>,
     ) -> Result<Response<proto::GetRotationStatusResponse>, Status> {
+        let caller = self.gate.authenticate(&request)?;
         let client_id =
             ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
+        self.gate
+            .authorize(&caller, Rpc::GetRotationStatus, client_id.as_str())?;
         let status = self.service.status(&client_id).await?;
         Ok(Response::new(status.into()))
     }
 }
 
-/// The caller's `grpc-timeout`, capped at the configured maximum (which is also the default).
-fn deadline(metadata: &MetadataMap, max: Duration) -> Duration {
+/// The caller's `grpc-timeout` capped at the maximum, or the default.
+fn deadline(metadata: &MetadataMap, deadlines: Deadlines) -> Duration {
     metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .map_or(max, |d| d.min(max))
+        .map_or(deadlines.default, |d| d.min(deadlines.max))
 }
 
 /// `grpc-timeout` is at most 8 digits and a unit: H, M, S, m (ms), u (µs), n (ns).
@@ -100,16 +159,15 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
+        let d = Deadlines {
+            default: Duration::from_secs(30),
+            max: Duration::from_secs(60),
+        };
         let mut md = MetadataMap::new();
+        assert_eq!(deadline(&md, d), Duration::from_secs(30));
         md.insert("grpc-timeout", "99H".parse().unwrap());
-        assert_eq!(
-            deadline(&md, Duration::from_secs(30)),
-            Duration::from_secs(30)
-        );
+        assert_eq!(deadline(&md, d), Duration::from_secs(60));
         md.insert("grpc-timeout", "2S".parse().unwrap());
-        assert_eq!(
-            deadline(&md, Duration::from_secs(30)),
-            Duration::from_secs(2)
-        );
+        assert_eq!(deadline(&md, d), Duration::from_secs(2));
     }
 }

@@ -7,7 +7,43 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{auth0::Auth0Error, rotation::RotationError, vault::VaultError};
+use crate::{auth::AuthError, auth0::Auth0Error, rotation::RotationError, vault::VaultError};
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Self {
+        auth_status(err)
+    }
+}
+
+/// Authentication and authorization refusals. Public so that tests can check the mapping.
+pub fn auth_status(err: AuthError) -> Status {
+    let message = err.to_string();
+    match err {
+        AuthError::NoIdentity | AuthError::CertificateWithoutIdentity | AuthError::Token(_) => {
+            Status::unauthenticated(message)
+        }
+        AuthError::Denied { .. } => Status::permission_denied(message),
+        AuthError::RateLimited { retry_after, .. } => retry_later(
+            format!(
+                "{message}; nothing was rotated, retry in {}s",
+                secs(retry_after)
+            ),
+            retry_after,
+        ),
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn retry_later(message: String, wait: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(wait)),
+    )
+}
 
 impl From<RotationError> for Status {
     fn from(err: RotationError) -> Self {
@@ -67,6 +103,10 @@ impl From<RotationError> for Status {
                      stored in Vault ({source}); the reconciler will store the live secret: do not rotate again"
                 ))
             }
+            RotationError::Overloaded => retry_later(
+                "too many rotations are in progress; nothing was rotated, retry shortly".into(),
+                Duration::from_secs(1),
+            ),
             RotationError::Internal => Status::internal("the rotation failed unexpectedly"),
         }
     }
@@ -94,13 +134,12 @@ fn auth0(err: Auth0Error) -> Status {
         | Auth0Error::Protocol(_) => Status::internal(message),
         Auth0Error::RateLimited { retry_after } => {
             let wait = retry_after.unwrap_or(Duration::from_secs(1));
-            Status::with_error_details(
-                Code::ResourceExhausted,
+            retry_later(
                 format!(
                     "Auth0 rate limit reached; nothing was rotated, retry in {}s",
-                    wait.as_secs()
+                    secs(wait)
                 ),
-                ErrorDetails::with_retry_info(Some(wait)),
+                wait,
             )
         }
         Auth0Error::Unavailable(_) | Auth0Error::OutcomeUnknown(_) => Status::unavailable(message),

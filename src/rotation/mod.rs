@@ -39,7 +39,11 @@ pub use model::{
     millis,
 };
 
-use crate::{auth0::Auth0Error, vault::VaultError};
+use crate::{
+    audit::{self, Event},
+    auth0::Auth0Error,
+    vault::VaultError,
+};
 
 /// Port: issues secrets (Auth0).
 pub trait SecretIssuer: Send + Sync + 'static {
@@ -174,11 +178,43 @@ pub enum RotationError {
         #[source]
         source: VaultError,
     },
+    /// ROTATOR_MAX_CONCURRENT_ROTATIONS rotations were running for the whole deadline.
+    #[error("too many rotations are in progress")]
+    Overloaded,
     #[error("the rotation task stopped unexpectedly")]
     Internal,
 }
 
 impl RotationError {
+    /// A short, stable name for the audit trail.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::VaultBeforeRotation(_) | Self::Vault(_) => "vault_failed",
+            Self::Auth0(e) => match e {
+                Auth0Error::ClientNotFound => "client_not_found",
+                Auth0Error::ClientNotRotatable => "client_not_rotatable",
+                Auth0Error::RateLimited { .. } => "auth0_rate_limited",
+                Auth0Error::Unavailable(_) => "auth0_unavailable",
+                Auth0Error::OutcomeUnknown(_) => "auth0_outcome_unknown",
+                Auth0Error::CredentialsRejected
+                | Auth0Error::AccessDenied(_)
+                | Auth0Error::TokenRejected
+                | Auth0Error::MissingScope(_)
+                | Auth0Error::Protocol(_) => "auth0_refused_service",
+            },
+            Self::Busy => "busy",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::RecoveryUnavailable => "recovery_unavailable",
+            Self::RecoveryFailed { .. } => "recovery_failed",
+            Self::Recovered { .. } => "recovered",
+            Self::OutcomeUnknown { .. } => "outcome_unknown",
+            Self::StoreAfterRotation { .. } => "store_failed_after_rotation",
+            Self::Overloaded => "overloaded",
+            Self::Internal => "internal",
+        }
+    }
+
     /// Whether the rotation's intent stays open for recovery (its idempotency key stays bound).
     fn leaves_open_intent(&self) -> bool {
         matches!(
@@ -202,6 +238,8 @@ pub struct Settings {
     pub allow_unrecoverable: bool,
     /// Test-only: pause between Auth0's answer and the Vault write.
     pub pause_after_auth0: Option<Duration>,
+    /// Rotations running at once in this process; more wait until their deadline.
+    pub max_concurrent: usize,
 }
 
 pub struct RotationService<I, S, L> {
@@ -215,6 +253,7 @@ pub struct RotationService<I, S, L> {
     local: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
     /// Rotations and heals in flight, so that shutdown can wait for them.
     tasks: TaskTracker,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 enum Claim {
@@ -228,10 +267,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             issuer,
             store,
             ledger,
-            settings,
             recovery_available: AtomicBool::new(true),
             local: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(settings_slots(&settings))),
+            settings,
         }
     }
 
@@ -253,12 +293,53 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         command: RotateCommand,
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
+        let slot = tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| RotationError::Overloaded)?
+            .map_err(|_| RotationError::Internal)?;
         let this = Arc::clone(self);
-        let span = info_span!("rotation", client_id = %command.client_id);
+        let span = info_span!("rotation", client_id = %command.client_id, trace_id = %command.origin.trace_id);
         self.tasks
-            .spawn(async move { this.rotate_idempotent(command, deadline).await }.instrument(span))
+            .spawn(
+                async move {
+                    let _slot = slot;
+                    this.rotate_audited(command, deadline).await
+                }
+                .instrument(span),
+            )
             .await
             .map_err(|_| RotationError::Internal)?
+    }
+
+    async fn rotate_audited(
+        &self,
+        command: RotateCommand,
+        deadline: Instant,
+    ) -> Result<Rotation, RotationError> {
+        let record = |event, outcome, rotation_id, kv_version| audit::Record {
+            event,
+            origin: &command.origin,
+            client_id: command.client_id.as_str(),
+            reason: command.reason.as_ref().map(Reason::as_str),
+            rotation_id,
+            outcome,
+            kv_version,
+        };
+        audit::emit(record(Event::Started, "started", None, None));
+        let result = self.rotate_idempotent(command.clone(), deadline).await;
+        audit::emit(match &result {
+            Ok(r) => record(
+                Event::Succeeded,
+                "ok",
+                Some(r.metadata.rotation_id),
+                Some(r.stored.version),
+            ),
+            Err(RotationError::Recovered { stored, .. }) => {
+                record(Event::Recovered, "recovered", None, Some(stored.version))
+            }
+            Err(e) => record(Event::Failed, e.outcome(), None, None),
+        });
+        result
     }
 
     /// The client's last stored rotation and any open intent.
@@ -417,7 +498,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let path = self.settings.path.render(client_id);
         let intent = Intent {
             rotation_id,
-            caller: command.caller.clone(),
+            caller: command.origin.caller.clone(),
+            trace_id: Some(command.origin.trace_id.clone()),
             reason: command.reason.clone(),
             started_at: SystemTime::now(),
             idempotency_key: command.idempotency_key.clone(),
@@ -618,6 +700,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             map.remove(client_id);
         }
     }
+}
+
+fn settings_slots(settings: &Settings) -> usize {
+    settings.max_concurrent.max(1)
 }
 
 /// Delays between looks at a busy lease or key: 20 ms doubling to 500 ms, with jitter so that
@@ -956,6 +1042,7 @@ mod tests {
                 idempotency_window: Duration::from_secs(3600),
                 allow_unrecoverable: false,
                 pause_after_auth0: None,
+                max_concurrent: 16,
             },
         ))
     }
@@ -1114,6 +1201,7 @@ mod tests {
         let stale = Intent {
             rotation_id: Uuid::new_v4(),
             caller: None,
+            trace_id: None,
             reason: None,
             started_at: SystemTime::now() - Duration::from_secs(3600),
             idempotency_key: None,

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth0::Client;
+use crate::{audit::Origin, auth0::Client};
 
 /// An Auth0 client id: 1 to 64 characters of `[A-Za-z0-9_]`. Real ids are 32 alphanumerics or
 /// `tpc_`-prefixed; the wider pattern keeps future formats working while ruling out anything
@@ -132,8 +132,8 @@ pub struct RotateCommand {
     pub client_id: ClientId,
     pub reason: Option<Reason>,
     pub idempotency_key: Option<IdempotencyKey>,
-    /// Who asked, when known (the peer address until callers authenticate).
-    pub caller: Option<String>,
+    /// Who asked, from where, under which trace (for the intent and the audit trail).
+    pub origin: Origin,
 }
 
 impl RotateCommand {
@@ -146,7 +146,7 @@ impl RotateCommand {
             client_id: ClientId::parse(client_id)?,
             reason: Reason::parse(reason)?,
             idempotency_key: IdempotencyKey::parse(idempotency_key)?,
-            caller: None,
+            origin: Origin::default(),
         })
     }
 }
@@ -270,6 +270,8 @@ impl Lease {
 pub struct Intent {
     pub rotation_id: Uuid,
     pub caller: Option<String>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
     pub reason: Option<Reason>,
     pub started_at: SystemTime,
     pub idempotency_key: Option<IdempotencyKey>,

@@ -77,6 +77,24 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             stored = rotation.as_ref().map(|r| r.stored.version),
             "healed an open rotation from Auth0's live secret"
         );
+        let origin = crate::audit::Origin {
+            caller: intent.caller.clone(),
+            peer: None,
+            trace_id: intent.trace_id.clone().unwrap_or_default(),
+        };
+        crate::audit::emit(crate::audit::Record {
+            event: crate::audit::Event::Recovered,
+            origin: &origin,
+            client_id: client_id.as_str(),
+            reason: intent.reason.as_ref().map(super::Reason::as_str),
+            rotation_id: Some(intent.rotation_id),
+            outcome: if rotation.is_some() {
+                "stored"
+            } else {
+                "already_stored"
+            },
+            kv_version: rotation.as_ref().map(|r| r.stored.version),
+        });
         Ok(rotation)
     }
 

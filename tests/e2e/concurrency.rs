@@ -68,6 +68,7 @@ async fn token_requests_are_single_flight() {
         Auth0Client::new(&Auth0Config {
             domain: emulator.domain(),
             base_url: emulator.base_url().parse().unwrap(),
+            ca_cert: None,
             credentials: Auth0Credentials::ClientCredentials {
                 client_id: m2m,
                 client_secret: SecretString::from(M2M_SECRET),

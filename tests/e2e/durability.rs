@@ -36,6 +36,8 @@ fn quick_recovery() -> Vec<String> {
     [
         "--deadline",
         "2s",
+        "--max-deadline",
+        "2s",
         "--auth0-timeout",
         "1s",
         "--lease-ttl",
@@ -182,6 +184,7 @@ async fn a_service_killed_between_auth0_and_vault_is_healed_after_restart() {
     let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
     env.extend([
         ("ROTATOR_DEADLINE", "2s".to_owned()),
+        ("ROTATOR_MAX_DEADLINE", "2s".to_owned()),
         ("AUTH0_TIMEOUT", "1s".to_owned()),
         ("ROTATOR_LEASE_TTL", "4s".to_owned()),
         ("ROTATOR_RECONCILE_INTERVAL", "200ms".to_owned()),

@@ -492,6 +492,15 @@ impl Stack {
             "10s",
             "--shutdown-grace",
             "5s",
+            "--insecure",
+            "true",
+            "--listen-addr",
+            "127.0.0.1:0",
+            // Bulk tests rotate far faster than a real caller; the rate-limit test lowers these.
+            "--caller-rotations-per-minute",
+            "100000",
+            "--caller-rotation-burst",
+            "100000",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -678,6 +687,9 @@ impl ServiceProcess {
             ("VAULT_ADDR", bao.addr.clone()),
             ("VAULT_TOKEN", bao.token.clone()),
             ("ROTATOR_LOG_FORMAT", "json".to_owned()),
+            ("ROTATOR_INSECURE", "true".to_owned()),
+            ("ROTATOR_CALLER_ROTATIONS_PER_MINUTE", "100000".to_owned()),
+            ("ROTATOR_CALLER_ROTATION_BURST", "100000".to_owned()),
         ]
     }
 

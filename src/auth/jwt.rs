@@ -1,0 +1,225 @@
+//! Bearer tokens: JWTs checked against a JWKS (a file, or a URL refreshed periodically) for
+//! signature, algorithm, issuer, audience and expiry. Only asymmetric algorithms are accepted,
+//! and only those the key allows, so neither `alg: none` nor HMAC-with-the-public-key works.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, RwLock},
+};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation, decode, decode_header,
+    jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm},
+};
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Where the JWKS comes from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(Url),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("cannot read the JWKS: {0}")]
+    Read(String),
+    #[error("the JWKS is not a JSON Web Key Set")]
+    Malformed,
+    #[error("the JWKS holds no usable public signing key")]
+    NoKeys,
+}
+
+/// Why a token was refused. Shown to the caller: none of these carries the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the bearer token is not a well-formed JWT")]
+    Malformed,
+    #[error("the bearer token's algorithm is not accepted")]
+    Algorithm,
+    #[error("no key of the JWKS matches the bearer token")]
+    UnknownKey,
+    #[error("the bearer token's signature is invalid")]
+    Signature,
+    #[error("the bearer token has expired")]
+    Expired,
+    #[error("the bearer token is for another audience")]
+    Audience,
+    #[error("the bearer token is from another issuer")]
+    Issuer,
+    #[error("the bearer token lacks a required claim (sub, exp, iss, aud)")]
+    Claims,
+}
+
+struct Key {
+    kid: Option<String>,
+    algorithms: Vec<Algorithm>,
+    key: DecodingKey,
+}
+
+pub struct JwtVerifier {
+    source: JwksSource,
+    issuer: String,
+    audience: String,
+    keys: RwLock<Arc<Vec<Key>>>,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+impl JwtVerifier {
+    /// Loads the JWKS once; fails when it cannot.
+    pub async fn new(
+        source: JwksSource,
+        issuer: String,
+        audience: String,
+        http: reqwest::Client,
+    ) -> Result<Self, JwksError> {
+        let verifier = Self {
+            source,
+            issuer,
+            audience,
+            keys: RwLock::new(Arc::new(Vec::new())),
+            http,
+        };
+        verifier.refresh().await?;
+        Ok(verifier)
+    }
+
+    /// Fetches the JWKS again; on failure the keys in force stay.
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
+        let text = match &self.source {
+            JwksSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| JwksError::Read(e.to_string()))?
+            }
+            JwksSource::Url(url) => self
+                .http
+                .get(url.clone())
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| JwksError::Read(e.without_url().to_string()))?
+                .text()
+                .await
+                .map_err(|e| JwksError::Read(e.without_url().to_string()))?,
+        };
+        let keys = parse_jwks(&text)?;
+        let n = keys.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(n)
+    }
+
+    /// The token's subject, once everything checks out.
+    pub fn verify(&self, token: &SecretString) -> Result<String, TokenError> {
+        let token = token.expose_secret();
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let keys = Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()));
+        let candidates: Vec<&Key> = keys
+            .iter()
+            .filter(|k| header.kid.is_none() || k.kid == header.kid)
+            .collect();
+        if candidates.is_empty() {
+            return Err(TokenError::UnknownKey);
+        }
+        let usable: Vec<&Key> = candidates
+            .into_iter()
+            .filter(|k| k.algorithms.contains(&header.alg))
+            .collect();
+        if usable.is_empty() {
+            return Err(TokenError::Algorithm);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let mut last = TokenError::Signature;
+        for key in usable {
+            match decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) if !data.claims.sub.is_empty() => return Ok(data.claims.sub),
+                Ok(_) => return Err(TokenError::Claims),
+                Err(e) => last = token_error(e.kind()),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn token_error(kind: &jsonwebtoken::errors::ErrorKind) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature | K::ImmatureSignature => TokenError::Expired,
+        K::InvalidAudience => TokenError::Audience,
+        K::InvalidIssuer => TokenError::Issuer,
+        K::MissingRequiredClaim(_) | K::InvalidSubject => TokenError::Claims,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => TokenError::Algorithm,
+        K::InvalidSignature => TokenError::Signature,
+        _ => TokenError::Malformed,
+    }
+}
+
+/// Public signing keys only: symmetric ("oct") keys and encryption keys are skipped.
+fn parse_jwks(text: &str) -> Result<Vec<Key>, JwksError> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|_| JwksError::Malformed)?;
+    let keys: Vec<Key> = set
+        .keys
+        .iter()
+        .filter_map(|jwk| {
+            let by_type = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => vec![
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ],
+                AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                    EllipticCurve::P256 => vec![Algorithm::ES256],
+                    EllipticCurve::P384 => vec![Algorithm::ES384],
+                    _ => return None,
+                },
+                AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
+                _ => return None,
+            };
+            let algorithms = match jwk.common.key_algorithm {
+                None => by_type,
+                Some(named) => {
+                    let alg = signing_algorithm(named)?;
+                    by_type.contains(&alg).then(|| vec![alg])?
+                }
+            };
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some(Key {
+                kid: jwk.common.key_id.clone(),
+                algorithms,
+                key,
+            })
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(JwksError::NoKeys);
+    }
+    Ok(keys)
+}
+
+fn signing_algorithm(named: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match named {
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}

@@ -1,0 +1,206 @@
+//! Who is calling, and may they: caller identity from a client certificate (mutual TLS) or a
+//! bearer JWT, an authorization policy with reload, and a per-caller rate limit on rotations.
+//! Everything here runs before any call to Auth0 or Vault.
+
+pub mod jwt;
+pub mod policy;
+pub mod tls;
+
+use std::{
+    num::NonZeroU32,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use secrecy::SecretString;
+use tonic::{Request, metadata::MetadataMap};
+use tracing::{error, info};
+
+pub use jwt::{JwksSource, JwtVerifier, TokenError};
+pub use policy::{Policy, PolicyError, Rpc};
+pub use tls::{ReloadableTls, TlsFiles, certificate_identity};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// SPIFFE ID or DNS name of a client certificate, or a token's `sub`.
+    pub id: String,
+    pub via: CallerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    Certificate,
+    BearerToken,
+    /// Development mode: no authentication at all.
+    Insecure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no caller identity: present a client certificate or a bearer token")]
+    NoIdentity,
+    #[error("the client certificate names no identity (no URI or DNS SAN)")]
+    CertificateWithoutIdentity,
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("{caller} may not call {rpc} for client {client_id}")]
+    Denied {
+        caller: String,
+        rpc: Rpc,
+        client_id: String,
+    },
+    #[error("{caller} has reached its rotation rate limit")]
+    RateLimited {
+        caller: String,
+        retry_after: Duration,
+    },
+}
+
+/// A value read from a file and replaced whole when the file changes and still parses.
+pub struct Reloadable<T> {
+    path: PathBuf,
+    value: RwLock<Arc<T>>,
+    modified: RwLock<Option<SystemTime>>,
+}
+
+impl<T> Reloadable<T> {
+    pub fn load<E>(
+        path: PathBuf,
+        parse: impl Fn(&std::path::Path) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        let modified = mtime(&path);
+        let value = parse(&path)?;
+        Ok(Self {
+            path,
+            value: RwLock::new(Arc::new(value)),
+            modified: RwLock::new(modified),
+        })
+    }
+
+    pub fn get(&self) -> Arc<T> {
+        Arc::clone(&self.value.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Loads the file again if it changed (or always, when `force`); keeps the value in force
+    /// when the new one does not parse.
+    pub fn reload<E: std::fmt::Display>(
+        &self,
+        force: bool,
+        what: &str,
+        parse: impl Fn(&std::path::Path) -> Result<T, E>,
+    ) {
+        let now = mtime(&self.path);
+        let changed = now != *self.modified.read().unwrap_or_else(|p| p.into_inner());
+        if !(force || changed) {
+            return;
+        }
+        *self.modified.write().unwrap_or_else(|p| p.into_inner()) = now;
+        match parse(&self.path) {
+            Ok(value) => {
+                *self.value.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
+                info!(path = %self.path.display(), "{what} reloaded");
+            }
+            Err(e) => error!(
+                path = %self.path.display(),
+                error = %e,
+                "{what} NOT reloaded: the new file is invalid; the previous one stays in force"
+            ),
+        }
+    }
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// How callers are authenticated and authorized.
+pub enum Mode {
+    /// Plaintext, no authentication, everything allowed: loopback development only.
+    Insecure,
+    Secure {
+        /// Checks bearer tokens, when callers may use them.
+        jwt: Option<Arc<JwtVerifier>>,
+        policy: Arc<Reloadable<Policy>>,
+    },
+}
+
+/// Authentication, authorization and the rate limit, in that order.
+pub struct Gate {
+    mode: Mode,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl Gate {
+    pub fn new(mode: Mode, rotations_per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
+        let quota = Quota::per_minute(rotations_per_minute).allow_burst(burst);
+        Self {
+            mode,
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// The caller of `request`: its client certificate if it presented one, else its bearer
+    /// token.
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, AuthError> {
+        let Mode::Secure { jwt, .. } = &self.mode else {
+            return Ok(Caller {
+                id: "anonymous".into(),
+                via: CallerKind::Insecure,
+            });
+        };
+        if let Some(certs) = request.peer_certs()
+            && let Some(leaf) = certs.first()
+        {
+            let id = certificate_identity(leaf).ok_or(AuthError::CertificateWithoutIdentity)?;
+            return Ok(Caller {
+                id,
+                via: CallerKind::Certificate,
+            });
+        }
+        let (Some(token), Some(jwt)) = (bearer(request.metadata()), jwt) else {
+            return Err(AuthError::NoIdentity);
+        };
+        Ok(Caller {
+            id: jwt.verify(&token)?,
+            via: CallerKind::BearerToken,
+        })
+    }
+
+    pub fn authorize(&self, caller: &Caller, rpc: Rpc, client_id: &str) -> Result<(), AuthError> {
+        match &self.mode {
+            Mode::Insecure => Ok(()),
+            Mode::Secure { policy, .. } if policy.get().allows(&caller.id, rpc, client_id) => {
+                Ok(())
+            }
+            Mode::Secure { .. } => Err(AuthError::Denied {
+                caller: caller.id.clone(),
+                rpc,
+                client_id: client_id.to_owned(),
+            }),
+        }
+    }
+
+    /// Counts one rotation against the caller's rate.
+    pub fn admit_rotation(&self, caller: &Caller) -> Result<(), AuthError> {
+        self.limiter.check_key(&caller.id).map_err(|not_until| {
+            let now = governor::clock::DefaultClock::default().now();
+            AuthError::RateLimited {
+                caller: caller.id.clone(),
+                retry_after: not_until.wait_time_from(now),
+            }
+        })
+    }
+}
+
+/// `authorization: Bearer <token>`, held as a secret from the moment it is read.
+fn bearer(metadata: &MetadataMap) -> Option<SecretString> {
+    let value = metadata.get("authorization")?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then(|| SecretString::from(token.to_owned()))
+}

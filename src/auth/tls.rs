@@ -1,0 +1,193 @@
+//! TLS on the gRPC listener (rustls), optional client certificates, and reloading of the
+//! certificate, key and client CA when their files change.
+
+use std::{
+    io,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        RootCertStore, ServerConfig,
+        crypto::aws_lc_rs,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        server::WebPkiClientVerifier,
+    },
+    server::TlsStream,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info};
+
+/// The files behind the listener's TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates are verified against this bundle when set (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {0}")]
+    Read(PathBuf),
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(PathBuf),
+    #[error("{0} holds no PEM private key")]
+    NoKey(PathBuf),
+    #[error("the TLS configuration is invalid: {0}")]
+    Invalid(String),
+}
+
+impl TlsFiles {
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.cert.clone(), self.key.clone()];
+        paths.extend(self.client_ca.clone());
+        paths
+    }
+
+    /// Builds the rustls configuration from the files as they are now.
+    pub fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let certs = read_certs(&self.cert)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| match e {
+            tokio_rustls::rustls::pki_types::pem::Error::Io(_) => TlsError::Read(self.key.clone()),
+            _ => TlsError::NoKey(self.key.clone()),
+        })?;
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Invalid(e.to_string()))?;
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certs(ca)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+                }
+                // A caller without a certificate may still present a bearer token; one with a
+                // certificate must present a valid one.
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| TlsError::Invalid(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let iter = CertificateDer::pem_file_iter(path).map_err(|_| TlsError::Read(path.clone()))?;
+    let certs: Vec<_> = iter.filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.clone()));
+    }
+    Ok(certs)
+}
+
+/// The configuration in force; replaced whole when the files change, used by every new
+/// connection.
+pub struct ReloadableTls {
+    files: TlsFiles,
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl ReloadableTls {
+    pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
+        let config = files.load()?;
+        Ok(Self {
+            files,
+            config: RwLock::new(config),
+        })
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Loads the files again; on failure the configuration in force stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = self.files.load()?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        info!("TLS certificate, key and client CA reloaded");
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(
+            &self.config.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+
+    /// Accepts TCP connections and completes TLS handshakes off the accept loop; failed
+    /// handshakes (no trust, expired certificate, plaintext) are dropped there.
+    pub fn incoming(
+        self: Arc<Self>,
+        listener: TcpListener,
+    ) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = tx.closed() => return,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let acceptor = self.acceptor();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                        }
+                        Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
+                        Err(_) => info!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+/// The caller's identity in a client certificate: its URI SAN (a SPIFFE ID), else its first
+/// DNS SAN.
+pub fn certificate_identity(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let names = &san.value.general_names;
+    let uri = names.iter().find_map(|n| match n {
+        GeneralName::URI(uri) => Some((*uri).to_owned()),
+        _ => None,
+    });
+    uri.or_else(|| {
+        names.iter().find_map(|n| match n {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            _ => None,
+        })
+    })
+}
