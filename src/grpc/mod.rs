@@ -117,13 +117,17 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     }
 }
 
-/// The caller's `grpc-timeout` capped at the maximum, or the default.
+/// The caller's `grpc-timeout` capped at the maximum, or the default. A tenth of it (at most a
+/// second) is kept back so that a refusal such as ABORTED still reaches the caller in time.
 fn deadline(metadata: &MetadataMap, deadlines: Deadlines) -> Duration {
     metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .map_or(deadlines.default, |d| d.min(deadlines.max))
+        .map_or(deadlines.default, |d| {
+            let own = d.saturating_sub((d / 10).min(Duration::from_secs(1)));
+            own.min(deadlines.max)
+        })
 }
 
 /// `grpc-timeout` is at most 8 digits and a unit: H, M, S, m (ms), u (µs), n (ns).
@@ -168,6 +172,8 @@ mod tests {
         md.insert("grpc-timeout", "99H".parse().unwrap());
         assert_eq!(deadline(&md, d), Duration::from_secs(60));
         md.insert("grpc-timeout", "2S".parse().unwrap());
-        assert_eq!(deadline(&md, d), Duration::from_secs(2));
+        assert_eq!(deadline(&md, d), Duration::from_millis(1800));
+        md.insert("grpc-timeout", "50S".parse().unwrap());
+        assert_eq!(deadline(&md, d), Duration::from_secs(49));
     }
 }

@@ -21,7 +21,7 @@ use secret_rotator::{
 };
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -390,13 +390,26 @@ impl Drop for Bao {
     }
 }
 
-pub async fn connect_health(endpoint: &str) -> Option<HealthClient<Channel>> {
-    let channel = Channel::from_shared(endpoint.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    Some(HealthClient::new(channel))
+/// A channel to `addr`, over TLS when `tls` is given.
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    match tls {
+        Some(tls) => {
+            Channel::from_shared(format!("https://{addr}"))
+                .expect("valid URI")
+                .tls_config(tls)?
+                .connect()
+                .await
+        }
+        None => {
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("valid URI")
+                .connect()
+                .await
+        }
+    }
 }
 
 pub fn vault_path(client_id: &str) -> String {
@@ -425,6 +438,8 @@ pub struct StackOptions {
     /// Run the service with a token limited to this policy (HCL) instead of the root token.
     pub vault_policy: Option<&'static str>,
     pub wait_serving: bool,
+    /// How the test connects, when the service serves TLS.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Default for StackOptions {
@@ -436,6 +451,7 @@ impl Default for StackOptions {
             m2m_secret_presented: M2M_SECRET.to_owned(),
             vault_policy: None,
             wait_serving: true,
+            tls: None,
         }
     }
 }
@@ -445,6 +461,7 @@ pub struct Stack {
     pub bao: Bao,
     pub emulator: RunningEmulator,
     pub addr: SocketAddr,
+    tls: Option<ClientTlsConfig>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), app::AppError>>>,
 }
@@ -527,6 +544,7 @@ impl Stack {
             bao,
             emulator,
             addr,
+            tls: options.tls.clone(),
             shutdown: Some(tx),
             server: Some(server),
         };
@@ -536,14 +554,20 @@ impl Stack {
         stack
     }
 
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+    /// A connection with the given TLS settings (or plaintext); fails as the handshake does.
+    pub async fn channel(
+        &self,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        connect(self.addr, tls).await
     }
 
     pub async fn client(&self) -> SecretRotationServiceClient<Channel> {
-        SecretRotationServiceClient::connect(self.endpoint())
-            .await
-            .expect("connect to the service")
+        SecretRotationServiceClient::new(
+            self.channel(self.tls.clone())
+                .await
+                .expect("connect to the service"),
+        )
     }
 
     /// Rotates `client_id`, expecting a refusal.
@@ -560,9 +584,11 @@ impl Stack {
     }
 
     pub async fn health(&self) -> HealthClient<Channel> {
-        connect_health(&self.endpoint())
-            .await
-            .expect("connect to health")
+        HealthClient::new(
+            self.channel(self.tls.clone())
+                .await
+                .expect("connect to health"),
+        )
     }
 
     pub async fn wait_for_health(&self, want: ServingStatus) {
@@ -620,12 +646,18 @@ pub struct ServiceProcess {
     child: Child,
     pub addr: SocketAddr,
     pub log: tempfile::NamedTempFile,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ServiceProcess {
     /// Starts `secret-rotator serve` with `env` (on top of a cleaned environment) and waits
     /// until it reports SERVING.
     pub async fn start(env: &[(&str, String)]) -> Self {
+        Self::start_tls(env, None).await
+    }
+
+    /// Like [`Self::start`], for a process serving TLS.
+    pub async fn start_tls(env: &[(&str, String)], tls: Option<ClientTlsConfig>) -> Self {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-rotator"));
@@ -650,15 +682,15 @@ impl ServiceProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log,
+            tls,
         };
-        let endpoint = process.endpoint();
         eventually(
             "the binary to report SERVING",
             Duration::from_secs(60),
             || {
-                let endpoint = endpoint.clone();
+                let (addr, tls) = (process.addr, process.tls.clone());
                 async move {
-                    let mut health = connect_health(&endpoint).await?;
+                    let mut health = HealthClient::new(connect(addr, tls).await.ok()?);
                     let status = health
                         .check(HealthCheckRequest::default())
                         .await
@@ -693,14 +725,10 @@ impl ServiceProcess {
         ]
     }
 
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     pub async fn client(&self) -> SecretRotationServiceClient<Channel> {
-        SecretRotationServiceClient::connect(self.endpoint())
-            .await
-            .expect("connect")
+        SecretRotationServiceClient::new(
+            connect(self.addr, self.tls.clone()).await.expect("connect"),
+        )
     }
 
     pub fn signal(&self, signal: &str) {
@@ -730,4 +758,18 @@ impl Drop for ServiceProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// OpenBao and an emulator with the service's own M2M client, for tests that run the binary.
+pub async fn bare_stack() -> (Bao, RunningEmulator, String) {
+    let bao = Bao::start().await;
+    let m2m = random_client_id();
+    let emulator = Emulator::new(EmulatorConfig::default())
+        .with_client(m2m_client(&m2m, M2M_SECRET, ALL_SCOPES))
+        .start(
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind emulator"),
+        );
+    (bao, emulator, m2m)
 }

@@ -9,5 +9,7 @@ mod errors;
 mod grpcurl;
 mod health;
 mod leak;
+mod pki;
 mod rotate;
+mod security;
 mod validation;

@@ -1,0 +1,414 @@
+//! Who may rotate what (issue #4): TLS and mutual TLS, bearer tokens, the policy and its
+//! reloads, limits. Every refusal is checked to reach neither Auth0 nor Vault.
+
+use std::time::Duration;
+
+use secret_rotator::{
+    emulator::{random_client_id, regular_client},
+    proto::{RotateSecretRequest, secret_rotation_service_client::SecretRotationServiceClient},
+};
+use tonic::{Code, Request, transport::Channel};
+use tonic_types::StatusExt;
+
+use crate::{
+    helpers::{ServiceProcess, Stack, StackOptions, eventually, vault_path},
+    pki::{AUDIENCE, BOT, Ca, JwtSigner, Pki},
+};
+
+const POLICY: &str = r#"
+[[allow]]
+callers = ["spiffe://corp.example/ns/platform/sa/rotation-bot"]
+clients = ["*"]
+rpcs = ["RotateSecret", "GetRotationStatus"]
+
+[[allow]]
+callers = ["automation@corp.example"]
+clients = ["Allowed*"]
+rpcs = ["RotateSecret"]
+"#;
+
+const AUTOMATION: &str = "automation@corp.example";
+
+fn request(client_id: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        client_id: client_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn with_token(client_id: &str, token: &str) -> Request<RotateSecretRequest> {
+    let mut request = Request::new(request(client_id));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn allowed_id() -> String {
+    format!("Allowed{}", &random_client_id()[..25])
+}
+
+async fn secure_stack(extra: &[&str]) -> (Stack, Pki) {
+    let pki = Pki::new(POLICY);
+    let bot = pki.ca.client(BOT, false);
+    let mut args = pki.args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let stack = Stack::start_with(StackOptions {
+        extra_args: args,
+        tls: Some(pki.mtls(&bot)),
+        ..StackOptions::default()
+    })
+    .await;
+    (stack, pki)
+}
+
+/// A call over a fresh connection with `tls`; a refused handshake counts as a failed call.
+async fn call_with(
+    stack: &Stack,
+    tls: tonic::transport::ClientTlsConfig,
+    id: &str,
+) -> Result<(), tonic::Status> {
+    let channel: Channel = stack
+        .channel(Some(tls))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    SecretRotationServiceClient::new(channel)
+        .rotate_secret(request(id))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn mutual_tls_identifies_callers_and_refuses_untrusted_certificates() {
+    let (stack, pki) = secure_stack(&[]).await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+
+    // A valid certificate of the trusted CA, with the bot's SPIFFE ID.
+    let bot = pki.ca.client(BOT, false);
+    call_with(&stack, pki.mtls(&bot), &id)
+        .await
+        .expect("the bot may rotate");
+    let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+    assert_eq!(
+        data["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+    let before = stack.emulator.stats();
+
+    // No certificate and no token: no identity.
+    let status = call_with(&stack, pki.tls(), &id).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("client certificate or a bearer token"),
+        "{}",
+        status.message()
+    );
+
+    // A certificate from another CA, and an expired one: the handshake is refused.
+    let stranger = Ca::new("another CA").client(BOT, false);
+    assert!(
+        call_with(&stack, pki.mtls(&stranger), &id).await.is_err(),
+        "untrusted CA accepted"
+    );
+    let expired = pki.ca.client(BOT, true);
+    assert!(
+        call_with(&stack, pki.mtls(&expired), &id).await.is_err(),
+        "expired certificate accepted"
+    );
+
+    // A trusted certificate whose identity the policy does not know.
+    let intern = pki
+        .ca
+        .client("spiffe://corp.example/ns/sandbox/sa/intern", false);
+    let status = call_with(&stack, pki.mtls(&intern), &id).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("sandbox/sa/intern"),
+        "{}",
+        status.message()
+    );
+
+    // Plaintext is not served at all.
+    assert!(call_with_plaintext(&stack, &id).await.is_err());
+
+    assert_eq!(
+        stack.emulator.stats(),
+        before,
+        "a refused caller reached Auth0"
+    );
+    assert_eq!(
+        stack.bao.kv_metadata(&vault_path(&id)).await.unwrap()["current_version"],
+        1
+    );
+}
+
+async fn call_with_plaintext(stack: &Stack, id: &str) -> Result<(), tonic::Status> {
+    let channel = stack
+        .channel(None)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    SecretRotationServiceClient::new(channel)
+        .rotate_secret(request(id))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_checked_for_signature_algorithm_audience_and_expiry() {
+    let (stack, pki) = secure_stack(&[]).await;
+    let allowed = stack.seed(regular_client(&allowed_id(), "Allowed app"));
+    let other = stack.seed(regular_client(&random_client_id(), "Other app"));
+    let mut client =
+        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
+
+    let good = pki.signer.token(AUTOMATION, AUDIENCE, 300);
+    client
+        .rotate_secret(with_token(&allowed, &good))
+        .await
+        .expect("a valid token rotates an allowed client");
+    let before = stack.emulator.stats();
+
+    let status = client
+        .rotate_secret(with_token(&other, &good))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    let forger = JwtSigner::new("test-key");
+    let cases = [
+        (
+            "wrong audience",
+            pki.signer.token(AUTOMATION, "another-service", 300),
+            "audience",
+        ),
+        (
+            "expired",
+            pki.signer.token(AUTOMATION, AUDIENCE, -600),
+            "expired",
+        ),
+        (
+            "bad signature",
+            forger.token(AUTOMATION, AUDIENCE, 300),
+            "signature",
+        ),
+        (
+            "alg none",
+            pki.signer.unsigned_token(AUTOMATION),
+            "bearer token",
+        ),
+        (
+            "HMAC with the public key",
+            pki.signer.hmac_with_public_key(AUTOMATION),
+            "algorithm",
+        ),
+        ("garbage", "not.a.jwt".to_owned(), "bearer token"),
+    ];
+    for (what, token, expect) in cases {
+        let status = client
+            .rotate_secret(with_token(&allowed, &token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+        assert!(
+            status.message().contains(expect),
+            "{what}: {}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains(&token),
+            "{what}: the token was echoed"
+        );
+    }
+    assert_eq!(
+        stack.emulator.stats(),
+        before,
+        "a refused token reached Auth0"
+    );
+}
+
+#[tokio::test]
+async fn the_policy_reloads_on_change_and_sighup_and_a_broken_one_is_ignored() {
+    let (bao, emulator, m2m) = crate::helpers::bare_stack().await;
+    let pki = Pki::new(POLICY);
+    let bot = pki.ca.client(BOT, false);
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.extend(pki.env());
+    let service = ServiceProcess::start_tls(&env, Some(pki.mtls(&bot))).await;
+    let id = random_client_id();
+    emulator.add_client(regular_client(&id, "App"));
+    let mut client = service.client().await;
+    client
+        .rotate_secret(request(&id))
+        .await
+        .expect("allowed at first");
+
+    let code = |c: &SecretRotationServiceClient<Channel>| {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            c.rotate_secret(request(&id))
+                .await
+                .map(|_| Code::Ok)
+                .unwrap_or_else(|s| s.code())
+        }
+    };
+    // A good new policy, without the bot: it takes effect.
+    pki.write("policy.toml", "allow = []\n");
+    eventually(
+        "the new policy to deny the bot",
+        Duration::from_secs(20),
+        || async { (code(&client).await == Code::PermissionDenied).then_some(()) },
+    )
+    .await;
+    // A broken policy: refused with a log line, the previous one stays in force.
+    pki.write("policy.toml", "[[allow]]\ncallers = [\"a[\"]\n");
+    eventually(
+        "the broken policy to be refused",
+        Duration::from_secs(20),
+        || async {
+            service
+                .output()
+                .contains("authorization policy NOT reloaded")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        code(&client).await,
+        Code::PermissionDenied,
+        "still the previous policy"
+    );
+    // SIGHUP reloads on demand.
+    pki.write("policy.toml", POLICY);
+    service.signal("-HUP");
+    eventually(
+        "SIGHUP to reload the policy",
+        Duration::from_secs(20),
+        || async { service.output().contains("SIGHUP received").then_some(()) },
+    )
+    .await;
+    eventually(
+        "the bot to be allowed again",
+        Duration::from_secs(20),
+        || async { (code(&client).await == Code::Ok).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_server_certificate_is_picked_up_without_a_restart() {
+    let (stack, pki) = secure_stack(&[]).await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let bot = pki.ca.client(BOT, false);
+    // The next certificate comes from a new CA, which this client alone trusts.
+    let next_ca = Ca::new("next CA");
+    let trusts_next = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(next_ca.pem()))
+        .identity(tonic::transport::Identity::from_pem(&bot.0, &bot.1))
+        .domain_name("localhost");
+    assert!(
+        call_with(&stack, trusts_next.clone(), &id).await.is_err(),
+        "not yet"
+    );
+
+    let (cert, key) = next_ca.server();
+    pki.write("server.key", &key);
+    pki.write("server.pem", &cert);
+    eventually(
+        "the new certificate to be served",
+        Duration::from_secs(20),
+        || async { call_with(&stack, trusts_next.clone(), &id).await.ok() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_caller_has_a_rotation_rate_limit() {
+    let (stack, pki) = secure_stack(&[
+        "--caller-rotations-per-minute",
+        "1",
+        "--caller-rotation-burst",
+        "2",
+    ])
+    .await;
+    let bot = pki.ca.client(BOT, false);
+    let mut codes = Vec::new();
+    let mut retry = None;
+    for _ in 0..3 {
+        let id = stack.seed(regular_client(&random_client_id(), "App"));
+        match call_with(&stack, pki.mtls(&bot), &id).await {
+            Ok(()) => codes.push(Code::Ok),
+            Err(status) => {
+                retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+                codes.push(status.code());
+            }
+        }
+    }
+    assert_eq!(codes, [Code::Ok, Code::Ok, Code::ResourceExhausted]);
+    let retry = retry.expect("RetryInfo");
+    assert!(
+        retry > Duration::from_secs(1) && retry <= Duration::from_secs(60),
+        "{retry:?}"
+    );
+    assert_eq!(stack.emulator.stats().rotations, 2);
+
+    // Another caller has its own budget.
+    let good = pki.signer.token(AUTOMATION, AUDIENCE, 300);
+    let id = stack.seed(regular_client(&allowed_id(), "Allowed"));
+    let mut client =
+        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
+    client
+        .rotate_secret(with_token(&id, &good))
+        .await
+        .expect("own budget");
+}
+
+#[tokio::test]
+async fn concurrent_rotations_are_capped_and_requests_are_small() {
+    let stack = Stack::start_with(StackOptions {
+        extra_args: [
+            "--max-concurrent-rotations",
+            "1",
+            "--test-pause-after-auth0",
+            "2s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..StackOptions::default()
+    })
+    .await;
+    let first = stack.seed(regular_client(&random_client_id(), "First"));
+    let second = stack.seed(regular_client(&random_client_id(), "Second"));
+    let mut client = stack.client().await;
+    let running = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.rotate_secret(request(&first)).await }
+    });
+    eventually(
+        "the first rotation to start",
+        Duration::from_secs(10),
+        || async { (stack.emulator.stats().rotations == 1).then_some(()) },
+    )
+    .await;
+    let mut waiting = Request::new(request(&second));
+    waiting.set_timeout(Duration::from_millis(500));
+    let status = client.rotate_secret(waiting).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("too many rotations"),
+        "{}",
+        status.message()
+    );
+    running.await.unwrap().expect("the first one finishes");
+    assert_eq!(stack.emulator.stats().rotations, 1);
+
+    let huge = RotateSecretRequest {
+        client_id: "a".repeat(8 * 1024),
+        ..Default::default()
+    };
+    let status = client.rotate_secret(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(stack.emulator.stats().rotate_requests, 1);
+}
