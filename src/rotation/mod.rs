@@ -325,8 +325,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             outcome,
             kv_version,
         };
-        audit::emit(record(Event::Started, "started", None, None));
-        let result = self.rotate_idempotent(command.clone(), deadline).await;
+        let rotation_id = Uuid::new_v4();
+        audit::emit(record(Event::Started, "started", Some(rotation_id), None));
+        let result = self
+            .rotate_idempotent(command.clone(), rotation_id, deadline)
+            .await;
         audit::emit(match &result {
             Ok(r) => record(
                 Event::Succeeded,
@@ -334,10 +337,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 Some(r.metadata.rotation_id),
                 Some(r.stored.version),
             ),
-            Err(RotationError::Recovered { stored, .. }) => {
-                record(Event::Recovered, "recovered", None, Some(stored.version))
-            }
-            Err(e) => record(Event::Failed, e.outcome(), None, None),
+            Err(RotationError::Recovered { stored, .. }) => record(
+                Event::Recovered,
+                "recovered",
+                Some(rotation_id),
+                Some(stored.version),
+            ),
+            Err(e) => record(Event::Failed, e.outcome(), Some(rotation_id), None),
         });
         result
     }
@@ -368,12 +374,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     async fn rotate_idempotent(
         &self,
         command: RotateCommand,
+        rotation_id: Uuid,
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
         if !self.recovery_available.load(Ordering::Relaxed) && !self.settings.allow_unrecoverable {
             return Err(RotationError::RecoveryUnavailable);
         }
-        let rotation_id = Uuid::new_v4();
         let Some(key) = command.idempotency_key.clone() else {
             return self.rotate_locked(&command, rotation_id, deadline).await;
         };

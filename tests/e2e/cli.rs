@@ -2,8 +2,8 @@
 
 use std::process::Command;
 
-/// The settings issue #2 asks for, each with an environment variable.
-const SETTINGS: [&str; 13] = [
+/// The settings issues #2 and #4 ask for, each with an environment variable.
+const SETTINGS: [&str; 22] = [
     "ROTATOR_LISTEN_ADDR",
     "AUTH0_DOMAIN",
     "AUTH0_CLIENT_ID",
@@ -17,6 +17,15 @@ const SETTINGS: [&str; 13] = [
     "VAULT_CACERT",
     "ROTATOR_VAULT_MOUNT",
     "ROTATOR_VAULT_PATH",
+    "ROTATOR_INSECURE",
+    "ROTATOR_TLS_CERT",
+    "ROTATOR_TLS_KEY",
+    "ROTATOR_TLS_CLIENT_CA",
+    "ROTATOR_JWKS_FILE",
+    "ROTATOR_JWKS_URL",
+    "ROTATOR_POLICY_FILE",
+    "AUTH0_CACERT",
+    "ROTATOR_AUDIT_LOG",
 ];
 
 /// The binary, with none of its settings inherited from the test's environment.
@@ -94,4 +103,45 @@ fn a_missing_setting_is_refused() {
     let out = rotator().arg("serve").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auth0-domain"));
+}
+
+#[test]
+fn insecure_mode_refuses_a_non_loopback_address_and_secure_mode_needs_tls() {
+    let base = |cmd: &mut Command| {
+        cmd.arg("serve")
+            .env("AUTH0_DOMAIN", "acme.eu.auth0.com")
+            .env("AUTH0_MANAGEMENT_TOKEN", "token-value")
+            .env("VAULT_ADDR", "http://127.0.0.1:1")
+            .env("VAULT_TOKEN", "vault-token-value");
+    };
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[
+                ("ROTATOR_INSECURE", "true"),
+                ("ROTATOR_LISTEN_ADDR", "0.0.0.0:50051"),
+            ],
+            "loopback",
+        ),
+        (
+            &[
+                ("ROTATOR_INSECURE", "true"),
+                ("ROTATOR_LISTEN_ADDR", "[::]:50051"),
+            ],
+            "loopback",
+        ),
+        (&[("ROTATOR_INSECURE", "false")], "ROTATOR_TLS_CERT"),
+        (&[], "ROTATOR_TLS_CERT"),
+    ];
+    for (overrides, expect) in cases {
+        let mut cmd = rotator();
+        base(&mut cmd);
+        for (k, v) in overrides {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{overrides:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(expect), "{overrides:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
 }

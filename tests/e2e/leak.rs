@@ -1,20 +1,55 @@
-//! Runs the real binary with every crate logging at TRACE, drives rotations and failures
-//! through it, and checks that no secret issued during the run shows up in its output or in
-//! any answer, in clear or base64.
+//! Runs the real binary in its production shape (TLS, bearer-token callers, policy, audit file)
+//! with every crate logging at TRACE, drives rotations and failures through it, and checks that
+//! no secret issued or used during the run shows up in its output, its audit trail or any
+//! answer, in clear or base64. Also checks what the audit trail records.
 
-use crate::helpers::{ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, VAULT_TOKEN};
 use base64::Engine;
 use secret_rotator::{
     emulator::{
-        Emulator, EmulatorConfig, Faults, RotateFault, m2m_client, pkjwt_client, random_client_id,
-        regular_client,
+        Emulator, EmulatorConfig, m2m_client, pkjwt_client, random_client_id, regular_client,
     },
-    proto::RotateSecretRequest,
+    proto::{RotateSecretRequest, secret_rotation_service_client::SecretRotationServiceClient},
 };
+use serde_json::Value;
 use tokio::net::TcpListener;
+use tonic::{Request, transport::Channel};
+
+use crate::{
+    helpers::{ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, VAULT_TOKEN, rotate_fault},
+    pki::{AUDIENCE, Pki},
+};
+
+const CALLER: &str = "release-automation@corp.example";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+const POLICY: &str = r#"
+[[allow]]
+callers = ["release-automation@corp.example"]
+clients = ["*"]
+rpcs = ["RotateSecret", "GetRotationStatus"]
+"#;
+
+fn call(id: &str, token: &str, traced: bool) -> Request<RotateSecretRequest> {
+    let mut request = Request::new(RotateSecretRequest {
+        client_id: id.to_owned(),
+        reason: "leak test".into(),
+        ..Default::default()
+    });
+    let md = request.metadata_mut();
+    md.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    if traced {
+        md.insert(
+            "traceparent",
+            format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
+                .parse()
+                .unwrap(),
+        );
+    }
+    request
+}
 
 #[tokio::test]
-async fn no_secret_reaches_logs_or_answers_at_trace_level() {
+async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
     let bao = Bao::start().await;
     let m2m = random_client_id();
     let ids: Vec<String> = (0..3).map(|_| random_client_id()).collect();
@@ -26,48 +61,67 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
         emulator = emulator.with_client(regular_client(id, "Leak test app"));
     }
     let emulator = emulator.start(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let pki = Pki::new(POLICY);
+    let audit = tempfile::NamedTempFile::new().unwrap();
 
     let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.extend(pki.env());
     env.push(("ROTATOR_LOG", "trace".to_owned()));
-    let mut service = ServiceProcess::start(&env).await;
-    let mut client = service.client().await;
-    let mut secrets = vec![M2M_SECRET.to_owned(), VAULT_TOKEN.to_owned()];
+    env.push(("ROTATOR_AUDIT_LOG", audit.path().display().to_string()));
+    let mut service = ServiceProcess::start_tls(&env, Some(pki.tls())).await;
+    let channel: Channel = crate::helpers::connect(service.addr, Some(pki.tls()))
+        .await
+        .unwrap();
+    let mut client = SecretRotationServiceClient::new(channel);
+
+    let token = pki.signer.token(CALLER, AUDIENCE, 600);
+    let stranger = pki.signer.token("stranger@corp.example", AUDIENCE, 600);
+    let mut secrets = vec![
+        M2M_SECRET.to_owned(),
+        VAULT_TOKEN.to_owned(),
+        token.clone(),
+        stranger.clone(),
+    ];
     let mut answers = Vec::new();
     let mut rotations = 0;
-    let call = |id: &str| RotateSecretRequest {
-        client_id: id.to_owned(),
-        reason: "leak test".into(),
-        ..Default::default()
-    };
-    for _ in 0..2 {
+    for round in 0..2 {
         for id in &ids {
-            answers.push(format!(
-                "{:?}",
-                client.rotate_secret(call(id)).await.expect("rotation")
-            ));
+            let answer = client
+                .rotate_secret(call(id, &token, round == 0))
+                .await
+                .expect("rotation");
+            answers.push(format!("{answer:?}"));
             secrets.push(emulator.live_secret(id).unwrap());
             rotations += 1;
         }
     }
-    // Failures too: unknown client, secret-less client, bad input, Auth0 committing then failing.
+    // Failures too: unknown client, secret-less client, bad input, a caller the policy does
+    // not know, and Auth0 committing then failing (recovered from Auth0's live secret).
     for id in [random_client_id(), pkjwt.clone(), "../x".to_owned()] {
         answers.push(format!(
             "{:?}",
-            client.rotate_secret(call(&id)).await.unwrap_err()
+            client
+                .rotate_secret(call(&id, &token, false))
+                .await
+                .unwrap_err()
         ));
     }
-    emulator.inject(Faults {
-        rotate: vec![RotateFault {
-            status: 502,
-            commit: true,
-            delay_ms: 0,
-        }],
-        ..Faults::default()
-    });
     answers.push(format!(
         "{:?}",
-        client.rotate_secret(call(&ids[0])).await.unwrap_err()
+        client
+            .rotate_secret(call(&ids[1], &stranger, false))
+            .await
+            .unwrap_err()
     ));
+    emulator.inject(rotate_fault(502, true, 0));
+    answers.push(format!(
+        "{:?}",
+        client
+            .rotate_secret(call(&ids[0], &token, false))
+            .await
+            .unwrap_err()
+    ));
+    rotations += 1;
     secrets.push(emulator.live_secret(&ids[0]).unwrap());
     secrets.extend(emulator.access_tokens());
 
@@ -77,12 +131,13 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
     assert!(exit.success(), "exit status {exit:?}");
 
     let output = service.output();
+    let trail = std::fs::read_to_string(audit.path()).unwrap();
     assert!(
         output.contains("rotation stored"),
         "TRACE logs were not captured"
     );
     assert!(output.contains("SIGTERM received"), "no shutdown log");
-    let haystacks = [output.as_str(), &answers.join("\n")];
+    let haystacks = [output.as_str(), trail.as_str(), &answers.join("\n")];
     let engines = [
         base64::engine::general_purpose::STANDARD,
         base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -98,10 +153,82 @@ async fn no_secret_reaches_logs_or_answers_at_trace_level() {
             }
         }
     }
+
+    // The audit trail: its own file, one JSON line per attempt and outcome.
+    let events: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let of = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .collect::<Vec<_>>()
+    };
+    let succeeded = of("succeeded");
+    assert_eq!(succeeded.len(), 6, "{trail}");
+    for e in &succeeded {
+        assert_eq!(e["caller"], CALLER);
+        assert_eq!(e["outcome"], "ok");
+        assert!(
+            e["rotation_id"].as_str().is_some_and(|r| r.len() == 36),
+            "{e}"
+        );
+        assert!(e["kv_version"].as_u64().is_some_and(|v| v >= 1), "{e}");
+        assert!(
+            e["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{e}"
+        );
+        assert_eq!(e["reason"], "leak test");
+        assert_eq!(e["target"], "audit");
+    }
+    assert_eq!(
+        succeeded
+            .iter()
+            .filter(|e| e["trace_id"] == TRACE_ID)
+            .count(),
+        3
+    );
+    let started = of("started");
+    assert_eq!(started.len(), 9, "every admitted attempt starts: {trail}");
+    for e in &succeeded {
+        assert!(
+            started.iter().any(|s| s["rotation_id"] == e["rotation_id"]),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        of("recovered").len(),
+        2,
+        "the inline heal and the caller's outcome: {trail}"
+    );
+    let failed = of("failed");
+    assert!(
+        failed.iter().any(|e| e["outcome"] == "client_not_found"),
+        "{trail}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|e| e["outcome"] == "client_not_rotatable"),
+        "{trail}"
+    );
+    let denied = of("denied");
+    assert_eq!(denied.len(), 1, "{trail}");
+    assert_eq!(denied[0]["caller"], "stranger@corp.example");
+    assert_eq!(denied[0]["outcome"], "permission_denied");
+    assert!(
+        !output.contains("rotation audit event"),
+        "audit events are routed to their own file"
+    );
+
     eprintln!(
-        "leak test: {rotations} rotations, {} secrets checked in {} forms over {} bytes of output",
+        "leak test: {rotations} rotations, {} secrets checked in {checked} (secret, form, output) combinations over {} bytes of logs and {} bytes of audit trail; {} audit events",
         secrets.len(),
-        checked,
-        output.len()
+        output.len(),
+        trail.len(),
+        events.len()
     );
 }
