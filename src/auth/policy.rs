@@ -262,3 +262,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_policy_text_never_panics(text in "\\PC{0,400}") {
+            let _ = Policy::parse(&text);
+        }
+
+        #[test]
+        fn arbitrary_patterns_never_panic_and_a_literal_matches_only_itself(
+            pattern in "[a-z:/._*?\\[\\]-]{1,30}",
+            caller in "[a-z:/._-]{1,30}",
+        ) {
+            let text = format!(
+                "[[allow]]\ncallers = [{pattern:?}]\nclients = [\"*\"]\nrpcs = [\"RotateSecret\"]\n"
+            );
+            if let Ok(p) = Policy::parse(&text) {
+                let literal = !pattern.contains(['*', '?', '[', ']']);
+                if literal {
+                    prop_assert_eq!(p.allows(&caller, Rpc::RotateSecret, "A"), caller == pattern);
+                }
+            }
+        }
+    }
+}

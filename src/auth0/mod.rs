@@ -347,7 +347,9 @@ fn jwt_scopes(token: &SecretString) -> Option<Vec<String>> {
     Some(scope.split_whitespace().map(str::to_owned).collect())
 }
 
-fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, Auth0Error> {
+/// Reads a rotate-secret (or GET client) answer: the secret, and the tolerant Client model.
+/// Public for the fuzz target in `fuzz/`.
+pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, Auth0Error> {
     let secret = serde_json::from_slice::<RotateSecretBody>(bytes)
         .ok()
         .and_then(|b| b.client_secret)
@@ -516,5 +518,102 @@ mod tests {
         );
         h.insert("retry-after", "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+}
+
+/// Hostile input for the answer parser: it must never panic, whatever Auth0 (or something
+/// pretending to be it) sends, and must only ever accept a non-empty string secret.
+#[cfg(test)]
+mod hostile {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::hash_map("[a-z_]{1,24}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// Members of the Client object, so that generated values land on real fields.
+    const MEMBERS: &[&str] = &[
+        "client_id",
+        "name",
+        "callbacks",
+        "jwt_configuration",
+        "signing_keys",
+        "addons",
+        "refresh_token",
+        "client_metadata",
+        "mobile",
+        "client_authentication_methods",
+        "par_request_expiry",
+        "token_quota",
+        "express_configuration",
+        "oidc_logout",
+    ];
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_rotation(&bytes);
+        }
+
+        #[test]
+        fn any_shape_of_client_parses_when_the_secret_is_there(
+            values in prop::collection::vec(json_value(), MEMBERS.len()),
+            // Long enough never to occur by chance in the Debug text.
+            secret in "[A-Za-z0-9_-]{24,64}",
+        ) {
+            let mut doc: Map<String, Value> =
+                MEMBERS.iter().map(|m| (*m).to_owned()).zip(values).collect();
+            doc.insert("client_secret".into(), Value::String(secret.clone()));
+            let issued = parse_rotation(Value::Object(doc).to_string().as_bytes()).unwrap();
+            prop_assert_eq!(issued.secret.expose_secret(), secret.as_str());
+            let shown = format!("{issued:?}");
+            prop_assert!(!shown.contains(&secret));
+        }
+
+        #[test]
+        fn a_secret_of_the_wrong_type_is_refused(value in json_value()) {
+            prop_assume!(!matches!(&value, Value::String(s) if !s.is_empty()));
+            let doc = json!({"client_id": "abc", "client_secret": value});
+            prop_assert!(parse_rotation(doc.to_string().as_bytes()).is_err());
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_strings_are_survived() {
+        let nested = |member: &str| {
+            format!(
+                "{{\"client_secret\":\"s\",\"{member}\":{}1{}}}",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            )
+        };
+        // Deep nesting where the parser skips (addons): survived, the secret is still read.
+        let issued = parse_rotation(nested("addons").as_bytes()).unwrap();
+        assert_eq!(issued.secret.expose_secret(), "s");
+        assert!(issued.client.addons.0.is_empty());
+        // Deep nesting where it would recurse: the depth limit stops it (no stack overflow), the
+        // metadata is given up and the secret is still read.
+        let issued = parse_rotation(nested("name").as_bytes()).unwrap();
+        assert_eq!(issued.secret.expose_secret(), "s");
+        assert_eq!(issued.client.name.0, None);
+        let huge = json!({"client_secret": "s", "name": "n".repeat(4 << 20), "description": 5});
+        let issued = parse_rotation(huge.to_string().as_bytes()).unwrap();
+        assert_eq!(issued.client.name.0.map(|n| n.len()), Some(4 << 20));
     }
 }

@@ -390,3 +390,47 @@ mod tests {
         }
     }
 }
+
+/// Request validation against arbitrary input: never a panic, never an id that could change
+/// the meaning of a URL or a Vault path.
+#[cfg(test)]
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn only_safe_client_ids_are_accepted(raw in "\\PC{0,80}|[A-Za-z0-9_]{0,70}|.{0,200}") {
+            if let Ok(id) = ClientId::parse(&raw) {
+                prop_assert!((1..=64).contains(&id.as_str().len()));
+                prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+            }
+        }
+
+        #[test]
+        fn every_well_formed_id_is_accepted(raw in "[A-Za-z0-9_]{1,64}") {
+            let id = ClientId::parse(&raw).unwrap();
+            prop_assert_eq!(id.as_str(), raw.as_str());
+        }
+
+        #[test]
+        fn reasons_and_keys_are_bounded(raw in "\\PC{0,300}|.{0,300}") {
+            if let Ok(Some(reason)) = Reason::parse(&raw) {
+                prop_assert!(reason.as_str().chars().count() <= REASON_MAX);
+                prop_assert!(!reason.as_str().chars().any(char::is_control));
+            }
+            if let Ok(Some(key)) = IdempotencyKey::parse(&raw) {
+                prop_assert!(key.as_str().len() <= IDEMPOTENCY_KEY_MAX);
+                prop_assert!(!key.as_str().contains('/'));
+            }
+        }
+
+        #[test]
+        fn rendered_paths_stay_inside_the_template(raw in "[A-Za-z0-9_]{1,64}") {
+            let template = PathTemplate::parse("auth0/{domain}/{client_id}", "acme.auth0.com").unwrap();
+            let path = template.render(&ClientId::parse(&raw).unwrap());
+            prop_assert_eq!(path, format!("auth0/acme.auth0.com/{raw}"));
+        }
+    }
+}
