@@ -202,6 +202,43 @@ impl Emulator {
             .with_state(Arc::clone(&self.inner))
     }
 
+    /// Serves HTTPS on `listener` with `tls`, in a background task (to test CA handling).
+    pub fn start_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> RunningEmulator {
+        use hyper_util::{
+            rt::{TokioExecutor, TokioIo},
+            server::conn::auto::Builder,
+            service::TowerToHyperService,
+        };
+        let addr = listener.local_addr().expect("bound listener");
+        let router = self.router();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust us ends the handshake: nothing to serve.
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = TowerToHyperService::new(router);
+                    let _ = Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        RunningEmulator {
+            addr,
+            inner: self.inner,
+            task,
+            scheme: "https",
+        }
+    }
+
     /// Serves on `listener` in a background task.
     pub fn start(self, listener: TcpListener) -> RunningEmulator {
         let addr = listener.local_addr().expect("bound listener");
@@ -213,6 +250,7 @@ impl Emulator {
             addr,
             inner: self.inner,
             task,
+            scheme: "http",
         }
     }
 }
@@ -222,6 +260,7 @@ pub struct RunningEmulator {
     pub addr: SocketAddr,
     inner: Shared,
     task: JoinHandle<()>,
+    scheme: &'static str,
 }
 
 impl Drop for RunningEmulator {
@@ -231,8 +270,13 @@ impl Drop for RunningEmulator {
 }
 
 impl RunningEmulator {
+    /// `http://127.0.0.1:port`, or `https://localhost:port` when serving TLS (the name the
+    /// test certificates carry).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.addr.port()),
+            _ => format!("http://{}", self.addr),
+        }
     }
 
     pub fn domain(&self) -> String {

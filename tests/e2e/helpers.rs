@@ -85,16 +85,32 @@ pub struct Bao {
 
 impl Bao {
     pub async fn start() -> Self {
+        Self::start_dev(false).await
+    }
+
+    /// A dev server on HTTPS with a CA of its own ([`Bao::ca_file`]).
+    pub async fn start_tls() -> Self {
+        Self::start_dev(true).await
+    }
+
+    async fn start_dev(tls: bool) -> Self {
         for _ in 0..5 {
             let home = tempfile::tempdir().expect("tempdir");
             let port = free_port();
+            let certs = home.path().join("certs");
+            let mut args = vec![
+                "server".to_owned(),
+                "-dev".to_owned(),
+                format!("-dev-root-token-id={VAULT_TOKEN}"),
+                format!("-dev-listen-address=127.0.0.1:{port}"),
+            ];
+            if tls {
+                std::fs::create_dir_all(&certs).unwrap();
+                args.push("-dev-tls".to_owned());
+                args.push(format!("-dev-tls-cert-dir={}", certs.display()));
+            }
             let child = Command::new(tool("bao"))
-                .args([
-                    "server",
-                    "-dev",
-                    &format!("-dev-root-token-id={VAULT_TOKEN}"),
-                    &format!("-dev-listen-address=127.0.0.1:{port}"),
-                ])
+                .args(args)
                 .env("HOME", home.path())
                 .env_remove("VAULT_ADDR")
                 .env_remove("BAO_ADDR")
@@ -103,20 +119,38 @@ impl Bao {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn bao");
+            let scheme = if tls { "https" } else { "http" };
             let mut bao = Self {
                 child,
-                addr: format!("http://127.0.0.1:{port}"),
+                addr: format!("{scheme}://127.0.0.1:{port}"),
                 token: VAULT_TOKEN.to_owned(),
                 home,
                 http: reqwest::Client::new(),
                 persistent: None,
             };
+            if tls {
+                let ca = bao.ca_file();
+                eventually("OpenBao's CA file", Duration::from_secs(30), || async {
+                    std::fs::read(&ca).ok().filter(|pem| !pem.is_empty())
+                })
+                .await;
+                let pem = std::fs::read(&ca).unwrap();
+                bao.http = reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                    .build()
+                    .unwrap();
+            }
             if bao.wait_ready().await {
                 return bao;
             }
             // Lost the port to someone else: try another.
         }
         panic!("OpenBao did not start");
+    }
+
+    /// The CA of a [`Bao::start_tls`] server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.home.path().join("certs").join("vault-ca.pem")
     }
 
     /// A raft-backed OpenBao (not -dev): its data survives a [`Bao::restart`].
@@ -440,6 +474,8 @@ pub struct StackOptions {
     pub wait_serving: bool,
     /// How the test connects, when the service serves TLS.
     pub tls: Option<ClientTlsConfig>,
+    /// Serve the emulator over HTTPS with this configuration.
+    pub emulator_tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for StackOptions {
@@ -452,6 +488,7 @@ impl Default for StackOptions {
             vault_policy: None,
             wait_serving: true,
             tls: None,
+            emulator_tls: None,
         }
     }
 }
@@ -482,13 +519,18 @@ impl Stack {
             None => bao.token.clone(),
         };
         let m2m_client_id = random_client_id();
-        let emulator = Emulator::new(options.emulator.clone())
-            .with_client(m2m_client(&m2m_client_id, M2M_SECRET, &options.m2m_scopes))
-            .start(
-                TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind emulator"),
-            );
+        let emulator = Emulator::new(options.emulator.clone()).with_client(m2m_client(
+            &m2m_client_id,
+            M2M_SECRET,
+            &options.m2m_scopes,
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind emulator");
+        let emulator = match options.emulator_tls.clone() {
+            Some(tls) => emulator.start_tls(listener, tls),
+            None => emulator.start(listener),
+        };
 
         let mut argv: Vec<String> = [
             "secret-rotator",

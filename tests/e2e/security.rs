@@ -412,3 +412,76 @@ async fn concurrent_rotations_are_capped_and_requests_are_small() {
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert_eq!(stack.emulator.stats().rotate_requests, 1);
 }
+
+#[tokio::test]
+async fn upstream_certificates_are_verified_against_the_configured_cas() {
+    let pki = Pki::new(POLICY);
+    // The emulator serves HTTPS as "localhost" with a certificate of the test CA.
+    let emulator_tls = secret_rotator::auth::TlsFiles {
+        cert: pki.path("server.pem"),
+        key: pki.path("server.key"),
+        client_ca: None,
+    }
+    .load()
+    .unwrap();
+    let trusting = |bao: &crate::helpers::Bao, vault: bool, auth0: bool| {
+        let mut args = Vec::new();
+        if vault {
+            args.extend([
+                "--vault-cacert".to_owned(),
+                bao.ca_file().display().to_string(),
+            ]);
+        }
+        if auth0 {
+            args.extend([
+                "--auth0-cacert".to_owned(),
+                pki.path("ca.pem").display().to_string(),
+            ]);
+        }
+        StackOptions {
+            extra_args: args,
+            emulator_tls: Some(emulator_tls.clone()),
+            wait_serving: vault && auth0,
+            ..StackOptions::default()
+        }
+    };
+
+    // Both CAs configured: the service is SERVING and rotates.
+    let bao = crate::helpers::Bao::start_tls().await;
+    let options = trusting(&bao, true, true);
+    let stack = Stack::start_on(bao, options).await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    stack
+        .client()
+        .await
+        .rotate_secret(request(&id))
+        .await
+        .expect("rotation over verified TLS");
+    assert_eq!(
+        stack.bao.kv_data(&vault_path(&id)).await.unwrap()["client_secret"],
+        stack.emulator.live_secret(&id).unwrap().as_str()
+    );
+
+    // Vault's CA unknown: refused before Auth0 is touched.
+    let bao = crate::helpers::Bao::start_tls().await;
+    let options = trusting(&bao, false, true);
+    let stack = Stack::start_on(bao, options).await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let status = stack.rotate_refused(&id).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(stack.emulator.stats().rotate_requests, 0);
+
+    // Auth0's CA unknown: no request ever reaches it.
+    let bao = crate::helpers::Bao::start_tls().await;
+    let options = trusting(&bao, true, false);
+    let stack = Stack::start_on(bao, options).await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let status = stack.rotate_refused(&id).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        stack.emulator.stats().requests,
+        0,
+        "an unverified Auth0 got a request"
+    );
+    assert!(stack.bao.kv_data(&vault_path(&id)).await.is_none());
+}
