@@ -226,6 +226,42 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_policy_that_means_what_it_says() {
+        let readme = include_str!("../../README.md");
+        let security = &readme[readme.find("## Security").expect("a Security section")..];
+        let start = security.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+        let example = &security[start..start + security[start..].find("```").unwrap()];
+        let p = Policy::parse(example).expect("the README's policy parses");
+        assert_eq!(p.rule_count(), 4);
+        let bot = "spiffe://corp.example/ns/platform/sa/rotation-bot";
+        assert!(p.allows(bot, Rpc::RotateSecret, "anything"));
+        assert!(p.allows(
+            "spiffe://corp.example/ns/billing/sa/api",
+            Rpc::RotateSecret,
+            "BillingWeb"
+        ));
+        assert!(!p.allows(
+            "spiffe://corp.example/ns/billing/sa/api",
+            Rpc::RotateSecret,
+            "Payroll"
+        ));
+        let automation = "release-automation@corp.example";
+        assert!(p.allows(
+            automation,
+            Rpc::RotateSecret,
+            "aNXX5MSsNYV1Xn342GzeVF9hqOzbnQrS"
+        ));
+        assert!(!p.allows(
+            automation,
+            Rpc::RotateSecret,
+            "aNXX5MSsNYV1Xn342GzeVF9hqOzbnQrT"
+        ));
+        let auditor = "spiffe://corp.example/ns/audit/sa/reader";
+        assert!(p.allows(auditor, Rpc::GetRotationStatus, "x"));
+        assert!(!p.allows(auditor, Rpc::RotateSecret, "x"));
+    }
+
+    #[test]
     fn an_empty_policy_denies_everything() {
         let p = Policy::parse("").unwrap();
         assert!(!p.allows("anyone", Rpc::GetRotationStatus, "A"));
