@@ -790,8 +790,9 @@ impl ServiceProcess {
         .await
     }
 
+    /// Everything the process has logged so far (a line being written may be cut short).
     pub fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        String::from_utf8_lossy(&std::fs::read(self.log.path()).unwrap_or_default()).into_owned()
     }
 }
 
