@@ -10,8 +10,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     auth::{
-        Gate, JwksSource, JwtVerifier, Mode, Policy, PolicyError, Reloadable, ReloadableTls,
-        jwt::JwksError, tls::TlsError,
+        Fingerprint, Gate, JwksSource, JwtVerifier, Mode, Policy, PolicyError, Reloadable,
+        ReloadableTls, fingerprint, jwt::JwksError, tls::TlsError,
     },
     auth0::{Auth0Client, Auth0Error, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::{Config, JwtConfig, SecurityConfig, TlsSecurity},
@@ -258,7 +258,7 @@ impl Security {
         let Some(policy) = self.policy else { return };
         let mut hup = signal(SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(self.reload_interval);
-        let mut tls_seen = self.tls.as_ref().map(|t| mtimes(&t.files().paths()));
+        let mut tls_seen = self.tls.as_ref().map(|t| fingerprints(&t.files().paths()));
         let mut jwks_seen = None;
         let mut jwks_fetched = tokio::time::Instant::now();
         loop {
@@ -271,7 +271,7 @@ impl Security {
             };
             policy.reload(forced, "authorization policy", Policy::load);
             if let Some(tls) = &self.tls {
-                let now = mtimes(&tls.files().paths());
+                let now = fingerprints(&tls.files().paths());
                 if forced || tls_seen.as_ref() != Some(&now) {
                     tls_seen = Some(now);
                     if let Err(e) = tls.reload() {
@@ -282,7 +282,7 @@ impl Security {
             if let Some((verifier, cfg)) = &self.jwt {
                 let due = match &cfg.jwks {
                     JwksSource::File(path) => {
-                        let now = mtimes(std::slice::from_ref(path));
+                        let now = fingerprints(std::slice::from_ref(path));
                         let changed = jwks_seen.as_ref().is_some_and(|seen| *seen != now);
                         jwks_seen = Some(now);
                         changed
@@ -301,11 +301,8 @@ impl Security {
     }
 }
 
-fn mtimes(paths: &[std::path::PathBuf]) -> Vec<Option<std::time::SystemTime>> {
-    paths
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+fn fingerprints(paths: &[std::path::PathBuf]) -> Vec<Option<Fingerprint>> {
+    paths.iter().map(|p| fingerprint(p)).collect()
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -63,7 +63,27 @@ pub enum AuthError {
 pub struct Reloadable<T> {
     path: PathBuf,
     value: RwLock<Arc<T>>,
-    modified: RwLock<Option<SystemTime>>,
+    seen: RwLock<Option<Fingerprint>>,
+}
+
+/// What tells a changed file apart: modification time, inode and size. The time alone is
+/// not enough: two writes within one clock tick share it, and an atomic replace (write a new
+/// file, rename it over the old one) always changes the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    modified: Option<SystemTime>,
+    inode: u64,
+    len: u64,
+}
+
+pub fn fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Fingerprint {
+        modified: meta.modified().ok(),
+        inode: meta.ino(),
+        len: meta.len(),
+    })
 }
 
 impl<T> Reloadable<T> {
@@ -71,12 +91,12 @@ impl<T> Reloadable<T> {
         path: PathBuf,
         parse: impl Fn(&std::path::Path) -> Result<T, E>,
     ) -> Result<Self, E> {
-        let modified = mtime(&path);
+        let seen = fingerprint(&path);
         let value = parse(&path)?;
         Ok(Self {
             path,
             value: RwLock::new(Arc::new(value)),
-            modified: RwLock::new(modified),
+            seen: RwLock::new(seen),
         })
     }
 
@@ -92,12 +112,12 @@ impl<T> Reloadable<T> {
         what: &str,
         parse: impl Fn(&std::path::Path) -> Result<T, E>,
     ) {
-        let now = mtime(&self.path);
-        let changed = now != *self.modified.read().unwrap_or_else(|p| p.into_inner());
+        let now = fingerprint(&self.path);
+        let changed = now != *self.seen.read().unwrap_or_else(|p| p.into_inner());
         if !(force || changed) {
             return;
         }
-        *self.modified.write().unwrap_or_else(|p| p.into_inner()) = now;
+        *self.seen.write().unwrap_or_else(|p| p.into_inner()) = now;
         match parse(&self.path) {
             Ok(value) => {
                 *self.value.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
@@ -110,10 +130,6 @@ impl<T> Reloadable<T> {
             ),
         }
     }
-}
-
-fn mtime(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// How callers are authenticated and authorized.
