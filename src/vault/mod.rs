@@ -244,15 +244,20 @@ impl SecretStore for VaultStore {
         if let Some(reason) = &metadata.reason {
             custom.insert("reason".to_owned(), reason.as_str().to_owned());
         }
-        // The secret is stored; metadata failing must not turn that into an error.
-        if let Err(e) = kv2::set_metadata(
-            &self.client,
-            &self.mount,
-            path,
-            Some(SetSecretMetadataRequest::builder().custom_metadata(custom)),
-        )
-        .await
-        {
+        // The secret is stored; metadata failing must not turn that into an error. It is
+        // idempotent, so a few quick retries cover a Vault that hiccups.
+        let set = || {
+            let custom = custom.clone();
+            async move {
+                let mut request = SetSecretMetadataRequest::builder();
+                request.custom_metadata(custom);
+                kv2::set_metadata(&self.client, &self.mount, path, Some(&mut request)).await
+            }
+        };
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(50))
+            .with_max_times(3);
+        if let Err(e) = backon::Retryable::retry(set, backoff).await {
             warn!(
                 error = %VaultError::from_client(e, "the key's metadata"),
                 rotation_id = %metadata.rotation_id,
