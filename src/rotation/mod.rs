@@ -351,14 +351,16 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// The client's last stored rotation and any open intent.
     pub async fn status(&self, client_id: &ClientId) -> Result<RotationStatus, RotationError> {
         let path = self.settings.path.render(client_id);
-        let last = self
-            .store
-            .last_rotation(&path)
-            .await
-            .map_err(RotationError::Vault)?;
+        // The ledger first: an intent is closed only after its secret and metadata are stored,
+        // so a closed intent seen here is never followed by stale metadata below.
         let (_, state) = self
             .ledger
             .read_state(client_id)
+            .await
+            .map_err(RotationError::Vault)?;
+        let last = self
+            .store
+            .last_rotation(&path)
             .await
             .map_err(RotationError::Vault)?;
         Ok(RotationStatus {
