@@ -46,33 +46,32 @@ impl<I, S, L> RotationApi<I, S, L> {
         }
     }
 
-    /// Authorization and the rate limit; a refusal is audited.
-    fn admit(
-        &self,
-        caller: &Caller,
-        origin: &Origin,
-        client_id: &ClientId,
-    ) -> Result<(), AuthError> {
-        let admitted = self
-            .gate
+    /// Authorization and the rate limit.
+    fn admit(&self, caller: &Caller, client_id: &ClientId) -> Result<(), AuthError> {
+        self.gate
             .authorize(caller, Rpc::RotateSecret, client_id.as_str())
-            .and_then(|()| self.gate.admit_rotation(caller));
-        if let Err(e) = &admitted {
-            audit::emit(audit::Record {
-                event: audit::Event::Denied,
-                origin,
-                client_id: client_id.as_str(),
-                reason: None,
-                rotation_id: None,
-                outcome: match e {
-                    AuthError::RateLimited { .. } => "rate_limited",
-                    _ => "permission_denied",
-                },
-                kv_version: None,
-            });
-        }
-        admitted
+            .and_then(|()| self.gate.admit_rotation(caller))
     }
+}
+
+/// A refused rotation attempt, for the audit trail. The client id is recorded only when it is
+/// a valid one: anything else is the caller's raw input.
+fn audit_denied(origin: &Origin, client_id: &str, err: &AuthError) {
+    audit::emit(audit::Record {
+        event: audit::Event::Denied,
+        origin,
+        client_id: ClientId::parse(client_id).map_or("", |_| client_id),
+        reason: None,
+        rotation_id: None,
+        outcome: match err {
+            AuthError::NoIdentity | AuthError::CertificateWithoutIdentity | AuthError::Token(_) => {
+                "unauthenticated"
+            }
+            AuthError::Denied { .. } => "permission_denied",
+            AuthError::RateLimited { .. } => "rate_limited",
+        },
+        kv_version: None,
+    });
 }
 
 #[tonic::async_trait]
@@ -82,9 +81,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         request: Request<proto::RotateSecretRequest>,
     ) -> Result<Response<proto::RotateSecretResponse>, Status> {
         let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
-        let caller = self.gate.authenticate(&request)?;
-        let origin = Origin {
-            caller: Some(caller.id.clone()),
+        let mut origin = Origin {
+            caller: None,
             peer: request.remote_addr().map(|a| a.to_string()),
             trace_id: Origin::trace_id_from(
                 request
@@ -93,11 +91,17 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
                     .and_then(|v| v.to_str().ok()),
             ),
         };
+        let caller = self
+            .gate
+            .authenticate(&request)
+            .inspect_err(|e| audit_denied(&origin, &request.get_ref().client_id, e))?;
+        origin.caller = Some(caller.id.clone());
         let body = request.into_inner();
         let mut command =
             RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
                 .map_err(RotationError::from)?;
-        self.admit(&caller, &origin, &command.client_id)?;
+        self.admit(&caller, &command.client_id)
+            .inspect_err(|e| audit_denied(&origin, command.client_id.as_str(), e))?;
         command.origin = origin;
         let rotation = self.service.rotate(command, deadline).await?;
         Ok(Response::new(rotation.into()))

@@ -113,6 +113,14 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
             .await
             .unwrap_err()
     ));
+    let anonymous = RotateSecretRequest {
+        client_id: ids[2].clone(),
+        ..Default::default()
+    };
+    answers.push(format!(
+        "{:?}",
+        client.rotate_secret(anonymous).await.unwrap_err()
+    ));
     emulator.inject(rotate_fault(502, true, 0));
     answers.push(format!(
         "{:?}",
@@ -216,9 +224,12 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         "{trail}"
     );
     let denied = of("denied");
-    assert_eq!(denied.len(), 1, "{trail}");
+    assert_eq!(denied.len(), 2, "{trail}");
     assert_eq!(denied[0]["caller"], "stranger@corp.example");
     assert_eq!(denied[0]["outcome"], "permission_denied");
+    assert_eq!(denied[1]["caller"], "");
+    assert_eq!(denied[1]["outcome"], "unauthenticated");
+    assert_eq!(denied[1]["client_id"], ids[2].as_str());
     assert!(
         !output.contains("rotation audit event"),
         "audit events are routed to their own file"
