@@ -270,7 +270,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             recovery_available: AtomicBool::new(true),
             local: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
-            slots: Arc::new(tokio::sync::Semaphore::new(settings_slots(&settings))),
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent.max(1))),
             settings,
         }
     }
@@ -708,10 +708,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             map.remove(client_id);
         }
     }
-}
-
-fn settings_slots(settings: &Settings) -> usize {
-    settings.max_concurrent.max(1)
 }
 
 /// Delays between looks at a busy lease or key: 20 ms doubling to 500 ms, with jitter so that

@@ -450,6 +450,13 @@ pub fn vault_path(client_id: &str) -> String {
     format!("auth0/clients/{client_id}")
 }
 
+/// A refusal with the expected code and a message that says what it should.
+#[track_caller]
+pub fn assert_status(status: &tonic::Status, code: tonic::Code, says: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(says), "{}", status.message());
+}
+
 /// One scripted rotate-secret failure at the emulator.
 pub fn rotate_fault(status: u16, commit: bool, delay_ms: u64) -> Faults {
     Faults {
