@@ -9,19 +9,16 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
-    auth::{
-        Fingerprint, Gate, JwksSource, JwtVerifier, Mode, Policy, PolicyError, Reloadable,
-        ReloadableTls, fingerprint, jwt::JwksError, tls::TlsError,
-    },
-    auth0::{Auth0Client, Auth0Error, READ_KEYS_SCOPE, ROTATE_SCOPE},
-    config::{Config, JwtConfig, SecurityConfig, TlsSecurity},
+    auth::{Security, SecurityError, tls},
+    auth0::{Auth0Client, READ_KEYS_SCOPE, ROTATE_SCOPE},
+    config::Config,
     grpc::{Deadlines, RotationApi},
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
-    rotation::{ClientId, RotationService, Settings},
-    vault::{VaultError, VaultStore},
+    rotation::{ClientId, IssuerError, RotationService, StoreError},
+    vault::VaultStore,
 };
 
-type Service = RotationService<Arc<Auth0Client>, Arc<VaultStore>, Arc<VaultStore>>;
+type Service = RotationService<Auth0Client, VaultStore, VaultStore>;
 
 /// Name under which health reports the rotation service.
 pub const SERVICE_NAME: &str = "secretrotator.v1.SecretRotationService";
@@ -35,14 +32,10 @@ pub enum AppError {
     },
     #[error("cannot build the Auth0 client: {0}")]
     Auth0Client(String),
-    #[error("TLS: {0}")]
-    Tls(TlsError),
-    #[error("authorization policy: {0}")]
-    Policy(PolicyError),
-    #[error("JWKS: {0}")]
-    Jwks(JwksError),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error("cannot build the Vault client: {0}")]
-    VaultClient(VaultError),
+    VaultClient(StoreError),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -51,12 +44,10 @@ pub enum AppError {
 
 /// Binds the configured address and serves until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-    let listener = TcpListener::bind(config.listen_addr)
+    let addr = config.server.listen_addr;
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| AppError::Bind {
-            addr: config.listen_addr,
-            source,
-        })?;
+        .map_err(|source| AppError::Bind { addr, source })?;
     serve(config, listener, shutdown).await
 }
 
@@ -66,44 +57,36 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let auth0 = Arc::new(Auth0Client::new(&config.auth0).map_err(AppError::Auth0Client)?);
-    let vault = Arc::new(VaultStore::new(&config.vault).map_err(AppError::VaultClient)?);
+    let auth0 = Auth0Client::new(&config.auth0).map_err(AppError::Auth0Client)?;
+    let vault = VaultStore::new(&config.vault).map_err(AppError::VaultClient)?;
     let rotations: Arc<Service> = Arc::new(RotationService::new(
-        Arc::clone(&auth0),
-        Arc::clone(&vault),
-        Arc::clone(&vault),
-        Settings {
-            path: config.vault.path.clone(),
-            replica: config.rotation.replica_id.clone(),
-            lease_ttl: config.rotation.lease_ttl,
-            idempotency_window: config.rotation.idempotency_window,
-            allow_unrecoverable: config.rotation.allow_unrecoverable,
-            pause_after_auth0: config.rotation.pause_after_auth0,
-            max_concurrent: config.limits.max_concurrent_rotations,
-        },
+        auth0.clone(),
+        vault.clone(),
+        vault.clone(),
+        config.rotation.clone(),
     ));
-    let security = Security::build(&config).await?;
+    let security = Security::build(&config.security).await?;
     let api = SecretRotationServiceServer::new(RotationApi::new(
         Arc::clone(&rotations),
         Arc::clone(&security.gate),
         Deadlines {
-            default: config.deadline,
-            max: config.limits.max_deadline,
+            default: config.server.deadline,
+            max: config.server.max_deadline,
         },
     ))
-    .max_decoding_message_size(config.limits.max_request_bytes);
+    .max_decoding_message_size(config.server.max_request_bytes);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let sample_path = config
-        .vault
+        .rotation
         .path
         .render(&ClientId::parse("capability_probe").expect("valid sample id"));
     // Start-up checks, then the reconciler: at start-up and every interval, on every replica.
     // Beside them, the watcher that reloads policy, certificates and keys.
     let background = tokio::spawn({
         let (health, rotations) = (health.clone(), Arc::clone(&rotations));
-        let interval = config.rotation.reconcile_interval;
+        let interval = config.reconcile_interval;
         async move {
             become_ready(health, auth0, vault, &rotations, sample_path).await;
             rotations.reconcile_forever(interval).await;
@@ -135,13 +118,14 @@ pub async fn serve(
         .add_service(api);
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match &tls {
-            Some(tls) => {
-                info!(
-                    ?addr,
-                    mutual_tls = tls.files().client_ca.is_some(),
-                    "secret-rotator listening (TLS)"
-                );
-                let incoming = Arc::clone(tls).incoming(listener);
+            Some(listener_tls) => {
+                let mutual_tls = config
+                    .security
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.files.client_ca.is_some());
+                info!(?addr, mutual_tls, "secret-rotator listening (TLS)");
+                let incoming = tls::incoming(Arc::clone(listener_tls), listener);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
             }
             None => {
@@ -175,134 +159,15 @@ pub async fn serve(
                 rotations.drained().await;
                 Ok::<(), AppError>(())
             };
-            match tokio::time::timeout(config.shutdown_grace, drained).await {
+            let grace = config.server.shutdown_grace;
+            match tokio::time::timeout(grace, drained).await {
                 Ok(result) => result?,
-                Err(_) => warn!(grace = ?config.shutdown_grace, "grace period over; open rotations are left to recovery"),
+                Err(_) => warn!(?grace, "grace period over; open rotations are left to recovery"),
             }
         }
     }
     info!("stopped");
     Ok(())
-}
-
-/// The gate callers pass, and the files behind it that are reloaded while serving.
-struct Security {
-    gate: Arc<Gate>,
-    tls: Option<Arc<ReloadableTls>>,
-    policy: Option<Arc<Reloadable<Policy>>>,
-    jwt: Option<(Arc<JwtVerifier>, JwtConfig)>,
-    reload_interval: Duration,
-}
-
-impl Security {
-    async fn build(config: &Config) -> Result<Self, AppError> {
-        let (mode, tls, policy, jwt, reload_interval) = match &config.security {
-            SecurityConfig::Insecure => {
-                (Mode::Insecure, None, None, None, Duration::from_secs(3600))
-            }
-            SecurityConfig::Tls(secure) => {
-                let TlsSecurity {
-                    tls,
-                    jwt,
-                    policy,
-                    reload_interval,
-                } = secure.as_ref();
-                let tls = Arc::new(ReloadableTls::new(tls.clone()).map_err(AppError::Tls)?);
-                let policy = Arc::new(
-                    Reloadable::load(policy.clone(), Policy::load).map_err(AppError::Policy)?,
-                );
-                let jwt = match jwt {
-                    None => None,
-                    Some(cfg) => {
-                        let verifier = JwtVerifier::new(
-                            cfg.jwks.clone(),
-                            cfg.issuer.clone(),
-                            cfg.audience.clone(),
-                            reqwest::Client::new(),
-                        )
-                        .await
-                        .map_err(AppError::Jwks)?;
-                        Some((Arc::new(verifier), cfg.clone()))
-                    }
-                };
-                let mode = Mode::Secure {
-                    jwt: jwt.as_ref().map(|(v, _)| Arc::clone(v)),
-                    policy: Arc::clone(&policy),
-                };
-                info!(
-                    rules = policy.get().rule_count(),
-                    "authorization policy loaded"
-                );
-                (mode, Some(tls), Some(policy), jwt, *reload_interval)
-            }
-        };
-        let gate = Gate::new(
-            mode,
-            config.limits.caller_rotations_per_minute,
-            config.limits.caller_rotation_burst,
-        );
-        Ok(Self {
-            gate: Arc::new(gate),
-            tls,
-            policy,
-            jwt,
-            reload_interval,
-        })
-    }
-
-    /// Reloads the policy on SIGHUP and when its file changes, the TLS files when they change,
-    /// and the JWKS when its file changes or its URL is due. A broken new file is logged and
-    /// the one in force stays.
-    async fn watch(self) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Some(policy) = self.policy else { return };
-        let mut hup = signal(SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(self.reload_interval);
-        let mut tls_seen = self.tls.as_ref().map(|t| fingerprints(&t.files().paths()));
-        let mut jwks_seen = None;
-        let mut jwks_fetched = tokio::time::Instant::now();
-        loop {
-            let forced = tokio::select! {
-                _ = tick.tick() => false,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    info!("SIGHUP received: reloading the policy and TLS files");
-                    true
-                }
-            };
-            policy.reload(forced, "authorization policy", Policy::load);
-            if let Some(tls) = &self.tls {
-                let now = fingerprints(&tls.files().paths());
-                if forced || tls_seen.as_ref() != Some(&now) {
-                    tls_seen = Some(now);
-                    if let Err(e) = tls.reload() {
-                        error!(error = %e, "TLS files NOT reloaded: the ones in force stay");
-                    }
-                }
-            }
-            if let Some((verifier, cfg)) = &self.jwt {
-                let due = match &cfg.jwks {
-                    JwksSource::File(path) => {
-                        let now = fingerprints(std::slice::from_ref(path));
-                        let changed = jwks_seen.as_ref().is_some_and(|seen| *seen != now);
-                        jwks_seen = Some(now);
-                        changed
-                    }
-                    JwksSource::Url(_) => jwks_fetched.elapsed() >= cfg.refresh,
-                };
-                if forced || due {
-                    jwks_fetched = tokio::time::Instant::now();
-                    match verifier.refresh().await {
-                        Ok(keys) => info!(keys, "JWKS reloaded"),
-                        Err(e) => error!(error = %e, "JWKS NOT reloaded: the keys in force stay"),
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn fingerprints(paths: &[std::path::PathBuf]) -> Vec<Option<Fingerprint>> {
-    paths.iter().map(|p| fingerprint(p)).collect()
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -313,8 +178,8 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 /// Reports SERVING once Vault and Auth0 both check out; retries with backoff until then.
 async fn become_ready(
     health: HealthReporter,
-    auth0: Arc<Auth0Client>,
-    vault: Arc<VaultStore>,
+    auth0: Auth0Client,
+    vault: VaultStore,
     rotations: &Service,
     sample_path: String,
 ) {
@@ -346,7 +211,7 @@ async fn readiness_checks(
     let token = auth0
         .check()
         .await
-        .map_err(|e: Auth0Error| format!("Auth0: {e}"))?;
+        .map_err(|e: IssuerError| format!("Auth0: {e}"))?;
     let Some(scopes) = token.scopes else {
         warn!(
             "the Management API token's scopes are unknown; assuming it may rotate and read secrets"

@@ -1,6 +1,6 @@
 //! The one place that installs the tracing subscriber.
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, path::PathBuf};
 
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
@@ -10,17 +10,30 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
-use crate::{
-    audit,
-    config::{LogConfig, LogFormat},
-};
+use crate::audit;
+
+/// Where logs and audit events go, and how they look.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// tracing EnvFilter syntax.
+    pub filter: String,
+    pub format: LogFormat,
+    /// Audit events to this file (JSON lines) instead of the log.
+    pub audit_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
 
 type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Logs go to stderr, JSON by default. Audit events go with them, or, when an audit file is
 /// configured, to that file only (JSON lines). Fails on a malformed filter or an audit file
 /// that cannot be opened.
-pub fn init(config: &LogConfig) -> Result<(), String> {
+pub fn init(config: &Settings) -> Result<(), String> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|_| format!("ROTATOR_LOG is not a valid log filter: {}", config.filter))?;
     let main: Boxed = match config.format {

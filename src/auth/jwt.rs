@@ -2,10 +2,7 @@
 //! signature, algorithm, issuer, audience and expiry. Only asymmetric algorithms are accepted,
 //! and only those the key allows, so neither `alg: none` nor HMAC-with-the-public-key works.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, RwLock},
-};
+use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, Validation, decode, decode_header,
@@ -14,6 +11,8 @@ use jsonwebtoken::{
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use super::reload::{Refresh, Reloadable, Trigger};
 
 /// Where the JWKS comes from.
 #[derive(Debug, Clone)]
@@ -53,18 +52,17 @@ pub enum TokenError {
     Claims,
 }
 
-struct Key {
+/// A public signing key of the JWKS, with the algorithms it may verify.
+pub struct Key {
     kid: Option<String>,
     algorithms: Vec<Algorithm>,
     key: DecodingKey,
 }
 
 pub struct JwtVerifier {
-    source: JwksSource,
     issuer: String,
     audience: String,
-    keys: RwLock<Arc<Vec<Key>>>,
-    http: reqwest::Client,
+    keys: Reloadable<Vec<Key>, JwksError>,
 }
 
 #[derive(Deserialize)]
@@ -73,52 +71,36 @@ struct Claims {
 }
 
 impl JwtVerifier {
-    /// Loads the JWKS once; fails when it cannot.
+    /// Loads the JWKS once; fails when it cannot. A file is loaded again when it changes, a
+    /// URL every `refresh`.
     pub async fn new(
         source: JwksSource,
         issuer: String,
         audience: String,
+        refresh: Duration,
         http: reqwest::Client,
     ) -> Result<Self, JwksError> {
-        let verifier = Self {
-            source,
+        let trigger = match &source {
+            JwksSource::File(path) => Trigger::Files(vec![path.clone()]),
+            JwksSource::Url(_) => Trigger::Every(refresh),
+        };
+        let keys = Reloadable::new("JWKS", trigger, move || {
+            let (source, http) = (source.clone(), http.clone());
+            async move { parse_jwks(&fetch(&source, &http).await?) }
+        })
+        .await?;
+        Ok(Self {
             issuer,
             audience,
-            keys: RwLock::new(Arc::new(Vec::new())),
-            http,
-        };
-        verifier.refresh().await?;
-        Ok(verifier)
-    }
-
-    /// Fetches the JWKS again; on failure the keys in force stay.
-    pub async fn refresh(&self) -> Result<usize, JwksError> {
-        let text = match &self.source {
-            JwksSource::File(path) => {
-                std::fs::read_to_string(path).map_err(|e| JwksError::Read(e.to_string()))?
-            }
-            JwksSource::Url(url) => self
-                .http
-                .get(url.clone())
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| JwksError::Read(e.without_url().to_string()))?
-                .text()
-                .await
-                .map_err(|e| JwksError::Read(e.without_url().to_string()))?,
-        };
-        let keys = parse_jwks(&text)?;
-        let n = keys.len();
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
-        Ok(n)
+            keys,
+        })
     }
 
     /// The token's subject, once everything checks out.
     pub fn verify(&self, token: &SecretString) -> Result<String, TokenError> {
         let token = token.expose_secret();
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
-        let keys = Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()));
+        let keys = self.keys.get();
         let candidates: Vec<&Key> = keys
             .iter()
             .filter(|k| header.kid.is_none() || k.kid == header.kid)
@@ -148,6 +130,30 @@ impl JwtVerifier {
             }
         }
         Err(last)
+    }
+}
+
+/// The watcher keeps the keys current.
+impl Refresh for JwtVerifier {
+    fn refresh_now(&self, forced: bool) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.keys.refresh_now(forced)
+    }
+}
+
+async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<String, JwksError> {
+    match source {
+        JwksSource::File(path) => {
+            std::fs::read_to_string(path).map_err(|e| JwksError::Read(e.to_string()))
+        }
+        JwksSource::Url(url) => http
+            .get(url.clone())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| JwksError::Read(e.without_url().to_string()))?
+            .text()
+            .await
+            .map_err(|e| JwksError::Read(e.without_url().to_string())),
     }
 }
 

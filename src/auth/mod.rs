@@ -1,26 +1,28 @@
 //! Who is calling, and may they: caller identity from a client certificate (mutual TLS) or a
 //! bearer JWT, an authorization policy with reload, and a per-caller rate limit on rotations.
 //! Everything here runs before any call to Auth0 or Vault.
+//!
+//! `tls` (listener TLS), `jwt` (bearer tokens), `policy` (who may call what) and `reload` (the
+//! one mechanism that keeps all three current) feed the [`Gate`]; `setup` builds all of it from
+//! [`Settings`].
 
 pub mod jwt;
 pub mod policy;
+pub mod reload;
+pub mod setup;
 pub mod tls;
 
-use std::{
-    num::NonZeroU32,
-    path::PathBuf,
-    sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
-};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use secrecy::SecretString;
 use tonic::{Request, metadata::MetadataMap};
-use tracing::{error, info};
 
 pub use jwt::{JwksSource, JwtVerifier, TokenError};
 pub use policy::{Policy, PolicyError, Rpc};
-pub use tls::{ReloadableTls, TlsFiles, certificate_identity};
+pub use reload::{Reloadable, Trigger};
+pub use setup::{JwtSettings, Security, SecurityError, Settings, TlsSettings};
+pub use tls::{ListenerTls, TlsFiles, certificate_identity};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,75 +61,41 @@ pub enum AuthError {
     },
 }
 
-/// A value read from a file and replaced whole when the file changes and still parses.
-pub struct Reloadable<T> {
-    path: PathBuf,
-    value: RwLock<Arc<T>>,
-    seen: RwLock<Option<Fingerprint>>,
-}
-
-/// What tells a changed file apart: modification time, inode and size. The time alone is
-/// not enough: two writes within one clock tick share it, and an atomic replace (write a new
-/// file, rename it over the old one) always changes the inode.
+/// The classes of [`AuthError`] callers and auditors tell apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint {
-    modified: Option<SystemTime>,
-    inode: u64,
-    len: u64,
+pub enum AuthErrorKind {
+    Unauthenticated,
+    PermissionDenied,
+    RateLimited,
 }
 
-pub fn fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Fingerprint {
-        modified: meta.modified().ok(),
-        inode: meta.ino(),
-        len: meta.len(),
-    })
-}
-
-impl<T> Reloadable<T> {
-    pub fn load<E>(
-        path: PathBuf,
-        parse: impl Fn(&std::path::Path) -> Result<T, E>,
-    ) -> Result<Self, E> {
-        let seen = fingerprint(&path);
-        let value = parse(&path)?;
-        Ok(Self {
-            path,
-            value: RwLock::new(Arc::new(value)),
-            seen: RwLock::new(seen),
-        })
-    }
-
-    pub fn get(&self) -> Arc<T> {
-        Arc::clone(&self.value.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Loads the file again if it changed (or always, when `force`); keeps the value in force
-    /// when the new one does not parse.
-    pub fn reload<E: std::fmt::Display>(
-        &self,
-        force: bool,
-        what: &str,
-        parse: impl Fn(&std::path::Path) -> Result<T, E>,
-    ) {
-        let now = fingerprint(&self.path);
-        let changed = now != *self.seen.read().unwrap_or_else(|p| p.into_inner());
-        if !(force || changed) {
-            return;
-        }
-        *self.seen.write().unwrap_or_else(|p| p.into_inner()) = now;
-        match parse(&self.path) {
-            Ok(value) => {
-                *self.value.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
-                info!(path = %self.path.display(), "{what} reloaded");
+impl AuthError {
+    pub fn kind(&self) -> AuthErrorKind {
+        match self {
+            Self::NoIdentity | Self::CertificateWithoutIdentity | Self::Token(_) => {
+                AuthErrorKind::Unauthenticated
             }
-            Err(e) => error!(
-                path = %self.path.display(),
-                error = %e,
-                "{what} NOT reloaded: the new file is invalid; the previous one stays in force"
-            ),
+            Self::Denied { .. } => AuthErrorKind::PermissionDenied,
+            Self::RateLimited { .. } => AuthErrorKind::RateLimited,
+        }
+    }
+
+    /// How long the caller should wait, for a rate limit.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl AuthErrorKind {
+    /// The audit trail's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -139,7 +107,7 @@ pub enum Mode {
     Secure {
         /// Checks bearer tokens, when callers may use them.
         jwt: Option<Arc<JwtVerifier>>,
-        policy: Arc<Reloadable<Policy>>,
+        policy: Arc<Reloadable<Policy, PolicyError>>,
     },
 }
 

@@ -1,12 +1,7 @@
 //! TLS on the gRPC listener (rustls), optional client certificates, and reloading of the
 //! certificate, key and client CA when their files change.
 
-use std::{
-    io,
-    path::PathBuf,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{io, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -24,6 +19,8 @@ use tokio_rustls::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info};
+
+use super::reload::{Reloadable, Trigger};
 
 /// The files behind the listener's TLS.
 #[derive(Debug, Clone)]
@@ -100,77 +97,61 @@ fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, TlsError> 
     Ok(certs)
 }
 
-/// The configuration in force; replaced whole when the files change, used by every new
-/// connection.
-pub struct ReloadableTls {
-    files: TlsFiles,
-    config: RwLock<Arc<ServerConfig>>,
+/// The listener's TLS configuration, reloaded when its files change.
+pub type ListenerTls = Reloadable<Arc<ServerConfig>, TlsError>;
+
+impl TlsFiles {
+    /// Loads the files once, and again whenever they change.
+    pub async fn reloadable(self) -> Result<ListenerTls, TlsError> {
+        let paths = self.paths();
+        Reloadable::new(
+            "TLS certificate, key and client CA",
+            Trigger::Files(paths),
+            move || {
+                let loaded = self.load();
+                async move { loaded }
+            },
+        )
+        .await
+    }
 }
 
-impl ReloadableTls {
-    pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
-        let config = files.load()?;
-        Ok(Self {
-            files,
-            config: RwLock::new(config),
-        })
-    }
-
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
-    /// Loads the files again; on failure the configuration in force stays.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = self.files.load()?;
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        info!("TLS certificate, key and client CA reloaded");
-        Ok(())
-    }
-
-    fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(Arc::clone(
-            &self.config.read().unwrap_or_else(|p| p.into_inner()),
-        ))
-    }
-
-    /// Accepts TCP connections and completes TLS handshakes off the accept loop; failed
-    /// handshakes (no trust, expired certificate, plaintext) are dropped there.
-    pub fn incoming(
-        self: Arc<Self>,
-        listener: TcpListener,
-    ) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    () = tx.closed() => return,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        debug!(error = %e, "accept failed");
-                        continue;
+/// Accepts TCP connections and completes TLS handshakes off the accept loop, each with the
+/// configuration in force when it arrived; failed handshakes (no trust, expired certificate,
+/// plaintext) are dropped there.
+pub fn incoming(
+    tls: Arc<ListenerTls>,
+    listener: TcpListener,
+) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let acceptor = TlsAcceptor::from(Arc::clone(&*tls.get()));
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
                     }
-                };
-                let acceptor = self.acceptor();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-                    match handshake.await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(Ok(tls)).await;
-                        }
-                        Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
-                        Err(_) => info!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        ReceiverStream::new(rx)
-    }
+                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// The caller's identity in a client certificate: its URI SAN (a SPIFFE ID), else its first

@@ -1,25 +1,27 @@
-//! Auth0 Management API adapter: token by client credentials (cached, single-flight),
-//! `POST /api/v2/clients/{id}/rotate-secret`.
+//! Auth0 Management API adapter, implementing the protocol's [`SecretIssuer`]:
+//! `POST /api/v2/clients/{id}/rotate-secret` and `GET /api/v2/clients/{id}`, with a token by
+//! client credentials (cached, single-flight; `token.rs`). Failures become the protocol's
+//! [`IssuerError`]; Auth0's bodies are read for their errorCode and never passed on.
 
-mod error;
-mod model;
+mod settings;
+mod token;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, Response, StatusCode, Url, header::HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::{sync::Mutex, time::Instant};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, instrument, warn};
 
-pub use error::Auth0Error;
-pub use model::*;
+pub use settings::{Credentials, Settings};
+pub use token::TokenInfo;
 
-use crate::{
-    config::{Auth0Config, Auth0Credentials},
-    rotation::{ClientId, IssuedSecret, SecretIssuer},
-};
+use crate::rotation::{Client, ClientId, IssuedSecret, IssuerError, SecretIssuer, Transport};
+use token::TokenSource;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -33,47 +35,22 @@ pub const ROTATE_SCOPE: &str = "update:client_keys";
 /// Scope that reveals a client's secret on GET: what recovery needs.
 pub const READ_KEYS_SCOPE: &str = "read:client_keys";
 
+/// The Management API client. Cheap to clone: clones share the connection pool and the token.
+#[derive(Clone)]
 pub struct Auth0Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     http: reqwest::Client,
     base: Url,
     tokens: TokenSource,
 }
 
-enum TokenSource {
-    Static(SecretString),
-    ClientCredentials {
-        client_id: String,
-        client_secret: SecretString,
-        audience: String,
-        /// Held across the token request: concurrent callers wait for the one request in flight
-        /// and then share its answer.
-        cache: Mutex<Option<CachedToken>>,
-    },
-}
-
-struct CachedToken {
-    token: SecretString,
-    renew_at: Instant,
-}
-
 enum SendError {
     /// No token: the request was not sent.
-    Token(Auth0Error),
+    Token(IssuerError),
     Transport(reqwest::Error),
-}
-
-/// What start-up learned about the service's Management API token.
-#[derive(Debug, Clone)]
-pub struct TokenInfo {
-    /// Scopes granted, when Auth0 said (static tokens are opaque to us).
-    pub scopes: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: SecretString,
-    expires_in: Option<u64>,
-    scope: Option<String>,
 }
 
 /// Only the secret of a rotate-secret answer; the rest is read separately into [`Client`].
@@ -92,13 +69,13 @@ struct ApiErrorBody {
 
 impl Auth0Client {
     /// Fails on an unreadable AUTH0_CACERT bundle; the message names the file, nothing else.
-    pub fn new(config: &Auth0Config) -> Result<Self, String> {
+    pub fn new(settings: &Settings) -> Result<Self, String> {
         let mut http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.ca_cert {
+        if let Some(path) = &settings.ca_cert {
             let unreadable = || {
                 format!(
                     "AUTH0_CACERT {} is not a PEM certificate bundle",
@@ -115,132 +92,25 @@ impl Auth0Client {
             }
         }
         let http = http.build().map_err(|e| format!("HTTP client: {e}"))?;
-        let tokens = match &config.credentials {
-            Auth0Credentials::StaticToken(token) => TokenSource::Static(token.clone()),
-            Auth0Credentials::ClientCredentials {
-                client_id,
-                client_secret,
-                audience,
-            } => TokenSource::ClientCredentials {
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-                audience: audience.clone(),
-                cache: Mutex::new(None),
-            },
-        };
         Ok(Self {
-            http,
-            base: config.base_url.clone(),
-            tokens,
+            inner: Arc::new(Inner {
+                http,
+                base: settings.base_url.clone(),
+                tokens: TokenSource::new(&settings.credentials),
+            }),
         })
     }
 
     /// Obtains a token now (start-up check) and reports what it grants.
-    pub async fn check(&self) -> Result<TokenInfo, Auth0Error> {
-        match &self.tokens {
-            TokenSource::Static(token) => Ok(TokenInfo {
-                scopes: jwt_scopes(token),
-            }),
-            TokenSource::ClientCredentials { cache, .. } => {
-                let mut cache = cache.lock().await;
-                let (token, scopes) = self.request_token().await?;
-                *cache = Some(token);
-                Ok(TokenInfo { scopes })
-            }
-        }
-    }
-
-    async fn token(&self) -> Result<SecretString, Auth0Error> {
-        match &self.tokens {
-            TokenSource::Static(token) => Ok(token.clone()),
-            TokenSource::ClientCredentials { cache, .. } => {
-                let mut cache = cache.lock().await;
-                if let Some(cached) = cache.as_ref().filter(|c| Instant::now() < c.renew_at) {
-                    return Ok(cached.token.clone());
-                }
-                let (fresh, _) = self.request_token().await?;
-                let token = fresh.token.clone();
-                *cache = Some(fresh);
-                Ok(token)
-            }
-        }
-    }
-
-    async fn forget_token(&self) {
-        if let TokenSource::ClientCredentials { cache, .. } = &self.tokens {
-            cache.lock().await.take();
-        }
-    }
-
-    #[instrument(skip_all)]
-    async fn request_token(&self) -> Result<(CachedToken, Option<Vec<String>>), Auth0Error> {
-        let TokenSource::ClientCredentials {
-            client_id,
-            client_secret,
-            audience,
-            ..
-        } = &self.tokens
-        else {
-            unreachable!("only client credentials request tokens");
-        };
-        let url = self.url(&["oauth", "token"]);
-        let response = self
-            .http
-            .post(url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", client_secret.expose_secret()),
-                ("audience", audience),
-            ])
-            .send()
+    pub async fn check(&self) -> Result<TokenInfo, IssuerError> {
+        self.inner
+            .tokens
+            .check(&self.inner.http, &self.url(&["oauth", "token"]))
             .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let headers = response.headers().clone();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let code = body.get("error").and_then(|v| v.as_str()).unwrap_or("");
-            warn!(%status, error_code = code, "Auth0 refused the token request");
-            return Err(match status {
-                StatusCode::UNAUTHORIZED => Auth0Error::CredentialsRejected,
-                StatusCode::FORBIDDEN => {
-                    Auth0Error::AccessDenied("check the client grant and the audience")
-                }
-                StatusCode::TOO_MANY_REQUESTS => Auth0Error::RateLimited {
-                    retry_after: retry_after(&headers),
-                },
-                s if s.is_server_error() => {
-                    Auth0Error::Unavailable(format!("token endpoint answered {s}"))
-                }
-                s => Auth0Error::Protocol(format!("token endpoint answered {s}")),
-            });
-        }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|_| Auth0Error::Protocol("token answer is not the expected JSON".into()))?;
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(86_400));
-        // Renew well before expiry so a token never dies in the middle of a rotation.
-        let margin = (lifetime / 10).min(Duration::from_secs(300));
-        let scopes = body
-            .scope
-            .map(|s| s.split_whitespace().map(str::to_owned).collect());
-        info!(
-            expires_in = lifetime.as_secs(),
-            "obtained a Management API token"
-        );
-        Ok((
-            CachedToken {
-                token: body.access_token,
-                renew_at: Instant::now() + lifetime.saturating_sub(margin),
-            },
-            scopes,
-        ))
     }
 
     #[instrument(skip_all, fields(client_id = %client_id))]
-    async fn rotate(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+    async fn rotate(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str(), "rotate-secret"]);
         let response = self.send(Method::POST, &url).await.map_err(|e| match e {
             SendError::Token(e) => e,
@@ -250,16 +120,17 @@ impl Auth0Client {
         if !response.status().is_success() {
             return Err(ambiguous(api_error(response, ROTATE_SCOPE, true).await));
         }
-        let bytes = response.bytes().await.map_err(|_| {
-            Auth0Error::OutcomeUnknown("the rotate-secret answer was cut off".into())
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| IssuerError::OutcomeUnknown(Transport::CutOff))?;
         // A 200 without a readable secret: Auth0 rotated and the secret is lost to us.
-        parse_rotation(&bytes).map_err(|e| Auth0Error::OutcomeUnknown(e.to_string()))
+        parse_rotation(&bytes).map_err(|_| IssuerError::OutcomeUnknown(Transport::Unreadable))
     }
 
     /// `GET /api/v2/clients/{id}`: the whole client, secret included (needs read:client_keys).
     #[instrument(skip_all, fields(client_id = %client_id))]
-    async fn read(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+    async fn read(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
         let response = self.send(Method::GET, &url).await.map_err(|e| match e {
             SendError::Token(e) => e,
@@ -271,9 +142,9 @@ impl Auth0Client {
         let bytes = response
             .bytes()
             .await
-            .map_err(|_| Auth0Error::Unavailable("the client answer was cut off".into()))?;
+            .map_err(|_| IssuerError::Unavailable(Transport::CutOff))?;
         // Without read:client_keys Auth0 silently leaves the secret out.
-        parse_rotation(&bytes).map_err(|_| Auth0Error::MissingScope(READ_KEYS_SCOPE))
+        parse_rotation(&bytes).map_err(|_| IssuerError::MissingScope(READ_KEYS_SCOPE))
     }
 
     /// Sends a Management API request with the current token. A 401 means Auth0 did nothing:
@@ -281,17 +152,26 @@ impl Auth0Client {
     async fn send(&self, method: Method, url: &Url) -> Result<Response, SendError> {
         let mut renewed = false;
         loop {
-            let token = self.token().await.map_err(SendError::Token)?;
+            let token = self
+                .inner
+                .tokens
+                .token(&self.inner.http, &self.url(&["oauth", "token"]))
+                .await
+                .map_err(SendError::Token)?;
             let response = self
+                .inner
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(token.expose_secret())
                 .send()
                 .await
                 .map_err(SendError::Transport)?;
-            if response.status() == StatusCode::UNAUTHORIZED && !renewed && self.renewable() {
+            if response.status() == StatusCode::UNAUTHORIZED
+                && !renewed
+                && self.inner.tokens.renewable()
+            {
                 warn!("Management API token rejected; renewing it");
-                self.forget_token().await;
+                self.inner.tokens.forget().await;
                 renewed = true;
                 continue;
             }
@@ -299,63 +179,47 @@ impl Auth0Client {
         }
     }
 
-    fn renewable(&self) -> bool {
-        matches!(self.tokens, TokenSource::ClientCredentials { .. })
-    }
-
     /// Joins percent-encoded segments onto the base URL, keeping any base path (proxies).
     fn url(&self, segments: &[&str]) -> Url {
-        let mut path = self.base.path().trim_end_matches('/').to_owned();
+        let base = &self.inner.base;
+        let mut path = base.path().trim_end_matches('/').to_owned();
         for segment in segments {
             path.push('/');
             path.extend(utf8_percent_encode(segment, SEGMENT));
         }
-        let mut url = self.base.clone();
+        let mut url = base.clone();
         url.set_path(&path);
         url
     }
 }
 
 impl SecretIssuer for Auth0Client {
-    async fn rotate_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+    async fn rotate_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         self.rotate(client_id).await
     }
 
-    async fn read_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, Auth0Error> {
+    async fn read_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         self.read(client_id).await
     }
 }
 
 /// For rotate-secret, a failure after the request left may hide a committed rotation.
-fn ambiguous(err: Auth0Error) -> Auth0Error {
+fn ambiguous(err: IssuerError) -> IssuerError {
     match err {
-        Auth0Error::Unavailable(what) if what != CONNECT_FAILED => Auth0Error::OutcomeUnknown(what),
+        IssuerError::Unavailable(how) if how.was_sent() => IssuerError::OutcomeUnknown(how),
         other => other,
     }
 }
 
-/// The `scope` claim of a static Management API token (a JWT), read without verifying it: it
-/// is our own token, and this only decides what to warn about at start-up.
-fn jwt_scopes(token: &SecretString) -> Option<Vec<String>> {
-    use base64::Engine;
-    let payload = token.expose_secret().split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let scope = claims.get("scope")?.as_str()?;
-    Some(scope.split_whitespace().map(str::to_owned).collect())
-}
-
 /// Reads a rotate-secret (or GET client) answer: the secret, and the tolerant Client model.
 /// Public for the fuzz target in `fuzz/`.
-pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, Auth0Error> {
+pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, IssuerError> {
     let secret = serde_json::from_slice::<RotateSecretBody>(bytes)
         .ok()
         .and_then(|b| b.client_secret)
         .filter(|s| !s.expose_secret().is_empty())
         .ok_or_else(|| {
-            Auth0Error::Protocol("the rotate-secret answer has no client_secret".into())
+            IssuerError::Protocol("the rotate-secret answer has no client_secret".into())
         })?;
     // Cannot fail on content: every member of `Client` is lenient.
     let client = serde_json::from_slice::<Client>(bytes).unwrap_or_default();
@@ -365,39 +229,39 @@ pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, Auth0Error> {
 
 /// Maps a Management API error answer to a curated error; the body is read for its errorCode
 /// only and logged without being passed on.
-async fn api_error(response: Response, scope: &'static str, rotating: bool) -> Auth0Error {
+async fn api_error(response: Response, scope: &'static str, rotating: bool) -> IssuerError {
     let status = response.status();
     let headers = response.headers().clone();
     let body: ApiErrorBody = response.json().await.unwrap_or_default();
     let code = body.error_code.as_deref().unwrap_or("");
     debug!(%status, error_code = code, message = body.message.as_deref().unwrap_or(""), "Management API error");
     match status {
-        StatusCode::NOT_FOUND => Auth0Error::ClientNotFound,
+        StatusCode::NOT_FOUND => IssuerError::ClientNotFound,
         StatusCode::UNAUTHORIZED => {
             warn!(%status, "Auth0 rejected the service's Management API token");
-            Auth0Error::TokenRejected
+            IssuerError::TokenRejected
         }
         StatusCode::FORBIDDEN if code == "operation_not_supported" && rotating => {
-            Auth0Error::ClientNotRotatable
+            IssuerError::ClientNotRotatable
         }
         StatusCode::FORBIDDEN => {
             warn!(%status, error_code = code, scope, "the service's Management API token lacks a scope");
-            Auth0Error::MissingScope(scope)
+            IssuerError::MissingScope(scope)
         }
         // The request has no body and a validated id: a 400 here is Auth0 refusing this client
         // (secret-less authentication).
-        StatusCode::BAD_REQUEST if rotating => Auth0Error::ClientNotRotatable,
-        StatusCode::TOO_MANY_REQUESTS => Auth0Error::RateLimited {
+        StatusCode::BAD_REQUEST if rotating => IssuerError::ClientNotRotatable,
+        StatusCode::TOO_MANY_REQUESTS => IssuerError::RateLimited {
             retry_after: retry_after(&headers),
         },
-        s if s.is_server_error() => Auth0Error::Unavailable(format!("Auth0 answered {s}")),
-        s => Auth0Error::Protocol(format!("Auth0 answered {s}")),
+        s if s.is_server_error() => IssuerError::Unavailable(Transport::ServerError(s.as_u16())),
+        s => IssuerError::Protocol(format!("Auth0 answered {s}")),
     }
 }
 
 /// How long to wait after a 429: `Retry-After` (seconds) when present, else `x-ratelimit-reset`
 /// (epoch seconds) minus now; at least one second.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let number = |name: &str| {
         headers
             .get(name)
@@ -414,17 +278,15 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.max(Duration::from_secs(1)))
 }
 
-const CONNECT_FAILED: &str = "connection failed";
-
-fn transport_error(err: reqwest::Error) -> Auth0Error {
-    let what = if err.is_timeout() {
-        "request timed out"
+/// A request that brought back no answer. Only a failed connect proves it was never sent.
+fn transport_error(err: reqwest::Error) -> IssuerError {
+    IssuerError::Unavailable(if err.is_timeout() {
+        Transport::TimedOut
     } else if err.is_connect() {
-        CONNECT_FAILED
+        Transport::NotSent
     } else {
-        "request failed"
-    };
-    Auth0Error::Unavailable(what.into())
+        Transport::Interrupted
+    })
 }
 
 #[cfg(test)]
@@ -432,11 +294,11 @@ mod tests {
     use super::*;
 
     fn client(base: &str) -> Auth0Client {
-        Auth0Client::new(&Auth0Config {
+        Auth0Client::new(&Settings {
             domain: "acme.auth0.com".into(),
             base_url: base.parse().unwrap(),
             ca_cert: None,
-            credentials: Auth0Credentials::StaticToken("t".into()),
+            credentials: Credentials::StaticToken("t".into()),
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
         })
@@ -468,32 +330,16 @@ mod tests {
             b"not json",
             b"[]",
         ] {
-            assert!(matches!(parse_rotation(bad), Err(Auth0Error::Protocol(_))));
+            assert!(matches!(parse_rotation(bad), Err(IssuerError::Protocol(_))));
         }
     }
 
     #[test]
-    fn static_token_scopes_come_from_its_claims() {
-        use base64::Engine;
-        let claims = br#"{"scope":"read:clients update:client_keys","sub":"x@clients"}"#;
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
-        let token = SecretString::from(format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig"));
-        assert_eq!(
-            jwt_scopes(&token),
-            Some(vec![
-                "read:clients".to_owned(),
-                "update:client_keys".to_owned()
-            ])
-        );
-        assert_eq!(jwt_scopes(&SecretString::from("opaque")), None);
-    }
-
-    #[test]
     fn only_unsent_rotations_are_definite_failures() {
-        assert!(!ambiguous(Auth0Error::Unavailable(CONNECT_FAILED.into())).outcome_unknown());
-        assert!(ambiguous(Auth0Error::Unavailable("request timed out".into())).outcome_unknown());
-        assert!(ambiguous(Auth0Error::Unavailable("Auth0 answered 502".into())).outcome_unknown());
-        assert!(!ambiguous(Auth0Error::ClientNotFound).outcome_unknown());
+        assert!(!ambiguous(IssuerError::Unavailable(Transport::NotSent)).outcome_unknown());
+        assert!(ambiguous(IssuerError::Unavailable(Transport::TimedOut)).outcome_unknown());
+        assert!(ambiguous(IssuerError::Unavailable(Transport::ServerError(502))).outcome_unknown());
+        assert!(!ambiguous(IssuerError::ClientNotFound).outcome_unknown());
     }
 
     #[test]

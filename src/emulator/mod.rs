@@ -1,8 +1,9 @@
-//! A stateful stand-in for the parts of Auth0 the service uses, faithful to
-//! `shared/reference/auth0-management-api.md` section 9: `/oauth/token` (form, JSON or HTTP
-//! Basic; scopes enforced), `POST /api/v2/clients/{id}/rotate-secret`, `GET /api/v2/clients/{id}`,
-//! Auth0's error bodies, `x-ratelimit-*` headers on every Management API answer, one secret per
-//! client, and a propagation window in which the previous secret still works.
+//! A stateful stand-in for the parts of Auth0 the service uses, faithful to what
+//! `docs/auth0-emulator.md` records of Auth0's behaviour (with sources): `/oauth/token` (form,
+//! JSON or HTTP Basic; scopes enforced), `POST /api/v2/clients/{id}/rotate-secret`,
+//! `GET /api/v2/clients/{id}`, Auth0's error bodies, `x-ratelimit-*` headers on every Management
+//! API answer, one secret per client, and a propagation window in which the previous secret
+//! still works. State and set-up are here; the answers are in `routes.rs`.
 //!
 //! Tests and the local stack inspect and steer it through `/__emulator/*` (or the methods of
 //! [`RunningEmulator`] in-process). Built only with the `emulator` feature: never part of the
@@ -11,27 +12,19 @@
 // Early returns carry whole HTTP answers; a test tool, not a hot path.
 #![allow(clippy::result_large_err)]
 
+mod routes;
 mod seed;
 
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use axum::{
-    Json, Router,
-    body::Bytes,
-    extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
-use base64::Engine;
-use rand::{Rng, distr::Alphanumeric};
+use axum::Router;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 pub use seed::{
@@ -85,12 +78,13 @@ impl Default for EmulatorConfig {
 /// One scripted misbehaviour of the next rotate-secret call.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RotateFault {
-    /// Status to answer with (e.g. 502).
+    /// Status to answer with (e.g. 502). 200 is a slow Auth0: it rotates at once and answers
+    /// normally after `delay_ms`, which holds a rotation between Auth0 and Vault from outside.
     pub status: u16,
     /// Whether the rotation happens anyway (the answer is lost after Auth0 committed).
     #[serde(default)]
     pub commit: bool,
-    /// Delay before answering, to provoke client timeouts.
+    /// Delay before answering, to provoke client timeouts or hold a rotation mid-way.
     #[serde(default)]
     pub delay_ms: u64,
 }
@@ -191,15 +185,7 @@ impl Emulator {
     }
 
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/oauth/token", post(token))
-            .route("/api/v2/clients/{id}/rotate-secret", post(rotate_secret))
-            .route("/api/v2/clients/{id}", get(get_client))
-            .route("/__emulator/stats", get(inspect_stats))
-            .route("/__emulator/clients/{id}", get(inspect_client))
-            .route("/__emulator/faults", post(add_faults))
-            .fallback(unknown_route)
-            .with_state(Arc::clone(&self.inner))
+        routes::router(Arc::clone(&self.inner))
     }
 
     /// Serves HTTPS on `listener` with `tls`, in a background task (to test CA handling).
@@ -365,409 +351,4 @@ impl Inner {
         self.faults.rate_limited += faults.rate_limited;
         self.rotate_faults.extend(faults.rotate);
     }
-
-    /// Takes one request from the bucket; `Err` carries the 429 answer.
-    fn rate_limit(&mut self) -> Result<RateHeaders, Response> {
-        let burst = f64::from(self.config.rate_limit_burst);
-        let rate = f64::from(self.config.rate_limit_per_second.max(1));
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.bucket.refilled_at).as_secs_f64();
-        self.bucket.tokens = (self.bucket.tokens + elapsed * rate).min(burst);
-        self.bucket.refilled_at = now;
-        let forced = self.faults.rate_limited > 0;
-        if forced {
-            self.faults.rate_limited -= 1;
-        }
-        if forced || self.bucket.tokens < 1.0 {
-            let wait = if forced {
-                3.0
-            } else {
-                (1.0 - self.bucket.tokens) / rate
-            };
-            let headers = RateHeaders {
-                limit: self.config.rate_limit_burst,
-                remaining: 0,
-                reset: epoch_secs() + wait.ceil() as u64,
-            };
-            return Err(headers.apply(api_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Global limit has been reached",
-                Some("too_many_requests"),
-            )));
-        }
-        self.bucket.tokens -= 1.0;
-        let missing = burst - self.bucket.tokens;
-        Ok(RateHeaders {
-            limit: self.config.rate_limit_burst,
-            remaining: self.bucket.tokens.floor() as u32,
-            reset: epoch_secs() + (missing / rate).ceil() as u64,
-        })
-    }
-
-    /// What every Management API call goes through: counting, the rate limit, the bearer token,
-    /// and a scope check (any of `scopes`). `Err` carries the refusal.
-    fn admit(
-        &mut self,
-        headers: &HeaderMap,
-        scopes: &[&str],
-    ) -> Result<(RateHeaders, Vec<String>), Response> {
-        self.stats.requests += 1;
-        let rate = self.rate_limit()?;
-        let granted = match self.authenticate(headers) {
-            Ok(granted) => granted,
-            Err(denied) => return Err(rate.apply(denied)),
-        };
-        if !granted.iter().any(|s| scopes.contains(&s.as_str())) {
-            return Err(rate.apply(insufficient_scope(scopes)));
-        }
-        Ok((rate, granted))
-    }
-
-    /// Scopes of a valid bearer token; `Err` carries the 401 answer.
-    fn authenticate(&mut self, headers: &HeaderMap) -> Result<Vec<String>, Response> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        match self.tokens.get(token) {
-            Some(t) if Instant::now() < t.expires_at => Ok(t.scopes.clone()),
-            Some(_) => Err(unauthorized(
-                "Expired token received for JSON Web Token validation",
-            )),
-            None => Err(unauthorized("Invalid token")),
-        }
-    }
-}
-
-struct RateHeaders {
-    limit: u32,
-    remaining: u32,
-    reset: u64,
-}
-
-impl RateHeaders {
-    fn apply(self, mut response: Response) -> Response {
-        let h = response.headers_mut();
-        h.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
-        h.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
-        h.insert("x-ratelimit-reset", HeaderValue::from(self.reset));
-        response
-    }
-}
-
-fn epoch_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-fn json_response(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
-}
-
-/// The Management API error envelope.
-fn api_error(status: StatusCode, message: &str, error_code: Option<&str>) -> Response {
-    let mut body = json!({
-        "statusCode": status.as_u16(),
-        "error": status.canonical_reason().unwrap_or(""),
-        "message": message,
-    });
-    if let Some(code) = error_code {
-        body["errorCode"] = Value::String(code.into());
-    }
-    json_response(status, body)
-}
-
-fn unauthorized(message: &str) -> Response {
-    json_response(
-        StatusCode::UNAUTHORIZED,
-        json!({"statusCode": 401, "error": "Unauthorized", "message": message, "attributes": {"error": message}}),
-    )
-}
-
-/// The Authentication API error envelope.
-fn auth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    json_response(
-        status,
-        json!({"error": error, "error_description": description}),
-    )
-}
-
-fn insufficient_scope(expected: &[&str]) -> Response {
-    api_error(
-        StatusCode::FORBIDDEN,
-        &format!(
-            "Insufficient scope, expected any of: {}",
-            expected.join(",")
-        ),
-        Some("insufficient_scope"),
-    )
-}
-
-fn not_found() -> Response {
-    api_error(
-        StatusCode::NOT_FOUND,
-        "The client does not exist",
-        Some("inexistent_client"),
-    )
-}
-
-fn new_secret() -> String {
-    // 64 characters of [A-Za-z0-9_-], not base64-encoded, as Auth0 issues them.
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
-    let mut rng = rand::rng();
-    (0..64)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-fn new_token() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(48)
-        .map(char::from)
-        .collect()
-}
-
-async fn token(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut inner = lock(&inner);
-    inner.stats.requests += 1;
-    inner.stats.token_requests += 1;
-
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let mut params: HashMap<String, String> = if is_json {
-        match serde_json::from_slice::<Map<String, Value>>(&body) {
-            Ok(map) => map
-                .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
-                .collect(),
-            Err(_) => {
-                return auth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Invalid JSON body",
-                );
-            }
-        }
-    } else {
-        form_urlencoded::parse(&body).into_owned().collect()
-    };
-    // client_secret_basic
-    if let Some((id, secret)) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())))
-    {
-        params.insert("client_id".into(), id);
-        params.insert("client_secret".into(), secret);
-    }
-
-    if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return auth_error(
-            StatusCode::FORBIDDEN,
-            "unauthorized_client",
-            "Grant type not allowed for the client.",
-        );
-    }
-    let client_id = params.get("client_id").cloned().unwrap_or_default();
-    let presented = params.get("client_secret").cloned().unwrap_or_default();
-    let now = Instant::now();
-    let Some(client) = inner.clients.get(&client_id) else {
-        return auth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
-    };
-    let current_ok = client.secret.as_deref() == Some(presented.as_str()) && !presented.is_empty();
-    let previous_ok = client
-        .previous
-        .as_ref()
-        .is_some_and(|(old, until)| *old == presented && now < *until);
-    if !(current_ok || previous_ok) {
-        return auth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
-    }
-    let expected_audience = format!("https://{}/api/v2/", inner.config.domain);
-    let audience = params.get("audience").cloned().unwrap_or_default();
-    if audience != expected_audience {
-        return auth_error(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            &format!("Service not enabled within domain: {audience}"),
-        );
-    }
-    let Some(scopes) = client.grant_scopes.clone() else {
-        return auth_error(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            &format!(
-                "Client is not authorized to access \"{audience}\". You need to create a \"client-grant\" associated to this API."
-            ),
-        );
-    };
-    let access_token = new_token();
-    let lifetime = inner.config.token_lifetime;
-    inner.tokens.insert(
-        access_token.clone(),
-        IssuedToken {
-            scopes: scopes.clone(),
-            expires_at: now + lifetime,
-        },
-    );
-    json_response(
-        StatusCode::OK,
-        json!({
-            "access_token": access_token,
-            "expires_in": lifetime.as_secs(),
-            "scope": scopes.join(" "),
-            "token_type": "Bearer",
-        }),
-    )
-}
-
-async fn rotate_secret(
-    State(shared): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (rate, fault) = {
-        let mut inner = lock(&shared);
-        inner.stats.rotate_requests += 1;
-        let (rate, _) = match inner.admit(&headers, &["update:client_keys"]) {
-            Ok(admitted) => admitted,
-            Err(refused) => return refused,
-        };
-        (rate, inner.rotate_faults.pop_front())
-    };
-
-    let commit = fault.as_ref().is_none_or(|f| f.commit);
-    let answer = if commit {
-        rotate_committed(&shared, &id)
-    } else {
-        None
-    };
-    if let Some(fault) = fault {
-        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
-        let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return rate.apply(api_error(status, "Injected fault", None));
-    }
-    rate.apply(answer.unwrap_or_else(not_found))
-}
-
-/// Rotates and builds the 200 answer; `None` when the client does not exist.
-fn rotate_committed(shared: &Shared, id: &str) -> Option<Response> {
-    let mut inner = lock(shared);
-    let window = inner.config.propagation_window;
-    let refusal = inner.config.secretless_refusal_status;
-    let client = inner.clients.get_mut(id)?;
-    if client
-        .doc
-        .get("client_authentication_methods")
-        .is_some_and(|v| !v.is_null())
-    {
-        let status = StatusCode::from_u16(refusal).unwrap_or(StatusCode::BAD_REQUEST);
-        return Some(api_error(
-            status,
-            "The client_secret cannot be rotated for clients configured with Private Key JWT or mTLS authentication methods",
-            Some("operation_not_supported"),
-        ));
-    }
-    let fresh = new_secret();
-    client.issued.push(fresh.clone());
-    let old = client.secret.replace(fresh.clone());
-    client.previous = old.map(|s| (s, Instant::now() + window));
-    client.rotations += 1;
-    let mut body = client.doc.clone();
-    body.insert("client_secret".into(), Value::String(fresh));
-    inner.stats.rotations += 1;
-    Some(json_response(StatusCode::OK, Value::Object(body)))
-}
-
-#[derive(Deserialize)]
-struct FieldsQuery {
-    fields: Option<String>,
-    include_fields: Option<bool>,
-}
-
-async fn get_client(
-    State(shared): State<Shared>,
-    Path(id): Path<String>,
-    Query(query): Query<FieldsQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let mut inner = lock(&shared);
-    inner.stats.get_requests += 1;
-    let (rate, scopes) = match inner.admit(&headers, &READ_SCOPES) {
-        Ok(admitted) => admitted,
-        Err(refused) => return refused,
-    };
-    let may_read_keys = scopes.iter().any(|s| KEY_SCOPES.contains(&s.as_str()));
-    let Some(client) = inner.clients.get(&id) else {
-        return rate.apply(not_found());
-    };
-    let mut doc = client.doc.clone();
-    if let Some(secret) = &client.secret {
-        doc.insert("client_secret".into(), Value::String(secret.clone()));
-    }
-    let requested: Vec<&str> = query
-        .fields
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .collect();
-    let include = query.include_fields.unwrap_or(true);
-    if !may_read_keys {
-        let denied: Vec<&str> = requested
-            .iter()
-            .copied()
-            .filter(|f| include && SENSITIVE_FIELDS.contains(f))
-            .collect();
-        if !denied.is_empty() {
-            return rate.apply(api_error(
-                StatusCode::FORBIDDEN,
-                &format!("You cannot read the following fields: {}", denied.join(",")),
-                Some("insufficient_scope"),
-            ));
-        }
-        for field in SENSITIVE_FIELDS {
-            doc.remove(field);
-        }
-    }
-    if !requested.is_empty() {
-        // `tenant` is always returned, whatever the filter.
-        doc.retain(|k, _| k == "tenant" || requested.contains(&k.as_str()) == include);
-    }
-    rate.apply(json_response(StatusCode::OK, Value::Object(doc)))
-}
-
-async fn unknown_route(State(shared): State<Shared>) -> Response {
-    lock(&shared).stats.requests += 1;
-    api_error(StatusCode::NOT_FOUND, "Not Found", None)
-}
-
-async fn inspect_stats(State(shared): State<Shared>) -> Json<Stats> {
-    Json(lock(&shared).stats)
-}
-
-async fn inspect_client(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
-    match lock(&shared).inspect(&id) {
-        Some(c) => Json(c).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-async fn add_faults(State(shared): State<Shared>, Json(faults): Json<Faults>) -> StatusCode {
-    lock(&shared).add_faults(faults);
-    StatusCode::NO_CONTENT
 }

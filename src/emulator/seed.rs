@@ -70,7 +70,7 @@ pub fn regular_client(client_id: &str, name: &str) -> SeedClient {
     }));
     SeedClient {
         doc,
-        secret: Some(super::new_secret()),
+        secret: Some(super::routes::new_secret()),
         grant_scopes: None,
     }
 }

@@ -5,8 +5,8 @@ use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
 use serde_json::Value;
 
 use crate::{
-    auth0 as a, proto as pb,
-    rotation::{Rotation, RotationStatus, StoredSecret},
+    proto as pb,
+    rotation::{Rotation, RotationStatus, StoredSecret, client as a},
 };
 
 impl From<Rotation> for pb::RotateSecretResponse {
@@ -26,7 +26,7 @@ impl From<StoredSecret> for pb::VaultSecret {
         Self {
             mount: s.mount,
             path: s.path,
-            version: i64::try_from(s.version).unwrap_or(i64::MAX),
+            version: i64::try_from(s.version.get()).unwrap_or(i64::MAX),
         }
     }
 }

@@ -63,13 +63,7 @@ fn audit_denied(origin: &Origin, client_id: &str, err: &AuthError) {
         client_id: ClientId::parse(client_id).map_or("", |_| client_id),
         reason: None,
         rotation_id: None,
-        outcome: match err {
-            AuthError::NoIdentity | AuthError::CertificateWithoutIdentity | AuthError::Token(_) => {
-                "unauthenticated"
-            }
-            AuthError::Denied { .. } => "permission_denied",
-            AuthError::RateLimited { .. } => "rate_limited",
-        },
+        outcome: err.kind().as_str(),
         kv_version: None,
     });
 }

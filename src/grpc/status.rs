@@ -1,5 +1,6 @@
 //! The one place a `tonic::Status` is built from a domain error. Exhaustive on purpose: a new
-//! error variant does not compile until it is given a code and a message. Messages are curated;
+//! error variant does not compile until it is given a code and a message. Codes follow the
+//! errors' `kind()`, the same classification the audit trail uses. Messages are curated;
 //! upstream bodies never reach a caller.
 
 use std::time::Duration;
@@ -7,7 +8,10 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{auth::AuthError, auth0::Auth0Error, rotation::RotationError, vault::VaultError};
+use crate::{
+    auth::{AuthError, AuthErrorKind},
+    rotation::{IssuerError, IssuerErrorKind, RotationError, StoreError, StoreErrorKind},
+};
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
@@ -18,18 +22,16 @@ impl From<AuthError> for Status {
 /// Authentication and authorization refusals. Public so that tests can check the mapping.
 pub fn auth_status(err: AuthError) -> Status {
     let message = err.to_string();
-    match err {
-        AuthError::NoIdentity | AuthError::CertificateWithoutIdentity | AuthError::Token(_) => {
-            Status::unauthenticated(message)
+    match err.kind() {
+        AuthErrorKind::Unauthenticated => Status::unauthenticated(message),
+        AuthErrorKind::PermissionDenied => Status::permission_denied(message),
+        AuthErrorKind::RateLimited => {
+            let wait = err.retry_after().unwrap_or(Duration::from_secs(1));
+            retry_later(
+                format!("{message}; nothing was rotated, retry in {}s", secs(wait)),
+                wait,
+            )
         }
-        AuthError::Denied { .. } => Status::permission_denied(message),
-        AuthError::RateLimited { retry_after, .. } => retry_later(
-            format!(
-                "{message}; nothing was rotated, retry in {}s",
-                secs(retry_after)
-            ),
-            retry_after,
-        ),
     }
 }
 
@@ -49,14 +51,11 @@ impl From<RotationError> for Status {
     fn from(err: RotationError) -> Self {
         match err {
             RotationError::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
-            RotationError::VaultBeforeRotation(e) => vault_before(e),
-            RotationError::Vault(e) => match e {
-                VaultError::Unavailable(_) => Status::unavailable(format!("Vault: {e}")),
-                VaultError::PermissionDenied(_)
-                | VaultError::CasMismatch
-                | VaultError::Unexpected(_) => Status::internal(format!("Vault: {e}")),
-            },
-            RotationError::Auth0(e) => auth0(e),
+            RotationError::VaultBeforeRotation(e) => {
+                Status::new(store_code(&e), format!("Vault: {e}; nothing was rotated"))
+            }
+            RotationError::Vault(e) => Status::new(store_code(&e), format!("Vault: {e}")),
+            RotationError::Issuer(e) => issuer(e),
             RotationError::Busy => Status::aborted(
                 "another rotation of this client is in progress and did not finish within the deadline; \
                  nothing was rotated, try again",
@@ -112,28 +111,22 @@ impl From<RotationError> for Status {
     }
 }
 
-fn vault_before(err: VaultError) -> Status {
-    let message = format!("Vault: {err}; nothing was rotated");
-    match err {
-        VaultError::Unavailable(_) => Status::unavailable(message),
-        VaultError::PermissionDenied(_) | VaultError::CasMismatch | VaultError::Unexpected(_) => {
-            Status::internal(message)
-        }
+/// A Vault failure the caller can wait out is UNAVAILABLE; anything else needs an operator.
+fn store_code(err: &StoreError) -> Code {
+    match err.kind() {
+        StoreErrorKind::Unavailable => Code::Unavailable,
+        StoreErrorKind::Conflict | StoreErrorKind::Refused => Code::Internal,
     }
 }
 
-fn auth0(err: Auth0Error) -> Status {
+fn issuer(err: IssuerError) -> Status {
     let message = err.to_string();
-    match err {
-        Auth0Error::ClientNotFound => Status::not_found(message),
-        Auth0Error::ClientNotRotatable => Status::failed_precondition(message),
-        Auth0Error::CredentialsRejected
-        | Auth0Error::AccessDenied(_)
-        | Auth0Error::TokenRejected
-        | Auth0Error::MissingScope(_)
-        | Auth0Error::Protocol(_) => Status::internal(message),
-        Auth0Error::RateLimited { retry_after } => {
-            let wait = retry_after.unwrap_or(Duration::from_secs(1));
+    match err.kind() {
+        IssuerErrorKind::ClientNotFound => Status::not_found(message),
+        IssuerErrorKind::ClientNotRotatable => Status::failed_precondition(message),
+        IssuerErrorKind::RefusedService => Status::internal(message),
+        IssuerErrorKind::RateLimited => {
+            let wait = err.retry_after().unwrap_or(Duration::from_secs(1));
             retry_later(
                 format!(
                     "Auth0 rate limit reached; nothing was rotated, retry in {}s",
@@ -142,14 +135,16 @@ fn auth0(err: Auth0Error) -> Status {
                 wait,
             )
         }
-        Auth0Error::Unavailable(_) | Auth0Error::OutcomeUnknown(_) => Status::unavailable(message),
+        IssuerErrorKind::Unavailable | IssuerErrorKind::OutcomeUnknown => {
+            Status::unavailable(message)
+        }
     }
 }
 
 /// A nested error's own message (ours, curated), for wrapping errors.
 fn cause(err: &RotationError) -> String {
     match err {
-        RotationError::Auth0(e) => e.to_string(),
+        RotationError::Issuer(e) => e.to_string(),
         RotationError::Vault(e) | RotationError::VaultBeforeRotation(e) => format!("Vault: {e}"),
         other => other.to_string(),
     }

@@ -8,10 +8,13 @@ use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
 use super::{
-    ClientId, ClientState, IdempotencyOutcome, IdempotencyRecord, Intent, Ledger, Rotation,
-    RotationError, RotationMetadata, RotationService, SecretIssuer, SecretStore,
+    error::{RotationError, StoreError},
+    ids::ClientId,
+    ports::{Ledger, SecretIssuer, SecretStore},
+    records::{ClientState, Intent, KvVersion, Rotation, RotationMetadata},
+    service::{RotationService, audit_rotation},
 };
-use crate::vault::VaultError;
+use crate::audit::{Event, Origin};
 
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Stores the secret Auth0 accepts now, unless Vault already holds it, then closes the
@@ -22,7 +25,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         client_id: &ClientId,
         path: &str,
         intent: &Intent,
-        fence: u64,
+        fence: KvVersion,
     ) -> Result<Option<Rotation>, RotationError> {
         let live = self.issuer.read_secret(client_id).await?;
         let current = self
@@ -33,21 +36,23 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let rotation = match current {
             // Vault already holds the live secret: either the intent's rotation was stored just
             // before a crash, or Auth0 never rotated under it, or a newer rotation is in place.
-            Some((version, secret)) if secret.expose_secret() == live.secret.expose_secret() => {
+            Some(held) if held.value.expose_secret() == live.secret.expose_secret() => {
                 let last = self
                     .store
                     .last_rotation(path)
                     .await
                     .map_err(RotationError::Vault)?;
-                last.filter(|(m, v)| m.rotation_id == intent.rotation_id && *v == version)
-                    .map(|(metadata, version)| Rotation {
-                        client: live.client.clone(),
-                        metadata,
-                        stored: self.stored(path.to_owned(), version),
-                    })
+                last.filter(|m| {
+                    m.value.rotation_id == intent.rotation_id && m.version == held.version
+                })
+                .map(|m| Rotation {
+                    client: live.client.clone(),
+                    metadata: m.value,
+                    stored: self.stored(path.to_owned(), m.version),
+                })
             }
             current => {
-                let cas = current.map_or(0, |(version, _)| version);
+                let cas = current.map_or(KvVersion::NONE, |held| held.version);
                 let metadata = RotationMetadata {
                     rotation_id: intent.rotation_id,
                     rotated_at: std::time::SystemTime::now(),
@@ -74,27 +79,27 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         info!(
             rotation_id = %intent.rotation_id,
             recovered = true,
-            stored = rotation.as_ref().map(|r| r.stored.version),
+            stored = rotation.as_ref().map(|r| r.stored.version.get()),
             "healed an open rotation from Auth0's live secret"
         );
-        let origin = crate::audit::Origin {
+        let origin = Origin {
             caller: intent.caller.clone(),
             peer: None,
             trace_id: intent.trace_id.clone().unwrap_or_default(),
         };
-        crate::audit::emit(crate::audit::Record {
-            event: crate::audit::Event::Recovered,
-            origin: &origin,
-            client_id: client_id.as_str(),
-            reason: intent.reason.as_ref().map(super::Reason::as_str),
-            rotation_id: Some(intent.rotation_id),
-            outcome: if rotation.is_some() {
+        audit_rotation(
+            Event::Recovered,
+            &origin,
+            client_id,
+            intent.reason.as_ref(),
+            intent.rotation_id,
+            if rotation.is_some() {
                 "stored"
             } else {
                 "already_stored"
             },
-            kv_version: rotation.as_ref().map(|r| r.stored.version),
-        });
+            rotation.as_ref().map(|r| r.stored.version),
+        );
         Ok(rotation)
     }
 
@@ -104,7 +109,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         &self,
         client_id: &ClientId,
         orphan: Intent,
-        version: u64,
+        version: KvVersion,
     ) -> Result<(), RotationError> {
         let taken = ClientState {
             lease: Some(self.new_lease()),
@@ -112,7 +117,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         let fence = match self.ledger.write_state(client_id, &taken, version).await {
             Ok(fence) => fence,
-            Err(VaultError::CasMismatch) => return Ok(()),
+            Err(StoreError::CasMismatch) => return Ok(()),
             Err(e) => return Err(RotationError::Vault(e)),
         };
         warn!(rotation_id = %orphan.rotation_id, started_at = ?orphan.started_at, "healing a rotation left open");
@@ -133,36 +138,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         }
     }
 
-    async fn settle_recovered_key(
-        &self,
-        key: &super::IdempotencyKey,
-        client_id: &ClientId,
-        intent: &Intent,
-        rotation: Option<&Rotation>,
-    ) {
-        let Ok((version, Some(record))) = self.ledger.read_idempotency(key).await else {
-            return;
-        };
-        let ours = matches!(record.outcome, IdempotencyOutcome::Pending { rotation_id } if rotation_id == intent.rotation_id);
-        if !ours {
-            return;
-        }
-        let outcome = match rotation {
-            Some(r) => IdempotencyOutcome::Done {
-                rotation: Box::new(r.clone()),
-            },
-            None => IdempotencyOutcome::Released,
-        };
-        let settled = IdempotencyRecord {
-            client_id: client_id.clone(),
-            created_at: record.created_at,
-            outcome,
-        };
-        if let Err(e) = self.ledger.write_idempotency(key, &settled, version).await {
-            warn!(error = %e, "could not settle the idempotency key of a healed rotation");
-        }
-    }
-
     /// One pass over every client record: heals each open intent whose lease is free or
     /// expired. Returns how many were healed.
     pub async fn reconcile_once(&self) -> usize {
@@ -175,13 +150,14 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         let mut healed = 0;
         for client_id in clients {
-            let (version, state) = match self.ledger.read_state(&client_id).await {
+            let record = match self.ledger.read_state(&client_id).await {
                 Ok(read) => read,
                 Err(e) => {
                     warn!(%client_id, error = %e, "reconciler cannot read a client record");
                     continue;
                 }
             };
+            let state = record.value;
             let leased = state
                 .lease
                 .as_ref()
@@ -189,7 +165,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             let Some(intent) = state.intent.filter(|_| !leased) else {
                 continue;
             };
-            match self.heal_orphan(&client_id, intent, version).await {
+            match self.heal_orphan(&client_id, intent, record.version).await {
                 Ok(()) => healed += 1,
                 Err(e) => warn!(%client_id, error = %e, "reconciler could not heal; will retry"),
             }

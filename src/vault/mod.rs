@@ -1,7 +1,11 @@
-//! Vault KV v2 adapter (vaultrs): check-and-set writes of `{client_id, client_secret}`, rotation
-//! facts in the key's custom_metadata, and the start-up permission check.
+//! Vault KV v2 adapter (vaultrs), implementing the protocol's [`SecretStore`] and [`Ledger`]:
+//! check-and-set writes of `{client_id, client_secret}`, rotation facts in the key's
+//! custom_metadata, the ledger's records, and the start-up permission check. vaultrs's errors
+//! become the protocol's [`StoreError`]; Vault's own error texts are logged only.
 
-use std::collections::HashMap;
+mod settings;
+
+use std::{collections::HashMap, sync::Arc};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -16,56 +20,42 @@ use vaultrs::{
     kv2,
 };
 
-use crate::{
-    config::VaultConfig,
-    rotation::{
-        ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, Ledger, Reason,
-        RotationMetadata, SecretStore,
-    },
+pub use settings::Settings;
+
+use crate::rotation::{
+    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, KvVersion, Ledger,
+    Reason, RotationMetadata, SecretStore, StoreError, Versioned,
 };
 
-/// What went wrong talking to Vault. Messages are ours; Vault's own error texts are logged only.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VaultError {
-    #[error("Vault is unavailable: {0}")]
-    Unavailable(String),
-    #[error("Vault denied the service's token access to {0}")]
-    PermissionDenied(String),
-    #[error("a newer version was written to the key meanwhile (check-and-set mismatch)")]
-    CasMismatch,
-    #[error("Vault answered in an unexpected way: {0}")]
-    Unexpected(String),
-}
-
-impl VaultError {
-    /// Worth retrying: the same request may succeed in a moment.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-
-    fn from_client(err: ClientError, what: &str) -> Self {
-        match err {
-            ClientError::APIError { code: 403, .. } => Self::PermissionDenied(what.to_owned()),
-            ClientError::APIError { code: 400, errors }
-                if errors.iter().any(|e| e.contains("check-and-set")) =>
-            {
-                Self::CasMismatch
-            }
-            ClientError::APIError { code, errors } if code >= 500 || code == 429 => {
-                warn!(code, ?errors, "Vault error");
-                Self::Unavailable(format!("HTTP {code}"))
-            }
-            ClientError::APIError { code, errors } => {
-                warn!(code, ?errors, "Vault error");
-                Self::Unexpected(format!("HTTP {code} for {what}"))
-            }
-            ClientError::RestClientError { .. } => Self::Unavailable("request failed".into()),
-            _ => Self::Unexpected(format!("malformed answer for {what}")),
+/// Maps a vaultrs error to the protocol's; `what` names the thing asked for.
+fn store_error(err: ClientError, what: &str) -> StoreError {
+    match err {
+        ClientError::APIError { code: 403, .. } => StoreError::PermissionDenied(what.to_owned()),
+        ClientError::APIError { code: 400, errors }
+            if errors.iter().any(|e| e.contains("check-and-set")) =>
+        {
+            StoreError::CasMismatch
         }
+        ClientError::APIError { code, errors } if code >= 500 || code == 429 => {
+            warn!(code, ?errors, "Vault error");
+            StoreError::Unavailable(format!("HTTP {code}"))
+        }
+        ClientError::APIError { code, errors } => {
+            warn!(code, ?errors, "Vault error");
+            StoreError::Unexpected(format!("HTTP {code} for {what}"))
+        }
+        ClientError::RestClientError { .. } => StoreError::Unavailable("request failed".into()),
+        _ => StoreError::Unexpected(format!("malformed answer for {what}")),
     }
 }
 
+/// KV v2 through vaultrs. Cheap to clone: clones share one client.
+#[derive(Clone)]
 pub struct VaultStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: VaultClient,
     mount: String,
     /// Where the ledger's records live inside the mount.
@@ -90,7 +80,7 @@ struct StoredData {
 }
 
 impl VaultStore {
-    pub fn new(config: &VaultConfig) -> Result<Self, VaultError> {
+    pub fn new(config: &Settings) -> Result<Self, StoreError> {
         // Every setting explicit: the builder would otherwise read VAULT_* on its own.
         let mut settings = VaultClientSettingsBuilder::default();
         settings
@@ -108,29 +98,32 @@ impl VaultStore {
             .namespace(config.namespace.clone());
         let settings = settings
             .build()
-            .map_err(|_| VaultError::Unexpected("invalid client settings".into()))?;
+            .map_err(|_| StoreError::Unexpected("invalid client settings".into()))?;
         let client = VaultClient::new(settings)
-            .map_err(|_| VaultError::Unexpected("cannot build the Vault client".into()))?;
+            .map_err(|_| StoreError::Unexpected("cannot build the Vault client".into()))?;
         Ok(Self {
-            client,
-            mount: config.mount.clone(),
-            state_prefix: config.state_prefix.clone(),
+            inner: Arc::new(Inner {
+                client,
+                mount: config.mount.clone(),
+                state_prefix: config.state_prefix.clone(),
+            }),
         })
     }
 
     /// Start-up check: Vault answers, and the token may create and update keys under the mount
     /// and their metadata.
-    #[instrument(skip_all, fields(vault.mount = %self.mount))]
-    pub async fn check(&self, sample_path: &str) -> Result<(), VaultError> {
-        let state = format!("{}/clients/capability_probe", self.state_prefix);
+    #[instrument(skip_all, fields(vault.mount = %self.inner.mount))]
+    pub async fn check(&self, sample_path: &str) -> Result<(), StoreError> {
+        let state = format!("{}/clients/capability_probe", self.inner.state_prefix);
         let paths = vec![
-            format!("{}/data/{sample_path}", self.mount),
-            format!("{}/metadata/{sample_path}", self.mount),
-            format!("{}/data/{state}", self.mount),
+            format!("{}/data/{sample_path}", self.inner.mount),
+            format!("{}/metadata/{sample_path}", self.inner.mount),
+            format!("{}/data/{state}", self.inner.mount),
         ];
-        let answer: HashMap<String, serde_json::Value> = capabilities_self(&self.client, &paths)
-            .await
-            .map_err(|e| VaultError::from_client(e, "sys/capabilities-self"))?;
+        let answer: HashMap<String, serde_json::Value> =
+            capabilities_self(&self.inner.client, &paths)
+                .await
+                .map_err(|e| store_error(e, "sys/capabilities-self"))?;
         for path in &paths {
             let caps: Vec<String> = answer
                 .get(path)
@@ -139,7 +132,7 @@ impl VaultStore {
             let can_write = caps.iter().any(|c| c == "root")
                 || (caps.iter().any(|c| c == "create") && caps.iter().any(|c| c == "update"));
             if !can_write {
-                return Err(VaultError::PermissionDenied(path.clone()));
+                return Err(StoreError::PermissionDenied(path.clone()));
             }
         }
         Ok(())
@@ -148,37 +141,40 @@ impl VaultStore {
 
 impl SecretStore for VaultStore {
     fn mount(&self) -> &str {
-        &self.mount
+        &self.inner.mount
     }
 
     #[instrument(skip_all, fields(vault.path = %path))]
-    async fn current_version(&self, path: &str) -> Result<u64, VaultError> {
-        match kv2::read_metadata(&self.client, &self.mount, path).await {
-            Ok(meta) => Ok(meta.current_version),
-            Err(ClientError::APIError { code: 404, .. }) => Ok(0),
-            Err(e) => Err(VaultError::from_client(e, "the key's metadata")),
+    async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
+        match kv2::read_metadata(&self.inner.client, &self.inner.mount, path).await {
+            Ok(meta) => Ok(KvVersion(meta.current_version)),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(KvVersion::NONE),
+            Err(e) => Err(store_error(e, "the key's metadata")),
         }
     }
 
     #[instrument(skip_all, fields(vault.path = %path))]
-    async fn read_secret(&self, path: &str) -> Result<Option<(u64, SecretString)>, VaultError> {
-        let Some((version, data)) = self.read_current(path).await? else {
+    async fn read_secret(&self, path: &str) -> Result<Option<Versioned<SecretString>>, StoreError> {
+        let Some(current) = self.read_current(path).await? else {
             return Ok(None);
         };
-        let stored: StoredData = serde_json::from_value(data)
-            .map_err(|_| VaultError::Unexpected("the key holds no client_secret".into()))?;
-        Ok(Some((version, stored.client_secret)))
+        let stored: StoredData = serde_json::from_value(current.value)
+            .map_err(|_| StoreError::Unexpected("the key holds no client_secret".into()))?;
+        Ok(Some(Versioned {
+            version: current.version,
+            value: stored.client_secret,
+        }))
     }
 
     #[instrument(skip_all, fields(vault.path = %path))]
     async fn last_rotation(
         &self,
         path: &str,
-    ) -> Result<Option<(RotationMetadata, u64)>, VaultError> {
-        let meta = match kv2::read_metadata(&self.client, &self.mount, path).await {
+    ) -> Result<Option<Versioned<RotationMetadata>>, StoreError> {
+        let meta = match kv2::read_metadata(&self.inner.client, &self.inner.mount, path).await {
             Ok(meta) => meta,
             Err(ClientError::APIError { code: 404, .. }) => return Ok(None),
-            Err(e) => return Err(VaultError::from_client(e, "the key's metadata")),
+            Err(e) => return Err(store_error(e, "the key's metadata")),
         };
         let custom = meta.custom_metadata.unwrap_or_default();
         let parsed = (|| {
@@ -196,7 +192,10 @@ impl SecretStore for VaultStore {
                 recovered: custom.get("recovered").is_some_and(|r| r == "true"),
             })
         })();
-        Ok(parsed.map(|metadata| (metadata, meta.current_version)))
+        Ok(parsed.map(|value| Versioned {
+            version: KvVersion(meta.current_version),
+            value,
+        }))
     }
 
     #[instrument(skip_all, fields(vault.path = %path, cas))]
@@ -206,27 +205,26 @@ impl SecretStore for VaultStore {
         client_id: &ClientId,
         issued: &IssuedSecret,
         metadata: &RotationMetadata,
-        cas: u64,
-    ) -> Result<u64, VaultError> {
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
         let data = SecretData {
             client_id: client_id.as_str(),
             client_secret: &issued.secret,
         };
-        let cas32 =
-            u32::try_from(cas).map_err(|_| VaultError::Unexpected("version overflow".into()))?;
+        let cas32 = cas32(cas)?;
         let version = match kv2::set_with_options(
-            &self.client,
-            &self.mount,
+            &self.inner.client,
+            &self.inner.mount,
             path,
             &data,
             SetSecretRequestOptions { cas: cas32 },
         )
         .await
         {
-            Ok(written) => written.version,
+            Ok(written) => KvVersion(written.version),
             // A retry after a write whose answer was lost finds its own write: that is success.
-            Err(e) => match VaultError::from_client(e, "the key") {
-                VaultError::CasMismatch => self.version_holding(path, &issued.secret).await?,
+            Err(e) => match store_error(e, "the key") {
+                StoreError::CasMismatch => self.version_holding(path, &issued.secret).await?,
                 other => return Err(other),
             },
         };
@@ -251,7 +249,13 @@ impl SecretStore for VaultStore {
             async move {
                 let mut request = SetSecretMetadataRequest::builder();
                 request.custom_metadata(custom);
-                kv2::set_metadata(&self.client, &self.mount, path, Some(&mut request)).await
+                kv2::set_metadata(
+                    &self.inner.client,
+                    &self.inner.mount,
+                    path,
+                    Some(&mut request),
+                )
+                .await
             }
         };
         let backoff = backon::ExponentialBuilder::default()
@@ -259,7 +263,7 @@ impl SecretStore for VaultStore {
             .with_max_times(3);
         if let Err(e) = backon::Retryable::retry(set, backoff).await {
             warn!(
-                error = %VaultError::from_client(e, "the key's metadata"),
+                error = %store_error(e, "the key's metadata"),
                 rotation_id = %metadata.rotation_id,
                 "secret stored, but its rotation metadata was not"
             );
@@ -274,29 +278,40 @@ impl VaultStore {
     async fn read_current(
         &self,
         path: &str,
-    ) -> Result<Option<(u64, serde_json::Value)>, VaultError> {
+    ) -> Result<Option<Versioned<serde_json::Value>>, StoreError> {
         let request = ReadSecretRequest::builder()
-            .mount(&self.mount)
+            .mount(&self.inner.mount)
             .path(path)
             .build()
-            .map_err(|_| VaultError::Unexpected("invalid read request".into()))?;
-        match vaultrs::api::exec_with_result::<ReadSecretRequest>(&self.client, request).await {
-            Ok(ReadSecretResponse { data, metadata }) => Ok(Some((metadata.version, data))),
+            .map_err(|_| StoreError::Unexpected("invalid read request".into()))?;
+        match vaultrs::api::exec_with_result::<ReadSecretRequest>(&self.inner.client, request).await
+        {
+            Ok(ReadSecretResponse { data, metadata }) => Ok(Some(Versioned {
+                version: KvVersion(metadata.version),
+                value: data,
+            })),
             Err(ClientError::APIError { code: 404, .. }) => Ok(None),
-            Err(e) => Err(VaultError::from_client(e, "a key")),
+            Err(e) => Err(store_error(e, "a key")),
         }
     }
 
     async fn read_record<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
-    ) -> Result<(u64, Option<T>), VaultError> {
+    ) -> Result<Versioned<Option<T>>, StoreError> {
         match self.read_current(path).await? {
-            None => Ok((0, None)),
-            Some((version, data)) => {
-                let record = serde_json::from_value(data)
-                    .map_err(|_| VaultError::Unexpected(format!("malformed record at {path}")))?;
-                Ok((version, Some(record)))
+            None => Ok(Versioned {
+                version: KvVersion::NONE,
+                value: None,
+            }),
+            Some(current) => {
+                // Records are validated as they are read: ids, reasons and keys parse again.
+                let record = serde_json::from_value(current.value)
+                    .map_err(|_| StoreError::Unexpected(format!("malformed record at {path}")))?;
+                Ok(Versioned {
+                    version: current.version,
+                    value: Some(record),
+                })
             }
         }
     }
@@ -305,47 +320,50 @@ impl VaultStore {
         &self,
         path: &str,
         record: &T,
-        cas: u64,
-    ) -> Result<u64, VaultError> {
-        let cas =
-            u32::try_from(cas).map_err(|_| VaultError::Unexpected("version overflow".into()))?;
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
         kv2::set_with_options(
-            &self.client,
-            &self.mount,
+            &self.inner.client,
+            &self.inner.mount,
             path,
             record,
-            SetSecretRequestOptions { cas },
+            SetSecretRequestOptions { cas: cas32(cas)? },
         )
         .await
-        .map(|written| written.version)
-        .map_err(|e| VaultError::from_client(e, "a ledger record"))
+        .map(|written| KvVersion(written.version))
+        .map_err(|e| store_error(e, "a ledger record"))
     }
 
     fn state_path(&self, client_id: &ClientId) -> String {
-        format!("{}/clients/{client_id}", self.state_prefix)
+        format!("{}/clients/{client_id}", self.inner.state_prefix)
     }
 
     fn idempotency_path(&self, key: &IdempotencyKey) -> String {
         // The prefix keeps keys such as "." or ".." from being path segments of their own.
-        format!("{}/idempotency/k-{}", self.state_prefix, key.as_str())
+        format!("{}/idempotency/k-{}", self.inner.state_prefix, key.as_str())
     }
 
     /// The current version, if it holds exactly `secret`; a CAS mismatch otherwise.
-    async fn version_holding(&self, path: &str, secret: &SecretString) -> Result<u64, VaultError> {
+    async fn version_holding(
+        &self,
+        path: &str,
+        secret: &SecretString,
+    ) -> Result<KvVersion, StoreError> {
         match SecretStore::read_secret(self, path).await? {
-            Some((version, stored)) if stored.expose_secret() == secret.expose_secret() => {
-                Ok(version)
-            }
-            _ => Err(VaultError::CasMismatch),
+            Some(held) if held.value.expose_secret() == secret.expose_secret() => Ok(held.version),
+            _ => Err(StoreError::CasMismatch),
         }
     }
 }
 
 impl Ledger for VaultStore {
     #[instrument(skip_all, fields(%client_id))]
-    async fn read_state(&self, client_id: &ClientId) -> Result<(u64, ClientState), VaultError> {
-        let (version, state) = self.read_record(&self.state_path(client_id)).await?;
-        Ok((version, state.unwrap_or_default()))
+    async fn read_state(&self, client_id: &ClientId) -> Result<Versioned<ClientState>, StoreError> {
+        let read = self.read_record(&self.state_path(client_id)).await?;
+        Ok(Versioned {
+            version: read.version,
+            value: read.value.unwrap_or_default(),
+        })
     }
 
     #[instrument(skip_all, fields(%client_id, cas))]
@@ -353,28 +371,28 @@ impl Ledger for VaultStore {
         &self,
         client_id: &ClientId,
         state: &ClientState,
-        cas: u64,
-    ) -> Result<u64, VaultError> {
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
         self.write_record(&self.state_path(client_id), state, cas)
             .await
     }
 
-    async fn clients(&self) -> Result<Vec<ClientId>, VaultError> {
-        let dir = format!("{}/clients", self.state_prefix);
-        match kv2::list(&self.client, &self.mount, &dir).await {
+    async fn clients(&self) -> Result<Vec<ClientId>, StoreError> {
+        let dir = format!("{}/clients", self.inner.state_prefix);
+        match kv2::list(&self.inner.client, &self.inner.mount, &dir).await {
             Ok(keys) => Ok(keys
                 .iter()
                 .filter_map(|k| ClientId::parse(k).ok())
                 .collect()),
             Err(ClientError::APIError { code: 404, .. }) => Ok(Vec::new()),
-            Err(e) => Err(VaultError::from_client(e, "the ledger")),
+            Err(e) => Err(store_error(e, "the ledger")),
         }
     }
 
     async fn read_idempotency(
         &self,
         key: &IdempotencyKey,
-    ) -> Result<(u64, Option<IdempotencyRecord>), VaultError> {
+    ) -> Result<Versioned<Option<IdempotencyRecord>>, StoreError> {
         self.read_record(&self.idempotency_path(key)).await
     }
 
@@ -382,11 +400,16 @@ impl Ledger for VaultStore {
         &self,
         key: &IdempotencyKey,
         record: &IdempotencyRecord,
-        cas: u64,
-    ) -> Result<u64, VaultError> {
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
         self.write_record(&self.idempotency_path(key), record, cas)
             .await
     }
+}
+
+/// KV v2 takes check-and-set values as 32-bit numbers.
+fn cas32(cas: KvVersion) -> Result<u32, StoreError> {
+    u32::try_from(cas.get()).map_err(|_| StoreError::Unexpected("version overflow".into()))
 }
 
 /// `POST /v1/sys/capabilities-self`, which vaultrs does not wrap.

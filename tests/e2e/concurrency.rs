@@ -1,9 +1,8 @@
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use secret_rotator::{
-    auth0::Auth0Client,
-    config::{Auth0Config, Auth0Credentials},
+    auth0::{Auth0Client, Credentials, Settings},
     emulator::{Emulator, EmulatorConfig, m2m_client, random_client_id, regular_client},
     proto::RotateSecretRequest,
     rotation::{ClientId, SecretIssuer},
@@ -64,23 +63,22 @@ async fn token_requests_are_single_flight() {
         emulator = emulator.with_client(regular_client(id, "App"));
     }
     let emulator = emulator.start(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    let auth0 = Arc::new(
-        Auth0Client::new(&Auth0Config {
-            domain: emulator.domain(),
-            base_url: emulator.base_url().parse().unwrap(),
-            ca_cert: None,
-            credentials: Auth0Credentials::ClientCredentials {
-                client_id: m2m,
-                client_secret: SecretString::from(M2M_SECRET),
-                audience: format!("https://{}/api/v2/", emulator.domain()),
-            },
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(10),
-        })
-        .unwrap(),
-    );
+    let auth0 = Auth0Client::new(&Settings {
+        domain: emulator.domain(),
+        base_url: emulator.base_url().parse().unwrap(),
+        ca_cert: None,
+        credentials: Credentials::ClientCredentials {
+            client_id: m2m,
+            client_secret: SecretString::from(M2M_SECRET),
+            audience: format!("https://{}/api/v2/", emulator.domain()),
+        },
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    // Clones share one token cache.
     let calls = ids.iter().map(|id| {
-        let auth0 = Arc::clone(&auth0);
+        let auth0 = auth0.clone();
         let id = ClientId::parse(id).unwrap();
         tokio::spawn(async move { auth0.rotate_secret(&id).await.map(|_| ()) })
     });

@@ -6,30 +6,15 @@ use std::{collections::HashMap, time::Duration};
 use prost::Message;
 use secret_rotator::{
     emulator::{Emulator, EmulatorConfig, m2m_client, random_client_id, regular_client},
-    proto::{GetRotationStatusRequest, RotateSecretRequest},
+    proto::GetRotationStatusRequest,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
 
 use crate::helpers::{
     ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, Stack, StackOptions, assert_status, eventually,
-    rotate_fault, vault_path,
+    keyed, rotate, rotate_fault, slow_answer, vault_path,
 };
-
-fn request(client_id: &str) -> RotateSecretRequest {
-    RotateSecretRequest {
-        client_id: client_id.to_owned(),
-        ..Default::default()
-    }
-}
-
-fn keyed(client_id: &str, key: &str) -> RotateSecretRequest {
-    RotateSecretRequest {
-        client_id: client_id.to_owned(),
-        idempotency_key: key.to_owned(),
-        ..Default::default()
-    }
-}
 
 /// Fast reconciler and short leases, so healing happens within a test's patience.
 fn quick_recovery() -> Vec<String> {
@@ -81,15 +66,7 @@ async fn auth0_commits_then_answers_502_and_the_live_secret_is_recovered() {
         data["client_secret"],
         stack.emulator.live_secret(&id).unwrap().as_str()
     );
-    let status = stack
-        .client()
-        .await
-        .get_rotation_status(GetRotationStatusRequest {
-            client_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = stack.status(&id).await;
     assert!(status.last_rotation.unwrap().recovered);
     assert!(status.open_intent.is_none());
 }
@@ -102,12 +79,7 @@ async fn auth0_commits_then_times_out_and_the_live_secret_is_recovered() {
     })
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .expect("a first, normal rotation");
+    stack.rotate_ok(&id).await;
     stack.emulator.inject(rotate_fault(504, true, 2_000));
     let status = stack.rotate_refused(&id).await;
     assert_status(&status, Code::Unavailable, "timed out");
@@ -125,22 +97,23 @@ async fn auth0_commits_then_times_out_and_the_live_secret_is_recovered() {
 #[tokio::test]
 async fn vault_killed_after_the_auth0_call_is_healed_once_it_is_back() {
     let bao = Bao::start_persistent().await;
-    let mut args = quick_recovery();
-    args.extend(["--test-pause-after-auth0".into(), "1s".into()]);
     let mut stack = Stack::start_on(
         bao,
         StackOptions {
-            extra_args: args,
+            extra_args: quick_recovery(),
             ..StackOptions::default()
         },
     )
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
+    // Auth0 rotates at once and answers half a second later (within AUTH0_TIMEOUT): time to
+    // stop Vault while the rotation is between Auth0 and Vault.
+    stack.emulator.inject(slow_answer(500));
 
     let mut client = stack.client().await;
     let call = tokio::spawn({
         let id = id.clone();
-        async move { client.rotate_secret(request(&id)).await }
+        async move { client.rotate_secret(rotate(&id)).await }
     });
     eventually("Auth0 to rotate", Duration::from_secs(10), || async {
         (stack.emulator.stats().rotations == 1).then_some(())
@@ -180,13 +153,13 @@ async fn a_service_killed_between_auth0_and_vault_is_healed_after_restart() {
         ("ROTATOR_RECONCILE_INTERVAL", "200ms".to_owned()),
     ]);
 
-    let mut paused = env.clone();
-    paused.push(("ROTATOR_TEST_PAUSE_AFTER_AUTH0", "60s".to_owned()));
-    let mut first = ServiceProcess::start(&paused).await;
+    // Auth0 rotates at once and answers only after the process is gone.
+    emulator.inject(slow_answer(60_000));
+    let mut first = ServiceProcess::start(&env).await;
     let mut client = first.client().await;
     let call = tokio::spawn({
         let id = id.clone();
-        async move { client.rotate_secret(request(&id)).await }
+        async move { client.rotate_secret(rotate(&id)).await }
     });
     eventually("Auth0 to rotate", Duration::from_secs(10), || async {
         (emulator.stats().rotations == 1).then_some(())
@@ -272,7 +245,7 @@ async fn three_processes_200_calls_10_clients_keep_vault_equal_to_auth0() {
         .map(|i| {
             let mut client = clients[i % 3].clone();
             let id = ids[i % 10].clone();
-            tokio::spawn(async move { (id.clone(), client.rotate_secret(request(&id)).await) })
+            tokio::spawn(async move { (id.clone(), client.rotate_secret(rotate(&id)).await) })
         })
         .collect();
     let mut ok = Vec::new();
@@ -396,13 +369,7 @@ async fn a_stale_intent_does_not_replace_a_newer_rotation() {
     })
     .await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    let newer = stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .unwrap()
-        .into_inner();
+    let newer = stack.rotate_ok(&id).await;
 
     // An intent from an old rotation whose replica died, as the ledger would hold it.
     let state = format!("secret/data/secret-rotator/clients/{id}");
@@ -461,7 +428,7 @@ async fn a_client_mid_rotation_elsewhere_is_waited_for_then_aborted() {
         .api(reqwest::Method::POST, &state, Some(held))
         .await;
     assert_eq!(status, 200);
-    let mut request = tonic::Request::new(request(&id));
+    let mut request = tonic::Request::new(rotate(&id));
     request.set_timeout(Duration::from_millis(800));
     let status = stack
         .client()
@@ -492,26 +459,19 @@ async fn without_read_client_keys_rotations_are_refused_unless_the_risk_is_accep
     })
     .await;
     let id = accepted.seed(regular_client(&random_client_id(), "App"));
-    accepted
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .expect("risk accepted");
+    accepted.rotate_ok(&id).await;
 }
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_rotation_finish() {
-    let mut stack = Stack::start_with(StackOptions {
-        extra_args: vec!["--test-pause-after-auth0".into(), "1s".into()],
-        ..StackOptions::default()
-    })
-    .await;
+    let mut stack = Stack::start().await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
+    // Auth0 answers a second after it rotated: shutdown arrives mid-rotation.
+    stack.emulator.inject(slow_answer(1_000));
     let mut client = stack.client().await;
     let call = tokio::spawn({
         let id = id.clone();
-        async move { client.rotate_secret(request(&id)).await }
+        async move { client.rotate_secret(rotate(&id)).await }
     });
     eventually("Auth0 to rotate", Duration::from_secs(10), || async {
         (stack.emulator.stats().rotations == 1).then_some(())

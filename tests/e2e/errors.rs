@@ -1,21 +1,10 @@
 use std::time::Duration;
 
-use secret_rotator::{
-    emulator::{EmulatorConfig, Faults, random_client_id, regular_client},
-    proto::RotateSecretRequest,
-};
+use secret_rotator::emulator::{EmulatorConfig, Faults, random_client_id, regular_client};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Stack, StackOptions, assert_status, rotate_fault, vault_path};
-
-fn request(client_id: &str) -> RotateSecretRequest {
-    RotateSecretRequest {
-        client_id: client_id.to_owned(),
-        reason: String::new(),
-        ..Default::default()
-    }
-}
+use crate::helpers::{Stack, StackOptions, assert_status, rotate, rotate_fault, vault_path};
 
 #[tokio::test]
 async fn auth0_rate_limit_is_resource_exhausted_with_retry_info() {
@@ -63,7 +52,7 @@ async fn a_real_token_bucket_runs_dry() {
         let id = stack.seed(regular_client(&random_client_id(), "App"));
         codes.push(
             client
-                .rotate_secret(request(&id))
+                .rotate_secret(rotate(&id))
                 .await
                 .map(|_| Code::Ok)
                 .unwrap_or_else(|s| s.code()),
@@ -87,12 +76,7 @@ async fn auth0_server_error_is_unavailable() {
     assert_eq!(stack.emulator.stats().rotations, 0);
 
     // The next attempt, with Auth0 healthy again, works.
-    stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .expect("retry succeeds");
+    stack.rotate_ok(&id).await;
     let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
     assert_eq!(
         data["client_secret"],

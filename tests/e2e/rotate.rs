@@ -1,19 +1,8 @@
 use prost::Message;
-use secret_rotator::{
-    emulator::{pkjwt_client, random_client_id, regular_client},
-    proto::RotateSecretRequest,
-};
+use secret_rotator::emulator::{pkjwt_client, random_client_id, regular_client};
 use tonic::Code;
 
-use crate::helpers::{Stack, assert_status, vault_path};
-
-fn request(client_id: &str, reason: &str) -> RotateSecretRequest {
-    RotateSecretRequest {
-        client_id: client_id.to_owned(),
-        reason: reason.to_owned(),
-        ..Default::default()
-    }
-}
+use crate::helpers::{Stack, assert_status, rotate, rotate_because, vault_path};
 
 #[tokio::test]
 async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
@@ -23,7 +12,7 @@ async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
     let mut client = stack.client().await;
 
     let answer = client
-        .rotate_secret(request(&id, "quarterly rotation"))
+        .rotate_secret(rotate_because(&id, "quarterly rotation"))
         .await
         .expect("rotation succeeds")
         .into_inner();
@@ -105,7 +94,7 @@ async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
 
     // A second rotation writes the next version.
     let again = client
-        .rotate_secret(request(&id, ""))
+        .rotate_secret(rotate(&id))
         .await
         .unwrap()
         .into_inner();
@@ -128,13 +117,7 @@ async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
 async fn third_party_tpc_client_rotates() {
     let stack = Stack::start().await;
     let id = stack.seed(regular_client("tpc_rhQfCQohbSxytKPKF987fE", "Partner app"));
-    let answer = stack
-        .client()
-        .await
-        .rotate_secret(request(&id, ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = stack.rotate_ok(&id).await;
     assert_eq!(answer.client.unwrap().client_id, id);
     let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
     assert_eq!(
@@ -147,12 +130,7 @@ async fn third_party_tpc_client_rotates() {
 async fn unknown_client_is_not_found_and_writes_nothing() {
     let stack = Stack::start().await;
     let id = random_client_id();
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id, ""))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_status(&status, Code::NotFound, "no client");
     assert_eq!(stack.emulator.stats().rotate_requests, 1);
     assert!(stack.bao.secret_keys().await.is_empty());
@@ -162,12 +140,7 @@ async fn unknown_client_is_not_found_and_writes_nothing() {
 async fn private_key_jwt_client_is_a_failed_precondition() {
     let stack = Stack::start().await;
     let id = stack.seed(pkjwt_client(&random_client_id()));
-    let status = stack
-        .client()
-        .await
-        .rotate_secret(request(&id, ""))
-        .await
-        .unwrap_err();
+    let status = stack.rotate_refused(&id).await;
     assert_status(&status, Code::FailedPrecondition, "private_key_jwt");
     assert!(
         !status

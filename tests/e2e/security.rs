@@ -11,7 +11,10 @@ use tonic::{Code, Request, transport::Channel};
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{ServiceProcess, Stack, StackOptions, assert_status, eventually, vault_path},
+    helpers::{
+        ServiceProcess, Stack, StackOptions, assert_status, eventually, rotate, slow_answer,
+        vault_path,
+    },
     pki::{AUDIENCE, BOT, Ca, JwtSigner, Pki},
 };
 
@@ -29,15 +32,8 @@ rpcs = ["RotateSecret"]
 
 const AUTOMATION: &str = "automation@corp.example";
 
-fn request(client_id: &str) -> RotateSecretRequest {
-    RotateSecretRequest {
-        client_id: client_id.to_owned(),
-        ..Default::default()
-    }
-}
-
 fn with_token(client_id: &str, token: &str) -> Request<RotateSecretRequest> {
-    let mut request = Request::new(request(client_id));
+    let mut request = Request::new(rotate(client_id));
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -82,7 +78,7 @@ async fn call_over(
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     SecretRotationServiceClient::new(channel)
-        .rotate_secret(request(id))
+        .rotate_secret(rotate(id))
         .await
         .map(|_| ())
 }
@@ -233,7 +229,7 @@ async fn the_policy_reloads_on_change_and_sighup_and_a_broken_one_is_ignored() {
     emulator.add_client(regular_client(&id, "App"));
     let mut client = service.client().await;
     client
-        .rotate_secret(request(&id))
+        .rotate_secret(rotate(&id))
         .await
         .expect("allowed at first");
 
@@ -241,7 +237,7 @@ async fn the_policy_reloads_on_change_and_sighup_and_a_broken_one_is_ignored() {
         let mut c = c.clone();
         let id = id.clone();
         async move {
-            c.rotate_secret(request(&id))
+            c.rotate_secret(rotate(&id))
                 .await
                 .map(|_| Code::Ok)
                 .unwrap_or_else(|s| s.code())
@@ -364,23 +360,20 @@ async fn each_caller_has_a_rotation_rate_limit() {
 #[tokio::test]
 async fn concurrent_rotations_are_capped_and_requests_are_small() {
     let stack = Stack::start_with(StackOptions {
-        extra_args: [
-            "--max-concurrent-rotations",
-            "1",
-            "--test-pause-after-auth0",
-            "2s",
-        ]
-        .map(String::from)
-        .to_vec(),
+        extra_args: ["--max-concurrent-rotations", "1"]
+            .map(String::from)
+            .to_vec(),
         ..StackOptions::default()
     })
     .await;
     let first = stack.seed(regular_client(&random_client_id(), "First"));
     let second = stack.seed(regular_client(&random_client_id(), "Second"));
+    // The first rotation holds its slot for two seconds, waiting for Auth0's answer.
+    stack.emulator.inject(slow_answer(2_000));
     let mut client = stack.client().await;
     let running = tokio::spawn({
         let mut client = client.clone();
-        async move { client.rotate_secret(request(&first)).await }
+        async move { client.rotate_secret(rotate(&first)).await }
     });
     eventually(
         "the first rotation to start",
@@ -388,7 +381,7 @@ async fn concurrent_rotations_are_capped_and_requests_are_small() {
         || async { (stack.emulator.stats().rotations == 1).then_some(()) },
     )
     .await;
-    let mut waiting = Request::new(request(&second));
+    let mut waiting = Request::new(rotate(&second));
     waiting.set_timeout(Duration::from_millis(500));
     let status = client.rotate_secret(waiting).await.unwrap_err();
     assert_status(&status, Code::ResourceExhausted, "too many rotations");
@@ -442,12 +435,7 @@ async fn upstream_certificates_are_verified_against_the_configured_cas() {
     let options = trusting(&bao, true, true);
     let stack = Stack::start_on(bao, options).await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    stack
-        .client()
-        .await
-        .rotate_secret(request(&id))
-        .await
-        .expect("rotation over verified TLS");
+    stack.rotate_ok(&id).await;
     assert_eq!(
         stack.bao.kv_data(&vault_path(&id)).await.unwrap()["client_secret"],
         stack.emulator.live_secret(&id).unwrap().as_str()

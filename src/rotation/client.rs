@@ -1,11 +1,12 @@
-//! Auth0's Client object as the Management API returns it.
+//! Auth0's Client object as the Management API returns it: the vocabulary the protocol and the
+//! gRPC layer share (the Auth0 adapter parses into it).
 //!
 //! Parsing is tolerant: every member is optional, unknown members are skipped without being
 //! kept, and a member of an unexpected type reads as absent instead of failing the whole
 //! object. The rotate-secret answer is the only copy of a new secret the service ever gets, so
 //! a schema change at Auth0 must never turn a committed rotation into a parse error.
 //! The secret itself is not part of this model: it is read separately, straight into a
-//! `SecretString` (see `RotateSecretBody`).
+//! `SecretString` (see `auth0::parse_rotation`).
 
 use std::collections::BTreeMap;
 

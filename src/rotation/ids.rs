@@ -1,13 +1,10 @@
-//! Validated request values and the rotation record. Parsing happens here, once: the rest of the
-//! service only sees values that are known to be safe to send to Auth0 and Vault.
+//! Validated ids and request values, one `parse` constructor each. Parsing happens here, once,
+//! for requests and for records read back from Vault alike: the rest of the service only sees
+//! values that are known to be safe to send to Auth0 and Vault.
 
-use std::{fmt, time::SystemTime};
+use std::fmt;
 
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::{audit::Origin, auth0::Client};
 
 /// An Auth0 client id: 1 to 64 characters of `[A-Za-z0-9_]`. Real ids are 32 alphanumerics or
 /// `tpc_`-prefixed; the wider pattern keeps future formats working while ruling out anything
@@ -45,6 +42,9 @@ pub enum ValidationError {
     ReasonTooLong,
     #[error("reason must not contain control characters")]
     ReasonControl,
+    /// Only a stored record can hold an empty reason: a request's empty reason is no reason.
+    #[error("a stored reason must not be empty")]
+    ReasonEmpty,
     #[error(
         "idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX} characters of letters, digits, '.', '_', ':' and '-'"
     )]
@@ -80,7 +80,21 @@ impl fmt::Display for ClientId {
 
 /// Why a rotation was asked for: at most 256 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Reason(String);
+
+impl TryFrom<String> for Reason {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, ValidationError> {
+        Self::parse(&s)?.ok_or(ValidationError::ReasonEmpty)
+    }
+}
+
+impl From<Reason> for String {
+    fn from(r: Reason) -> String {
+        r.0
+    }
+}
 
 impl Reason {
     /// An empty reason is no reason.
@@ -105,7 +119,21 @@ impl Reason {
 /// A caller's key that makes retries of one request safe: 1 to 128 characters of
 /// `[A-Za-z0-9._:-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct IdempotencyKey(String);
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, ValidationError> {
+        Self::parse(&s)?.ok_or(ValidationError::IdempotencyKey)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(k: IdempotencyKey) -> String {
+        k.0
+    }
+}
 
 impl IdempotencyKey {
     /// An empty key is no key.
@@ -123,31 +151,6 @@ impl IdempotencyKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// One validated RotateSecret request.
-#[derive(Debug, Clone)]
-pub struct RotateCommand {
-    pub client_id: ClientId,
-    pub reason: Option<Reason>,
-    pub idempotency_key: Option<IdempotencyKey>,
-    /// Who asked, from where, under which trace (for the intent and the audit trail).
-    pub origin: Origin,
-}
-
-impl RotateCommand {
-    pub fn parse(
-        client_id: &str,
-        reason: &str,
-        idempotency_key: &str,
-    ) -> Result<Self, ValidationError> {
-        Ok(Self {
-            client_id: ClientId::parse(client_id)?,
-            reason: Reason::parse(reason)?,
-            idempotency_key: IdempotencyKey::parse(idempotency_key)?,
-            origin: Origin::default(),
-        })
     }
 }
 
@@ -189,117 +192,6 @@ impl PathTemplate {
     pub fn render(&self, client_id: &ClientId) -> String {
         self.template.replace("{client_id}", client_id.as_str())
     }
-}
-
-/// What Auth0 handed back from a rotation: the client's metadata and its new secret.
-pub struct IssuedSecret {
-    pub client: Client,
-    pub secret: SecretString,
-}
-
-impl fmt::Debug for IssuedSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedSecret")
-            .field("client_id", &self.client.client_id)
-            .field("secret", &"[REDACTED]")
-            .finish()
-    }
-}
-
-/// Rotation facts kept next to the secret, in the KV key's custom_metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RotationMetadata {
-    pub rotation_id: Uuid,
-    pub rotated_at: SystemTime,
-    pub reason: Option<Reason>,
-    /// The secret was read back from Auth0 by recovery, not taken from rotate-secret's answer.
-    pub recovered: bool,
-}
-
-/// A KV v2 version holding a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSecret {
-    pub mount: String,
-    pub path: String,
-    pub version: u64,
-}
-
-/// A completed rotation, as the caller is told about it. No secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rotation {
-    pub client: Client,
-    pub metadata: RotationMetadata,
-    pub stored: StoredSecret,
-}
-
-/// What the service knows about a client (GetRotationStatus).
-#[derive(Debug, Clone, Default)]
-pub struct RotationStatus {
-    /// The last rotation stored in Vault: its metadata and where it is.
-    pub last: Option<(RotationMetadata, StoredSecret)>,
-    pub open_intent: Option<Intent>,
-    pub lease_active: bool,
-}
-
-/// Per-client coordination record, kept in Vault and only ever written with check-and-set. Its
-/// KV version is the fencing value: every change bumps it, so a holder whose lease was taken
-/// over can no longer write.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClientState {
-    pub lease: Option<Lease>,
-    pub intent: Option<Intent>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Lease {
-    /// Replica holding it.
-    pub holder: String,
-    /// Wall-clock expiry, milliseconds since the epoch.
-    pub expires_at_ms: u64,
-}
-
-impl Lease {
-    pub fn active(&self, now: SystemTime) -> bool {
-        millis(now) < self.expires_at_ms
-    }
-}
-
-/// Recorded before Auth0 is called, closed once the secret is stored: an intent still open
-/// with no live lease is a rotation that must be healed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Intent {
-    pub rotation_id: Uuid,
-    pub caller: Option<String>,
-    #[serde(default)]
-    pub trace_id: Option<String>,
-    pub reason: Option<Reason>,
-    pub started_at: SystemTime,
-    pub idempotency_key: Option<IdempotencyKey>,
-}
-
-/// What an idempotency key is bound to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    pub client_id: ClientId,
-    pub created_at: SystemTime,
-    pub outcome: IdempotencyOutcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum IdempotencyOutcome {
-    /// A request with this key is rotating (or its rotation awaits recovery).
-    Pending { rotation_id: Uuid },
-    /// The answer to replay.
-    Done { rotation: Box<Rotation> },
-    /// The request failed without rotating: the key may be used again.
-    Released,
-}
-
-pub fn millis(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -369,6 +261,21 @@ mod tests {
                 Err(ValidationError::IdempotencyKey),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn records_read_back_are_validated_too() {
+        let read = |json: &str| serde_json::from_str::<(ClientId, Reason, IdempotencyKey)>(json);
+        assert!(read(r#"["abc", "quarterly", "deploy-1"]"#).is_ok());
+        for bad in [
+            r#"["a/b", "quarterly", "deploy-1"]"#,
+            r#"["abc", "", "deploy-1"]"#,
+            r#"["abc", "a\nb", "deploy-1"]"#,
+            r#"["abc", "quarterly", ""]"#,
+            r#"["abc", "quarterly", "../k"]"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
         }
     }
 

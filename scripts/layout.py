@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Checks the code's shape (issue #7): prints which top-level modules each top-level module of
+src/ imports (`crate::...`), and fails if one imports a module above it in the layering that
+src/lib.rs documents, or if a source file grows past MAX_LINES (the Client model and its
+conversions excepted: they mirror Auth0's schema field for field)."""
+import pathlib, re, sys
+
+# Lowest first: a module may import only modules listed before it.
+LAYERS = ["audit", "rotation", "auth0", "vault", "auth", "grpc", "telemetry", "config", "app"]
+# Standalone: imports nothing of the service (the emulator is a test double of Auth0).
+STANDALONE = ["emulator"]
+
+MAX_LINES = 600
+LONG_BY_NATURE = {"src/rotation/client.rs", "src/grpc/convert.rs"}
+
+repo = pathlib.Path(__file__).resolve().parent.parent
+root = repo / "src"
+
+def top_modules_used(text):
+    used = set()
+    for block in re.findall(r"use\s+crate::\{(.*?)\};", text, re.S):
+        depth, name, names = 0, "", []
+        for ch in block:
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            elif ch == "," and depth == 0:
+                names.append(name)
+                name = ""
+                continue
+            if depth == 0 and ch not in "{}":
+                name += ch
+            elif depth > 0 and not name.strip():
+                pass
+        names.append(name)
+        for n in names:
+            n = n.strip()
+            if n:
+                used.add(re.split(r"[:\s]", n)[0])
+    for m in re.findall(r"crate::([a-z_0-9]+)", text):
+        used.add(m)
+    used.discard("proto")  # generated code, declared in lib.rs
+    return used
+
+graph, bad = {}, []
+for module in LAYERS + STANDALONE:
+    files = list((root / module).rglob("*.rs")) if (root / module).is_dir() else [root / f"{module}.rs"]
+    used = set()
+    for f in files:
+        used |= top_modules_used(f.read_text())
+    used.discard(module)
+    graph[module] = sorted(used)
+    allowed = set(LAYERS[: LAYERS.index(module)]) if module in LAYERS else set()
+    for u in used:
+        if u not in allowed:
+            bad.append(f"{module} imports {u}")
+for module, used in graph.items():
+    print(f"{module:10} -> {', '.join(used) or '(nothing)'}")
+for f in sorted(list(root.rglob("*.rs")) + list((repo / "tests").rglob("*.rs"))):
+    name = str(f.relative_to(repo))
+    lines = f.read_text().count("\n")
+    if lines > MAX_LINES and name not in LONG_BY_NATURE:
+        bad.append(f"{name} has {lines} lines (more than {MAX_LINES})")
+if bad:
+    print("layout check failed:\n  " + "\n  ".join(bad))
+    sys.exit(1)

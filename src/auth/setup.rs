@@ -1,0 +1,123 @@
+//! Builds the front door from its settings: the gate callers pass, the listener's TLS, and the
+//! watcher that keeps policy, certificates and keys current.
+
+use std::{num::NonZeroU32, path::PathBuf, sync::Arc, time::Duration};
+
+use tracing::info;
+
+use super::{
+    Gate, Mode,
+    jwt::{JwksError, JwksSource, JwtVerifier},
+    policy::{Policy, PolicyError},
+    reload::{Refresh, Reloadable, Trigger, watch},
+    tls::{ListenerTls, TlsError, TlsFiles},
+};
+
+/// How callers are authenticated, authorized and limited. Built and validated by `config`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `None`: development mode, plaintext without authentication (loopback only).
+    pub tls: Option<TlsSettings>,
+    /// Rotations one caller may ask for per minute (sustained), and in a burst.
+    pub rotations_per_minute: NonZeroU32,
+    pub rotation_burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub files: TlsFiles,
+    /// Bearer-token callers, when a JWKS is configured.
+    pub jwt: Option<JwtSettings>,
+    pub policy: PathBuf,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub jwks: JwksSource,
+    pub issuer: String,
+    pub audience: String,
+    /// How often a JWKS URL is fetched again.
+    pub refresh: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("authorization policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("JWKS: {0}")]
+    Jwks(#[from] JwksError),
+}
+
+/// The gate callers pass, and what keeps it current.
+pub struct Security {
+    pub gate: Arc<Gate>,
+    /// The listener's TLS; `None` in development mode.
+    pub tls: Option<Arc<ListenerTls>>,
+    watched: Vec<Arc<dyn Refresh>>,
+    reload_interval: Duration,
+}
+
+impl Security {
+    /// Loads policy, TLS files and JWKS once; fails when any cannot be loaded.
+    pub async fn build(settings: &Settings) -> Result<Self, SecurityError> {
+        let (mode, tls, watched, reload_interval) = match &settings.tls {
+            None => (Mode::Insecure, None, Vec::new(), Duration::from_secs(3600)),
+            Some(secure) => {
+                let tls = Arc::new(secure.files.clone().reloadable().await?);
+                let policy_file = secure.policy.clone();
+                let policy = Arc::new(
+                    Reloadable::new(
+                        "authorization policy",
+                        Trigger::Files(vec![policy_file.clone()]),
+                        move || {
+                            let loaded = Policy::load(&policy_file);
+                            async move { loaded }
+                        },
+                    )
+                    .await?,
+                );
+                info!(
+                    rules = policy.get().rule_count(),
+                    "authorization policy loaded"
+                );
+                let jwt = match &secure.jwt {
+                    None => None,
+                    Some(jwt) => Some(Arc::new(
+                        JwtVerifier::new(
+                            jwt.jwks.clone(),
+                            jwt.issuer.clone(),
+                            jwt.audience.clone(),
+                            jwt.refresh,
+                            reqwest::Client::new(),
+                        )
+                        .await?,
+                    )),
+                };
+                let mut watched: Vec<Arc<dyn Refresh>> = vec![
+                    Arc::clone(&policy) as Arc<dyn Refresh>,
+                    Arc::clone(&tls) as Arc<dyn Refresh>,
+                ];
+                watched.extend(jwt.clone().map(|j| j as Arc<dyn Refresh>));
+                let mode = Mode::Secure { jwt, policy };
+                (mode, Some(tls), watched, secure.reload_interval)
+            }
+        };
+        let gate = Gate::new(mode, settings.rotations_per_minute, settings.rotation_burst);
+        Ok(Self {
+            gate: Arc::new(gate),
+            tls,
+            watched,
+            reload_interval,
+        })
+    }
+
+    /// Reloads the policy, TLS files and JWKS when they change (a JWKS URL when it is due), and
+    /// all of them on SIGHUP. Runs for ever; returns at once in development mode.
+    pub fn watch(&self) -> impl Future<Output = ()> + Send + 'static {
+        watch(self.watched.clone(), self.reload_interval)
+    }
+}

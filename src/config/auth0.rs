@@ -1,0 +1,93 @@
+//! Auth0 settings: the tenant, the service's credentials, timeouts.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+use reqwest::Url;
+use secrecy::SecretString;
+
+use super::{ConfigError, check_url, duration, is_host_name, secret};
+use crate::auth0::{Credentials, Settings};
+
+#[derive(Debug, Args)]
+pub struct Auth0Args {
+    /// Auth0 tenant domain, e.g. acme.eu.auth0.com.
+    #[arg(long, env = "AUTH0_DOMAIN")]
+    pub auth0_domain: String,
+
+    /// Client id of the service's own machine-to-machine application.
+    #[arg(long, env = "AUTH0_CLIENT_ID")]
+    pub auth0_client_id: Option<String>,
+
+    /// Client secret of the service's own machine-to-machine application.
+    #[arg(long, env = "AUTH0_CLIENT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub auth0_client_secret: Option<SecretString>,
+
+    /// Static Management API token, instead of client credentials.
+    #[arg(long, env = "AUTH0_MANAGEMENT_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub auth0_management_token: Option<SecretString>,
+
+    /// Where Auth0 is reached (emulators, proxies) [default: https://{AUTH0_DOMAIN}].
+    #[arg(long, env = "AUTH0_BASE_URL")]
+    pub auth0_base_url: Option<Url>,
+
+    /// Management API token audience [default: https://{AUTH0_DOMAIN}/api/v2/].
+    #[arg(long, env = "AUTH0_AUDIENCE")]
+    pub auth0_audience: Option<String>,
+
+    /// PEM bundle of the CAs trusted for Auth0's certificate, in addition to the system's.
+    #[arg(long, env = "AUTH0_CACERT")]
+    pub auth0_cacert: Option<PathBuf>,
+
+    /// Timeout for connecting to Auth0.
+    #[arg(long, env = "AUTH0_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub auth0_connect_timeout: Duration,
+
+    /// Timeout for one Auth0 request, answer included.
+    #[arg(long, env = "AUTH0_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub auth0_timeout: Duration,
+}
+
+impl Auth0Args {
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let domain = self.auth0_domain.trim().to_ascii_lowercase();
+        if !is_host_name(&domain) {
+            return Err(ConfigError::Auth0Domain);
+        }
+        let base_url = match self.auth0_base_url {
+            Some(url) => url,
+            None => {
+                Url::parse(&format!("https://{domain}")).map_err(|_| ConfigError::Auth0Domain)?
+            }
+        };
+        check_url(&base_url, "AUTH0_BASE_URL")?;
+        let credentials = match (
+            self.auth0_client_id,
+            self.auth0_client_secret,
+            self.auth0_management_token,
+        ) {
+            (Some(client_id), Some(client_secret), None) if !client_id.trim().is_empty() => {
+                Credentials::ClientCredentials {
+                    client_id: client_id.trim().to_owned(),
+                    client_secret,
+                    audience: self
+                        .auth0_audience
+                        .unwrap_or_else(|| format!("https://{domain}/api/v2/")),
+                }
+            }
+            (None, None, Some(token)) => Credentials::StaticToken(token),
+            _ => return Err(ConfigError::Auth0Credentials),
+        };
+        super::readable("AUTH0_CACERT", self.auth0_cacert.as_ref())?;
+        super::nonzero_duration(self.auth0_connect_timeout, "AUTH0_CONNECT_TIMEOUT")?;
+        super::nonzero_duration(self.auth0_timeout, "AUTH0_TIMEOUT")?;
+        Ok(Settings {
+            domain,
+            base_url,
+            ca_cert: self.auth0_cacert,
+            credentials,
+            connect_timeout: self.auth0_connect_timeout,
+            timeout: self.auth0_timeout,
+        })
+    }
+}

@@ -1,0 +1,273 @@
+//! Command line and environment, parsed and validated once at start-up into [`Config`].
+//!
+//! Every setting is a flag with an environment fallback; `secret-rotator serve --help` lists them
+//! all. Flags come in groups (`auth0`, `vault`, `rotation`, `security`, and the server's own
+//! below), each of which validates itself and builds the settings of the part it configures.
+//! Secrets are `SecretString` from the moment they are read and their values are never shown
+//! (`hide_env_values`), not even in parse errors.
+
+mod auth0;
+mod rotation;
+mod security;
+mod vault;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Url;
+use secrecy::SecretString;
+
+pub use self::{
+    auth0::Auth0Args, rotation::RotationArgs, security::SecurityArgs, vault::VaultArgs,
+};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "secret-rotator",
+    version,
+    about = "Rotates Auth0 client secrets into Vault KV v2"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub auth0: Auth0Args,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    #[command(flatten)]
+    pub rotation: RotationArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The listener, its limits, and shutdown.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "ROTATOR_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    pub listen_addr: SocketAddr,
+
+    /// Deadline of a call whose caller set none (grpc-timeout).
+    #[arg(long, env = "ROTATOR_DEADLINE", default_value = "30s", value_parser = duration)]
+    pub deadline: Duration,
+
+    /// Callers' deadlines are capped to this.
+    #[arg(long, env = "ROTATOR_MAX_DEADLINE", default_value = "60s", value_parser = duration)]
+    pub max_deadline: Duration,
+
+    /// Largest request accepted, in bytes.
+    #[arg(long, env = "ROTATOR_MAX_REQUEST_BYTES", default_value_t = 4096)]
+    pub max_request_bytes: usize,
+
+    /// How long shutdown waits for in-flight calls before the process exits.
+    #[arg(long, env = "ROTATOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Logs and the audit trail.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log filter (tracing EnvFilter syntax). vaultrs is off by default: every Vault error is
+    /// logged by the service itself, and vaultrs reports expected 404s as errors.
+    #[arg(long, env = "ROTATOR_LOG", default_value = "info,vaultrs=off")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "ROTATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Write audit events (target `audit`) to this file, as JSON lines, instead of the log.
+    #[arg(long, env = "ROTATOR_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+}
+
+/// The validated configuration: each part's settings. Built only by [`ServeArgs::into_config`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub security: crate::auth::Settings,
+    pub auth0: crate::auth0::Settings,
+    pub vault: crate::vault::Settings,
+    pub rotation: crate::rotation::Settings,
+    /// How often the reconciler heals rotations left open.
+    pub reconcile_interval: Duration,
+    pub log: telemetry::Settings,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen_addr: SocketAddr,
+    pub deadline: Duration,
+    pub max_deadline: Duration,
+    pub max_request_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("AUTH0_DOMAIN must be a host name such as acme.eu.auth0.com (no scheme, port or path)")]
+    Auth0Domain,
+    #[error("{0} must be an http or https URL without query or fragment")]
+    Url(&'static str),
+    #[error(
+        "set either AUTH0_CLIENT_ID with AUTH0_CLIENT_SECRET, or AUTH0_MANAGEMENT_TOKEN (not both)"
+    )]
+    Auth0Credentials,
+    #[error("ROTATOR_VAULT_MOUNT must be a mount name such as secret (letters, digits, -, _, /)")]
+    VaultMount,
+    #[error("ROTATOR_VAULT_PATH is invalid: {0}")]
+    VaultPath(String),
+    #[error("{0} file {1} cannot be read")]
+    File(&'static str, PathBuf),
+    #[error(
+        "ROTATOR_INSECURE=true serves plaintext without authentication, so ROTATOR_LISTEN_ADDR must be a loopback address (127.0.0.1 or ::1), not {0}"
+    )]
+    InsecureNotLoopback(SocketAddr),
+    #[error("{0} is required unless ROTATOR_INSECURE=true")]
+    SecureRequires(&'static str),
+    #[error(
+        "callers need a way to identify themselves: set ROTATOR_TLS_CLIENT_CA (mutual TLS), ROTATOR_JWKS_FILE or ROTATOR_JWKS_URL (bearer tokens), or both"
+    )]
+    NoCallerIdentity,
+    #[error("bearer tokens need ROTATOR_JWT_ISSUER and ROTATOR_JWT_AUDIENCE")]
+    JwtClaims,
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("ROTATOR_DEADLINE must not exceed ROTATOR_MAX_DEADLINE")]
+    DeadlineAboveMax,
+    #[error("{0} must be more than zero")]
+    ZeroDuration(&'static str),
+    #[error("ROTATOR_STATE_PATH is invalid: {0}")]
+    StatePath(String),
+    #[error(
+        "ROTATOR_LEASE_TTL must be longer than ROTATOR_MAX_DEADLINE plus AUTH0_TIMEOUT, or a live rotation could lose its lease"
+    )]
+    LeaseTooShort,
+}
+
+impl ServeArgs {
+    /// Checks every setting once; the rest of the program trusts the result.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let Self {
+            server,
+            auth0,
+            vault,
+            rotation,
+            security,
+            log,
+        } = self;
+        let auth0 = auth0.into_settings()?;
+        let (vault, path) = vault.into_settings(&auth0.domain)?;
+        let security = security.into_settings(server.listen_addr)?;
+        let server = server.into_settings()?;
+        let reconcile_interval = rotation.reconcile_interval;
+        let rotation = rotation.into_settings(path, server.max_deadline + auth0.timeout)?;
+        Ok(Config {
+            server,
+            security,
+            auth0,
+            vault,
+            rotation,
+            reconcile_interval,
+            log: telemetry::Settings {
+                filter: log.log,
+                format: log.log_format,
+                audit_file: log.audit_log,
+            },
+        })
+    }
+}
+
+impl ServerArgs {
+    fn into_settings(self) -> Result<Server, ConfigError> {
+        if self.max_request_bytes < 256 {
+            return Err(ConfigError::Zero(
+                "ROTATOR_MAX_REQUEST_BYTES (at least 256)",
+            ));
+        }
+        if self.deadline > self.max_deadline {
+            return Err(ConfigError::DeadlineAboveMax);
+        }
+        nonzero_duration(self.deadline, "ROTATOR_DEADLINE")?;
+        nonzero_duration(self.max_deadline, "ROTATOR_MAX_DEADLINE")?;
+        Ok(Server {
+            listen_addr: self.listen_addr,
+            deadline: self.deadline,
+            max_deadline: self.max_deadline,
+            max_request_bytes: self.max_request_bytes,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+fn readable(name: &'static str, file: Option<&PathBuf>) -> Result<(), ConfigError> {
+    match file {
+        Some(path) if std::fs::File::open(Path::new(path)).is_err() => {
+            Err(ConfigError::File(name, path.clone()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn nonzero_duration(value: Duration, name: &'static str) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::ZeroDuration(name));
+    }
+    Ok(())
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn check_url(url: &Url, name: &'static str) -> Result<(), ConfigError> {
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    ok.then_some(()).ok_or(ConfigError::Url(name))
+}
+
+// clap value parsers. Errors never echo the value: it may be a secret or a mistyped one.
+fn secret(s: &str) -> Result<SecretString, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(SecretString::from(s.trim().to_owned()))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|_| "expected a duration such as 500ms, 5s or 2m".into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,83 @@
+//! Settings of the rotation protocol: leases, recovery, idempotency.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{ConfigError, duration, nonzero_duration};
+use crate::rotation::{PathTemplate, Settings};
+
+#[derive(Debug, Args)]
+pub struct RotationArgs {
+    /// How long a client's lease lasts; longer than ROTATOR_MAX_DEADLINE plus AUTH0_TIMEOUT.
+    #[arg(long, env = "ROTATOR_LEASE_TTL", default_value = "90s", value_parser = duration)]
+    pub lease_ttl: Duration,
+
+    /// How often every replica looks for rotations left open and heals them.
+    #[arg(long, env = "ROTATOR_RECONCILE_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub reconcile_interval: Duration,
+
+    /// How long an idempotency key replays its first answer.
+    #[arg(long, env = "ROTATOR_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration)]
+    pub idempotency_window: Duration,
+
+    /// Rotate even when the Auth0 token lacks read:client_keys, so that a lost answer could
+    /// not be recovered.
+    #[arg(
+        long,
+        env = "ROTATOR_ALLOW_UNRECOVERABLE_ROTATIONS",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub allow_unrecoverable_rotations: bool,
+
+    /// Names this replica in leases [default: host name, process id and a random suffix].
+    #[arg(long, env = "ROTATOR_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// Rotations running at once in this process; more wait until their deadline.
+    #[arg(long, env = "ROTATOR_MAX_CONCURRENT_ROTATIONS", default_value_t = 16)]
+    pub max_concurrent_rotations: usize,
+}
+
+impl RotationArgs {
+    /// `longest_call` is the longest a rotation can hold its lease: the maximum deadline plus
+    /// one Auth0 request.
+    pub fn into_settings(
+        self,
+        path: PathTemplate,
+        longest_call: Duration,
+    ) -> Result<Settings, ConfigError> {
+        if self.max_concurrent_rotations == 0 {
+            return Err(ConfigError::Zero("ROTATOR_MAX_CONCURRENT_ROTATIONS"));
+        }
+        for (value, name) in [
+            (self.lease_ttl, "ROTATOR_LEASE_TTL"),
+            (self.reconcile_interval, "ROTATOR_RECONCILE_INTERVAL"),
+            (self.idempotency_window, "ROTATOR_IDEMPOTENCY_WINDOW"),
+        ] {
+            nonzero_duration(value, name)?;
+        }
+        if self.lease_ttl <= longest_call {
+            return Err(ConfigError::LeaseTooShort);
+        }
+        Ok(Settings {
+            path,
+            replica: self
+                .replica_id
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(default_replica_id),
+            lease_ttl: self.lease_ttl,
+            idempotency_window: self.idempotency_window,
+            allow_unrecoverable: self.allow_unrecoverable_rotations,
+            max_concurrent: self.max_concurrent_rotations,
+        })
+    }
+}
+
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}

@@ -1,0 +1,312 @@
+//! The errors of the protocol and of its ports. Adapters map their libraries' errors into
+//! [`IssuerError`] and [`StoreError`]; each has one `kind()` that both the audit trail and the
+//! gRPC status are derived from, so the two can never classify a failure differently.
+//! Messages are the service's own: an upstream body never ends up here.
+
+use std::{fmt, time::Duration};
+
+use uuid::Uuid;
+
+use super::{
+    ids::{ClientId, ValidationError},
+    records::StoredSecret,
+};
+
+/// What went wrong asking the issuer (Auth0) for a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssuerError {
+    #[error("Auth0 has no client with this id")]
+    ClientNotFound,
+    #[error(
+        "Auth0 refused to rotate this client: it authenticates with private_key_jwt or mTLS, which have no secret"
+    )]
+    ClientNotRotatable,
+    #[error(
+        "Auth0 rejected the service's own client credentials (AUTH0_CLIENT_ID / AUTH0_CLIENT_SECRET)"
+    )]
+    CredentialsRejected,
+    #[error("Auth0 did not grant the service's application access to the Management API ({0})")]
+    AccessDenied(&'static str),
+    #[error("Auth0 rejected the service's Management API token")]
+    TokenRejected,
+    #[error("the service's Management API token lacks the {0} scope")]
+    MissingScope(&'static str),
+    #[error("Auth0 rate limit reached")]
+    RateLimited { retry_after: Option<Duration> },
+    /// No usable answer, and the request changed nothing: it was never sent, or it only read.
+    #[error("Auth0 is unavailable: {0}")]
+    Unavailable(Transport),
+    /// A rotation was sent and its answer lost (timeout, reset, 5xx, unreadable 200): it may
+    /// have been carried out.
+    #[error("Auth0's answer was lost ({0}); the rotation may have happened")]
+    OutcomeUnknown(Transport),
+    #[error("Auth0 answered in an unexpected way: {0}")]
+    Protocol(String),
+}
+
+/// How a request to Auth0 failed to bring back a usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The connection failed: the request never left, so Auth0 did nothing.
+    NotSent,
+    TimedOut,
+    /// Sent, then the exchange broke (reset, protocol error).
+    Interrupted,
+    /// Auth0 answered with this 5xx status.
+    ServerError(u16),
+    /// The answer's body was cut off.
+    CutOff,
+    /// A success whose body could not be read as the expected answer.
+    Unreadable,
+}
+
+impl Transport {
+    /// Whether the request reached Auth0, so that Auth0 may have acted on it.
+    pub fn was_sent(self) -> bool {
+        !matches!(self, Self::NotSent)
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotSent => f.write_str("connection failed"),
+            Self::TimedOut => f.write_str("request timed out"),
+            Self::Interrupted => f.write_str("request failed"),
+            Self::ServerError(status) => write!(f, "Auth0 answered {status}"),
+            Self::CutOff => f.write_str("the answer was cut off"),
+            Self::Unreadable => f.write_str("the answer holds no readable client_secret"),
+        }
+    }
+}
+
+/// The classes of [`IssuerError`] callers and auditors tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerErrorKind {
+    ClientNotFound,
+    ClientNotRotatable,
+    /// Auth0 refused the service itself (credentials, grant, token, scope) or spoke nonsense:
+    /// an operator must act.
+    RefusedService,
+    RateLimited,
+    Unavailable,
+    OutcomeUnknown,
+}
+
+impl IssuerError {
+    pub fn kind(&self) -> IssuerErrorKind {
+        match self {
+            Self::ClientNotFound => IssuerErrorKind::ClientNotFound,
+            Self::ClientNotRotatable => IssuerErrorKind::ClientNotRotatable,
+            Self::CredentialsRejected
+            | Self::AccessDenied(_)
+            | Self::TokenRejected
+            | Self::MissingScope(_)
+            | Self::Protocol(_) => IssuerErrorKind::RefusedService,
+            Self::RateLimited { .. } => IssuerErrorKind::RateLimited,
+            Self::Unavailable(_) => IssuerErrorKind::Unavailable,
+            Self::OutcomeUnknown(_) => IssuerErrorKind::OutcomeUnknown,
+        }
+    }
+
+    /// How long Auth0 asked to wait, for a rate limit.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether Auth0 may have carried the request out although it did not say so.
+    pub fn outcome_unknown(&self) -> bool {
+        self.kind() == IssuerErrorKind::OutcomeUnknown
+    }
+}
+
+impl IssuerErrorKind {
+    /// The audit trail's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientNotFound => "client_not_found",
+            Self::ClientNotRotatable => "client_not_rotatable",
+            Self::RefusedService => "auth0_refused_service",
+            Self::RateLimited => "auth0_rate_limited",
+            Self::Unavailable => "auth0_unavailable",
+            Self::OutcomeUnknown => "auth0_outcome_unknown",
+        }
+    }
+}
+
+/// What went wrong talking to the store (Vault): the secret store and the ledger alike.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("Vault is unavailable: {0}")]
+    Unavailable(String),
+    #[error("Vault denied the service's token access to {0}")]
+    PermissionDenied(String),
+    #[error("a newer version was written to the key meanwhile (check-and-set mismatch)")]
+    CasMismatch,
+    #[error("Vault answered in an unexpected way: {0}")]
+    Unexpected(String),
+}
+
+/// The classes of [`StoreError`] the protocol and callers tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The same request may succeed in a moment.
+    Unavailable,
+    /// Someone else wrote first (check-and-set).
+    Conflict,
+    /// Vault refused the request or answered nonsense: retrying will not help.
+    Refused,
+}
+
+impl StoreError {
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            Self::Unavailable(_) => StoreErrorKind::Unavailable,
+            Self::CasMismatch => StoreErrorKind::Conflict,
+            Self::PermissionDenied(_) | Self::Unexpected(_) => StoreErrorKind::Refused,
+        }
+    }
+
+    /// Worth retrying: the same request may succeed in a moment.
+    pub fn is_transient(&self) -> bool {
+        self.kind() == StoreErrorKind::Unavailable
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("invalid request: {0}")]
+    InvalidArgument(#[from] ValidationError),
+    /// Vault failed before Auth0 was called: nothing changed anywhere.
+    #[error("Vault failed before the rotation started")]
+    VaultBeforeRotation(#[source] StoreError),
+    /// Vault failed on a read-only call.
+    #[error("Vault failed")]
+    Vault(#[source] StoreError),
+    #[error(transparent)]
+    Issuer(#[from] IssuerError),
+    /// Another rotation of the client held its lease for the whole deadline.
+    #[error("another rotation of this client is in progress")]
+    Busy,
+    /// A request with the same idempotency key is still running.
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyInProgress,
+    /// The service could not read a secret back from Auth0, so a lost answer would be lost for good.
+    #[error("recovery is unavailable")]
+    RecoveryUnavailable,
+    /// An earlier rotation of the client is open and could not be healed now.
+    #[error("an earlier rotation of client {client_id} is still open and could not be healed")]
+    RecoveryFailed {
+        client_id: ClientId,
+        #[source]
+        source: Box<RotationError>,
+    },
+    /// Auth0's answer was lost; the secret Auth0 accepts now was read back and stored. Whether
+    /// Auth0 had rotated cannot be known.
+    #[error("Auth0's answer for client {client_id} was lost")]
+    Recovered {
+        client_id: ClientId,
+        stored: StoredSecret,
+        #[source]
+        source: IssuerError,
+    },
+    /// Auth0's answer was lost and the live secret could not be read back yet: the intent stays
+    /// open for the reconciler.
+    #[error("Auth0's answer for client {client_id} was lost")]
+    OutcomeUnknown {
+        client_id: ClientId,
+        rotation_id: Uuid,
+        #[source]
+        source: IssuerError,
+    },
+    /// Auth0 rotated, but the new secret could not be stored: the intent stays open for the
+    /// reconciler.
+    #[error("the new secret of client {client_id} could not be stored in Vault")]
+    StoreAfterRotation {
+        client_id: ClientId,
+        rotation_id: Uuid,
+        #[source]
+        source: StoreError,
+    },
+    /// ROTATOR_MAX_CONCURRENT_ROTATIONS rotations were running for the whole deadline.
+    #[error("too many rotations are in progress")]
+    Overloaded,
+    #[error("the rotation task stopped unexpectedly")]
+    Internal,
+}
+
+impl RotationError {
+    /// A short, stable name for the audit trail.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::VaultBeforeRotation(_) | Self::Vault(_) => "vault_failed",
+            Self::Issuer(e) => e.kind().as_str(),
+            Self::Busy => "busy",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::RecoveryUnavailable => "recovery_unavailable",
+            Self::RecoveryFailed { .. } => "recovery_failed",
+            Self::Recovered { .. } => "recovered",
+            Self::OutcomeUnknown { .. } => "outcome_unknown",
+            Self::StoreAfterRotation { .. } => "store_failed_after_rotation",
+            Self::Overloaded => "overloaded",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whether the rotation's intent stays open for recovery (its idempotency key stays bound).
+    pub(super) fn leaves_open_intent(&self) -> bool {
+        matches!(
+            self,
+            Self::OutcomeUnknown { .. } | Self::StoreAfterRotation { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_request_that_was_sent_can_have_an_unknown_outcome() {
+        assert!(!Transport::NotSent.was_sent());
+        for sent in [
+            Transport::TimedOut,
+            Transport::Interrupted,
+            Transport::ServerError(502),
+            Transport::CutOff,
+            Transport::Unreadable,
+        ] {
+            assert!(sent.was_sent(), "{sent}");
+        }
+    }
+
+    #[test]
+    fn kinds_drive_the_audit_names() {
+        let cases = [
+            (IssuerError::ClientNotFound, "client_not_found"),
+            (IssuerError::MissingScope("x"), "auth0_refused_service"),
+            (
+                IssuerError::RateLimited { retry_after: None },
+                "auth0_rate_limited",
+            ),
+            (
+                IssuerError::Unavailable(Transport::NotSent),
+                "auth0_unavailable",
+            ),
+            (
+                IssuerError::OutcomeUnknown(Transport::TimedOut),
+                "auth0_outcome_unknown",
+            ),
+        ];
+        for (err, name) in cases {
+            assert_eq!(RotationError::from(err).outcome(), name);
+        }
+        assert!(StoreError::Unavailable("503".into()).is_transient());
+        assert!(!StoreError::CasMismatch.is_transient());
+        assert!(!StoreError::PermissionDenied("p".into()).is_transient());
+    }
+}

@@ -1,0 +1,150 @@
+//! The per-client lease: a lock in this process first, then the lease in the ledger (one
+//! check-and-set write that also records the intent), fenced by the record's version.
+
+use std::{sync::Arc, time::Duration, time::SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::time::Instant;
+use tracing::warn;
+use uuid::Uuid;
+
+use super::{
+    error::{RotationError, StoreError},
+    ids::ClientId,
+    ports::{Ledger, SecretIssuer, SecretStore},
+    records::{Acquired, ClientState, Intent, KvVersion, Lease, RotateCommand, Rotation, millis},
+    service::RotationService,
+};
+
+impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
+    /// Runs one rotation of the command's client while holding its local lock.
+    pub(super) async fn rotate_locked(
+        &self,
+        command: &RotateCommand,
+        rotation_id: Uuid,
+        deadline: Instant,
+    ) -> Result<Rotation, RotationError> {
+        let lock = self.local_lock(&command.client_id);
+        let result = {
+            let _guard = lock.lock().await;
+            self.rotate_under_lease(command, rotation_id, deadline)
+                .await
+        };
+        drop(lock);
+        self.release_local_lock(&command.client_id);
+        result
+    }
+
+    /// Takes the client's lease and records the intent in one check-and-set write. An open
+    /// intent without a live lease is healed first; a live lease is waited for until the
+    /// deadline.
+    pub(super) async fn acquire(
+        &self,
+        client_id: &ClientId,
+        path: &str,
+        intent: &Intent,
+        deadline: Instant,
+    ) -> Result<Acquired, RotationError> {
+        let mut waits = waits();
+        loop {
+            let record = self
+                .ledger
+                .read_state(client_id)
+                .await
+                .map_err(RotationError::VaultBeforeRotation)?;
+            let state = record.value;
+            if state
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.active(SystemTime::now()))
+            {
+                if !wait(&mut waits, deadline).await {
+                    return Err(RotationError::Busy);
+                }
+                continue;
+            }
+            if let Some(orphan) = state.intent {
+                self.heal_orphan(client_id, orphan, record.version)
+                    .await
+                    .map_err(|e| RotationError::RecoveryFailed {
+                        client_id: client_id.clone(),
+                        source: Box::new(e),
+                    })?;
+                continue;
+            }
+            let observed = self
+                .store
+                .current_version(path)
+                .await
+                .map_err(RotationError::VaultBeforeRotation)?;
+            let mine = ClientState {
+                lease: Some(self.new_lease()),
+                intent: Some(intent.clone()),
+            };
+            match self
+                .ledger
+                .write_state(client_id, &mine, record.version)
+                .await
+            {
+                Ok(fence) => return Ok(Acquired { fence, observed }),
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(RotationError::VaultBeforeRotation(e)),
+            }
+        }
+    }
+
+    /// Closes the intent and releases the lease. Failing here loses nothing: the secret is
+    /// stored, and a later heal finds Vault already equal to Auth0.
+    pub(super) async fn close(&self, client_id: &ClientId, fence: KvVersion) {
+        if let Err(e) = self
+            .ledger
+            .write_state(client_id, &ClientState::default(), fence)
+            .await
+        {
+            warn!(error = %e, "could not close the intent; the reconciler will");
+        }
+    }
+
+    pub(super) fn new_lease(&self) -> Lease {
+        Lease {
+            holder: self.settings.replica.clone(),
+            expires_at_ms: millis(SystemTime::now() + self.settings.lease_ttl),
+        }
+    }
+
+    fn local_lock(&self, client_id: &ClientId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.local.lock().expect("lock map poisoned");
+        Arc::clone(map.entry(client_id.clone()).or_default())
+    }
+
+    fn release_local_lock(&self, client_id: &ClientId) {
+        let mut map = self.local.lock().expect("lock map poisoned");
+        if map
+            .get(client_id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(client_id);
+        }
+    }
+}
+
+/// Delays between looks at a busy lease or key: 20 ms doubling to 500 ms, with jitter so that
+/// waiting replicas do not move in lockstep.
+pub(super) fn waits() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_millis(500))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sleeps for the next delay; false when that would pass the deadline.
+pub(super) async fn wait(waits: &mut impl Iterator<Item = Duration>, deadline: Instant) -> bool {
+    let delay = waits.next().unwrap_or(Duration::from_millis(500));
+    if Instant::now() + delay >= deadline {
+        return false;
+    }
+    tokio::time::sleep(delay).await;
+    true
+}

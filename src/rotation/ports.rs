@@ -1,0 +1,96 @@
+//! The ports the protocol is generic over: where secrets are issued (Auth0), where they are kept
+//! (Vault KV), and the ledger of leases, intents and idempotency keys (also Vault). Adapters
+//! implement them and are cheap to clone (an inner `Arc`), so the service owns them by value.
+
+use std::future::Future;
+
+use secrecy::SecretString;
+
+use super::{
+    error::{IssuerError, StoreError},
+    ids::{ClientId, IdempotencyKey},
+    records::{
+        ClientState, IdempotencyRecord, IssuedSecret, KvVersion, RotationMetadata, Versioned,
+    },
+};
+
+/// Port: issues secrets (Auth0).
+pub trait SecretIssuer: Send + Sync + 'static {
+    /// Rotates the client's secret (rotate-secret).
+    fn rotate_secret(
+        &self,
+        client_id: &ClientId,
+    ) -> impl Future<Output = Result<IssuedSecret, IssuerError>> + Send;
+
+    /// Reads the client and the secret Auth0 accepts now, without rotating (recovery).
+    fn read_secret(
+        &self,
+        client_id: &ClientId,
+    ) -> impl Future<Output = Result<IssuedSecret, IssuerError>> + Send;
+}
+
+/// Port: keeps secrets (Vault KV v2).
+pub trait SecretStore: Send + Sync + 'static {
+    /// The KV mount, reported back to callers.
+    fn mount(&self) -> &str;
+
+    /// The key's current version; [`KvVersion::NONE`] when it does not exist yet.
+    fn current_version(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
+
+    /// The secret the key holds now; `None` when the key does not exist.
+    fn read_secret(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Versioned<SecretString>>, StoreError>> + Send;
+
+    /// Writes `{client_id, client_secret}` with check-and-set against `cas`, then the rotation
+    /// metadata; returns the new version.
+    fn write_secret(
+        &self,
+        path: &str,
+        client_id: &ClientId,
+        issued: &IssuedSecret,
+        metadata: &RotationMetadata,
+        cas: KvVersion,
+    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
+
+    /// The metadata of the rotation that wrote the current version, at that version.
+    fn last_rotation(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Versioned<RotationMetadata>>, StoreError>> + Send;
+}
+
+/// Port: the coordination records, every write check-and-set against the version read.
+pub trait Ledger: Send + Sync + 'static {
+    /// The client's record (an empty one at [`KvVersion::NONE`] when there is none).
+    fn read_state(
+        &self,
+        client_id: &ClientId,
+    ) -> impl Future<Output = Result<Versioned<ClientState>, StoreError>> + Send;
+
+    fn write_state(
+        &self,
+        client_id: &ClientId,
+        state: &ClientState,
+        cas: KvVersion,
+    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
+
+    /// Every client that has a record.
+    fn clients(&self) -> impl Future<Output = Result<Vec<ClientId>, StoreError>> + Send;
+
+    fn read_idempotency(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Versioned<Option<IdempotencyRecord>>, StoreError>> + Send;
+
+    fn write_idempotency(
+        &self,
+        key: &IdempotencyKey,
+        record: &IdempotencyRecord,
+        cas: KvVersion,
+    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
+}

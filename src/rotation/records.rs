@@ -1,0 +1,193 @@
+//! The records the protocol reads and writes: commands, what Auth0 issued, what Vault holds, the
+//! per-client coordination record and idempotency records. Versions are [`KvVersion`]s, never
+//! bare numbers.
+
+use std::{fmt, time::SystemTime};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    client::Client,
+    ids::{ClientId, IdempotencyKey, Reason, ValidationError},
+};
+use crate::audit::Origin;
+
+/// A KV v2 version number. `NONE` (0) is "the key does not exist yet", which is also the
+/// check-and-set value that creates a key.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct KvVersion(pub u64);
+
+impl KvVersion {
+    pub const NONE: Self = Self(0);
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for KvVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A value as read, with the KV version it was read at (the check-and-set value for the next
+/// write).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub version: KvVersion,
+    pub value: T,
+}
+
+/// What taking a client's lease yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquired {
+    /// The ledger record's version after the lease was written: every later write of the record
+    /// by this holder is check-and-set against it, so a holder whose lease was taken over can no
+    /// longer write.
+    pub fence: KvVersion,
+    /// The secret key's version observed under the lease: the check-and-set value of the
+    /// secret write.
+    pub observed: KvVersion,
+}
+
+/// One validated RotateSecret request.
+#[derive(Debug, Clone)]
+pub struct RotateCommand {
+    pub client_id: ClientId,
+    pub reason: Option<Reason>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Who asked, from where, under which trace (for the intent and the audit trail).
+    pub origin: Origin,
+}
+
+impl RotateCommand {
+    pub fn parse(
+        client_id: &str,
+        reason: &str,
+        idempotency_key: &str,
+    ) -> Result<Self, ValidationError> {
+        Ok(Self {
+            client_id: ClientId::parse(client_id)?,
+            reason: Reason::parse(reason)?,
+            idempotency_key: IdempotencyKey::parse(idempotency_key)?,
+            origin: Origin::default(),
+        })
+    }
+}
+
+/// What Auth0 handed back from a rotation: the client's metadata and its new secret.
+pub struct IssuedSecret {
+    pub client: Client,
+    pub secret: SecretString,
+}
+
+impl fmt::Debug for IssuedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedSecret")
+            .field("client_id", &self.client.client_id)
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Rotation facts kept next to the secret, in the KV key's custom_metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationMetadata {
+    pub rotation_id: Uuid,
+    pub rotated_at: SystemTime,
+    pub reason: Option<Reason>,
+    /// The secret was read back from Auth0 by recovery, not taken from rotate-secret's answer.
+    pub recovered: bool,
+}
+
+/// A KV v2 version holding a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSecret {
+    pub mount: String,
+    pub path: String,
+    pub version: KvVersion,
+}
+
+/// A completed rotation, as the caller is told about it. No secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rotation {
+    pub client: Client,
+    pub metadata: RotationMetadata,
+    pub stored: StoredSecret,
+}
+
+/// What the service knows about a client (GetRotationStatus).
+#[derive(Debug, Clone, Default)]
+pub struct RotationStatus {
+    /// The last rotation stored in Vault: its metadata and where it is.
+    pub last: Option<(RotationMetadata, StoredSecret)>,
+    pub open_intent: Option<Intent>,
+    pub lease_active: bool,
+}
+
+/// Per-client coordination record, kept in Vault and only ever written with check-and-set. Its
+/// KV version is the fencing value: every change bumps it, so a holder whose lease was taken
+/// over can no longer write.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub lease: Option<Lease>,
+    pub intent: Option<Intent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Replica holding it.
+    pub holder: String,
+    /// Wall-clock expiry, milliseconds since the epoch.
+    pub expires_at_ms: u64,
+}
+
+impl Lease {
+    pub fn active(&self, now: SystemTime) -> bool {
+        millis(now) < self.expires_at_ms
+    }
+}
+
+/// Recorded before Auth0 is called, closed once the secret is stored: an intent still open
+/// with no live lease is a rotation that must be healed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    pub rotation_id: Uuid,
+    pub caller: Option<String>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    pub reason: Option<Reason>,
+    pub started_at: SystemTime,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// What an idempotency key is bound to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub client_id: ClientId,
+    pub created_at: SystemTime,
+    pub outcome: IdempotencyOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum IdempotencyOutcome {
+    /// A request with this key is rotating (or its rotation awaits recovery).
+    Pending { rotation_id: Uuid },
+    /// The answer to replay.
+    Done { rotation: Box<Rotation> },
+    /// The request failed without rotating: the key may be used again.
+    Released,
+}
+
+pub fn millis(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,324 @@
+//! [`RotationService`]: one rotation from a validated command to a stored secret, audited.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+use uuid::Uuid;
+
+use super::{
+    error::{RotationError, StoreError},
+    ids::{ClientId, PathTemplate, Reason},
+    ports::{Ledger, SecretIssuer, SecretStore},
+    records::{
+        Intent, IssuedSecret, KvVersion, RotateCommand, Rotation, RotationMetadata, RotationStatus,
+        StoredSecret,
+    },
+};
+use crate::audit::{self, Event, Origin};
+
+/// Settings of the protocol, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathTemplate,
+    /// Names this replica in leases.
+    pub replica: String,
+    /// How long a lease lasts; longer than any one rotation can take.
+    pub lease_ttl: Duration,
+    /// How long an idempotency key replays its answer.
+    pub idempotency_window: Duration,
+    /// Rotate even when recovery is known to be impossible (no `read:client_keys`).
+    pub allow_unrecoverable: bool,
+    /// Rotations running at once in this process; more wait until their deadline.
+    pub max_concurrent: usize,
+}
+
+pub struct RotationService<I, S, L> {
+    pub(super) issuer: I,
+    pub(super) store: S,
+    pub(super) ledger: L,
+    pub(super) settings: Settings,
+    /// False once start-up learns the Auth0 token cannot read secrets back.
+    pub(super) recovery_available: AtomicBool,
+    /// One rotation per client at a time in this process, before the Vault lease is even tried.
+    pub(super) local: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Rotations and heals in flight, so that shutdown can wait for them.
+    tasks: TaskTracker,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
+    pub fn new(issuer: I, store: S, ledger: L, settings: Settings) -> Self {
+        Self {
+            issuer,
+            store,
+            ledger,
+            recovery_available: AtomicBool::new(true),
+            local: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent.max(1))),
+            settings,
+        }
+    }
+
+    /// Start-up reports whether secrets can be read back from Auth0.
+    pub fn set_recovery_available(&self, available: bool) {
+        self.recovery_available.store(available, Ordering::Relaxed);
+    }
+
+    /// Waits until every rotation and heal started so far has finished.
+    pub async fn drained(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Rotates one client. The work runs in its own task: a caller who hangs up cannot cancel
+    /// it between the Auth0 call and the Vault write.
+    pub async fn rotate(
+        self: &Arc<Self>,
+        command: RotateCommand,
+        deadline: Instant,
+    ) -> Result<Rotation, RotationError> {
+        let slot = tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| RotationError::Overloaded)?
+            .map_err(|_| RotationError::Internal)?;
+        let this = Arc::clone(self);
+        let span = info_span!("rotation", client_id = %command.client_id, trace_id = %command.origin.trace_id);
+        self.tasks
+            .spawn(
+                async move {
+                    let _slot = slot;
+                    this.rotate_audited(command, deadline).await
+                }
+                .instrument(span),
+            )
+            .await
+            .map_err(|_| RotationError::Internal)?
+    }
+
+    async fn rotate_audited(
+        &self,
+        command: RotateCommand,
+        deadline: Instant,
+    ) -> Result<Rotation, RotationError> {
+        let rotation_id = Uuid::new_v4();
+        let event = |event, outcome, rotation_id, kv_version| {
+            audit_rotation(
+                event,
+                &command.origin,
+                &command.client_id,
+                command.reason.as_ref(),
+                rotation_id,
+                outcome,
+                kv_version,
+            );
+        };
+        event(Event::Started, "started", rotation_id, None);
+        let result = self
+            .rotate_idempotent(command.clone(), rotation_id, deadline)
+            .await;
+        match &result {
+            Ok(r) => event(
+                Event::Succeeded,
+                "ok",
+                r.metadata.rotation_id,
+                Some(r.stored.version),
+            ),
+            Err(RotationError::Recovered { stored, .. }) => event(
+                Event::Recovered,
+                "recovered",
+                rotation_id,
+                Some(stored.version),
+            ),
+            Err(e) => event(Event::Failed, e.outcome(), rotation_id, None),
+        }
+        result
+    }
+
+    /// The client's last stored rotation and any open intent.
+    pub async fn status(&self, client_id: &ClientId) -> Result<RotationStatus, RotationError> {
+        let path = self.settings.path.render(client_id);
+        // The ledger first: an intent is closed only after its secret and metadata are stored,
+        // so a closed intent seen here is never followed by stale metadata below.
+        let state = self
+            .ledger
+            .read_state(client_id)
+            .await
+            .map_err(RotationError::Vault)?
+            .value;
+        let last = self
+            .store
+            .last_rotation(&path)
+            .await
+            .map_err(RotationError::Vault)?;
+        Ok(RotationStatus {
+            last: last.map(|m| (m.value, self.stored(path, m.version))),
+            lease_active: state
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.active(SystemTime::now())),
+            open_intent: state.intent,
+        })
+    }
+
+    pub(super) async fn rotate_under_lease(
+        &self,
+        command: &RotateCommand,
+        rotation_id: Uuid,
+        deadline: Instant,
+    ) -> Result<Rotation, RotationError> {
+        let client_id = &command.client_id;
+        let path = self.settings.path.render(client_id);
+        let intent = Intent {
+            rotation_id,
+            caller: command.origin.caller.clone(),
+            trace_id: Some(command.origin.trace_id.clone()),
+            reason: command.reason.clone(),
+            started_at: SystemTime::now(),
+            idempotency_key: command.idempotency_key.clone(),
+        };
+        let lease = self.acquire(client_id, &path, &intent, deadline).await?;
+
+        let issued = match self.issuer.rotate_secret(client_id).await {
+            Ok(issued) => issued,
+            Err(e) if e.outcome_unknown() => {
+                warn!(%rotation_id, error = %e, "Auth0's answer was lost; reading the live secret back");
+                return match self.heal(client_id, &path, &intent, lease.fence).await {
+                    // Vault now holds what Auth0 accepts, but a new secret cannot be told from
+                    // one changed outside the service (or from the old one, on a first rotation).
+                    Ok(Some(rotation)) => Err(RotationError::Recovered {
+                        client_id: client_id.clone(),
+                        stored: rotation.stored,
+                        source: e,
+                    }),
+                    // Vault already held the live secret: Auth0 had not rotated, nothing changed.
+                    Ok(None) => Err(e.into()),
+                    Err(heal) => {
+                        error!(%rotation_id, error = %heal, "NEEDS RESYNC: the live secret could not be read back yet; the reconciler will heal this client");
+                        Err(RotationError::OutcomeUnknown {
+                            client_id: client_id.clone(),
+                            rotation_id,
+                            source: e,
+                        })
+                    }
+                };
+            }
+            Err(e) => {
+                self.close(client_id, lease.fence).await;
+                return Err(e.into());
+            }
+        };
+        let metadata = RotationMetadata {
+            rotation_id,
+            rotated_at: SystemTime::now(),
+            reason: command.reason.clone(),
+            recovered: false,
+        };
+        info!(%rotation_id, "Auth0 rotated the secret; storing it");
+        let version = self
+            .store_with_retries(
+                &path,
+                client_id,
+                &issued,
+                &metadata,
+                lease.observed,
+                deadline,
+            )
+            .await
+            .map_err(|source| {
+                error!(
+                    %rotation_id,
+                    vault.path = %path,
+                    error = %source,
+                    "NEEDS RESYNC: Auth0 rotated the secret but Vault does not hold it; \
+                     the reconciler will store the live secret once the lease expires"
+                );
+                RotationError::StoreAfterRotation {
+                    client_id: client_id.clone(),
+                    rotation_id,
+                    source,
+                }
+            })?;
+        self.close(client_id, lease.fence).await;
+        info!(%rotation_id, vault.version = %version, "rotation stored");
+        Ok(Rotation {
+            client: issued.client,
+            metadata,
+            stored: self.stored(path, version),
+        })
+    }
+
+    /// The new secret exists only in memory now: one attempt always, then bounded retries of
+    /// transient failures until the deadline.
+    async fn store_with_retries(
+        &self,
+        path: &str,
+        client_id: &ClientId,
+        issued: &IssuedSecret,
+        metadata: &RotationMetadata,
+        cas: KvVersion,
+        deadline: Instant,
+    ) -> Result<KvVersion, StoreError> {
+        let write = || {
+            self.store
+                .write_secret(path, client_id, issued, metadata, cas)
+        };
+        match write().await {
+            Err(first) if first.is_transient() => {
+                warn!(error = %first, "Vault write failed; retrying until the deadline");
+                let backoff = ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(10)
+                    .with_jitter();
+                let retries = write
+                    .retry(backoff)
+                    .when(StoreError::is_transient)
+                    .notify(|err, wait| warn!(error = %err, ?wait, "Vault write failed again"));
+                tokio::time::timeout_at(deadline, retries)
+                    .await
+                    .unwrap_or(Err(first))
+            }
+            done => done,
+        }
+    }
+
+    pub(super) fn stored(&self, path: String, version: KvVersion) -> StoredSecret {
+        StoredSecret {
+            mount: self.store.mount().to_owned(),
+            path,
+            version,
+        }
+    }
+}
+
+/// One audit event about a rotation: the one place the protocol builds an audit record.
+pub(super) fn audit_rotation(
+    event: Event,
+    origin: &Origin,
+    client_id: &ClientId,
+    reason: Option<&Reason>,
+    rotation_id: Uuid,
+    outcome: &str,
+    kv_version: Option<KvVersion>,
+) {
+    audit::emit(audit::Record {
+        event,
+        origin,
+        client_id: client_id.as_str(),
+        reason: reason.map(Reason::as_str),
+        rotation_id: Some(rotation_id),
+        outcome,
+        kv_version: kv_version.map(KvVersion::get),
+    });
+}

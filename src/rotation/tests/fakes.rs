@@ -1,0 +1,230 @@
+//! In-memory ports: Auth0 with one secret per client, KV with check-and-set, and a ledger.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::rotation::{
+    Client, ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError,
+    KvVersion, Ledger, RotationMetadata, SecretIssuer, SecretStore, StoreError, Transport,
+    Versioned,
+};
+
+/// How the fake Auth0 loses the answer of its next rotate-secret call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAnswer {
+    /// Auth0 rotates, then the answer is lost (a 502 after commit).
+    AfterCommit,
+    /// The answer is lost and Auth0 did not rotate.
+    WithoutCommit,
+}
+
+/// Auth0 with one secret per client, and a switch to lose the next answer.
+#[derive(Default)]
+pub struct FakeAuth0 {
+    pub rotations: AtomicUsize,
+    pub live: Mutex<HashMap<String, String>>,
+    pub lose_next: Mutex<Option<LostAnswer>>,
+}
+
+impl FakeAuth0 {
+    pub fn live(&self, id: &str) -> Option<String> {
+        self.live.lock().unwrap().get(id).cloned()
+    }
+
+    fn issued(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
+        let secret = self.live(id.as_str()).ok_or(IssuerError::ClientNotFound)?;
+        Ok(IssuedSecret {
+            client: Client::default(),
+            secret: SecretString::from(secret),
+        })
+    }
+}
+
+impl SecretIssuer for FakeAuth0 {
+    async fn rotate_secret(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
+        let lose = self.lose_next.lock().unwrap().take();
+        if lose != Some(LostAnswer::WithoutCommit) {
+            let n = self.rotations.fetch_add(1, Ordering::SeqCst) + 1;
+            self.live
+                .lock()
+                .unwrap()
+                .insert(id.to_string(), format!("secret-{n}"));
+        }
+        // Let other tasks run between "Auth0" and "Vault", as the network would.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match lose {
+            Some(_) => Err(IssuerError::OutcomeUnknown(Transport::ServerError(502))),
+            None => self.issued(id),
+        }
+    }
+
+    async fn read_secret(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
+        self.issued(id)
+    }
+}
+
+/// KV with check-and-set and scripted failures.
+#[derive(Default)]
+pub struct FakeVault {
+    pub read_error: Option<StoreError>,
+    pub write_errors: Mutex<VecDeque<StoreError>>,
+    pub write_attempts: AtomicUsize,
+    pub keys: Mutex<HashMap<String, Vec<(String, RotationMetadata)>>>,
+}
+
+impl FakeVault {
+    pub fn secrets(&self, path: &str) -> Vec<String> {
+        let keys = self.keys.lock().unwrap();
+        keys.get(path)
+            .map(|v| v.iter().map(|(s, _)| s.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn version(n: usize) -> KvVersion {
+    KvVersion(n as u64)
+}
+
+impl SecretStore for FakeVault {
+    fn mount(&self) -> &str {
+        "secret"
+    }
+
+    async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
+        if let Some(e) = &self.read_error {
+            return Err(e.clone());
+        }
+        Ok(version(self.secrets(path).len()))
+    }
+
+    async fn read_secret(&self, path: &str) -> Result<Option<Versioned<SecretString>>, StoreError> {
+        let secrets = self.secrets(path);
+        Ok(secrets.last().map(|s| Versioned {
+            version: version(secrets.len()),
+            value: SecretString::from(s.clone()),
+        }))
+    }
+
+    async fn write_secret(
+        &self,
+        path: &str,
+        _: &ClientId,
+        issued: &IssuedSecret,
+        metadata: &RotationMetadata,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        self.write_attempts.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.write_errors.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let mut keys = self.keys.lock().unwrap();
+        let key = keys.entry(path.to_owned()).or_default();
+        if version(key.len()) != cas {
+            return Err(StoreError::CasMismatch);
+        }
+        key.push((issued.secret.expose_secret().to_owned(), metadata.clone()));
+        Ok(version(key.len()))
+    }
+
+    async fn last_rotation(
+        &self,
+        path: &str,
+    ) -> Result<Option<Versioned<RotationMetadata>>, StoreError> {
+        let keys = self.keys.lock().unwrap();
+        Ok(keys.get(path).and_then(|v| {
+            v.last().map(|(_, m)| Versioned {
+                version: version(v.len()),
+                value: m.clone(),
+            })
+        }))
+    }
+}
+
+/// Records with versions and check-and-set.
+#[derive(Default)]
+pub struct FakeLedger {
+    records: Mutex<HashMap<String, (KvVersion, serde_json::Value)>>,
+}
+
+impl FakeLedger {
+    pub fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Versioned<Option<T>> {
+        match self.records.lock().unwrap().get(key) {
+            Some((v, json)) => Versioned {
+                version: *v,
+                value: Some(serde_json::from_value(json.clone()).unwrap()),
+            },
+            None => Versioned {
+                version: KvVersion::NONE,
+                value: None,
+            },
+        }
+    }
+
+    fn write<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        let mut records = self.records.lock().unwrap();
+        let current = records.get(key).map_or(KvVersion::NONE, |(v, _)| *v);
+        if current != cas {
+            return Err(StoreError::CasMismatch);
+        }
+        let next = KvVersion(cas.get() + 1);
+        records.insert(key.to_owned(), (next, serde_json::to_value(value).unwrap()));
+        Ok(next)
+    }
+}
+
+impl Ledger for FakeLedger {
+    async fn read_state(&self, id: &ClientId) -> Result<Versioned<ClientState>, StoreError> {
+        let read = self.read(&format!("c/{id}"));
+        Ok(Versioned {
+            version: read.version,
+            value: read.value.unwrap_or_default(),
+        })
+    }
+
+    async fn write_state(
+        &self,
+        id: &ClientId,
+        state: &ClientState,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        self.write(&format!("c/{id}"), state, cas)
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientId>, StoreError> {
+        let records = self.records.lock().unwrap();
+        Ok(records
+            .keys()
+            .filter_map(|k| k.strip_prefix("c/"))
+            .map(|id| ClientId::parse(id).unwrap())
+            .collect())
+    }
+
+    async fn read_idempotency(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Versioned<Option<IdempotencyRecord>>, StoreError> {
+        Ok(self.read(&format!("k/{}", key.as_str())))
+    }
+
+    async fn write_idempotency(
+        &self,
+        key: &IdempotencyKey,
+        record: &IdempotencyRecord,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        self.write(&format!("k/{}", key.as_str()), record, cas)
+    }
+}

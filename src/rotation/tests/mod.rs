@@ -1,0 +1,4 @@
+//! The protocol against in-memory ports: each test states what a user would notice.
+
+mod fakes;
+mod protocol;

@@ -1,0 +1,313 @@
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, SystemTime},
+};
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::fakes::{FakeAuth0, FakeLedger, FakeVault, LostAnswer};
+use crate::rotation::{
+    ClientId, ClientState, Intent, IssuerError, KvVersion, Lease, Ledger, PathTemplate,
+    RotateCommand, RotationError, RotationService, SecretStore, Settings, StoreError,
+    ValidationError, Versioned, millis,
+};
+
+type Svc = RotationService<FakeAuth0, FakeVault, FakeLedger>;
+
+fn service(vault: FakeVault) -> Arc<Svc> {
+    let auth0 = FakeAuth0::default();
+    auth0
+        .live
+        .lock()
+        .unwrap()
+        .insert("abc".into(), "secret-0".into());
+    auth0
+        .live
+        .lock()
+        .unwrap()
+        .insert("other".into(), "secret-0".into());
+    Arc::new(RotationService::new(
+        auth0,
+        vault,
+        FakeLedger::default(),
+        Settings {
+            path: PathTemplate::parse("auth0/{client_id}", "d").unwrap(),
+            replica: "test".into(),
+            lease_ttl: Duration::from_secs(60),
+            idempotency_window: Duration::from_secs(3600),
+            allow_unrecoverable: false,
+            max_concurrent: 16,
+        },
+    ))
+}
+
+fn command(id: &str) -> RotateCommand {
+    RotateCommand::parse(id, "", "").unwrap()
+}
+
+fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+/// Vault holds what Auth0 accepts, and no intent or lease is left.
+fn settled(svc: &Svc, id: &str) {
+    let stored = svc.store.secrets(&format!("auth0/{id}"));
+    assert_eq!(
+        stored.last(),
+        svc.issuer.live(id).as_ref(),
+        "Vault == Auth0"
+    );
+    let state: Option<ClientState> = svc.ledger.read(&format!("c/{id}")).value;
+    assert_eq!(state.unwrap_or_default(), ClientState::default(), "closed");
+}
+
+#[tokio::test]
+async fn vault_down_before_rotation_leaves_auth0_alone() {
+    let svc = service(FakeVault {
+        read_error: Some(StoreError::Unavailable("down".into())),
+        ..FakeVault::default()
+    });
+    let err = svc.rotate(command("abc"), soon(1000)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::VaultBeforeRotation(_)),
+        "{err:?}"
+    );
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn transient_write_failures_are_retried() {
+    let svc = service(FakeVault {
+        write_errors: Mutex::new(vec![StoreError::Unavailable("503".into()); 2].into()),
+        ..FakeVault::default()
+    });
+    let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    assert_eq!(rotation.stored.version, KvVersion(1));
+    assert_eq!(svc.store.write_attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        1,
+        "never rotates again"
+    );
+    settled(&svc, "abc");
+}
+
+#[tokio::test]
+async fn a_failed_store_leaves_an_intent_that_the_reconciler_heals() {
+    let svc = service(FakeVault {
+        write_errors: Mutex::new(vec![StoreError::PermissionDenied("x".into())].into()),
+        ..FakeVault::default()
+    });
+    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::StoreAfterRotation { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        svc.store.write_attempts.load(Ordering::SeqCst),
+        1,
+        "refusals are not retried"
+    );
+    let Versioned {
+        version: v,
+        value: state,
+    } = svc
+        .ledger
+        .read_state(&ClientId::parse("abc").unwrap())
+        .await
+        .unwrap();
+    let intent = state.intent.clone().expect("intent stays open");
+    // The reconciler skips it while the lease is live, and heals it once it is not.
+    assert_eq!(svc.reconcile_once().await, 0);
+    let expired = ClientState {
+        lease: None,
+        ..state
+    };
+    svc.ledger
+        .write_state(&ClientId::parse("abc").unwrap(), &expired, v)
+        .await
+        .unwrap();
+    assert_eq!(svc.reconcile_once().await, 1);
+    settled(&svc, "abc");
+    let meta = svc
+        .store
+        .last_rotation("auth0/abc")
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(meta.recovered);
+    assert_eq!(meta.rotation_id, intent.rotation_id);
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        1,
+        "healing never rotates"
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_deadline() {
+    let svc = service(FakeVault {
+        write_errors: Mutex::new(vec![StoreError::Unavailable("503".into()); 1000].into()),
+        ..FakeVault::default()
+    });
+    let started = Instant::now();
+    let err = svc.rotate(command("abc"), soon(400)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::StoreAfterRotation { .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the deadline"
+    );
+    assert!(
+        svc.store.write_attempts.load(Ordering::SeqCst) >= 2,
+        "retried at least once"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_after_commit_is_healed_inline() {
+    let svc = service(FakeVault::default());
+    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
+    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(&err, RotationError::Recovered { stored, .. } if stored.version == KvVersion(1)),
+        "{err:?}"
+    );
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+    settled(&svc, "abc");
+    let meta = svc
+        .store
+        .last_rotation("auth0/abc")
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(meta.recovered);
+}
+
+#[tokio::test]
+async fn a_lost_answer_without_commit_changes_nothing() {
+    let svc = service(FakeVault::default());
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::WithoutCommit);
+    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::Issuer(IssuerError::OutcomeUnknown(_))),
+        "{err:?}"
+    );
+    assert_eq!(svc.store.secrets("auth0/abc").len(), 1, "no write");
+    settled(&svc, "abc");
+}
+
+#[tokio::test]
+async fn a_stale_intent_leaves_the_newer_secret_in_place() {
+    let svc = service(FakeVault::default());
+    let id = ClientId::parse("abc").unwrap();
+    let v = svc.ledger.read_state(&id).await.unwrap().version;
+    let stale = Intent {
+        rotation_id: Uuid::new_v4(),
+        caller: None,
+        trace_id: None,
+        reason: None,
+        started_at: SystemTime::now() - Duration::from_secs(3600),
+        idempotency_key: None,
+    };
+    let newer = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    // An old rotation's intent resurfaces (e.g. restored from a replica that was cut off).
+    let v2 = svc.ledger.read_state(&id).await.unwrap().version;
+    assert!(v2 > v);
+    let orphan = ClientState {
+        lease: None,
+        intent: Some(stale),
+    };
+    svc.ledger.write_state(&id, &orphan, v2).await.unwrap();
+    assert_eq!(svc.reconcile_once().await, 1);
+    assert_eq!(svc.store.secrets("auth0/abc").len(), 1, "nothing rewritten");
+    let last = svc.store.last_rotation("auth0/abc").await.unwrap().unwrap();
+    let (meta, version) = (last.value, last.version);
+    assert_eq!(
+        (meta.rotation_id, version),
+        (newer.metadata.rotation_id, KvVersion(1))
+    );
+    settled(&svc, "abc");
+}
+
+#[tokio::test]
+async fn a_live_lease_elsewhere_makes_the_request_wait_then_abort() {
+    let svc = service(FakeVault::default());
+    let id = ClientId::parse("abc").unwrap();
+    let held = ClientState {
+        lease: Some(Lease {
+            holder: "other-replica".into(),
+            expires_at_ms: millis(SystemTime::now() + Duration::from_secs(60)),
+        }),
+        intent: None,
+    };
+    svc.ledger
+        .write_state(&id, &held, KvVersion::NONE)
+        .await
+        .unwrap();
+    let err = svc.rotate(command("abc"), soon(300)).await.unwrap_err();
+    assert!(matches!(err, RotationError::Busy), "{err:?}");
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_and_refuse_other_clients() {
+    let svc = service(FakeVault::default());
+    let keyed = |id: &str| RotateCommand::parse(id, "", "deploy-7").unwrap();
+    let first = svc.rotate(keyed("abc"), soon(10_000)).await.unwrap();
+    let again = svc.rotate(keyed("abc"), soon(10_000)).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+    let err = svc.rotate(keyed("other"), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RotationError::InvalidArgument(ValidationError::IdempotencyKeyReused)
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotations_of_one_client_do_not_interleave() {
+    let svc = service(FakeVault::default());
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let svc = Arc::clone(&svc);
+            tokio::spawn(async move { svc.rotate(command("abc"), soon(10_000)).await })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for run in runs {
+        versions.push(
+            run.await
+                .unwrap()
+                .expect("no CAS conflict")
+                .stored
+                .version
+                .get(),
+        );
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
+    settled(&svc, "abc");
+    assert!(
+        svc.local.lock().unwrap().is_empty(),
+        "local locks are released"
+    );
+}
+
+#[tokio::test]
+async fn without_read_keys_rotations_are_refused_unless_accepted() {
+    let svc = service(FakeVault::default());
+    svc.set_recovery_available(false);
+    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
+    assert!(matches!(err, RotationError::RecoveryUnavailable), "{err:?}");
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+}

@@ -1,0 +1,22 @@
+//! What the Vault adapter needs to know, built and validated by `config`.
+
+use std::{path::PathBuf, time::Duration};
+
+use reqwest::Url;
+use secrecy::SecretString;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: Url,
+    pub token: SecretString,
+    /// Vault Enterprise namespace.
+    pub namespace: Option<String>,
+    /// PEM bundle of the CAs that sign Vault's certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// One request.
+    pub timeout: Duration,
+    /// The KV v2 mount secrets and the ledger live in.
+    pub mount: String,
+    /// Where the ledger's records live inside the mount.
+    pub state_prefix: String,
+}

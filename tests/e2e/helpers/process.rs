@@ -1,0 +1,153 @@
+//! The real `secret-rotator` binary as a child process.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use secret_rotator::{
+    emulator::{Emulator, EmulatorConfig, RunningEmulator, m2m_client, random_client_id},
+    proto::secret_rotation_service_client::SecretRotationServiceClient,
+};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, ClientTlsConfig};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use super::{ALL_SCOPES, Bao, M2M_SECRET, connect, eventually, free_port};
+
+/// The real binary as a child process, logging to a file; killed on drop.
+pub struct ServiceProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: tempfile::NamedTempFile,
+    tls: Option<ClientTlsConfig>,
+}
+
+impl ServiceProcess {
+    /// Starts `secret-rotator serve` with `env` (on top of a cleaned environment) and waits
+    /// until it reports SERVING.
+    pub async fn start(env: &[(&str, String)]) -> Self {
+        Self::start_tls(env, None).await
+    }
+
+    /// Like [`Self::start`], for a process serving TLS.
+    pub async fn start_tls(env: &[(&str, String)], tls: Option<ClientTlsConfig>) -> Self {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-rotator"));
+        cmd.arg("serve");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AUTH0_") || key.starts_with("VAULT_") || key.starts_with("ROTATOR_")
+            {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("ROTATOR_LISTEN_ADDR", format!("127.0.0.1:{port}"));
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = cmd
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the binary");
+        let process = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            tls,
+        };
+        eventually(
+            "the binary to report SERVING",
+            Duration::from_secs(60),
+            || {
+                let (addr, tls) = (process.addr, process.tls.clone());
+                async move {
+                    let mut health = HealthClient::new(connect(addr, tls).await.ok()?);
+                    let status = health
+                        .check(HealthCheckRequest::default())
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .status;
+                    (status == ServingStatus::Serving as i32).then_some(())
+                }
+            },
+        )
+        .await;
+        process
+    }
+
+    /// The settings that point a process at `bao` and `emulator` as the M2M client `m2m_id`.
+    pub fn env_for(
+        bao: &Bao,
+        emulator: &RunningEmulator,
+        m2m_id: &str,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUTH0_DOMAIN", emulator.domain()),
+            ("AUTH0_BASE_URL", emulator.base_url()),
+            ("AUTH0_CLIENT_ID", m2m_id.to_owned()),
+            ("AUTH0_CLIENT_SECRET", M2M_SECRET.to_owned()),
+            ("VAULT_ADDR", bao.addr.clone()),
+            ("VAULT_TOKEN", bao.token.clone()),
+            ("ROTATOR_LOG_FORMAT", "json".to_owned()),
+            ("ROTATOR_INSECURE", "true".to_owned()),
+            ("ROTATOR_CALLER_ROTATIONS_PER_MINUTE", "100000".to_owned()),
+            ("ROTATOR_CALLER_ROTATION_BURST", "100000".to_owned()),
+        ]
+    }
+
+    pub async fn client(&self) -> SecretRotationServiceClient<Channel> {
+        SecretRotationServiceClient::new(
+            connect(self.addr, self.tls.clone()).await.expect("connect"),
+        )
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        eventually("the binary to exit", Duration::from_secs(30), || {
+            let done = self.child.try_wait().unwrap();
+            async move { done }
+        })
+        .await
+    }
+
+    /// Everything the process has logged so far (a line being written may be cut short).
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.log.path()).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// OpenBao and an emulator with the service's own M2M client, for tests that run the binary.
+pub async fn bare_stack() -> (Bao, RunningEmulator, String) {
+    let bao = Bao::start().await;
+    let m2m = random_client_id();
+    let emulator = Emulator::new(EmulatorConfig::default())
+        .with_client(m2m_client(&m2m, M2M_SECRET, ALL_SCOPES))
+        .start(
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind emulator"),
+        );
+    (bao, emulator, m2m)
+}

@@ -1,0 +1,48 @@
+//! Requests and emulator faults, built one way for every test.
+
+use secret_rotator::{
+    emulator::{Faults, RotateFault},
+    proto::RotateSecretRequest,
+};
+
+/// RotateSecret for `client_id`, nothing else set.
+pub fn rotate(client_id: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        client_id: client_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// RotateSecret for `client_id` with a reason.
+pub fn rotate_because(client_id: &str, reason: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        reason: reason.to_owned(),
+        ..rotate(client_id)
+    }
+}
+
+/// RotateSecret for `client_id` with an idempotency key.
+pub fn keyed(client_id: &str, key: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        idempotency_key: key.to_owned(),
+        ..rotate(client_id)
+    }
+}
+
+/// One scripted rotate-secret failure at the emulator.
+pub fn rotate_fault(status: u16, commit: bool, delay_ms: u64) -> Faults {
+    Faults {
+        rotate: vec![RotateFault {
+            status,
+            commit,
+            delay_ms,
+        }],
+        ..Faults::default()
+    }
+}
+
+/// A slow Auth0: the next rotation commits at once and its answer arrives after `delay_ms`,
+/// which holds the rotation between Auth0 and Vault for that long.
+pub fn slow_answer(delay_ms: u64) -> Faults {
+    rotate_fault(200, true, delay_ms)
+}
