@@ -1,4 +1,27 @@
 //! secret-rotator: rotates Auth0 client secrets and keeps the live secret in Vault KV v2.
+//!
+//! # Layout
+//!
+//! Dependencies point one way, down this list: a module imports only modules listed above it
+//! (`scripts/layout.py` checks this, and CI runs it).
+//!
+//! - [`audit`]: the audit trail's event record and where it is written; imports nothing.
+//! - [`rotation`]: the protocol. Owns its ports (`SecretIssuer`, `SecretStore`, `Ledger`), their
+//!   errors (`IssuerError`, `StoreError`, each with one `kind()`), the ids, the records and
+//!   Auth0's Client model. Imports no adapter, no transport, no configuration.
+//! - [`auth0`]: the Management API adapter (`SecretIssuer`) and its `Settings`.
+//! - [`vault`]: the KV v2 adapter (`SecretStore` and `Ledger`) and its `Settings`.
+//! - [`auth`]: the front door: listener TLS, caller identities (mutual TLS, JWT), the policy,
+//!   the per-caller rate limit, and one reload mechanism for their files; its `Settings`.
+//! - [`grpc`]: the tonic layer: request -> one domain call -> response; every `Status` is built
+//!   in `grpc/status.rs`.
+//! - [`telemetry`]: installs the log subscriber; its `Settings`.
+//! - [`config`]: flags and environment, grouped and validated once into each part's settings.
+//! - [`app`]: the composition root: builds the adapters, the service and the server; health,
+//!   reflection, start-up checks, the reconciler, shutdown.
+//! - `emulator` (feature `emulator`): a stateful Auth0 stand-in for tests and the local stack;
+//!   imports nothing of the service.
+//! - [`proto`]: code generated from `proto/secretrotator/v1`.
 
 pub mod app;
 pub mod audit;
