@@ -51,19 +51,53 @@ impl Event {
     }
 }
 
-/// One audit record.
-pub struct Record<'a> {
-    pub event: Event,
-    pub origin: &'a Origin,
-    pub client_id: &'a str,
-    pub reason: Option<&'a str>,
-    pub rotation_id: Option<Uuid>,
+/// One audit record. Built only here, by [`rotation`] and [`denied`].
+struct Record<'a> {
+    event: Event,
+    origin: &'a Origin,
+    client_id: &'a str,
+    reason: Option<&'a str>,
+    rotation_id: Option<Uuid>,
     /// `ok`, or a short machine-readable failure (`unavailable`, `not_found`, ...).
-    pub outcome: &'a str,
-    pub kv_version: Option<u64>,
+    outcome: &'a str,
+    kv_version: Option<u64>,
 }
 
-pub fn emit(r: Record<'_>) {
+/// An event in the life of one rotation: started, succeeded, failed, recovered.
+pub fn rotation(
+    event: Event,
+    origin: &Origin,
+    client_id: &str,
+    reason: Option<&str>,
+    rotation_id: Uuid,
+    outcome: &str,
+    kv_version: Option<u64>,
+) {
+    emit(Record {
+        event,
+        origin,
+        client_id,
+        reason,
+        rotation_id: Some(rotation_id),
+        outcome,
+        kv_version,
+    });
+}
+
+/// A refused attempt: nothing was started, so there is no rotation id and no version.
+pub fn denied(origin: &Origin, client_id: &str, outcome: &str) {
+    emit(Record {
+        event: Event::Denied,
+        origin,
+        client_id,
+        reason: None,
+        rotation_id: None,
+        outcome,
+        kv_version: None,
+    });
+}
+
+fn emit(r: Record<'_>) {
     tracing::info!(
         target: TARGET,
         event = r.event.as_str(),

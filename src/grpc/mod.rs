@@ -57,15 +57,8 @@ impl<I, S, L> RotationApi<I, S, L> {
 /// A refused rotation attempt, for the audit trail. The client id is recorded only when it is
 /// a valid one: anything else is the caller's raw input.
 fn audit_denied(origin: &Origin, client_id: &str, err: &AuthError) {
-    audit::emit(audit::Record {
-        event: audit::Event::Denied,
-        origin,
-        client_id: ClientId::parse(client_id).map_or("", |_| client_id),
-        reason: None,
-        rotation_id: None,
-        outcome: err.kind().as_str(),
-        kv_version: None,
-    });
+    let client_id = ClientId::parse(client_id).map_or("", |_| client_id);
+    audit::denied(origin, client_id, err.kind().as_str());
 }
 
 #[tonic::async_trait]

@@ -302,7 +302,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 }
 
-/// One audit event about a rotation: the one place the protocol builds an audit record.
+/// One audit event about a rotation, in the protocol's terms.
 pub(super) fn audit_rotation(
     event: Event,
     origin: &Origin,
@@ -312,13 +312,13 @@ pub(super) fn audit_rotation(
     outcome: &str,
     kv_version: Option<KvVersion>,
 ) {
-    audit::emit(audit::Record {
+    audit::rotation(
         event,
         origin,
-        client_id: client_id.as_str(),
-        reason: reason.map(Reason::as_str),
-        rotation_id: Some(rotation_id),
+        client_id.as_str(),
+        reason.map(Reason::as_str),
+        rotation_id,
         outcome,
-        kv_version: kv_version.map(KvVersion::get),
-    });
+        kv_version.map(KvVersion::get),
+    );
 }
