@@ -3,16 +3,16 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
-    auth::{Security, SecurityError, tls},
+    auth::{Security, SecurityError},
     auth0::{Auth0Client, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::Config,
     grpc::{Deadlines, RotationApi},
+    listener,
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
     rotation::{ClientId, IssuerError, RotationService, StoreError},
     vault::VaultStore,
@@ -111,7 +111,13 @@ pub async fn serve(
     let stopped = async {
         stop_rx.await.ok();
     };
+    // HTTP/2 settings, on purpose: a PING every 30 s on an idle connection (answered within
+    // 10 s or the connection is closed) finds callers that vanished behind a load balancer;
+    // flow-control windows stay at h2's 64 KiB, since every message here is a few KiB and
+    // larger windows would only cost memory per connection. TCP_NODELAY is set by `listener`.
     let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -125,7 +131,7 @@ pub async fn serve(
                     .as_ref()
                     .is_some_and(|t| t.files.client_ca.is_some());
                 info!(?addr, mutual_tls, "secret-rotator listening (TLS)");
-                let incoming = tls::incoming(Arc::clone(listener_tls), listener);
+                let incoming = listener::tls(listener::accept(listener), Arc::clone(listener_tls));
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
             }
             None => {
@@ -133,7 +139,7 @@ pub async fn serve(
                     ?addr,
                     "secret-rotator listening WITHOUT TLS or authentication (ROTATOR_INSECURE=true)"
                 );
-                let incoming = TcpListenerStream::new(listener);
+                let incoming = listener::accept(listener);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
             }
         };

@@ -13,6 +13,7 @@
 //! - [`vault`]: the KV v2 adapter (`SecretStore` and `Ledger`) and its `Settings`.
 //! - [`auth`]: the front door: listener TLS, caller identities (mutual TLS, JWT), the policy,
 //!   the per-caller rate limit, and one reload mechanism for their files; its `Settings`.
+//! - [`listener`]: accepting connections (`TCP_NODELAY` on each), and TLS handshakes.
 //! - [`grpc`]: the tonic layer: request -> one domain call -> response; every `Status` is built
 //!   in `grpc/status.rs`.
 //! - [`telemetry`]: installs the log subscriber; its `Settings`.
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod auth0;
 pub mod config;
 pub mod grpc;
+pub mod listener;
 pub mod rotation;
 pub mod telemetry;
 pub mod vault;

@@ -1,24 +1,14 @@
 //! TLS on the gRPC listener (rustls), optional client certificates, and reloading of the
 //! certificate, key and client CA when their files change.
 
-use std::{io, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
+use tokio_rustls::rustls::{
+    RootCertStore, ServerConfig,
+    crypto::aws_lc_rs,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
 };
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        RootCertStore, ServerConfig,
-        crypto::aws_lc_rs,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-        server::WebPkiClientVerifier,
-    },
-    server::TlsStream,
-};
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, info};
 
 use super::reload::{Reloadable, Trigger};
 
@@ -114,44 +104,6 @@ impl TlsFiles {
         )
         .await
     }
-}
-
-/// Accepts TCP connections and completes TLS handshakes off the accept loop, each with the
-/// configuration in force when it arrived; failed handshakes (no trust, expired certificate,
-/// plaintext) are dropped there.
-pub fn incoming(
-    tls: Arc<ListenerTls>,
-    listener: TcpListener,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    continue;
-                }
-            };
-            let acceptor = TlsAcceptor::from(Arc::clone(&*tls.get()));
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-                match handshake.await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => info!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }
 
 /// The caller's identity in a client certificate: its URI SAN (a SPIFFE ID), else its first
