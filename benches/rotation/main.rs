@@ -11,6 +11,10 @@
 //!
 //! and the idle cost of the reconciler: Vault requests and CPU per minute with 1,000 client
 //! records, for one replica and for three.
+//!
+//! `--count N` sets the rotations per row. `--profile FILE` records where the service spends its CPU during the concurrency-16 run
+//! (`perf record -e cpu-clock`, which works without hardware counters); read it with
+//! `perf report -i FILE --no-children --sort symbol`.
 
 mod drivers;
 mod report;
@@ -33,8 +37,19 @@ struct Plan {
 
 #[tokio::main]
 async fn main() {
-    let short = std::env::args().any(|a| a == "--short");
-    let plan = if short {
+    let args: Vec<String> = std::env::args().collect();
+    let short = args.iter().any(|a| a == "--short");
+    let profile = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let count = args
+        .iter()
+        .position(|a| a == "--count")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse::<usize>().expect("--count takes a number"));
+    let mut plan = if short {
         Plan {
             short,
             warmup: 16,
@@ -53,6 +68,9 @@ async fn main() {
             idle_window: Duration::from_secs(60),
         }
     };
+    if let Some(count) = count {
+        plan.count = count;
+    }
     let logs = tempfile::tempdir().unwrap();
     let bao = Bao::start().await;
     let (emulator, m2m, clients) = stack::emulator(plan.clients).await;
@@ -68,7 +86,12 @@ async fn main() {
             emulator.stats().requests,
             cpu_time(service.pid()),
         );
+        let perf = profile
+            .as_ref()
+            .filter(|_| concurrency == 16)
+            .map(|file| stack::Perf::attach(service.pid(), file));
         let run = drivers::service(&service.addr, &clients, concurrency, plan.count).await;
+        drop(perf);
         rows.push(
             Row::new("service", concurrency, &run)
                 .cpu(cpu_time(service.pid()) - cpu0)

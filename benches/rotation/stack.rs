@@ -241,3 +241,40 @@ fn clock_ticks_per_second() -> u64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100)
 }
+
+/// `perf record` attached to a process until dropped.
+pub struct Perf(Child);
+
+impl Perf {
+    pub fn attach(pid: u32, file: &Path) -> Self {
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "4000",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf (Debian's linux-perf)");
+        // perf needs a moment to attach before the run starts.
+        std::thread::sleep(Duration::from_millis(500));
+        Self(child)
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}

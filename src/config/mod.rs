@@ -86,9 +86,8 @@ pub struct ServerArgs {
 /// Logs and the audit trail.
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// Log filter (tracing EnvFilter syntax). vaultrs is off by default: every Vault error is
-    /// logged by the service itself, and vaultrs reports expected 404s as errors.
-    #[arg(long, env = "ROTATOR_LOG", default_value = "info,vaultrs=off")]
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "ROTATOR_LOG", default_value = "info")]
     pub log: String,
 
     /// Log format.

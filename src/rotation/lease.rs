@@ -12,7 +12,10 @@ use super::{
     error::{RotationError, StoreError},
     ids::ClientId,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{Acquired, ClientState, Intent, KvVersion, Lease, RotateCommand, Rotation, millis},
+    records::{
+        Acquired, ClientState, Intent, KvVersion, LastRotation, Lease, RotateCommand, Rotation,
+        Versioned, millis,
+    },
     service::RotationService,
 };
 
@@ -38,6 +41,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Takes the client's lease and records the intent in one check-and-set write. An open
     /// intent without a live lease is healed first; a live lease is waited for until the
     /// deadline.
+    ///
+    /// The record as this replica last closed it is kept in memory: if nobody has written it
+    /// since, it is still closed, and the check-and-set write proves that without a read. Any
+    /// other write (another replica, a heal) makes the write fail, and the record is read.
     pub(super) async fn acquire(
         &self,
         client_id: &ClientId,
@@ -46,12 +53,16 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         deadline: Instant,
     ) -> Result<Acquired, RotationError> {
         let mut waits = waits();
+        let mut known = self.take_known(client_id);
         loop {
-            let record = self
-                .ledger
-                .read_state(client_id)
-                .await
-                .map_err(RotationError::VaultBeforeRotation)?;
+            let record = match known.take() {
+                Some(record) => record,
+                None => self
+                    .ledger
+                    .read_state(client_id)
+                    .await
+                    .map_err(RotationError::VaultBeforeRotation)?,
+            };
             let state = record.value;
             if state
                 .lease
@@ -64,7 +75,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 continue;
             }
             if let Some(orphan) = state.intent {
-                self.heal_orphan(client_id, orphan, record.version)
+                self.heal_orphan(client_id, orphan, state.last, record.version)
                     .await
                     .map_err(|e| RotationError::RecoveryFailed {
                         client_id: client_id.clone(),
@@ -72,37 +83,67 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     })?;
                 continue;
             }
-            let observed = self
-                .store
-                .current_version(path)
-                .await
-                .map_err(RotationError::VaultBeforeRotation)?;
+            let observed = match &state.last {
+                Some(last) => last.kv_version,
+                None => self
+                    .store
+                    .current_version(path)
+                    .await
+                    .map_err(RotationError::VaultBeforeRotation)?,
+            };
             let mine = ClientState {
                 lease: Some(self.new_lease()),
                 intent: Some(intent.clone()),
+                last: state.last,
             };
             match self
                 .ledger
                 .write_state(client_id, &mine, record.version)
                 .await
             {
-                Ok(fence) => return Ok(Acquired { fence, observed }),
+                Ok(fence) => {
+                    return Ok(Acquired {
+                        fence,
+                        observed,
+                        previous: mine.last,
+                    });
+                }
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(RotationError::VaultBeforeRotation(e)),
             }
         }
     }
 
-    /// Closes the intent and releases the lease. Failing here loses nothing: the secret is
-    /// stored, and a later heal finds Vault already equal to Auth0.
-    pub(super) async fn close(&self, client_id: &ClientId, fence: KvVersion) {
-        if let Err(e) = self
-            .ledger
-            .write_state(client_id, &ClientState::default(), fence)
-            .await
-        {
-            warn!(error = %e, "could not close the intent; the reconciler will");
+    /// Closes the intent and releases the lease, recording `last`. Failing here loses nothing:
+    /// the secret is stored, and a later heal finds Vault already equal to Auth0.
+    pub(super) async fn close(
+        &self,
+        client_id: &ClientId,
+        fence: KvVersion,
+        last: Option<LastRotation>,
+    ) {
+        let closed = ClientState::closed(last);
+        match self.ledger.write_state(client_id, &closed, fence).await {
+            Ok(version) => self.remember(
+                client_id,
+                Versioned {
+                    version,
+                    value: closed,
+                },
+            ),
+            Err(e) => warn!(error = %e, "could not close the intent; the reconciler will"),
         }
+    }
+
+    /// Keeps the record as this replica closed it, for the next acquire.
+    fn remember(&self, client_id: &ClientId, record: Versioned<ClientState>) {
+        let mut known = self.known.lock().expect("known records poisoned");
+        known.insert(client_id.clone(), record);
+    }
+
+    fn take_known(&self, client_id: &ClientId) -> Option<Versioned<ClientState>> {
+        let mut known = self.known.lock().expect("known records poisoned");
+        known.remove(client_id)
     }
 
     pub(super) fn new_lease(&self) -> Lease {

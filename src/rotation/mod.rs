@@ -47,7 +47,7 @@ pub use ids::{
 pub use ports::{Ledger, SecretIssuer, SecretStore};
 pub use records::{
     Acquired, ClientState, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KvVersion,
-    Lease, RotateCommand, Rotation, RotationMetadata, RotationStatus, StoredSecret, Versioned,
-    millis,
+    LastRotation, Lease, RotateCommand, Rotation, RotationMetadata, RotationStatus, StoredSecret,
+    Versioned, millis,
 };
 pub use service::{RotationService, Settings};

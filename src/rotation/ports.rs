@@ -9,9 +9,7 @@ use secrecy::SecretString;
 use super::{
     error::{IssuerError, StoreError},
     ids::{ClientId, IdempotencyKey},
-    records::{
-        ClientState, IdempotencyRecord, IssuedSecret, KvVersion, RotationMetadata, Versioned,
-    },
+    records::{ClientState, IdempotencyRecord, IssuedSecret, KvVersion, Versioned},
 };
 
 /// Port: issues secrets (Auth0).
@@ -46,22 +44,15 @@ pub trait SecretStore: Send + Sync + 'static {
         path: &str,
     ) -> impl Future<Output = Result<Option<Versioned<SecretString>>, StoreError>> + Send;
 
-    /// Writes `{client_id, client_secret}` with check-and-set against `cas`, then the rotation
-    /// metadata; returns the new version.
+    /// Writes `{client_id, client_secret}` with check-and-set against `cas`; returns the new
+    /// version. One request: the rotation's facts go to the ledger record.
     fn write_secret(
         &self,
         path: &str,
         client_id: &ClientId,
         issued: &IssuedSecret,
-        metadata: &RotationMetadata,
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
-
-    /// The metadata of the rotation that wrote the current version, at that version.
-    fn last_rotation(
-        &self,
-        path: &str,
-    ) -> impl Future<Output = Result<Option<Versioned<RotationMetadata>>, StoreError>> + Send;
 }
 
 /// Port: the coordination records, every write check-and-set against the version read.

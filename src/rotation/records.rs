@@ -45,15 +45,17 @@ pub struct Versioned<T> {
 }
 
 /// What taking a client's lease yields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Acquired {
     /// The ledger record's version after the lease was written: every later write of the record
     /// by this holder is check-and-set against it, so a holder whose lease was taken over can no
     /// longer write.
     pub fence: KvVersion,
-    /// The secret key's version observed under the lease: the check-and-set value of the
-    /// secret write.
+    /// The secret key's version as the last rotation left it (read from Vault when no
+    /// rotation is recorded): the check-and-set value of the secret write.
     pub observed: KvVersion,
+    /// The last rotation recorded before this one, kept in the record until this one closes.
+    pub previous: Option<LastRotation>,
 }
 
 /// One validated RotateSecret request.
@@ -96,7 +98,7 @@ impl fmt::Debug for IssuedSecret {
     }
 }
 
-/// Rotation facts kept next to the secret, in the KV key's custom_metadata.
+/// The facts of one rotation, recorded in the client's ledger record when it closes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RotationMetadata {
     pub rotation_id: Uuid,
@@ -133,11 +135,41 @@ pub struct RotationStatus {
 
 /// Per-client coordination record, kept in Vault and only ever written with check-and-set. Its
 /// KV version is the fencing value: every change bumps it, so a holder whose lease was taken
-/// over can no longer write.
+/// over can no longer write. The write that closes a rotation also records its facts here, so a
+/// rotation costs no separate metadata write and GetRotationStatus one read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClientState {
     pub lease: Option<Lease>,
     pub intent: Option<Intent>,
+    /// The last rotation stored (absent in records written before this field existed).
+    #[serde(default)]
+    pub last: Option<LastRotation>,
+}
+
+impl ClientState {
+    /// No lease and no open intent: how a settled rotation leaves the record.
+    pub fn is_closed(&self) -> bool {
+        self.lease.is_none() && self.intent.is_none()
+    }
+
+    /// The closed record after a rotation stored `last` (or after one that stored nothing,
+    /// keeping the previous facts).
+    pub fn closed(last: Option<LastRotation>) -> Self {
+        Self {
+            lease: None,
+            intent: None,
+            last,
+        }
+    }
+}
+
+/// The last rotation stored for a client, and the KV version of the secret it wrote: the
+/// check-and-set value of the next rotation's secret write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRotation {
+    #[serde(flatten)]
+    pub metadata: RotationMetadata,
+    pub kv_version: KvVersion,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

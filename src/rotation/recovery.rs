@@ -11,21 +11,23 @@ use super::{
     error::{RotationError, StoreError},
     ids::ClientId,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{ClientState, Intent, KvVersion, Rotation, RotationMetadata},
+    records::{ClientState, Intent, KvVersion, LastRotation, Rotation, RotationMetadata},
     service::{RotationService, audit_rotation},
 };
 use crate::audit::{Event, Origin};
 
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Stores the secret Auth0 accepts now, unless Vault already holds it, then closes the
-    /// intent (the caller holds the lease, `fence`). Returns the rotation when the intent's
-    /// rotation did happen, `None` when Auth0 never rotated under it.
+    /// intent (the caller holds the lease, `fence`). `previous` is the last rotation the record
+    /// held before the intent. Returns the rotation when the intent's rotation did happen,
+    /// `None` when Auth0 never rotated under it.
     pub(super) async fn heal(
         &self,
         client_id: &ClientId,
         path: &str,
         intent: &Intent,
         fence: KvVersion,
+        previous: Option<LastRotation>,
     ) -> Result<Option<Rotation>, RotationError> {
         let live = self.issuer.read_secret(client_id).await?;
         let current = self
@@ -33,35 +35,29 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .read_secret(path)
             .await
             .map_err(RotationError::Vault)?;
+        let metadata = RotationMetadata {
+            rotation_id: intent.rotation_id,
+            rotated_at: std::time::SystemTime::now(),
+            reason: intent.reason.clone(),
+            recovered: true,
+        };
+        let recorded = previous.as_ref().map_or(KvVersion::NONE, |l| l.kv_version);
         let rotation = match current {
-            // Vault already holds the live secret: either the intent's rotation was stored just
-            // before a crash, or Auth0 never rotated under it, or a newer rotation is in place.
+            // Vault already holds the live secret. A version newer than the last one recorded
+            // was written by this intent's rotation just before it was cut off; otherwise
+            // Auth0 never rotated under it, or a newer rotation is in place.
             Some(held) if held.value.expose_secret() == live.secret.expose_secret() => {
-                let last = self
-                    .store
-                    .last_rotation(path)
-                    .await
-                    .map_err(RotationError::Vault)?;
-                last.filter(|m| {
-                    m.value.rotation_id == intent.rotation_id && m.version == held.version
-                })
-                .map(|m| Rotation {
-                    client: live.client.clone(),
-                    metadata: m.value,
-                    stored: self.stored(path.to_owned(), m.version),
+                (held.version > recorded).then(|| Rotation {
+                    client: live.client,
+                    metadata,
+                    stored: self.stored(path.to_owned(), held.version),
                 })
             }
             current => {
                 let cas = current.map_or(KvVersion::NONE, |held| held.version);
-                let metadata = RotationMetadata {
-                    rotation_id: intent.rotation_id,
-                    rotated_at: std::time::SystemTime::now(),
-                    reason: intent.reason.clone(),
-                    recovered: true,
-                };
                 let version = self
                     .store
-                    .write_secret(path, client_id, &live, &metadata, cas)
+                    .write_secret(path, client_id, &live, cas)
                     .await
                     .map_err(RotationError::Vault)?;
                 Some(Rotation {
@@ -71,7 +67,14 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 })
             }
         };
-        self.close(client_id, fence).await;
+        let last = match &rotation {
+            Some(r) => Some(LastRotation {
+                metadata: r.metadata.clone(),
+                kv_version: r.stored.version,
+            }),
+            None => previous,
+        };
+        self.close(client_id, fence, last).await;
         if let Some(key) = &intent.idempotency_key {
             self.settle_recovered_key(key, client_id, intent, rotation.as_ref())
                 .await;
@@ -109,11 +112,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         &self,
         client_id: &ClientId,
         orphan: Intent,
+        previous: Option<LastRotation>,
         version: KvVersion,
     ) -> Result<(), RotationError> {
         let taken = ClientState {
             lease: Some(self.new_lease()),
             intent: Some(orphan.clone()),
+            last: previous.clone(),
         };
         let fence = match self.ledger.write_state(client_id, &taken, version).await {
             Ok(fence) => fence,
@@ -122,13 +127,17 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         warn!(rotation_id = %orphan.rotation_id, started_at = ?orphan.started_at, "healing a rotation left open");
         let path = self.settings.path.render(client_id);
-        match self.heal(client_id, &path, &orphan, fence).await {
+        match self
+            .heal(client_id, &path, &orphan, fence, previous.clone())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 // Leave the intent for the next attempt without holding its lease.
                 let open = ClientState {
                     lease: None,
                     intent: Some(orphan),
+                    last: previous,
                 };
                 if let Err(release) = self.ledger.write_state(client_id, &open, fence).await {
                     warn!(error = %release, "could not release the lease after a failed heal");
@@ -165,7 +174,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             let Some(intent) = state.intent.filter(|_| !leased) else {
                 continue;
             };
-            match self.heal_orphan(&client_id, intent, record.version).await {
+            match self
+                .heal_orphan(&client_id, intent, state.last, record.version)
+                .await
+            {
                 Ok(()) => healed += 1,
                 Err(e) => warn!(%client_id, error = %e, "reconciler could not heal; will retry"),
             }

@@ -20,8 +20,8 @@ use super::{
     ids::{ClientId, PathTemplate, Reason},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        Intent, IssuedSecret, KvVersion, RotateCommand, Rotation, RotationMetadata, RotationStatus,
-        StoredSecret,
+        ClientState, Intent, IssuedSecret, KvVersion, LastRotation, RotateCommand, Rotation,
+        RotationMetadata, RotationStatus, StoredSecret, Versioned,
     },
 };
 use crate::audit::{self, Event, Origin};
@@ -51,6 +51,8 @@ pub struct RotationService<I, S, L> {
     pub(super) recovery_available: AtomicBool,
     /// One rotation per client at a time in this process, before the Vault lease is even tried.
     pub(super) local: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each client's ledger record as this replica last closed it (see `acquire`).
+    pub(super) known: Mutex<HashMap<ClientId, Versioned<ClientState>>>,
     /// Rotations and heals in flight, so that shutdown can wait for them.
     tasks: TaskTracker,
     slots: Arc<tokio::sync::Semaphore>,
@@ -64,6 +66,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             ledger,
             recovery_available: AtomicBool::new(true),
             local: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent.max(1))),
             settings,
@@ -145,24 +148,19 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         result
     }
 
-    /// The client's last stored rotation and any open intent.
+    /// The client's last stored rotation and any open intent: one read of its ledger record.
     pub async fn status(&self, client_id: &ClientId) -> Result<RotationStatus, RotationError> {
         let path = self.settings.path.render(client_id);
-        // The ledger first: an intent is closed only after its secret and metadata are stored,
-        // so a closed intent seen here is never followed by stale metadata below.
         let state = self
             .ledger
             .read_state(client_id)
             .await
             .map_err(RotationError::Vault)?
             .value;
-        let last = self
-            .store
-            .last_rotation(&path)
-            .await
-            .map_err(RotationError::Vault)?;
         Ok(RotationStatus {
-            last: last.map(|m| (m.value, self.stored(path, m.version))),
+            last: state
+                .last
+                .map(|l| (l.metadata, self.stored(path, l.kv_version))),
             lease_active: state
                 .lease
                 .as_ref()
@@ -193,7 +191,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             Ok(issued) => issued,
             Err(e) if e.outcome_unknown() => {
                 warn!(%rotation_id, error = %e, "Auth0's answer was lost; reading the live secret back");
-                return match self.heal(client_id, &path, &intent, lease.fence).await {
+                let healed = self
+                    .heal(client_id, &path, &intent, lease.fence, lease.previous)
+                    .await;
+                return match healed {
                     // Vault now holds what Auth0 accepts, but a new secret cannot be told from
                     // one changed outside the service (or from the old one, on a first rotation).
                     Ok(Some(rotation)) => Err(RotationError::Recovered {
@@ -214,7 +215,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 };
             }
             Err(e) => {
-                self.close(client_id, lease.fence).await;
+                self.close(client_id, lease.fence, lease.previous).await;
                 return Err(e.into());
             }
         };
@@ -225,31 +226,35 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             recovered: false,
         };
         info!(%rotation_id, "Auth0 rotated the secret; storing it");
-        let version = self
-            .store_with_retries(
-                &path,
-                client_id,
-                &issued,
-                &metadata,
-                lease.observed,
-                deadline,
-            )
+        let stored = match self
+            .store_with_retries(&path, client_id, &issued, lease.observed, deadline)
             .await
-            .map_err(|source| {
-                error!(
-                    %rotation_id,
-                    vault.path = %path,
-                    error = %source,
-                    "NEEDS RESYNC: Auth0 rotated the secret but Vault does not hold it; \
-                     the reconciler will store the live secret once the lease expires"
-                );
-                RotationError::StoreAfterRotation {
-                    client_id: client_id.clone(),
-                    rotation_id,
-                    source,
-                }
-            })?;
-        self.close(client_id, lease.fence).await;
+        {
+            Err(StoreError::CasMismatch) => {
+                self.store_again(client_id, &path, &issued, lease.fence, deadline)
+                    .await
+            }
+            done => done,
+        };
+        let version = stored.map_err(|source| {
+            error!(
+                %rotation_id,
+                vault.path = %path,
+                error = %source,
+                "NEEDS RESYNC: Auth0 rotated the secret but Vault does not hold it; \
+                 the reconciler will store the live secret once the lease expires"
+            );
+            RotationError::StoreAfterRotation {
+                client_id: client_id.clone(),
+                rotation_id,
+                source,
+            }
+        })?;
+        let last = LastRotation {
+            metadata: metadata.clone(),
+            kv_version: version,
+        };
+        self.close(client_id, lease.fence, Some(last)).await;
         info!(%rotation_id, vault.version = %version, "rotation stored");
         Ok(Rotation {
             client: issued.client,
@@ -265,14 +270,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         path: &str,
         client_id: &ClientId,
         issued: &IssuedSecret,
-        metadata: &RotationMetadata,
         cas: KvVersion,
         deadline: Instant,
     ) -> Result<KvVersion, StoreError> {
-        let write = || {
-            self.store
-                .write_secret(path, client_id, issued, metadata, cas)
-        };
+        let write = || self.store.write_secret(path, client_id, issued, cas);
         match write().await {
             Err(first) if first.is_transient() => {
                 warn!(error = %first, "Vault write failed; retrying until the deadline");
@@ -291,6 +292,26 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             }
             done => done,
         }
+    }
+
+    /// The key moved since the last rotation recorded it (a write from outside the service, a
+    /// key deleted and made again). While the lease is still ours, read its version and write
+    /// once more; a lease lost meanwhile means a stale writer, which must not write.
+    async fn store_again(
+        &self,
+        client_id: &ClientId,
+        path: &str,
+        issued: &IssuedSecret,
+        fence: KvVersion,
+        deadline: Instant,
+    ) -> Result<KvVersion, StoreError> {
+        if self.ledger.read_state(client_id).await?.version != fence {
+            return Err(StoreError::CasMismatch);
+        }
+        let current = self.store.current_version(path).await?;
+        warn!(vault.path = %path, "the key changed outside the service since its last rotation; writing over its current version");
+        self.store_with_retries(path, client_id, issued, current, deadline)
+            .await
     }
 
     pub(super) fn stored(&self, path: String, version: KvVersion) -> StoredSecret {

@@ -91,7 +91,7 @@ async fn auth0_commits_then_times_out_and_the_live_secret_is_recovered() {
     );
     let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
     assert_eq!(meta["current_version"], 2);
-    assert_eq!(meta["custom_metadata"]["recovered"], "true");
+    assert!(stack.status(&id).await.last_rotation.unwrap().recovered);
 }
 
 #[tokio::test]
@@ -130,8 +130,16 @@ async fn vault_killed_after_the_auth0_call_is_healed_once_it_is_back() {
         1,
         "healed without rotating again"
     );
-    let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
-    assert_eq!(meta["custom_metadata"]["recovered"], "true");
+    let last = eventually(
+        "the heal to close the intent",
+        Duration::from_secs(10),
+        || async {
+            let status = stack.status(&id).await;
+            status.open_intent.is_none().then_some(status.last_rotation)
+        },
+    )
+    .await;
+    assert!(last.expect("a last rotation").recovered);
     stack.shutdown().await;
 }
 
@@ -371,18 +379,17 @@ async fn a_stale_intent_does_not_replace_a_newer_rotation() {
     let id = stack.seed(regular_client(&random_client_id(), "App"));
     let newer = stack.rotate_ok(&id).await;
 
-    // An intent from an old rotation whose replica died, as the ledger would hold it.
+    // An intent from an old rotation whose replica died resurfaces in the record.
     let state = format!("secret/data/secret-rotator/clients/{id}");
     let (_, current) = stack.bao.api(reqwest::Method::GET, &state, None).await;
     let version = current["data"]["metadata"]["version"].as_u64().unwrap();
-    let stale = serde_json::json!({
-        "options": {"cas": version},
-        "data": {"lease": null, "intent": {
-            "rotation_id": uuid::Uuid::new_v4(), "caller": null, "reason": null,
-            "started_at": {"secs_since_epoch": 1_700_000_000u64, "nanos_since_epoch": 0},
-            "idempotency_key": null
-        }}
+    let mut record = current["data"]["data"].clone();
+    record["intent"] = serde_json::json!({
+        "rotation_id": uuid::Uuid::new_v4(), "caller": null, "reason": null,
+        "started_at": {"secs_since_epoch": 1_700_000_000u64, "nanos_since_epoch": 0},
+        "idempotency_key": null
     });
+    let stale = serde_json::json!({"options": {"cas": version}, "data": record});
     let (status, body) = stack
         .bao
         .api(reqwest::Method::POST, &state, Some(stale))
@@ -400,9 +407,10 @@ async fn a_stale_intent_does_not_replace_a_newer_rotation() {
     .await;
     let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
     assert_eq!(meta["current_version"], 1, "nothing rewritten");
+    let last = stack.status(&id).await.last_rotation.unwrap();
     assert_eq!(
-        meta["custom_metadata"]["rotation_id"],
-        newer.rotation_id.as_str()
+        last.rotation_id, newer.rotation_id,
+        "still the newer rotation"
     );
     let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
     assert_eq!(

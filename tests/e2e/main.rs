@@ -4,6 +4,7 @@ mod helpers;
 
 mod cli;
 mod concurrency;
+mod cost;
 mod durability;
 mod errors;
 mod grpcurl;

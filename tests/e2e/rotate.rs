@@ -33,17 +33,16 @@ async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
         "only client_id and client_secret: {data}"
     );
 
-    // Rotation facts sit in custom_metadata, not in the data.
-    let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
-    let custom = &meta["custom_metadata"];
-    assert_eq!(custom["rotation_id"], answer.rotation_id.as_str());
-    assert_eq!(custom["reason"], "quarterly rotation");
-    assert!(
-        custom["rotated_at"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z')),
-        "{custom}"
-    );
+    // Rotation facts sit in the client's ledger record, not in the data: GetRotationStatus.
+    let last = stack
+        .status(&id)
+        .await
+        .last_rotation
+        .expect("the last rotation");
+    assert_eq!(last.rotation_id, answer.rotation_id);
+    assert_eq!(last.reason, "quarterly rotation");
+    assert_eq!(last.rotated_at, answer.rotated_at);
+    assert_eq!(last.vault_secret.unwrap().version, 1);
 
     // The answer: metadata about the client and where the secret went.
     uuid::Uuid::parse_str(&answer.rotation_id).expect("rotation_id is a UUID");
@@ -52,7 +51,14 @@ async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
         (vault.mount.as_str(), vault.path.as_str(), vault.version),
         ("secret", vault_path(&id).as_str(), 1)
     );
+    let meta = stack.bao.kv_metadata(&vault_path(&id)).await.unwrap();
     assert_eq!(meta["current_version"], 1);
+    assert!(
+        meta["custom_metadata"]
+            .as_object()
+            .is_none_or(|m| m.is_empty()),
+        "no metadata write: {meta}"
+    );
     assert!(answer.rotated_at.is_some());
     let c = answer.client.clone().unwrap();
     assert_eq!(c.client_id, id);
@@ -105,10 +111,11 @@ async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
         stack.bao.kv_data(&vault_path(&id)).await.unwrap()["client_secret"],
         latest.as_str()
     );
-    let custom = &stack.bao.kv_metadata(&vault_path(&id)).await.unwrap()["custom_metadata"];
-    assert_eq!(custom["rotation_id"], again.rotation_id.as_str());
+    let last = stack.status(&id).await.last_rotation.unwrap();
+    assert_eq!(last.rotation_id, again.rotation_id);
+    assert_eq!(last.vault_secret.unwrap().version, 2);
     assert!(
-        custom.get("reason").is_none(),
+        last.reason.is_empty(),
         "no stale reason from the previous rotation"
     );
 }

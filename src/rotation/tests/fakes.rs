@@ -13,8 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
     Client, ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError,
-    KvVersion, Ledger, RotationMetadata, SecretIssuer, SecretStore, StoreError, Transport,
-    Versioned,
+    KvVersion, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -75,17 +74,25 @@ impl SecretIssuer for FakeAuth0 {
 #[derive(Default)]
 pub struct FakeVault {
     pub read_error: Option<StoreError>,
+    /// Calls of `current_version`.
+    pub version_reads: AtomicUsize,
     pub write_errors: Mutex<VecDeque<StoreError>>,
     pub write_attempts: AtomicUsize,
-    pub keys: Mutex<HashMap<String, Vec<(String, RotationMetadata)>>>,
+    pub keys: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl FakeVault {
+    /// A write from outside the service: the key's next version holds `secret`.
+    pub fn write_outside(&self, path: &str, secret: &str) {
+        let mut keys = self.keys.lock().unwrap();
+        keys.entry(path.to_owned())
+            .or_default()
+            .push(secret.to_owned());
+    }
+
     pub fn secrets(&self, path: &str) -> Vec<String> {
         let keys = self.keys.lock().unwrap();
-        keys.get(path)
-            .map(|v| v.iter().map(|(s, _)| s.clone()).collect())
-            .unwrap_or_default()
+        keys.get(path).cloned().unwrap_or_default()
     }
 }
 
@@ -99,6 +106,7 @@ impl SecretStore for FakeVault {
     }
 
     async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
+        self.version_reads.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = &self.read_error {
             return Err(e.clone());
         }
@@ -118,7 +126,6 @@ impl SecretStore for FakeVault {
         path: &str,
         _: &ClientId,
         issued: &IssuedSecret,
-        metadata: &RotationMetadata,
         cas: KvVersion,
     ) -> Result<KvVersion, StoreError> {
         self.write_attempts.fetch_add(1, Ordering::SeqCst);
@@ -130,21 +137,8 @@ impl SecretStore for FakeVault {
         if version(key.len()) != cas {
             return Err(StoreError::CasMismatch);
         }
-        key.push((issued.secret.expose_secret().to_owned(), metadata.clone()));
+        key.push(issued.secret.expose_secret().to_owned());
         Ok(version(key.len()))
-    }
-
-    async fn last_rotation(
-        &self,
-        path: &str,
-    ) -> Result<Option<Versioned<RotationMetadata>>, StoreError> {
-        let keys = self.keys.lock().unwrap();
-        Ok(keys.get(path).and_then(|v| {
-            v.last().map(|(_, m)| Versioned {
-                version: version(v.len()),
-                value: m.clone(),
-            })
-        }))
     }
 }
 
@@ -152,6 +146,9 @@ impl SecretStore for FakeVault {
 #[derive(Default)]
 pub struct FakeLedger {
     records: Mutex<HashMap<String, (KvVersion, serde_json::Value)>>,
+    /// Reads and writes of client records through the port.
+    pub state_reads: AtomicUsize,
+    pub state_writes: AtomicUsize,
 }
 
 impl FakeLedger {
@@ -187,6 +184,7 @@ impl FakeLedger {
 
 impl Ledger for FakeLedger {
     async fn read_state(&self, id: &ClientId) -> Result<Versioned<ClientState>, StoreError> {
+        self.state_reads.fetch_add(1, Ordering::SeqCst);
         let read = self.read(&format!("c/{id}"));
         Ok(Versioned {
             version: read.version,
@@ -200,6 +198,7 @@ impl Ledger for FakeLedger {
         state: &ClientState,
         cas: KvVersion,
     ) -> Result<KvVersion, StoreError> {
+        self.state_writes.fetch_add(1, Ordering::SeqCst);
         self.write(&format!("c/{id}"), state, cas)
     }
 

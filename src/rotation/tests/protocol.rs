@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::fakes::{FakeAuth0, FakeLedger, FakeVault, LostAnswer};
 use crate::rotation::{
     ClientId, ClientState, Intent, IssuerError, KvVersion, Lease, Ledger, PathTemplate,
-    RotateCommand, RotationError, RotationService, SecretStore, Settings, StoreError,
+    RotateCommand, RotationError, RotationMetadata, RotationService, Settings, StoreError,
     ValidationError, Versioned, millis,
 };
 
@@ -59,7 +59,14 @@ fn settled(svc: &Svc, id: &str) {
         "Vault == Auth0"
     );
     let state: Option<ClientState> = svc.ledger.read(&format!("c/{id}")).value;
-    assert_eq!(state.unwrap_or_default(), ClientState::default(), "closed");
+    assert!(state.unwrap_or_default().is_closed(), "closed");
+}
+
+/// The last rotation GetRotationStatus reports, and the KV version it names.
+async fn last(svc: &Svc, id: &str) -> (RotationMetadata, KvVersion) {
+    let status = svc.status(&ClientId::parse(id).unwrap()).await.unwrap();
+    let (metadata, stored) = status.last.expect("a last rotation");
+    (metadata, stored.version)
 }
 
 #[tokio::test]
@@ -130,13 +137,7 @@ async fn a_failed_store_leaves_an_intent_that_the_reconciler_heals() {
         .unwrap();
     assert_eq!(svc.reconcile_once().await, 1);
     settled(&svc, "abc");
-    let meta = svc
-        .store
-        .last_rotation("auth0/abc")
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let (meta, _) = last(&svc, "abc").await;
     assert!(meta.recovered);
     assert_eq!(meta.rotation_id, intent.rotation_id);
     assert_eq!(
@@ -179,13 +180,7 @@ async fn a_lost_answer_after_commit_is_healed_inline() {
     );
     assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
     settled(&svc, "abc");
-    let meta = svc
-        .store
-        .last_rotation("auth0/abc")
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let (meta, _) = last(&svc, "abc").await;
     assert!(meta.recovered);
 }
 
@@ -220,15 +215,16 @@ async fn a_stale_intent_leaves_the_newer_secret_in_place() {
     // An old rotation's intent resurfaces (e.g. restored from a replica that was cut off).
     let v2 = svc.ledger.read_state(&id).await.unwrap().version;
     assert!(v2 > v);
+    let current = svc.ledger.read_state(&id).await.unwrap().value;
     let orphan = ClientState {
         lease: None,
         intent: Some(stale),
+        ..current
     };
     svc.ledger.write_state(&id, &orphan, v2).await.unwrap();
     assert_eq!(svc.reconcile_once().await, 1);
     assert_eq!(svc.store.secrets("auth0/abc").len(), 1, "nothing rewritten");
-    let last = svc.store.last_rotation("auth0/abc").await.unwrap().unwrap();
-    let (meta, version) = (last.value, last.version);
+    let (meta, version) = last(&svc, "abc").await;
     assert_eq!(
         (meta.rotation_id, version),
         (newer.metadata.rotation_id, KvVersion(1))
@@ -246,6 +242,7 @@ async fn a_live_lease_elsewhere_makes_the_request_wait_then_abort() {
             expires_at_ms: millis(SystemTime::now() + Duration::from_secs(60)),
         }),
         intent: None,
+        last: None,
     };
     svc.ledger
         .write_state(&id, &held, KvVersion::NONE)
@@ -310,4 +307,76 @@ async fn without_read_keys_rotations_are_refused_unless_accepted() {
     let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
     assert!(matches!(err, RotationError::RecoveryUnavailable), "{err:?}");
     assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+}
+
+/// Vault requests are what every other Vault user pays for: a rotation after the first makes
+/// three (lease and intent, secret, close) and reads nothing.
+#[tokio::test]
+async fn a_warm_rotation_writes_three_records_and_reads_none() {
+    let svc = service(FakeVault::default());
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    let reads = || {
+        svc.ledger.state_reads.load(Ordering::SeqCst)
+            + svc.store.version_reads.load(Ordering::SeqCst)
+    };
+    let writes = || {
+        svc.ledger.state_writes.load(Ordering::SeqCst)
+            + svc.store.write_attempts.load(Ordering::SeqCst)
+    };
+    let (reads_before, writes_before) = (reads(), writes());
+    let second = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    assert_eq!(reads() - reads_before, 0, "no reads");
+    assert_eq!(writes() - writes_before, 3, "lease, secret, close");
+    assert_eq!(second.stored.version, KvVersion(2));
+    settled(&svc, "abc");
+    let (meta, version) = last(&svc, "abc").await;
+    assert_eq!(
+        (meta.rotation_id, version),
+        (second.metadata.rotation_id, KvVersion(2))
+    );
+}
+
+/// The record kept in memory is only a guess: another replica's rotation in between makes
+/// the lease write fail, and the record is read again.
+#[tokio::test]
+async fn a_rotation_elsewhere_in_between_is_noticed() {
+    let svc = service(FakeVault::default());
+    let id = ClientId::parse("abc").unwrap();
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    // Another replica rotates: the key gets version 2, and its close records that.
+    svc.store.write_outside("auth0/abc", "from-elsewhere");
+    let record = svc.ledger.read_state(&id).await.unwrap();
+    let mut state = record.value;
+    state.last.as_mut().unwrap().kv_version = KvVersion(2);
+    svc.ledger
+        .write_state(&id, &state, record.version)
+        .await
+        .unwrap();
+    let reads = svc.ledger.state_reads.load(Ordering::SeqCst);
+    let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    assert_eq!(
+        svc.ledger.state_reads.load(Ordering::SeqCst) - reads,
+        1,
+        "the record is read once the write fails"
+    );
+    assert_eq!(rotation.stored.version, KvVersion(3));
+    settled(&svc, "abc");
+}
+
+/// A write to the key from outside the service (an operator's `vault kv put`) does not fail
+/// the next rotation: under its lease, the service reads the key's version and writes again.
+#[tokio::test]
+async fn a_key_written_outside_the_service_is_written_over() {
+    let svc = service(FakeVault::default());
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    svc.store
+        .write_outside("auth0/abc", "pasted-by-an-operator");
+    let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    assert_eq!(rotation.stored.version, KvVersion(3));
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        2,
+        "rotated once more"
+    );
+    settled(&svc, "abc");
 }

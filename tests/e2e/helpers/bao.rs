@@ -24,15 +24,21 @@ pub struct Bao {
 
 impl Bao {
     pub async fn start() -> Self {
-        Self::start_dev(false).await
+        Self::start_dev(false, false).await
     }
 
     /// A dev server on HTTPS with a CA of its own ([`Bao::ca_file`]).
     pub async fn start_tls() -> Self {
-        Self::start_dev(true).await
+        Self::start_dev(true, false).await
     }
 
-    async fn start_dev(tls: bool) -> Self {
+    /// A dev server that writes every request to a file audit device ([`Bao::requests`]).
+    /// OpenBao 2.x enables audit devices only from its configuration file.
+    pub async fn start_audited() -> Self {
+        Self::start_dev(false, true).await
+    }
+
+    async fn start_dev(tls: bool, audited: bool) -> Self {
         for _ in 0..5 {
             let home = tempfile::tempdir().expect("tempdir");
             let port = free_port();
@@ -47,6 +53,19 @@ impl Bao {
                 std::fs::create_dir_all(&certs).unwrap();
                 args.push("-dev-tls".to_owned());
                 args.push(format!("-dev-tls-cert-dir={}", certs.display()));
+            }
+            if audited {
+                let config = home.path().join("audit.hcl");
+                let log = home.path().join("audit.log");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                        log.display()
+                    ),
+                )
+                .unwrap();
+                args.push(format!("-config={}", config.display()));
             }
             let child = Command::new(tool("bao"))
                 .args(args)
@@ -85,6 +104,23 @@ impl Bao {
             // Lost the port to someone else: try another.
         }
         panic!("OpenBao did not start");
+    }
+
+    /// Every request an audited server ([`Bao::start_audited`]) has received so far, as
+    /// `(operation, path)`, oldest first.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        let log = std::fs::read_to_string(self.home.path().join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|entry| entry["type"] == "request")
+            .map(|entry| {
+                let request = &entry["request"];
+                (
+                    request["operation"].as_str().unwrap_or_default().to_owned(),
+                    request["path"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// The CA of a [`Bao::start_tls`] server.

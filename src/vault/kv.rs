@@ -1,0 +1,287 @@
+//! A lean KV v2 client on the service's reqwest stack: the five calls the adapter makes, with
+//! the mount's base URL built once. It replaces vaultrs, whose per-call request building,
+//! JSON round trips and error logging cost more CPU than the rest of a rotation (see
+//! `docs/performance.md`). Vault's own error texts are logged at debug only; callers get the
+//! protocol's [`StoreError`].
+
+use std::{collections::HashMap, time::Duration};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header::HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tracing::{debug, warn};
+
+use super::Settings;
+use crate::rotation::{KvVersion, StoreError, Versioned};
+
+pub(super) struct Kv {
+    http: reqwest::Client,
+    /// `{addr}/v1/`
+    api: Url,
+    /// `{addr}/v1/{mount}/data/` and `.../metadata/`
+    data: Url,
+    metadata: Url,
+    token: SecretString,
+    namespace: Option<HeaderValue>,
+}
+
+/// `{"data": {"data": T, "metadata": {"version": n}}}`
+#[derive(Deserialize)]
+struct ReadAnswer<T> {
+    data: ReadData<T>,
+}
+
+#[derive(Deserialize)]
+struct ReadData<T> {
+    data: T,
+    metadata: VersionOnly,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u64,
+}
+
+#[derive(Deserialize)]
+struct WriteAnswer {
+    data: VersionOnly,
+}
+
+#[derive(Deserialize)]
+struct MetadataAnswer {
+    data: CurrentVersion,
+}
+
+#[derive(Deserialize)]
+struct CurrentVersion {
+    current_version: u64,
+}
+
+#[derive(Deserialize)]
+struct ListAnswer {
+    data: Keys,
+}
+
+#[derive(Deserialize)]
+struct Keys {
+    keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct WriteBody<'a, T> {
+    options: Cas,
+    data: &'a T,
+}
+
+#[derive(Serialize)]
+struct Cas {
+    cas: u64,
+}
+
+/// Vault's error body: `{"errors": [...]}`.
+#[derive(Deserialize, Default)]
+struct Errors {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+impl Kv {
+    pub(super) fn new(settings: &Settings) -> Result<Self, StoreError> {
+        let invalid =
+            |what: &str| StoreError::Unexpected(format!("invalid Vault settings: {what}"));
+        let mut http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_cert {
+            let pem = std::fs::read(path).map_err(|_| invalid("VAULT_CACERT cannot be read"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|_| invalid("VAULT_CACERT is not a PEM bundle"))?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|_| invalid("HTTP client"))?;
+        let mut api = settings.addr.clone();
+        api.set_path(&format!("{}/v1/", api.path().trim_end_matches('/')));
+        let mount = |kind: &str| {
+            api.join(&format!("{}/{kind}/", settings.mount))
+                .map_err(|_| invalid("ROTATOR_VAULT_MOUNT"))
+        };
+        let namespace = match &settings.namespace {
+            Some(ns) => Some(HeaderValue::from_str(ns).map_err(|_| invalid("VAULT_NAMESPACE"))?),
+            None => None,
+        };
+        Ok(Self {
+            data: mount("data")?,
+            metadata: mount("metadata")?,
+            api,
+            http,
+            token: settings.token.clone(),
+            namespace,
+        })
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let mut token = HeaderValue::from_str(self.token.expose_secret())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        token.set_sensitive(true);
+        let request = self
+            .http
+            .request(method, url)
+            .header("X-Vault-Token", token);
+        match &self.namespace {
+            Some(ns) => request.header("X-Vault-Namespace", ns.clone()),
+            None => request,
+        }
+    }
+
+    fn url(base: &Url, path: &str) -> Result<Url, StoreError> {
+        base.join(path)
+            .map_err(|_| StoreError::Unexpected(format!("invalid key path {path}")))
+    }
+
+    /// The current data of a key and its version; `None` when the key does not exist (or its
+    /// current version was deleted).
+    pub(super) async fn read<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let response = self
+            .send(
+                self.request(Method::GET, Self::url(&self.data, path)?),
+                "a key",
+            )
+            .await?;
+        let Some(response) = found(response, "a key").await? else {
+            return Ok(None);
+        };
+        let answer: ReadAnswer<T> = json(response, path).await?;
+        Ok(Some(Versioned {
+            version: KvVersion(answer.data.metadata.version),
+            value: answer.data.data,
+        }))
+    }
+
+    /// Writes `data` with check-and-set against `cas`; returns the new version.
+    pub(super) async fn write<T: Serialize>(
+        &self,
+        path: &str,
+        data: &T,
+        cas: KvVersion,
+        what: &str,
+    ) -> Result<KvVersion, StoreError> {
+        let body = WriteBody {
+            options: Cas { cas: cas.get() },
+            data,
+        };
+        let request = self
+            .request(Method::POST, Self::url(&self.data, path)?)
+            .json(&body);
+        let response = self.send(request, what).await?;
+        let response = succeeded(response, what).await?;
+        let answer: WriteAnswer = json(response, path).await?;
+        Ok(KvVersion(answer.data.version))
+    }
+
+    /// The key's current version; [`KvVersion::NONE`] when it does not exist.
+    pub(super) async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
+        let url = Self::url(&self.metadata, path)?;
+        let response = self
+            .send(self.request(Method::GET, url), "the key's metadata")
+            .await?;
+        match found(response, "the key's metadata").await? {
+            None => Ok(KvVersion::NONE),
+            Some(response) => {
+                let answer: MetadataAnswer = json(response, path).await?;
+                Ok(KvVersion(answer.data.current_version))
+            }
+        }
+    }
+
+    /// The keys directly under `dir`; empty when there are none.
+    pub(super) async fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let url = Self::url(&self.metadata, &format!("{}/", dir.trim_end_matches('/')))?;
+        let list = Method::from_bytes(b"LIST").expect("a valid method");
+        let response = self.send(self.request(list, url), "the ledger").await?;
+        match found(response, "the ledger").await? {
+            None => Ok(Vec::new()),
+            Some(response) => Ok(json::<ListAnswer>(response, dir).await?.data.keys),
+        }
+    }
+
+    /// `POST sys/capabilities-self`: the token's capabilities on each of `paths`.
+    pub(super) async fn capabilities(
+        &self,
+        paths: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        let url = Self::url(&self.api, "sys/capabilities-self")?;
+        let request = self
+            .request(Method::POST, url)
+            .json(&serde_json::json!({ "paths": paths }));
+        let what = "sys/capabilities-self";
+        let response = succeeded(self.send(request, what).await?, what).await?;
+        let answer: HashMap<String, serde_json::Value> = json(response, what).await?;
+        Ok(paths
+            .iter()
+            .map(|p| {
+                let caps = answer
+                    .get(p)
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                (p.clone(), caps)
+            })
+            .collect())
+    }
+
+    async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response, StoreError> {
+        request.send().await.map_err(|e| {
+            let timed_out = e.is_timeout();
+            debug!(error = %e.without_url(), what, "Vault request failed");
+            StoreError::Unavailable(if timed_out {
+                "request timed out".into()
+            } else {
+                "request failed".into()
+            })
+        })
+    }
+}
+
+/// `None` on 404; the response on success; the mapped error otherwise.
+async fn found(response: Response, what: &str) -> Result<Option<Response>, StoreError> {
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    succeeded(response, what).await.map(Some)
+}
+
+/// The response on success; Vault's refusal mapped to a [`StoreError`] otherwise.
+async fn succeeded(response: Response, what: &str) -> Result<Response, StoreError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body: Errors = response.json().await.unwrap_or_default();
+    Err(match status.as_u16() {
+        403 => StoreError::PermissionDenied(what.to_owned()),
+        400 if body.errors.iter().any(|e| e.contains("check-and-set")) => StoreError::CasMismatch,
+        code @ (429 | 500..) => {
+            warn!(code, errors = ?body.errors, "Vault error");
+            StoreError::Unavailable(format!("HTTP {code}"))
+        }
+        code => {
+            warn!(code, errors = ?body.errors, "Vault error");
+            StoreError::Unexpected(format!("HTTP {code} for {what}"))
+        }
+    })
+}
+
+async fn json<T: DeserializeOwned>(response: Response, what: &str) -> Result<T, StoreError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|_| StoreError::Unavailable("the answer was cut off".into()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| StoreError::Unexpected(format!("malformed answer for {what}")))
+}
