@@ -82,14 +82,14 @@ pub async fn serve(
         .rotation
         .path
         .render(&ClientId::parse("capability_probe").expect("valid sample id"));
-    // Start-up checks, then the reconciler: at start-up and every interval, on every replica.
+    // Start-up checks, then the reconciler (its own open intents at once; a scan when this
+    // replica holds the scanner lease).
     // Beside them, the watcher that reloads policy, certificates and keys.
     let background = tokio::spawn({
         let (health, rotations) = (health.clone(), Arc::clone(&rotations));
-        let interval = config.reconcile_interval;
         async move {
             become_ready(health, auth0, vault, &rotations, sample_path).await;
-            rotations.reconcile_forever(interval).await;
+            rotations.reconcile_forever().await;
         }
     });
     let tls = security.tls.clone();

@@ -107,8 +107,6 @@ pub struct Config {
     pub auth0: crate::auth0::Settings,
     pub vault: crate::vault::Settings,
     pub rotation: crate::rotation::Settings,
-    /// How often the reconciler heals rotations left open.
-    pub reconcile_interval: Duration,
     pub log: telemetry::Settings,
 }
 
@@ -178,7 +176,6 @@ impl ServeArgs {
         let (vault, path) = vault.into_settings(&auth0.domain)?;
         let security = security.into_settings(server.listen_addr)?;
         let server = server.into_settings()?;
-        let reconcile_interval = rotation.reconcile_interval;
         let rotation = rotation.into_settings(path, server.max_deadline + auth0.timeout)?;
         Ok(Config {
             server,
@@ -186,7 +183,6 @@ impl ServeArgs {
             auth0,
             vault,
             rotation,
-            reconcile_interval,
             log: telemetry::Settings {
                 filter: log.log,
                 format: log.log_format,

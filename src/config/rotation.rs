@@ -1,6 +1,6 @@
 //! Settings of the rotation protocol: leases, recovery, idempotency.
 
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
 
 use clap::Args;
 
@@ -13,9 +13,14 @@ pub struct RotationArgs {
     #[arg(long, env = "ROTATOR_LEASE_TTL", default_value = "90s", value_parser = duration)]
     pub lease_ttl: Duration,
 
-    /// How often every replica looks for rotations left open and heals them.
+    /// How long the reconciler rests between passes over the client records (one replica at a
+    /// time scans), and the longest a replica waits before retrying a rotation it left open.
     #[arg(long, env = "ROTATOR_RECONCILE_INTERVAL", default_value = "30s", value_parser = duration)]
     pub reconcile_interval: Duration,
+
+    /// Client records the scanning replica reads per second during a pass.
+    #[arg(long, env = "ROTATOR_RECONCILE_RATE", default_value_t = 50)]
+    pub reconcile_rate: u32,
 
     /// How long an idempotency key replays its first answer.
     #[arg(long, env = "ROTATOR_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration)]
@@ -62,6 +67,8 @@ impl RotationArgs {
         if self.lease_ttl <= longest_call {
             return Err(ConfigError::LeaseTooShort);
         }
+        let reconcile_rate = NonZeroU32::new(self.reconcile_rate)
+            .ok_or(ConfigError::Zero("ROTATOR_RECONCILE_RATE"))?;
         Ok(Settings {
             path,
             replica: self
@@ -72,6 +79,8 @@ impl RotationArgs {
             idempotency_window: self.idempotency_window,
             allow_unrecoverable: self.allow_unrecoverable_rotations,
             max_concurrent: self.max_concurrent_rotations,
+            reconcile_interval: self.reconcile_interval,
+            reconcile_rate,
         })
     }
 }

@@ -33,6 +33,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             self.rotate_under_lease(command, rotation_id, deadline)
                 .await
         };
+        if result
+            .as_ref()
+            .is_err_and(RotationError::leaves_open_intent)
+        {
+            self.note_left_open(&command.client_id, rotation_id);
+        }
         drop(lock);
         self.release_local_lock(&command.client_id);
         result

@@ -21,7 +21,8 @@
 //! - `service`: [`RotationService`] and one rotation from request to answer;
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
-//! - `recovery`: healing open intents, inline and in the reconciler;
+//! - `recovery`: healing an open intent from Auth0's live secret;
+//! - `reconciler`: finding open intents: this replica's own at once, everyone's by one scanner;
 //! - `tests`: in-memory fakes of the ports and the protocol's tests.
 
 pub mod client;
@@ -30,6 +31,7 @@ mod idempotency;
 mod ids;
 mod lease;
 mod ports;
+mod reconciler;
 mod records;
 mod recovery;
 mod service;

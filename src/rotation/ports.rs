@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use super::{
     error::{IssuerError, StoreError},
     ids::{ClientId, IdempotencyKey},
-    records::{ClientState, IdempotencyRecord, IssuedSecret, KvVersion, Versioned},
+    records::{ClientState, IdempotencyRecord, IssuedSecret, KvVersion, Lease, Versioned},
 };
 
 /// Port: issues secrets (Auth0).
@@ -72,6 +72,18 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Every client that has a record.
     fn clients(&self) -> impl Future<Output = Result<Vec<ClientId>, StoreError>> + Send;
+
+    /// The scanner lease: which replica runs the reconciler's passes (`None` at
+    /// [`KvVersion::NONE`] when no replica ever has).
+    fn read_scanner(
+        &self,
+    ) -> impl Future<Output = Result<Versioned<Option<Lease>>, StoreError>> + Send;
+
+    fn write_scanner(
+        &self,
+        lease: &Lease,
+        cas: KvVersion,
+    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 
     fn read_idempotency(
         &self,

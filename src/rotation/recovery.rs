@@ -1,8 +1,6 @@
 //! Healing open intents: the live secret is read back from Auth0 and stored, never rotated
 //! again. Used inline when Auth0's answer is lost, before taking over an expired lease, and by
-//! the reconciler that every replica runs.
-
-use std::{sync::Arc, time::Duration};
+//! the reconciler (`reconciler.rs`).
 
 use secrecy::ExposeSecret;
 use tracing::{info, warn};
@@ -144,56 +142,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 }
                 Err(e)
             }
-        }
-    }
-
-    /// One pass over every client record: heals each open intent whose lease is free or
-    /// expired. Returns how many were healed.
-    pub async fn reconcile_once(&self) -> usize {
-        let clients = match self.ledger.clients().await {
-            Ok(clients) => clients,
-            Err(e) => {
-                warn!(error = %e, "reconciler cannot list client records");
-                return 0;
-            }
-        };
-        let mut healed = 0;
-        for client_id in clients {
-            let record = match self.ledger.read_state(&client_id).await {
-                Ok(read) => read,
-                Err(e) => {
-                    warn!(%client_id, error = %e, "reconciler cannot read a client record");
-                    continue;
-                }
-            };
-            let state = record.value;
-            let leased = state
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.active(std::time::SystemTime::now()));
-            let Some(intent) = state.intent.filter(|_| !leased) else {
-                continue;
-            };
-            match self
-                .heal_orphan(&client_id, intent, state.last, record.version)
-                .await
-            {
-                Ok(()) => healed += 1,
-                Err(e) => warn!(%client_id, error = %e, "reconciler could not heal; will retry"),
-            }
-        }
-        healed
-    }
-
-    /// Runs [`Self::reconcile_once`] now and then every `interval`, for ever. Dropping the
-    /// future mid-pass is safe: every write is check-and-set and a taken lease expires.
-    pub async fn reconcile_forever(self: Arc<Self>, interval: Duration) {
-        loop {
-            let healed = self.reconcile_once().await;
-            if healed > 0 {
-                info!(healed, "reconciler pass healed open rotations");
-            }
-            tokio::time::sleep(interval).await;
         }
     }
 }

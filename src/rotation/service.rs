@@ -2,6 +2,7 @@
 
 use std::{
     collections::HashMap,
+    num::NonZeroU32,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -10,7 +11,7 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
-use tokio::time::Instant;
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
@@ -40,6 +41,11 @@ pub struct Settings {
     pub allow_unrecoverable: bool,
     /// Rotations running at once in this process; more wait until their deadline.
     pub max_concurrent: usize,
+    /// How long the reconciler rests between passes, and the most it waits before retrying
+    /// an intent this replica left open.
+    pub reconcile_interval: Duration,
+    /// Ledger records the reconciler reads per second during a pass.
+    pub reconcile_rate: NonZeroU32,
 }
 
 pub struct RotationService<I, S, L> {
@@ -53,6 +59,9 @@ pub struct RotationService<I, S, L> {
     pub(super) local: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
     /// Each client's ledger record as this replica last closed it (see `acquire`).
     pub(super) known: Mutex<HashMap<ClientId, Versioned<ClientState>>>,
+    /// Intents this replica left open, by client: the rotation id it left (see `reconciler`).
+    pub(super) left_open: Mutex<HashMap<ClientId, Uuid>>,
+    pub(super) left_open_added: Notify,
     /// Rotations and heals in flight, so that shutdown can wait for them.
     tasks: TaskTracker,
     slots: Arc<tokio::sync::Semaphore>,
@@ -67,6 +76,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             recovery_available: AtomicBool::new(true),
             local: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            left_open: Mutex::new(HashMap::new()),
+            left_open_added: Notify::new(),
             tasks: TaskTracker::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent.max(1))),
             settings,

@@ -16,8 +16,8 @@ use tracing::instrument;
 pub use settings::Settings;
 
 use crate::rotation::{
-    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, KvVersion, Ledger,
-    SecretStore, StoreError, Versioned,
+    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, KvVersion, Lease,
+    Ledger, SecretStore, StoreError, Versioned,
 };
 use kv::Kv;
 
@@ -90,6 +90,10 @@ impl VaultStore {
 
     fn state_path(&self, client_id: &ClientId) -> String {
         format!("{}/clients/{client_id}", self.inner.state_prefix)
+    }
+
+    fn scanner_path(&self) -> String {
+        format!("{}/scanner", self.inner.state_prefix)
     }
 
     fn idempotency_path(&self, key: &IdempotencyKey) -> String {
@@ -198,6 +202,18 @@ impl Ledger for VaultStore {
             .iter()
             .filter_map(|k| ClientId::parse(k).ok())
             .collect())
+    }
+
+    async fn read_scanner(&self) -> Result<Versioned<Option<Lease>>, StoreError> {
+        self.read_record(&self.scanner_path()).await
+    }
+
+    async fn write_scanner(&self, lease: &Lease, cas: KvVersion) -> Result<KvVersion, StoreError> {
+        let path = self.scanner_path();
+        self.inner
+            .kv
+            .write(&path, lease, cas, "a ledger record")
+            .await
     }
 
     async fn read_idempotency(

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
     Client, ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError,
-    KvVersion, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
+    KvVersion, Lease, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -209,6 +209,14 @@ impl Ledger for FakeLedger {
             .filter_map(|k| k.strip_prefix("c/"))
             .map(|id| ClientId::parse(id).unwrap())
             .collect())
+    }
+
+    async fn read_scanner(&self) -> Result<Versioned<Option<Lease>>, StoreError> {
+        Ok(self.read("scanner"))
+    }
+
+    async fn write_scanner(&self, lease: &Lease, cas: KvVersion) -> Result<KvVersion, StoreError> {
+        self.write("scanner", lease, cas)
     }
 
     async fn read_idempotency(

@@ -38,6 +38,8 @@ fn service(vault: FakeVault) -> Arc<Svc> {
             idempotency_window: Duration::from_secs(3600),
             allow_unrecoverable: false,
             max_concurrent: 16,
+            reconcile_interval: Duration::from_secs(30),
+            reconcile_rate: std::num::NonZeroU32::new(1_000).unwrap(),
         },
     ))
 }
@@ -379,4 +381,57 @@ async fn a_key_written_outside_the_service_is_written_over() {
         "rotated once more"
     );
     settled(&svc, "abc");
+}
+
+/// A replica heals what it left open itself, at once: no waiting for its own lease to expire.
+#[tokio::test]
+async fn a_rotation_left_open_is_healed_by_its_replica_at_once() {
+    let svc = service(FakeVault {
+        write_errors: Mutex::new(vec![StoreError::PermissionDenied("x".into())].into()),
+        ..FakeVault::default()
+    });
+    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::StoreAfterRotation { .. }),
+        "{err:?}"
+    );
+    let id = ClientId::parse("abc").unwrap();
+    let open = svc.ledger.read_state(&id).await.unwrap().value;
+    assert!(
+        open.lease.is_some_and(|l| l.active(SystemTime::now())),
+        "its lease is still live"
+    );
+    assert_eq!(svc.heal_left_open().await, 0, "nothing left open");
+    settled(&svc, "abc");
+    assert!(last(&svc, "abc").await.0.recovered);
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+}
+
+/// One replica at a time scans everyone's records: a live scanner lease elsewhere keeps this
+/// one from scanning; an expired one is taken over.
+#[tokio::test]
+async fn one_replica_at_a_time_holds_the_scanner_lease() {
+    let svc = service(FakeVault::default());
+    assert!(svc.take_scanner().await.is_some(), "free: taken");
+    assert!(svc.take_scanner().await.is_some(), "its own: renewed");
+    let elsewhere = |secs: i64| Lease {
+        holder: "other-replica".into(),
+        expires_at_ms: if secs >= 0 {
+            millis(SystemTime::now() + Duration::from_secs(secs as u64))
+        } else {
+            millis(SystemTime::now() - Duration::from_secs((-secs) as u64))
+        },
+    };
+    let version = svc.ledger.read_scanner().await.unwrap().version;
+    svc.ledger
+        .write_scanner(&elsewhere(60), version)
+        .await
+        .unwrap();
+    assert!(svc.take_scanner().await.is_none(), "held elsewhere");
+    let version = svc.ledger.read_scanner().await.unwrap().version;
+    svc.ledger
+        .write_scanner(&elsewhere(-1), version)
+        .await
+        .unwrap();
+    assert!(svc.take_scanner().await.is_some(), "expired: taken over");
 }
