@@ -12,9 +12,11 @@
 //! and the idle cost of the reconciler: Vault requests and CPU per minute with 1,000 client
 //! records, for one replica and for three.
 //!
-//! `--count N` sets the rotations per row. `--profile FILE` records where the service spends its CPU during the concurrency-16 run
+//! `--count N` sets the rotations per row; `--only service|floors|peer|idle` runs one part. `--profile FILE` records where the service spends its CPU during the concurrency-16 run
 //! (`perf record -e cpu-clock`, which works without hardware counters); read it with
-//! `perf report -i FILE --no-children --sort symbol`.
+//! `perf report -i FILE --no-children --sort symbol`. With `BENCH_SERVICE_BIN` pointing at a
+//! build with frame pointers (`RUSTFLAGS="-C force-frame-pointers=yes"`), `perf report
+//! --children` attributes the time to the service's own functions.
 
 mod drivers;
 mod report;
@@ -68,6 +70,13 @@ async fn main() {
             idle_window: Duration::from_secs(60),
         }
     };
+    // `--only service` (or floors, peer, idle): one part, e.g. while profiling.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
     if let Some(count) = count {
         plan.count = count;
     }
@@ -77,92 +86,103 @@ async fn main() {
     let mut rows = Vec::new();
 
     // The service.
-    let service =
-        Service::start(&bao, &emulator, &m2m, &[], &logs.path().join("service.log")).await;
-    drivers::service(&service.addr, &clients, 16, plan.warmup).await;
-    for concurrency in [1, 16, 64] {
-        let (vault0, auth00, cpu0) = (
-            bao.requests(),
-            emulator.stats().requests,
-            cpu_time(service.pid()),
-        );
-        let perf = profile
-            .as_ref()
-            .filter(|_| concurrency == 16)
-            .map(|file| stack::Perf::attach(service.pid(), file));
-        let run = drivers::service(&service.addr, &clients, concurrency, plan.count).await;
-        drop(perf);
-        rows.push(
-            Row::new("service", concurrency, &run)
-                .cpu(cpu_time(service.pid()) - cpu0)
-                .rss_kib(peak_rss_kib(service.pid()))
-                .requests(bao.requests() - vault0, emulator.stats().requests - auth00),
-        );
-    }
-    drop(service);
-
-    // The floors, made directly from this process.
-    let direct = Direct::new(
-        &emulator.base_url(),
-        &emulator.domain(),
-        &m2m,
-        M2M_SECRET,
-        &bao.addr,
-        &bao.token,
-    )
-    .await;
-    for (name, durable) in [("floor", false), ("durable floor", true)] {
-        let one = {
-            let direct = direct.clone();
-            move |id: String| {
-                let direct = direct.clone();
-                async move {
-                    if durable {
-                        direct.durable_floor(id).await
-                    } else {
-                        direct.floor(id).await
-                    }
-                }
-            }
-        };
-        drivers::drive(&clients, 16, plan.warmup, one.clone()).await;
+    if runs("service") {
+        let service =
+            Service::start(&bao, &emulator, &m2m, &[], &logs.path().join("service.log")).await;
+        drivers::service(&service.addr, &clients, 16, plan.warmup).await;
         for concurrency in [1, 16, 64] {
-            let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
-            let run: Run = drivers::drive(&clients, concurrency, plan.count, one.clone()).await;
+            let (vault0, auth00, cpu0) = (
+                bao.requests(),
+                emulator.stats().requests,
+                cpu_time(service.pid()),
+            );
+            let perf = profile
+                .as_ref()
+                .filter(|_| concurrency == 16)
+                .map(|file| stack::Perf::attach(service.pid(), file));
+            let run = drivers::service(&service.addr, &clients, concurrency, plan.count).await;
+            drop(perf);
             rows.push(
-                Row::new(name, concurrency, &run)
+                Row::new("service", concurrency, &run)
+                    .cpu(cpu_time(service.pid()) - cpu0)
+                    .rss_kib(peak_rss_kib(service.pid()))
                     .requests(bao.requests() - vault0, emulator.stats().requests - auth00),
             );
+        }
+        drop(service);
+    }
+
+    // The floors, made directly from this process.
+    if runs("floors") {
+        let direct = Direct::new(
+            &emulator.base_url(),
+            &emulator.domain(),
+            &m2m,
+            M2M_SECRET,
+            &bao.addr,
+            &bao.token,
+        )
+        .await;
+        for (name, durable) in [("floor", false), ("durable floor", true)] {
+            let one = {
+                let direct = direct.clone();
+                move |id: String| {
+                    let direct = direct.clone();
+                    async move {
+                        if durable {
+                            direct.durable_floor(id).await
+                        } else {
+                            direct.floor(id).await
+                        }
+                    }
+                }
+            };
+            drivers::drive(&clients, 16, plan.warmup, one.clone()).await;
+            for concurrency in [1, 16, 64] {
+                let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
+                let run: Run = drivers::drive(&clients, concurrency, plan.count, one.clone()).await;
+                rows.push(
+                    Row::new(name, concurrency, &run)
+                        .requests(bao.requests() - vault0, emulator.stats().requests - auth00),
+                );
+            }
         }
     }
 
     // The Python peer.
-    let peer_env = [
-        ("PEER_AUTH0_URL", emulator.base_url()),
-        ("PEER_AUTH0_DOMAIN", emulator.domain()),
-        ("PEER_M2M_ID", m2m.clone()),
-        ("PEER_M2M_SECRET", M2M_SECRET.to_owned()),
-        ("PEER_VAULT_ADDR", bao.addr.clone()),
-        ("PEER_VAULT_TOKEN", bao.token.clone()),
-    ];
-    for concurrency in [1, 16, 64] {
-        let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
-        let peer = drivers::python_peer(&peer_env, &clients, concurrency, plan.count, plan.warmup);
-        // The peer's warm-up and token request are in the counts: take them out.
-        let warm_vault = plan.warmup as u64;
-        let warm_auth0 = plan.warmup as u64 + 1;
-        rows.push(
-            Row::new("Python peer", concurrency, &peer.run)
-                .cpu(peer.cpu)
-                .requests(
-                    (bao.requests() - vault0).saturating_sub(warm_vault),
-                    (emulator.stats().requests - auth00).saturating_sub(warm_auth0),
-                ),
-        );
+    if runs("peer") {
+        let peer_env = [
+            ("PEER_AUTH0_URL", emulator.base_url()),
+            ("PEER_AUTH0_DOMAIN", emulator.domain()),
+            ("PEER_M2M_ID", m2m.clone()),
+            ("PEER_M2M_SECRET", M2M_SECRET.to_owned()),
+            ("PEER_VAULT_ADDR", bao.addr.clone()),
+            ("PEER_VAULT_TOKEN", bao.token.clone()),
+        ];
+        for concurrency in [1, 16, 64] {
+            let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
+            let peer =
+                drivers::python_peer(&peer_env, &clients, concurrency, plan.count, plan.warmup);
+            // The peer's warm-up and token request are in the counts: take them out.
+            let warm_vault = plan.warmup as u64;
+            let warm_auth0 = plan.warmup as u64 + 1;
+            rows.push(
+                Row::new("Python peer", concurrency, &peer.run)
+                    .cpu(peer.cpu)
+                    .requests(
+                        (bao.requests() - vault0).saturating_sub(warm_vault),
+                        (emulator.stats().requests - auth00).saturating_sub(warm_auth0),
+                    ),
+            );
+        }
     }
 
     // Idle: no calls, many records, one replica and then three.
-    let idle = idle(&plan, &bao, &emulator, &m2m, logs.path()).await;
+    let idle = if runs("idle") {
+        idle(&plan, &bao, &emulator, &m2m, logs.path()).await
+    } else {
+        Vec::new()
+    };
 
     let text = report::render(&rows, &idle, &plan_text(&plan));
     println!("{text}");

@@ -146,7 +146,11 @@ impl Service {
     ) -> Self {
         let port = free_port();
         let log = std::fs::File::create(log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-rotator"));
+        // BENCH_SERVICE_BIN: another build of the service, e.g. one with frame pointers for
+        // `--profile` call graphs.
+        let bin = std::env::var("BENCH_SERVICE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-rotator").to_owned());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env("AUTH0_DOMAIN", emulator.domain())
             .env("AUTH0_BASE_URL", emulator.base_url())
@@ -199,7 +203,19 @@ impl Service {
 }
 
 impl Drop for Service {
+    /// SIGTERM first, so that a wrapped service (valgrind, for a profile) writes its output;
+    /// SIGKILL when it has not stopped after its grace.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

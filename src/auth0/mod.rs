@@ -15,7 +15,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, Response, StatusCode, Url, header::HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tracing::{debug, instrument, warn};
+use tracing::{debug, warn};
 
 pub use settings::{Credentials, Settings};
 pub use token::TokenInfo;
@@ -74,6 +74,9 @@ impl Auth0Client {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            // Never follow a redirect: it would carry the token elsewhere, and checking every
+            // answer for one costs a URL parse per request.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.ca_cert {
             let unreadable = || {
@@ -109,7 +112,6 @@ impl Auth0Client {
             .await
     }
 
-    #[instrument(skip_all, fields(client_id = %client_id))]
     async fn rotate(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str(), "rotate-secret"]);
         let response = self.send(Method::POST, &url).await.map_err(|e| match e {
@@ -129,7 +131,6 @@ impl Auth0Client {
     }
 
     /// `GET /api/v2/clients/{id}`: the whole client, secret included (needs read:client_keys).
-    #[instrument(skip_all, fields(client_id = %client_id))]
     async fn read(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
         let response = self.send(Method::GET, &url).await.map_err(|e| match e {
@@ -224,7 +225,10 @@ pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, IssuerError> {
     // Cannot fail on content: every member of `Client` is lenient.
     let client = serde_json::from_slice::<Client>(bytes).unwrap_or_default();
     debug!("parsed the rotate-secret answer");
-    Ok(IssuedSecret { client, secret })
+    Ok(IssuedSecret {
+        client: Box::new(client),
+        secret,
+    })
 }
 
 /// Maps a Management API error answer to a curated error; the body is read for its errorCode

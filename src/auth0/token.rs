@@ -7,7 +7,7 @@ use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::{sync::Mutex, time::Instant};
-use tracing::{info, instrument, warn};
+use tracing::{info, warn};
 
 use super::{Credentials, retry_after, transport_error};
 use crate::rotation::{IssuerError, Transport};
@@ -110,7 +110,6 @@ impl TokenSource {
         }
     }
 
-    #[instrument(skip_all)]
     async fn request(
         &self,
         http: &reqwest::Client,

@@ -12,7 +12,7 @@ use crate::{
 impl From<Rotation> for pb::RotateSecretResponse {
     fn from(r: Rotation) -> Self {
         Self {
-            client: Some(r.client.into()),
+            client: Some((*r.client).into()),
             vault_secret: Some(r.stored.into()),
             rotated_at: Some(Timestamp::from(r.metadata.rotated_at)),
             rotation_id: r.metadata.rotation_id.to_string(),

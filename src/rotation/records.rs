@@ -85,7 +85,8 @@ impl RotateCommand {
 
 /// What Auth0 handed back from a rotation: the client's metadata and its new secret.
 pub struct IssuedSecret {
-    pub client: Client,
+    /// Boxed: the Client is 2 KB, and rotation futures hold it across awaits.
+    pub client: Box<Client>,
     pub secret: SecretString,
 }
 
@@ -119,7 +120,7 @@ pub struct StoredSecret {
 /// A completed rotation, as the caller is told about it. No secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rotation {
-    pub client: Client,
+    pub client: Box<Client>,
     pub metadata: RotationMetadata,
     pub stored: StoredSecret,
 }

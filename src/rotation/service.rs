@@ -13,7 +13,7 @@ use std::{
 use backon::{ExponentialBuilder, Retryable};
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use super::{
@@ -108,14 +108,16 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .map_err(|_| RotationError::Internal)?;
         let this = Arc::clone(self);
         let span = info_span!("rotation", client_id = %command.client_id, trace_id = %command.origin.trace_id);
+        // Boxed: spawning moves the future, and a rotation's is several kilobytes.
+        let rotation = Box::pin(
+            async move {
+                let _slot = slot;
+                this.rotate_audited(command, deadline).await
+            }
+            .instrument(span),
+        );
         self.tasks
-            .spawn(
-                async move {
-                    let _slot = slot;
-                    this.rotate_audited(command, deadline).await
-                }
-                .instrument(span),
-            )
+            .spawn(rotation)
             .await
             .map_err(|_| RotationError::Internal)?
     }
@@ -236,7 +238,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             reason: command.reason.clone(),
             recovered: false,
         };
-        info!(%rotation_id, "Auth0 rotated the secret; storing it");
+        debug!(%rotation_id, "Auth0 rotated the secret; storing it");
         let stored = match self
             .store_with_retries(&path, client_id, &issued, lease.observed, deadline)
             .await

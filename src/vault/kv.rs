@@ -93,6 +93,9 @@ impl Kv {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
+            // Never follow a redirect: it would carry the token elsewhere, and checking every
+            // answer for one costs a URL parse per request.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.ca_cert {
             let pem = std::fs::read(path).map_err(|_| invalid("VAULT_CACERT cannot be read"))?;

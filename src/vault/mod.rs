@@ -137,12 +137,10 @@ impl SecretStore for VaultStore {
         &self.inner.mount
     }
 
-    #[instrument(skip_all, fields(vault.path = %path))]
     async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
         self.inner.kv.current_version(path).await
     }
 
-    #[instrument(skip_all, fields(vault.path = %path))]
     async fn read_secret(&self, path: &str) -> Result<Option<Versioned<SecretString>>, StoreError> {
         let read = self.inner.kv.read::<StoredData>(path).await?;
         Ok(read.map(|r| Versioned {
@@ -151,7 +149,6 @@ impl SecretStore for VaultStore {
         }))
     }
 
-    #[instrument(skip_all, fields(vault.path = %path, cas = %cas))]
     async fn write_secret(
         &self,
         path: &str,
@@ -172,7 +169,6 @@ impl SecretStore for VaultStore {
 }
 
 impl Ledger for VaultStore {
-    #[instrument(skip_all, fields(%client_id))]
     async fn read_state(&self, client_id: &ClientId) -> Result<Versioned<ClientState>, StoreError> {
         let read = self.read_record(&self.state_path(client_id)).await?;
         Ok(Versioned {
@@ -181,7 +177,6 @@ impl Ledger for VaultStore {
         })
     }
 
-    #[instrument(skip_all, fields(%client_id, cas = %cas))]
     async fn write_state(
         &self,
         client_id: &ClientId,

@@ -12,8 +12,8 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
-    Client, ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError,
-    KvVersion, Lease, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
+    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError, KvVersion,
+    Lease, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -41,7 +41,7 @@ impl FakeAuth0 {
     fn issued(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         let secret = self.live(id.as_str()).ok_or(IssuerError::ClientNotFound)?;
         Ok(IssuedSecret {
-            client: Client::default(),
+            client: Box::default(),
             secret: SecretString::from(secret),
         })
     }
@@ -145,7 +145,8 @@ impl SecretStore for FakeVault {
 /// Records with versions and check-and-set.
 #[derive(Default)]
 pub struct FakeLedger {
-    records: Mutex<HashMap<String, (KvVersion, serde_json::Value)>>,
+    /// JSON text, as Vault keeps it.
+    records: Mutex<HashMap<String, (KvVersion, String)>>,
     /// Reads and writes of client records through the port.
     pub state_reads: AtomicUsize,
     pub state_writes: AtomicUsize,
@@ -156,7 +157,7 @@ impl FakeLedger {
         match self.records.lock().unwrap().get(key) {
             Some((v, json)) => Versioned {
                 version: *v,
-                value: Some(serde_json::from_value(json.clone()).unwrap()),
+                value: Some(serde_json::from_str(json).unwrap()),
             },
             None => Versioned {
                 version: KvVersion::NONE,
@@ -177,7 +178,10 @@ impl FakeLedger {
             return Err(StoreError::CasMismatch);
         }
         let next = KvVersion(cas.get() + 1);
-        records.insert(key.to_owned(), (next, serde_json::to_value(value).unwrap()));
+        records.insert(
+            key.to_owned(),
+            (next, serde_json::to_string(value).unwrap()),
+        );
         Ok(next)
     }
 }
