@@ -156,43 +156,48 @@ pub fn render(rows: &[Row], idle: &[Idle], plan: &str) -> String {
             .find(|i| i.replicas == n)
             .map(|i| i.vault_requests as f64)
     };
+    let ratios = [
+        (
+            "service p50 / durable floor p50, concurrency 1",
+            ratio(p50("service", 1), p50("durable floor", 1)),
+            "≤ 1.2x",
+        ),
+        (
+            "service p99 / durable floor p99, concurrency 64",
+            ratio(p99("service", 64), p99("durable floor", 64)),
+            "≤ 1.5x",
+        ),
+        (
+            "service p50 / floor p50, concurrency 1",
+            ratio(p50("service", 1), p50("floor", 1)),
+            "",
+        ),
+        (
+            "service CPU / Python peer CPU per rotation, concurrency 16",
+            ratio(cpu("service", 16), cpu("Python peer", 16)),
+            "≤ 0.10x",
+        ),
+        (
+            "service p50 / Python peer p50, concurrency 1",
+            ratio(p50("service", 1), p50("Python peer", 1)),
+            "",
+        ),
+        (
+            "Vault requests per rotation (service, concurrency 16)",
+            vault.map_or("–".into(), |v| format!("{v:.2}")),
+            "≤ 3",
+        ),
+        (
+            "idle Vault requests, 3 replicas / 1 replica",
+            ratio(idle_of(3), idle_of(1)),
+            "≤ 1.2x",
+        ),
+    ];
     let _ = writeln!(out, "\n| ratio | measured | target |");
     let _ = writeln!(out, "|---|---|---|");
-    let _ = writeln!(
-        out,
-        "| service p50 / durable floor p50, concurrency 1 | {} | ≤ 1.2x |",
-        ratio(p50("service", 1), p50("durable floor", 1))
-    );
-    let _ = writeln!(
-        out,
-        "| service p99 / durable floor p99, concurrency 64 | {} | ≤ 1.5x |",
-        ratio(p99("service", 64), p99("durable floor", 64))
-    );
-    let _ = writeln!(
-        out,
-        "| service p50 / floor p50, concurrency 1 | {} | |",
-        ratio(p50("service", 1), p50("floor", 1))
-    );
-    let _ = writeln!(
-        out,
-        "| service CPU / Python peer CPU per rotation, concurrency 16 | {} | ≤ 0.10x |",
-        ratio(cpu("service", 16), cpu("Python peer", 16))
-    );
-    let _ = writeln!(
-        out,
-        "| service p50 / Python peer p50, concurrency 1 | {} | |",
-        ratio(p50("service", 1), p50("Python peer", 1))
-    );
-    let _ = writeln!(
-        out,
-        "| Vault requests per rotation (service, concurrency 16) | {} | ≤ 3 |",
-        vault.map_or("–".into(), |v| format!("{v:.2}"))
-    );
-    let _ = writeln!(
-        out,
-        "| idle Vault requests, 3 replicas / 1 replica | {} | ≤ 1.2x |",
-        ratio(idle_of(3), idle_of(1))
-    );
+    for (what, measured, target) in ratios {
+        let _ = writeln!(out, "| {what} | {measured} | {target} |");
+    }
     out
 }
 

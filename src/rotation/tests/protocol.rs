@@ -64,6 +64,21 @@ fn settled(svc: &Svc, id: &str) {
     assert!(state.unwrap_or_default().is_closed(), "closed");
 }
 
+/// A service whose rotation of "abc" Auth0 carried out and Vault refused to store: the intent
+/// stays open.
+async fn left_open_by_a_refused_store() -> Arc<Svc> {
+    let svc = service(FakeVault {
+        write_errors: Mutex::new(vec![StoreError::PermissionDenied("x".into())].into()),
+        ..FakeVault::default()
+    });
+    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::StoreAfterRotation { .. }),
+        "{err:?}"
+    );
+    svc
+}
+
 /// The last rotation GetRotationStatus reports, and the KV version it names.
 async fn last(svc: &Svc, id: &str) -> (RotationMetadata, KvVersion) {
     let status = svc.status(&ClientId::parse(id).unwrap()).await.unwrap();
@@ -104,15 +119,7 @@ async fn transient_write_failures_are_retried() {
 
 #[tokio::test]
 async fn a_failed_store_leaves_an_intent_that_the_reconciler_heals() {
-    let svc = service(FakeVault {
-        write_errors: Mutex::new(vec![StoreError::PermissionDenied("x".into())].into()),
-        ..FakeVault::default()
-    });
-    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
-    assert!(
-        matches!(err, RotationError::StoreAfterRotation { .. }),
-        "{err:?}"
-    );
+    let svc = left_open_by_a_refused_store().await;
     assert_eq!(
         svc.store.write_attempts.load(Ordering::SeqCst),
         1,
@@ -386,15 +393,7 @@ async fn a_key_written_outside_the_service_is_written_over() {
 /// A replica heals what it left open itself, at once: no waiting for its own lease to expire.
 #[tokio::test]
 async fn a_rotation_left_open_is_healed_by_its_replica_at_once() {
-    let svc = service(FakeVault {
-        write_errors: Mutex::new(vec![StoreError::PermissionDenied("x".into())].into()),
-        ..FakeVault::default()
-    });
-    let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
-    assert!(
-        matches!(err, RotationError::StoreAfterRotation { .. }),
-        "{err:?}"
-    );
+    let svc = left_open_by_a_refused_store().await;
     let id = ClientId::parse("abc").unwrap();
     let open = svc.ledger.read_state(&id).await.unwrap().value;
     assert!(
