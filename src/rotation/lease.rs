@@ -120,11 +120,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         }
     }
 
-    /// Closes the intent and releases the lease, recording `last`. Failing here loses nothing:
-    /// the secret is stored, and a later heal finds Vault already equal to Auth0.
+    /// Closes the intent of `rotation_id` and releases the lease, recording `last`. Failing
+    /// here loses nothing: the secret is stored, and the heal this replica retries at once
+    /// finds Vault already equal to Auth0.
     pub(super) async fn close(
         &self,
         client_id: &ClientId,
+        rotation_id: Uuid,
         fence: KvVersion,
         last: Option<LastRotation>,
     ) {
@@ -137,7 +139,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     value: closed,
                 },
             ),
-            Err(e) => warn!(error = %e, "could not close the intent; the reconciler will"),
+            Err(e) => {
+                warn!(error = %e, "could not close the intent; healing it shortly");
+                self.note_left_open(client_id, rotation_id);
+            }
         }
     }
 

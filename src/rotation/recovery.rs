@@ -72,7 +72,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             }),
             None => previous,
         };
-        self.close(client_id, fence, last).await;
+        self.close(client_id, intent.rotation_id, fence, last).await;
         if let Some(key) = &intent.idempotency_key {
             self.settle_recovered_key(key, client_id, intent, rotation.as_ref())
                 .await;

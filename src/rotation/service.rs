@@ -228,7 +228,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 };
             }
             Err(e) => {
-                self.close(client_id, lease.fence, lease.previous).await;
+                self.close(client_id, rotation_id, lease.fence, lease.previous)
+                    .await;
                 return Err(e.into());
             }
         };
@@ -267,7 +268,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             metadata: metadata.clone(),
             kv_version: version,
         };
-        self.close(client_id, lease.fence, Some(last)).await;
+        self.close(client_id, rotation_id, lease.fence, Some(last))
+            .await;
         info!(%rotation_id, vault.version = %version, "rotation stored");
         Ok(Rotation {
             client: issued.client,

@@ -7,7 +7,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header::HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tracing::{debug, warn};
 
@@ -21,7 +21,8 @@ pub(super) struct Kv {
     /// `{addr}/v1/{mount}/data/` and `.../metadata/`
     data: Url,
     metadata: Url,
-    token: SecretString,
+    /// `X-Vault-Token`, marked sensitive (redacted in `Debug`).
+    token: HeaderValue,
     namespace: Option<HeaderValue>,
 }
 
@@ -112,6 +113,9 @@ impl Kv {
             api.join(&format!("{}/{kind}/", settings.mount))
                 .map_err(|_| invalid("ROTATOR_VAULT_MOUNT"))
         };
+        let mut token = HeaderValue::from_str(settings.token.expose_secret())
+            .map_err(|_| invalid("VAULT_TOKEN is not a valid HTTP header value"))?;
+        token.set_sensitive(true);
         let namespace = match &settings.namespace {
             Some(ns) => Some(HeaderValue::from_str(ns).map_err(|_| invalid("VAULT_NAMESPACE"))?),
             None => None,
@@ -121,19 +125,16 @@ impl Kv {
             metadata: mount("metadata")?,
             api,
             http,
-            token: settings.token.clone(),
+            token,
             namespace,
         })
     }
 
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let mut token = HeaderValue::from_str(self.token.expose_secret())
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        token.set_sensitive(true);
         let request = self
             .http
             .request(method, url)
-            .header("X-Vault-Token", token);
+            .header("X-Vault-Token", self.token.clone());
         match &self.namespace {
             Some(ns) => request.header("X-Vault-Namespace", ns.clone()),
             None => request,

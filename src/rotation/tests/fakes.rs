@@ -150,6 +150,8 @@ pub struct FakeLedger {
     /// Reads and writes of client records through the port.
     pub state_reads: AtomicUsize,
     pub state_writes: AtomicUsize,
+    /// The n-th client-record write (1-based) fails as if Vault were down; 0: none does.
+    pub fail_state_write: AtomicUsize,
 }
 
 impl FakeLedger {
@@ -202,7 +204,10 @@ impl Ledger for FakeLedger {
         state: &ClientState,
         cas: KvVersion,
     ) -> Result<KvVersion, StoreError> {
-        self.state_writes.fetch_add(1, Ordering::SeqCst);
+        let n = self.state_writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_state_write.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("503".into()));
+        }
         self.write(&format!("c/{id}"), state, cas)
     }
 

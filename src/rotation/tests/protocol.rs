@@ -434,3 +434,36 @@ async fn one_replica_at_a_time_holds_the_scanner_lease() {
         .unwrap();
     assert!(svc.take_scanner().await.is_some(), "expired: taken over");
 }
+
+/// A close that fails (Vault blinked after the secret was stored) leaves the intent open with a
+/// live lease; the replica closes it at once instead of making the client wait for the lease.
+#[tokio::test]
+async fn a_failed_close_is_healed_by_its_replica_at_once() {
+    let svc = service(FakeVault::default());
+    // Lease and intent, then the close: the second write of the client's record fails.
+    svc.ledger.fail_state_write.store(2, Ordering::SeqCst);
+    let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    let id = ClientId::parse("abc").unwrap();
+    assert!(
+        svc.ledger
+            .read_state(&id)
+            .await
+            .unwrap()
+            .value
+            .intent
+            .is_some(),
+        "the intent is still open"
+    );
+    assert_eq!(svc.heal_left_open().await, 0);
+    settled(&svc, "abc");
+    let (meta, version) = last(&svc, "abc").await;
+    assert_eq!(
+        (meta.rotation_id, version),
+        (rotation.metadata.rotation_id, rotation.stored.version)
+    );
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        1,
+        "never rotated again"
+    );
+}
