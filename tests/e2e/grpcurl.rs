@@ -3,7 +3,7 @@
 use secret_rotator::emulator::{random_client_id, regular_client};
 use serde_json::Value;
 
-use crate::helpers::{Stack, tool, vault_path};
+use crate::helpers::{Stack, StackOptions, tool, vault_path};
 
 /// Runs `grpcurl -plaintext <flags> <service address> <command...>`.
 async fn grpcurl(stack: &Stack, flags: &[&str], command: &[&str]) -> (bool, String, String) {
@@ -76,4 +76,31 @@ async fn grpcurl_lists_describes_and_rotates_without_proto_files() {
     let (ok, _, err) = grpcurl(&stack, &["-d", bad], &[ROTATE]).await;
     assert!(!ok);
     assert!(err.contains("InvalidArgument"), "{err}");
+}
+
+/// Error details (google.rpc.RetryInfo) are in the reflection data, so grpcurl prints them
+/// instead of "not recognized".
+#[tokio::test]
+async fn grpcurl_prints_retry_info_of_a_refusal() {
+    let stack = Stack::start_with(StackOptions {
+        extra_args: [
+            "--caller-rotations-per-minute",
+            "1",
+            "--caller-rotation-burst",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "grpcurl app"));
+    let body = format!(r#"{{"client_id": "{id}"}}"#);
+    let (ok, _, err) = grpcurl(&stack, &["-d", &body], &[ROTATE]).await;
+    assert!(ok, "the first rotation is within the limit: {err}");
+    let (ok, _, err) = grpcurl(&stack, &["-d", &body], &[ROTATE]).await;
+    assert!(!ok);
+    assert!(err.contains("ResourceExhausted"), "{err}");
+    assert!(err.contains("google.rpc.RetryInfo"), "{err}");
+    assert!(!err.contains("not recognized"), "{err}");
 }
