@@ -17,6 +17,7 @@ impl From<Rotation> for pb::RotateSecretResponse {
             rotated_at: Some(Timestamp::from(r.metadata.rotated_at)),
             rotation_id: r.metadata.rotation_id.to_string(),
             recovered: r.metadata.recovered,
+            replayed: r.replayed,
         }
     }
 }
@@ -43,6 +44,7 @@ impl From<RotationStatus> for pb::GetRotationStatusResponse {
                     .map(|r| r.as_str().to_owned())
                     .unwrap_or_default(),
                 recovered: metadata.recovered,
+                rotated_by: metadata.caller.unwrap_or_default(),
             }),
             open_intent: s.open_intent.map(|i| pb::OpenIntent {
                 rotation_id: i.rotation_id.to_string(),

@@ -40,8 +40,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .claim_key(&key, &command.client_id, rotation_id, deadline)
             .await?
         {
-            Claim::Replay(rotation) => {
+            Claim::Replay(mut rotation) => {
                 info!(rotation_id = %rotation.metadata.rotation_id, "idempotency key replayed");
+                rotation.replayed = true;
                 return Ok(*rotation);
             }
             Claim::Claimed(version) => version,

@@ -105,6 +105,9 @@ pub struct RotationMetadata {
     pub rotation_id: Uuid,
     pub rotated_at: SystemTime,
     pub reason: Option<Reason>,
+    /// Who asked for it (the authenticated caller), when known.
+    #[serde(default)]
+    pub caller: Option<String>,
     /// The secret was read back from Auth0 by recovery, not taken from rotate-secret's answer.
     pub recovered: bool,
 }
@@ -123,6 +126,10 @@ pub struct Rotation {
     pub client: Box<Client>,
     pub metadata: RotationMetadata,
     pub stored: StoredSecret,
+    /// This answer replays an earlier request with the same idempotency key: nothing was
+    /// rotated now. Never stored.
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// What the service knows about a client (GetRotationStatus).

@@ -37,6 +37,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             rotation_id: intent.rotation_id,
             rotated_at: std::time::SystemTime::now(),
             reason: intent.reason.clone(),
+            caller: intent.caller.clone(),
             recovered: true,
         };
         let recorded = previous.as_ref().map_or(KvVersion::NONE, |l| l.kv_version);
@@ -49,6 +50,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     client: live.client,
                     metadata,
                     stored: self.stored(path.to_owned(), held.version),
+                    replayed: false,
                 })
             }
             current => {
@@ -62,6 +64,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     client: live.client,
                     metadata,
                     stored: self.stored(path.to_owned(), version),
+                    replayed: false,
                 })
             }
         };

@@ -144,6 +144,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .rotate_idempotent(command.clone(), rotation_id, deadline)
             .await;
         match &result {
+            Ok(r) if r.replayed => event(
+                Event::Succeeded,
+                "replayed",
+                r.metadata.rotation_id,
+                Some(r.stored.version),
+            ),
             Ok(r) => event(
                 Event::Succeeded,
                 "ok",
@@ -237,6 +243,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             rotation_id,
             rotated_at: SystemTime::now(),
             reason: command.reason.clone(),
+            caller: command.origin.caller.clone(),
             recovered: false,
         };
         debug!(%rotation_id, "Auth0 rotated the secret; storing it");
@@ -275,6 +282,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             client: issued.client,
             metadata,
             stored: self.stored(path, version),
+            replayed: false,
         })
     }
 

@@ -317,15 +317,17 @@ async fn a_retried_request_with_the_same_idempotency_key_rotates_once() {
         .await
         .unwrap()
         .into_inner();
-    let again = client
+    let mut again = client
         .rotate_secret(keyed(&id, "deploy-2026-11-27:1"))
         .await
         .unwrap()
         .into_inner();
+    assert!(!first.replayed && again.replayed, "the replay says so");
+    again.replayed = false;
     assert_eq!(
         first.encode_to_vec(),
         again.encode_to_vec(),
-        "identical answers"
+        "otherwise identical answers"
     );
     assert_eq!(stack.emulator.stats().rotations, 1);
 
@@ -338,17 +340,19 @@ async fn a_retried_request_with_the_same_idempotency_key_rotates_once() {
         })
         .collect();
     let mut answers = Vec::new();
+    let mut fresh = 0;
     for call in calls {
-        answers.push(
-            call.await
-                .unwrap()
-                .expect("same answer")
-                .into_inner()
-                .encode_to_vec(),
-        );
+        let mut answer = call.await.unwrap().expect("same answer").into_inner();
+        fresh += usize::from(!answer.replayed);
+        answer.replayed = false;
+        answers.push(answer.encode_to_vec());
     }
     answers.dedup();
     assert_eq!(answers.len(), 1);
+    assert_eq!(
+        fresh, 1,
+        "one answer is the rotation, the others its replays"
+    );
     assert_eq!(stack.emulator.stats().rotations, 2);
 
     let status = client

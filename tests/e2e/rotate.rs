@@ -42,6 +42,8 @@ async fn rotation_stores_the_live_secret_and_answers_metadata_only() {
     assert_eq!(last.rotation_id, answer.rotation_id);
     assert_eq!(last.reason, "quarterly rotation");
     assert_eq!(last.rotated_at, answer.rotated_at);
+    assert_eq!(last.rotated_by, "anonymous", "the caller (insecure mode)");
+    assert!(!answer.replayed);
     assert_eq!(last.vault_secret.unwrap().version, 1);
 
     // The answer: metadata about the client and where the secret went.

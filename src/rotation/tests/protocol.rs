@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::fakes::{FakeAuth0, FakeLedger, FakeVault, LostAnswer};
 use crate::rotation::{
     ClientId, ClientState, Intent, IssuerError, KvVersion, Lease, Ledger, PathTemplate,
-    RotateCommand, RotationError, RotationMetadata, RotationService, Settings, StoreError,
-    ValidationError, Versioned, millis,
+    RotateCommand, Rotation, RotationError, RotationMetadata, RotationService, Settings,
+    StoreError, ValidationError, Versioned, millis,
 };
 
 type Svc = RotationService<FakeAuth0, FakeVault, FakeLedger>;
@@ -268,7 +268,14 @@ async fn idempotency_keys_replay_and_refuse_other_clients() {
     let keyed = |id: &str| RotateCommand::parse(id, "", "deploy-7").unwrap();
     let first = svc.rotate(keyed("abc"), soon(10_000)).await.unwrap();
     let again = svc.rotate(keyed("abc"), soon(10_000)).await.unwrap();
-    assert_eq!(first, again);
+    assert!(!first.replayed && again.replayed, "the replay says so");
+    assert_eq!(
+        Rotation {
+            replayed: false,
+            ..again
+        },
+        first
+    );
     assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
     let err = svc.rotate(keyed("other"), soon(10_000)).await.unwrap_err();
     assert!(
