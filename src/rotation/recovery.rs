@@ -14,11 +14,20 @@ use super::{
 };
 use crate::audit::{Event, Origin};
 
+/// What healing an intent stored.
+pub(super) struct Healed {
+    pub rotation: Rotation,
+    /// Auth0's secret certainly changed since the last one stored (Vault held another one, or
+    /// this intent's rotation had stored it). False when Vault held none: the live secret may
+    /// be the old one.
+    pub rotated: bool,
+}
+
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Stores the secret Auth0 accepts now, unless Vault already holds it, then closes the
     /// intent (the caller holds the lease, `fence`). `previous` is the last rotation the record
-    /// held before the intent. Returns the rotation when the intent's rotation did happen,
-    /// `None` when Auth0 never rotated under it.
+    /// held before the intent. Returns the rotation when the intent's rotation did happen, or
+    /// may have, `None` when Auth0 never rotated under it.
     pub(super) async fn heal(
         &self,
         client_id: &ClientId,
@@ -26,7 +35,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         intent: &Intent,
         fence: KvVersion,
         previous: Option<LastRotation>,
-    ) -> Result<Option<Rotation>, RotationError> {
+    ) -> Result<Option<Healed>, RotationError> {
         let live = self.issuer.read_secret(client_id).await?;
         let current = self
             .store
@@ -41,34 +50,44 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             recovered: true,
         };
         let recorded = previous.as_ref().map_or(KvVersion::NONE, |l| l.kv_version);
-        let rotation = match current {
+        let healed = match current {
             // Vault already holds the live secret. A version newer than the last one recorded
             // was written by this intent's rotation just before it was cut off; otherwise
             // Auth0 never rotated under it, or a newer rotation is in place.
             Some(held) if held.value.expose_secret() == live.secret.expose_secret() => {
-                (held.version > recorded).then(|| Rotation {
-                    client: live.client,
-                    metadata,
-                    stored: self.stored(path.to_owned(), held.version),
-                    replayed: false,
+                (held.version > recorded).then(|| Healed {
+                    rotation: Rotation {
+                        client: live.client,
+                        metadata,
+                        stored: self.stored(path.to_owned(), held.version),
+                        replayed: false,
+                    },
+                    rotated: true,
                 })
             }
             current => {
+                // Vault held another secret: Auth0's has changed since. Vault held none (a
+                // first rotation): the live secret may be the new one or the old one.
+                let rotated = current.is_some();
                 let cas = current.map_or(KvVersion::NONE, |held| held.version);
                 let version = self
                     .store
                     .write_secret(path, client_id, &live, cas)
                     .await
                     .map_err(RotationError::Vault)?;
-                Some(Rotation {
-                    client: live.client,
-                    metadata,
-                    stored: self.stored(path.to_owned(), version),
-                    replayed: false,
+                Some(Healed {
+                    rotation: Rotation {
+                        client: live.client,
+                        metadata,
+                        stored: self.stored(path.to_owned(), version),
+                        replayed: false,
+                    },
+                    rotated,
                 })
             }
         };
-        let last = match &rotation {
+        let rotation = healed.as_ref().map(|h| &h.rotation);
+        let last = match rotation {
             Some(r) => Some(LastRotation {
                 metadata: r.metadata.clone(),
                 kv_version: r.stored.version,
@@ -77,13 +96,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         self.close(client_id, intent.rotation_id, fence, last).await;
         if let Some(key) = &intent.idempotency_key {
-            self.settle_recovered_key(key, client_id, intent, rotation.as_ref())
+            self.settle_recovered_key(key, client_id, intent, rotation)
                 .await;
         }
         info!(
             rotation_id = %intent.rotation_id,
             recovered = true,
-            stored = rotation.as_ref().map(|r| r.stored.version.get()),
+            stored = rotation.map(|r| r.stored.version.get()),
             "healed an open rotation from Auth0's live secret"
         );
         let origin = Origin {
@@ -102,9 +121,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             } else {
                 "already_stored"
             },
-            rotation.as_ref().map(|r| r.stored.version),
+            rotation.map(|r| r.stored.version),
         );
-        Ok(rotation)
+        Ok(healed)
     }
 
     /// Takes over a dead rotation's intent (its lease is free or expired) and heals it. A lost

@@ -150,6 +150,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 r.metadata.rotation_id,
                 Some(r.stored.version),
             ),
+            Ok(r) if r.metadata.recovered => event(
+                Event::Recovered,
+                "recovered",
+                r.metadata.rotation_id,
+                Some(r.stored.version),
+            ),
             Ok(r) => event(
                 Event::Succeeded,
                 "ok",
@@ -214,11 +220,15 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     .heal(client_id, &path, &intent, lease.fence, lease.previous)
                     .await;
                 return match healed {
-                    // Vault now holds what Auth0 accepts, but a new secret cannot be told from
-                    // one changed outside the service (or from the old one, on a first rotation).
-                    Ok(Some(rotation)) => Err(RotationError::Recovered {
+                    // Vault now holds what Auth0 accepts, and Auth0's secret has changed: the
+                    // caller's goal is met, and an error would make retry policies rotate a
+                    // second time. `recovered` says the secret was read back.
+                    Ok(Some(healed)) if healed.rotated => Ok(healed.rotation),
+                    // Vault held no secret before: the one read back may be the old one, so
+                    // the caller must not take this for a rotation.
+                    Ok(Some(healed)) => Err(RotationError::Recovered {
                         client_id: client_id.clone(),
-                        stored: rotation.stored,
+                        stored: healed.rotation.stored,
                         source: e,
                     }),
                     // Vault already held the live secret: Auth0 had not rotated, nothing changed.

@@ -474,3 +474,21 @@ async fn a_failed_close_is_healed_by_its_replica_at_once() {
         "never rotated again"
     );
 }
+
+/// After a first rotation, a lost answer read back is a rotation for sure (Auth0's secret is
+/// not the one Vault held): the caller gets OK, marked recovered, and is not led to rotate
+/// again.
+#[tokio::test]
+async fn a_lost_answer_read_back_over_an_older_secret_answers_ok() {
+    let svc = service(FakeVault::default());
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
+    let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    assert!(
+        rotation.metadata.recovered,
+        "the answer says it was read back"
+    );
+    assert_eq!(rotation.stored.version, KvVersion(2));
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 2);
+    settled(&svc, "abc");
+}
