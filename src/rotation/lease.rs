@@ -19,6 +19,9 @@ use super::{
     service::RotationService,
 };
 
+/// Closed records kept in memory, at most (a few hundred bytes each).
+pub(super) const KNOWN_RECORDS_MAX: usize = 10_000;
+
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Runs one rotation of the command's client while holding its local lock.
     pub(super) async fn rotate_locked(
@@ -147,8 +150,16 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 
     /// Keeps the record as this replica closed it, for the next acquire.
-    fn remember(&self, client_id: &ClientId, record: Versioned<ClientState>) {
+    /// Bounded: a replica of a large tenant forgets some record (which costs that client one
+    /// read on its next rotation) rather than grow without end.
+    pub(super) fn remember(&self, client_id: &ClientId, record: Versioned<ClientState>) {
         let mut known = self.known.lock().expect("known records poisoned");
+        if known.len() >= KNOWN_RECORDS_MAX && !known.contains_key(client_id) {
+            let forget = known.keys().next().cloned();
+            if let Some(forget) = forget {
+                known.remove(&forget);
+            }
+        }
         known.insert(client_id.clone(), record);
     }
 

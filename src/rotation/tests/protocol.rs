@@ -492,3 +492,20 @@ async fn a_lost_answer_read_back_over_an_older_secret_answers_ok() {
     assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 2);
     settled(&svc, "abc");
 }
+
+/// The records kept in memory are bounded: a large tenant costs some reads, not memory without
+/// end.
+#[tokio::test]
+async fn the_records_kept_in_memory_are_bounded() {
+    use crate::rotation::lease::KNOWN_RECORDS_MAX;
+    let svc = service(FakeVault::default());
+    for n in 0..KNOWN_RECORDS_MAX + 5 {
+        let id = ClientId::parse(&format!("c{n}")).unwrap();
+        let record = Versioned {
+            version: KvVersion(1),
+            value: ClientState::default(),
+        };
+        svc.remember(&id, record);
+    }
+    assert_eq!(svc.known.lock().unwrap().len(), KNOWN_RECORDS_MAX);
+}
