@@ -289,6 +289,21 @@ impl RunningEmulator {
         lock(&self.inner).stats
     }
 
+    /// Rotates the client's secret as the dashboard's "Rotate" button does: outside the
+    /// Management API (not counted in [`Stats`]) and outside the service. Returns the new
+    /// secret, `None` for an unknown client.
+    pub fn rotate_outside(&self, client_id: &str) -> Option<String> {
+        let mut inner = lock(&self.inner);
+        let window = inner.config.propagation_window;
+        let client = inner.clients.get_mut(client_id)?;
+        let fresh = routes::new_secret();
+        client.issued.push(fresh.clone());
+        let old = client.secret.replace(fresh.clone());
+        client.previous = old.map(|s| (s, Instant::now() + window));
+        client.rotations += 1;
+        Some(fresh)
+    }
+
     /// Every Management API access token issued so far (tests check none leaks).
     pub fn access_tokens(&self) -> Vec<String> {
         lock(&self.inner).tokens.keys().cloned().collect()

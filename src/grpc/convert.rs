@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     proto as pb,
-    rotation::{Rotation, RotationStatus, StoredSecret, client as a},
+    rotation::{Drift, Rotation, RotationStatus, StoredSecret, client as a},
 };
 
 impl From<Rotation> for pb::RotateSecretResponse {
@@ -53,6 +53,12 @@ impl From<RotationStatus> for pb::GetRotationStatusResponse {
                 caller: i.caller.unwrap_or_default(),
                 lease_active: s.lease_active,
             }),
+            drift: match s.drift {
+                None => pb::DriftState::Unspecified,
+                Some(Drift::InSync) => pb::DriftState::InSync,
+                Some(Drift::Drifted) => pb::DriftState::Drifted,
+                Some(Drift::Unknown) => pb::DriftState::Unknown,
+            } as i32,
         }
     }
 }

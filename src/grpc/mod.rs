@@ -87,6 +87,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         let mut command =
             RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
                 .map_err(RotationError::from)?;
+        command.require_in_sync = body.require_in_sync;
         self.admit(&caller, &command.client_id)
             .inspect_err(|e| audit_denied(&origin, command.client_id.as_str(), e))?;
         command.origin = origin;
@@ -103,7 +104,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
             ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
         self.gate
             .authorize(&caller, Rpc::GetRotationStatus, client_id.as_str())?;
-        let status = self.service.status(&client_id).await?;
+        let check_drift = request.get_ref().check_drift;
+        let status = self.service.status(&client_id, check_drift).await?;
         Ok(Response::new(status.into()))
     }
 }

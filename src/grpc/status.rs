@@ -102,6 +102,11 @@ impl From<RotationError> for Status {
                      stored in Vault ({source}); the reconciler will store the live secret: do not rotate again"
                 ))
             }
+            RotationError::Drifted { client_id } => Status::failed_precondition(format!(
+                "Vault does not hold the secret Auth0 accepts for {client_id} (changed outside the \
+                 service, or a rotation is still open); nothing was rotated. Rotate without \
+                 require_in_sync to replace both"
+            )),
             RotationError::Overloaded => retry_later(
                 "too many rotations are in progress; nothing was rotated, retry shortly".into(),
                 Duration::from_secs(1),

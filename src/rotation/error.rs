@@ -231,6 +231,9 @@ pub enum RotationError {
         #[source]
         source: StoreError,
     },
+    /// The caller asked for Vault to be in sync with Auth0 first, and it was not.
+    #[error("Vault does not hold the secret Auth0 accepts for client {client_id}")]
+    Drifted { client_id: ClientId },
     /// ROTATOR_MAX_CONCURRENT_ROTATIONS rotations were running for the whole deadline.
     #[error("too many rotations are in progress")]
     Overloaded,
@@ -252,6 +255,7 @@ impl RotationError {
             Self::Recovered { .. } => "recovered",
             Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::StoreAfterRotation { .. } => "store_failed_after_rotation",
+            Self::Drifted { .. } => "drifted",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }

@@ -48,8 +48,8 @@ pub use ids::{
 };
 pub use ports::{Ledger, SecretIssuer, SecretStore};
 pub use records::{
-    Acquired, ClientState, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KvVersion,
-    LastRotation, Lease, RotateCommand, Rotation, RotationMetadata, RotationStatus, StoredSecret,
-    Versioned, millis,
+    Acquired, ClientState, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret,
+    KvVersion, LastRotation, Lease, RotateCommand, Rotation, RotationMetadata, RotationStatus,
+    StoredSecret, Versioned, millis,
 };
 pub use service::{RotationService, Settings};

@@ -64,6 +64,8 @@ pub struct RotateCommand {
     pub client_id: ClientId,
     pub reason: Option<Reason>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// Refuse to rotate unless Vault holds the secret Auth0 accepts now.
+    pub require_in_sync: bool,
     /// Who asked, from where, under which trace (for the intent and the audit trail).
     pub origin: Origin,
 }
@@ -78,6 +80,7 @@ impl RotateCommand {
             client_id: ClientId::parse(client_id)?,
             reason: Reason::parse(reason)?,
             idempotency_key: IdempotencyKey::parse(idempotency_key)?,
+            require_in_sync: false,
             origin: Origin::default(),
         })
     }
@@ -139,6 +142,18 @@ pub struct RotationStatus {
     pub last: Option<(RotationMetadata, StoredSecret)>,
     pub open_intent: Option<Intent>,
     pub lease_active: bool,
+    /// Whether Vault holds the secret Auth0 accepts now, when it was checked.
+    pub drift: Option<Drift>,
+}
+
+/// Whether Vault's `client_secret` is the secret Auth0 accepts now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    InSync,
+    /// Vault holds another secret, or none.
+    Drifted,
+    /// Auth0 or Vault could not be read.
+    Unknown,
 }
 
 /// Per-client coordination record, kept in Vault and only ever written with check-and-set. Its

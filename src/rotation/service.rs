@@ -11,6 +11,7 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
+use secrecy::ExposeSecret;
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -21,7 +22,7 @@ use super::{
     ids::{ClientId, PathTemplate, Reason},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        ClientState, Intent, IssuedSecret, KvVersion, LastRotation, RotateCommand, Rotation,
+        ClientState, Drift, Intent, IssuedSecret, KvVersion, LastRotation, RotateCommand, Rotation,
         RotationMetadata, RotationStatus, StoredSecret, Versioned,
     },
 };
@@ -173,8 +174,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         result
     }
 
-    /// The client's last stored rotation and any open intent: one read of its ledger record.
-    pub async fn status(&self, client_id: &ClientId) -> Result<RotationStatus, RotationError> {
+    /// The client's last stored rotation and any open intent: one read of its ledger record;
+    /// with `check_drift`, also whether Vault holds the secret Auth0 accepts (two more reads).
+    pub async fn status(
+        &self,
+        client_id: &ClientId,
+        check_drift: bool,
+    ) -> Result<RotationStatus, RotationError> {
         let path = self.settings.path.render(client_id);
         let state = self
             .ledger
@@ -191,7 +197,30 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 .as_ref()
                 .is_some_and(|l| l.active(SystemTime::now())),
             open_intent: state.intent,
+            drift: match check_drift {
+                false => None,
+                true => Some(match self.in_sync(client_id).await {
+                    Ok(true) => Drift::InSync,
+                    Ok(false) => Drift::Drifted,
+                    Err(e) => {
+                        warn!(%client_id, error = %e, "drift could not be checked");
+                        Drift::Unknown
+                    }
+                }),
+            },
         })
+    }
+
+    /// Whether Vault's `client_secret` is the secret Auth0 accepts now.
+    async fn in_sync(&self, client_id: &ClientId) -> Result<bool, RotationError> {
+        let live = self.issuer.read_secret(client_id).await?;
+        let path = self.settings.path.render(client_id);
+        let held = self
+            .store
+            .read_secret(&path)
+            .await
+            .map_err(RotationError::Vault)?;
+        Ok(held.is_some_and(|h| h.value.expose_secret() == live.secret.expose_secret()))
     }
 
     pub(super) async fn rotate_under_lease(
@@ -211,6 +240,21 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             idempotency_key: command.idempotency_key.clone(),
         };
         let lease = self.acquire(client_id, &path, &intent, deadline).await?;
+        // Under the lease, no rotation of this client is halfway: a difference is real.
+        if command.require_in_sync {
+            let refusal = match self.in_sync(client_id).await {
+                Ok(true) => None,
+                Ok(false) => Some(RotationError::Drifted {
+                    client_id: client_id.clone(),
+                }),
+                Err(e) => Some(e),
+            };
+            if let Some(refusal) = refusal {
+                self.close(client_id, rotation_id, lease.fence, lease.previous)
+                    .await;
+                return Err(refusal);
+            }
+        }
 
         let issued = match self.issuer.rotate_secret(client_id).await {
             Ok(issued) => issued,

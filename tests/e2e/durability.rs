@@ -201,7 +201,10 @@ async fn a_service_killed_between_auth0_and_vault_is_healed_after_restart() {
             let s = second
                 .client()
                 .await
-                .get_rotation_status(GetRotationStatusRequest { client_id: id })
+                .get_rotation_status(GetRotationStatusRequest {
+                    client_id: id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner();

@@ -160,3 +160,56 @@ async fn private_key_jwt_client_is_a_failed_precondition() {
     assert_eq!(stack.emulator.stats().rotations, 0);
     assert!(stack.bao.secret_keys().await.is_empty());
 }
+
+/// Drift (issue #9, item 5): after a rotation at the dashboard, GetRotationStatus with
+/// check_drift says DRIFTED, and a rotation requiring Vault in sync refuses and rotates nothing.
+#[tokio::test]
+async fn drift_after_a_dashboard_rotation_is_reported_and_refused_on_request() {
+    use secret_rotator::proto::{DriftState, RotateSecretRequest};
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    assert_eq!(
+        stack.status(&id).await.drift,
+        DriftState::Unspecified as i32,
+        "not checked unless asked"
+    );
+    stack.rotate_ok(&id).await;
+    assert_eq!(
+        stack.status_of(&id, true).await.drift,
+        DriftState::InSync as i32
+    );
+
+    let outside = stack.emulator.rotate_outside(&id).unwrap();
+    let status = stack.status_of(&id, true).await;
+    assert_eq!(status.drift, DriftState::Drifted as i32);
+    assert!(
+        !format!("{status:?}").contains(&outside),
+        "no secret in the answer"
+    );
+
+    let strict = RotateSecretRequest {
+        client_id: id.clone(),
+        require_in_sync: true,
+        ..Default::default()
+    };
+    let refused = stack
+        .client()
+        .await
+        .rotate_secret(strict)
+        .await
+        .unwrap_err();
+    assert_status(
+        &refused,
+        Code::FailedPrecondition,
+        "does not hold the secret Auth0 accepts",
+    );
+    assert_eq!(stack.emulator.stats().rotations, 1, "nothing rotated");
+    assert!(stack.status(&id).await.open_intent.is_none());
+
+    // A plain rotation replaces both.
+    stack.rotate_ok(&id).await;
+    assert_eq!(
+        stack.status_of(&id, true).await.drift,
+        DriftState::InSync as i32
+    );
+}

@@ -81,7 +81,10 @@ async fn left_open_by_a_refused_store() -> Arc<Svc> {
 
 /// The last rotation GetRotationStatus reports, and the KV version it names.
 async fn last(svc: &Svc, id: &str) -> (RotationMetadata, KvVersion) {
-    let status = svc.status(&ClientId::parse(id).unwrap()).await.unwrap();
+    let status = svc
+        .status(&ClientId::parse(id).unwrap(), false)
+        .await
+        .unwrap();
     let (metadata, stored) = status.last.expect("a last rotation");
     (metadata, stored.version)
 }
@@ -508,4 +511,41 @@ async fn the_records_kept_in_memory_are_bounded() {
         svc.remember(&id, record);
     }
     assert_eq!(svc.known.lock().unwrap().len(), KNOWN_RECORDS_MAX);
+}
+
+/// Drift: Vault against the secret Auth0 accepts; a rotation that requires them in sync
+/// refuses when they are not, and rotates nothing.
+#[tokio::test]
+async fn drift_is_reported_and_require_in_sync_refuses_a_drifted_client() {
+    use crate::rotation::Drift;
+    let svc = service(FakeVault::default());
+    let id = ClientId::parse("abc").unwrap();
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    let drift = |svc: Arc<Svc>| {
+        let id = id.clone();
+        async move { svc.status(&id, true).await.unwrap().drift }
+    };
+    assert_eq!(drift(Arc::clone(&svc)).await, Some(Drift::InSync));
+    // Someone rotates at the dashboard: Auth0 moves on, Vault does not.
+    svc.issuer
+        .live
+        .lock()
+        .unwrap()
+        .insert("abc".into(), "from-the-dashboard".into());
+    assert_eq!(drift(Arc::clone(&svc)).await, Some(Drift::Drifted));
+    let mut strict = command("abc");
+    strict.require_in_sync = true;
+    let err = svc.rotate(strict, soon(10_000)).await.unwrap_err();
+    assert!(matches!(err, RotationError::Drifted { .. }), "{err:?}");
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        1,
+        "nothing rotated"
+    );
+    let state: Option<ClientState> = svc.ledger.read("c/abc").value;
+    assert!(state.unwrap().is_closed(), "the refusal closed its intent");
+    // Without the requirement, a rotation replaces both.
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    settled(&svc, "abc");
+    assert_eq!(drift(Arc::clone(&svc)).await, Some(Drift::InSync));
 }

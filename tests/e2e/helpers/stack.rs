@@ -193,10 +193,16 @@ impl Stack {
 
     /// GetRotationStatus of `client_id`, expecting an answer.
     pub async fn status(&self, client_id: &str) -> GetRotationStatusResponse {
+        self.status_of(client_id, false).await
+    }
+
+    /// GetRotationStatus of `client_id`, with a drift check when `check_drift`.
+    pub async fn status_of(&self, client_id: &str, check_drift: bool) -> GetRotationStatusResponse {
         self.client()
             .await
             .get_rotation_status(GetRotationStatusRequest {
                 client_id: client_id.to_owned(),
+                check_drift,
             })
             .await
             .expect("a status")
