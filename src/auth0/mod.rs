@@ -132,6 +132,13 @@ impl Auth0Client {
 
     /// `GET /api/v2/clients/{id}`: the whole client, secret included (needs read:client_keys).
     async fn read(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
+        let bytes = self.get_client(client_id).await?;
+        // Without read:client_keys Auth0 silently leaves the secret out.
+        parse_rotation(&bytes).map_err(|_| IssuerError::MissingScope(READ_KEYS_SCOPE))
+    }
+
+    /// `GET /api/v2/clients/{id}`: the answer's bytes.
+    async fn get_client(&self, client_id: &ClientId) -> Result<bytes::Bytes, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
         let response = self.send(Method::GET, &url).await.map_err(|e| match e {
             SendError::Token(e) => e,
@@ -140,12 +147,10 @@ impl Auth0Client {
         if !response.status().is_success() {
             return Err(api_error(response, READ_KEYS_SCOPE, false).await);
         }
-        let bytes = response
+        response
             .bytes()
             .await
-            .map_err(|_| IssuerError::Unavailable(Transport::CutOff))?;
-        // Without read:client_keys Auth0 silently leaves the secret out.
-        parse_rotation(&bytes).map_err(|_| IssuerError::MissingScope(READ_KEYS_SCOPE))
+            .map_err(|_| IssuerError::Unavailable(Transport::CutOff))
     }
 
     /// Sends a Management API request with the current token. A 401 means Auth0 did nothing:
@@ -201,6 +206,12 @@ impl SecretIssuer for Auth0Client {
 
     async fn read_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         self.read(client_id).await
+    }
+
+    async fn read_client(&self, client_id: &ClientId) -> Result<Client, IssuerError> {
+        let bytes = self.get_client(client_id).await?;
+        // Cannot fail on content: every member of `Client` is lenient.
+        Ok(serde_json::from_slice(&bytes).unwrap_or_default())
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     proto as pb,
-    rotation::{Drift, Rotation, RotationStatus, StoredSecret, client as a},
+    rotation::{Drift, Rotation, RotationStatus, StoredSecret, Validated, client as a},
 };
 
 impl From<Rotation> for pb::RotateSecretResponse {
@@ -18,6 +18,16 @@ impl From<Rotation> for pb::RotateSecretResponse {
             rotation_id: r.metadata.rotation_id.to_string(),
             recovered: r.metadata.recovered,
             replayed: r.replayed,
+        }
+    }
+}
+
+impl From<Validated> for pb::RotateSecretResponse {
+    fn from(v: Validated) -> Self {
+        Self {
+            client: Some((*v.client).into()),
+            vault_secret: Some(v.stored.into()),
+            ..Self::default()
         }
     }
 }

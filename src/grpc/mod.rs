@@ -91,6 +91,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         self.admit(&caller, &command.client_id)
             .inspect_err(|e| audit_denied(&origin, command.client_id.as_str(), e))?;
         command.origin = origin;
+        if body.validate_only {
+            let validated = self.service.validate(&command).await?;
+            return Ok(Response::new(validated.into()));
+        }
         let rotation = self.service.rotate(command, deadline).await?;
         Ok(Response::new(rotation.into()))
     }

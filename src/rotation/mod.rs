@@ -50,6 +50,6 @@ pub use ports::{Ledger, SecretIssuer, SecretStore};
 pub use records::{
     Acquired, ClientState, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret,
     KvVersion, LastRotation, Lease, RotateCommand, Rotation, RotationMetadata, RotationStatus,
-    StoredSecret, Versioned, millis,
+    StoredSecret, Validated, Versioned, millis,
 };
 pub use service::{RotationService, Settings};

@@ -7,6 +7,7 @@ use std::future::Future;
 use secrecy::SecretString;
 
 use super::{
+    client::Client,
     error::{IssuerError, StoreError},
     ids::{ClientId, IdempotencyKey},
     records::{ClientState, IdempotencyRecord, IssuedSecret, KvVersion, Lease, Versioned},
@@ -25,12 +26,21 @@ pub trait SecretIssuer: Send + Sync + 'static {
         &self,
         client_id: &ClientId,
     ) -> impl Future<Output = Result<IssuedSecret, IssuerError>> + Send;
+
+    /// Reads the client without its secret (a dry run's checks).
+    fn read_client(
+        &self,
+        client_id: &ClientId,
+    ) -> impl Future<Output = Result<Client, IssuerError>> + Send;
 }
 
 /// Port: keeps secrets (Vault KV v2).
 pub trait SecretStore: Send + Sync + 'static {
     /// The KV mount, reported back to callers.
     fn mount(&self) -> &str;
+
+    /// Whether the service may write the key (a dry run's checks).
+    fn writable(&self, path: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The key's current version; [`KvVersion::NONE`] when it does not exist yet.
     fn current_version(

@@ -135,6 +135,14 @@ pub struct Rotation {
     pub replayed: bool,
 }
 
+/// What a dry run found: a rotation would be allowed now. Nothing was changed.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub client: Box<Client>,
+    /// Where the secret would be written, at the key's current version.
+    pub stored: StoredSecret,
+}
+
 /// What the service knows about a client (GetRotationStatus).
 #[derive(Debug, Clone, Default)]
 pub struct RotationStatus {

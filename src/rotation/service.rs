@@ -18,12 +18,12 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use super::{
-    error::{RotationError, StoreError},
+    error::{IssuerError, RotationError, StoreError},
     ids::{ClientId, PathTemplate, Reason},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
         ClientState, Drift, Intent, IssuedSecret, KvVersion, LastRotation, RotateCommand, Rotation,
-        RotationMetadata, RotationStatus, StoredSecret, Versioned,
+        RotationMetadata, RotationStatus, StoredSecret, Validated, Versioned,
     },
 };
 use crate::audit::{self, Event, Origin};
@@ -208,6 +208,44 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     }
                 }),
             },
+        })
+    }
+
+    /// A dry run (AIP-163 `validate_only`): every check a rotation makes before it calls
+    /// Auth0, without calling rotate-secret or writing anything. Recovery possible, the client
+    /// exists and has a secret to rotate (not private_key_jwt or mTLS), Vault may write its key,
+    /// no rotation holds its lease, and (when asked) Vault is in sync with Auth0.
+    pub async fn validate(&self, command: &RotateCommand) -> Result<Validated, RotationError> {
+        if !self.recovery_available.load(Ordering::Relaxed) && !self.settings.allow_unrecoverable {
+            return Err(RotationError::RecoveryUnavailable);
+        }
+        let client_id = &command.client_id;
+        let client = self.issuer.read_client(client_id).await?;
+        if client.client_authentication_methods.0.is_some() {
+            return Err(IssuerError::ClientNotRotatable.into());
+        }
+        let path = self.settings.path.render(client_id);
+        let before = RotationError::VaultBeforeRotation;
+        if !self.store.writable(&path).await.map_err(before)? {
+            return Err(before(StoreError::PermissionDenied(path)));
+        }
+        let state = self.ledger.read_state(client_id).await.map_err(before)?;
+        let leased = state
+            .value
+            .lease
+            .is_some_and(|l| l.active(SystemTime::now()));
+        if leased {
+            return Err(RotationError::Busy);
+        }
+        if command.require_in_sync && !self.in_sync(client_id).await? {
+            return Err(RotationError::Drifted {
+                client_id: client_id.clone(),
+            });
+        }
+        let version = self.store.current_version(&path).await.map_err(before)?;
+        Ok(Validated {
+            client: Box::new(client),
+            stored: self.stored(path, version),
         })
     }
 

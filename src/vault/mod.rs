@@ -137,6 +137,20 @@ impl SecretStore for VaultStore {
         &self.inner.mount
     }
 
+    async fn writable(&self, path: &str) -> Result<bool, StoreError> {
+        let data = format!("{}/data/{path}", self.inner.mount);
+        let answer = self
+            .inner
+            .kv
+            .capabilities(std::slice::from_ref(&data))
+            .await?;
+        let caps = answer.get(&data).map(Vec::as_slice).unwrap_or_default();
+        Ok(caps.iter().any(|c| c == "root")
+            || ["create", "update"]
+                .iter()
+                .all(|w| caps.iter().any(|c| c == w)))
+    }
+
     async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
         self.inner.kv.current_version(path).await
     }

@@ -4,7 +4,7 @@ use secret_rotator::{
 };
 use tonic::Code;
 
-use crate::helpers::Stack;
+use crate::helpers::{Stack, vault_path};
 
 #[tokio::test]
 async fn hostile_requests_are_refused_before_any_upstream_call() {
@@ -83,4 +83,61 @@ async fn hostile_requests_are_refused_before_any_upstream_call() {
         "a hostile request wrote to Vault: {keys:?}"
     );
     assert_eq!(stack.emulator.client(&valid).unwrap().rotations, 0);
+}
+
+/// A dry run (issue #9, item 6): every check, no rotation, no write.
+#[tokio::test]
+async fn a_dry_run_checks_everything_and_changes_nothing() {
+    use secret_rotator::emulator::pkjwt_client;
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let pkjwt = stack.seed(pkjwt_client(&random_client_id()));
+    let dry = |client_id: &str| RotateSecretRequest {
+        client_id: client_id.to_owned(),
+        validate_only: true,
+        ..Default::default()
+    };
+    let mut client = stack.client().await;
+    let answer = client.rotate_secret(dry(&id)).await.unwrap().into_inner();
+    assert_eq!(answer.client.unwrap().client_id, id);
+    let vault = answer.vault_secret.unwrap();
+    assert_eq!(
+        (vault.path.as_str(), vault.version),
+        (vault_path(&id).as_str(), 0)
+    );
+    assert!(answer.rotation_id.is_empty() && answer.rotated_at.is_none());
+
+    let refused = client.rotate_secret(dry(&pkjwt)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let refused = client
+        .rotate_secret(dry(&random_client_id()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+
+    // A rotation of the client in progress elsewhere.
+    let state = format!("secret/data/secret-rotator/clients/{id}");
+    let far = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+    let held = serde_json::json!({
+        "options": {"cas": 0},
+        "data": {"lease": {"holder": "another-replica",
+            "expires_at_ms": secret_rotator::rotation::millis(far)}, "intent": null}
+    });
+    let (status, _) = stack
+        .bao
+        .api(reqwest::Method::POST, &state, Some(held))
+        .await;
+    assert_eq!(status, 200);
+    let refused = client.rotate_secret(dry(&id)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+
+    assert_eq!(
+        stack.emulator.stats().rotate_requests,
+        0,
+        "Auth0 never rotated"
+    );
+    assert!(
+        stack.bao.secret_keys().await.is_empty(),
+        "no secret written"
+    );
 }

@@ -12,8 +12,8 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
-    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError, KvVersion,
-    Lease, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
+    Client, ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError,
+    KvVersion, Lease, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -68,6 +68,10 @@ impl SecretIssuer for FakeAuth0 {
     async fn read_secret(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         self.issued(id)
     }
+
+    async fn read_client(&self, id: &ClientId) -> Result<Client, IssuerError> {
+        self.issued(id).map(|i| *i.client)
+    }
 }
 
 /// KV with check-and-set and scripted failures.
@@ -103,6 +107,13 @@ fn version(n: usize) -> KvVersion {
 impl SecretStore for FakeVault {
     fn mount(&self) -> &str {
         "secret"
+    }
+
+    async fn writable(&self, _: &str) -> Result<bool, StoreError> {
+        match &self.read_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(true),
+        }
     }
 
     async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {

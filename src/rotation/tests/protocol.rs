@@ -549,3 +549,19 @@ async fn drift_is_reported_and_require_in_sync_refuses_a_drifted_client() {
     settled(&svc, "abc");
     assert_eq!(drift(Arc::clone(&svc)).await, Some(Drift::InSync));
 }
+
+/// A dry run with Vault down refuses as the rotation would, and touches nothing.
+#[tokio::test]
+async fn a_dry_run_with_vault_down_refuses_and_rotates_nothing() {
+    let svc = service(FakeVault {
+        read_error: Some(StoreError::Unavailable("down".into())),
+        ..FakeVault::default()
+    });
+    let err = svc.validate(&command("abc")).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::VaultBeforeRotation(_)),
+        "{err:?}"
+    );
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.ledger.state_writes.load(Ordering::SeqCst), 0);
+}
