@@ -215,28 +215,30 @@ impl Kv {
         }
     }
 
-    /// `POST sys/capabilities-self`: the token's capabilities on each of `paths`.
-    pub(super) async fn capabilities(
+    /// `POST sys/capabilities-self`: the first of `needs` (an API path and the capabilities
+    /// wanted on it) the token lacks; `None` when it has them all.
+    pub(super) async fn first_denied(
         &self,
-        paths: &[String],
-    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        needs: &[(String, &[&str])],
+    ) -> Result<Option<String>, StoreError> {
+        let paths: Vec<&str> = needs.iter().map(|(p, _)| p.as_str()).collect();
         let url = Self::url(&self.api, "sys/capabilities-self")?;
         let request = self
             .request(Method::POST, url)
             .json(&serde_json::json!({ "paths": paths }));
         let what = "sys/capabilities-self";
         let response = succeeded(self.send(request, what).await?, what).await?;
+        // Besides one member per path, the answer holds Vault's usual envelope.
         let answer: HashMap<String, serde_json::Value> = json(response, what).await?;
-        Ok(paths
-            .iter()
-            .map(|p| {
-                let caps = answer
-                    .get(p)
-                    .and_then(|v| serde_json::from_value(v.clone()).ok())
-                    .unwrap_or_default();
-                (p.clone(), caps)
-            })
-            .collect())
+        Ok(needs.iter().find_map(|(path, wanted)| {
+            let caps: Vec<String> = answer
+                .get(path)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let granted = caps.iter().any(|c| c == "root")
+                || wanted.iter().all(|w| caps.iter().any(|c| c == w));
+            (!granted).then(|| path.clone())
+        }))
     }
 
     async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response, StoreError> {

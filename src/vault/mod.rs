@@ -21,6 +21,9 @@ use crate::rotation::{
 };
 use kv::Kv;
 
+/// The capabilities a write needs.
+const WRITE: &[&str] = &["create", "update"];
+
 /// KV v2 for secrets and the ledger. Cheap to clone: clones share one HTTP client.
 #[derive(Clone)]
 pub struct VaultStore {
@@ -69,23 +72,15 @@ impl VaultStore {
     pub async fn check(&self, sample_path: &str) -> Result<(), StoreError> {
         let mount = &self.inner.mount;
         let state = format!("{}/clients/capability_probe", self.inner.state_prefix);
-        let write: &[&str] = &["create", "update"];
         let needs = [
-            (format!("{mount}/data/{sample_path}"), write),
+            (format!("{mount}/data/{sample_path}"), WRITE),
             (format!("{mount}/metadata/{sample_path}"), &["read"][..]),
-            (format!("{mount}/data/{state}"), write),
+            (format!("{mount}/data/{state}"), WRITE),
         ];
-        let paths: Vec<String> = needs.iter().map(|(p, _)| p.clone()).collect();
-        let answer = self.inner.kv.capabilities(&paths).await?;
-        for (path, wanted) in &needs {
-            let caps = answer.get(path).map(Vec::as_slice).unwrap_or_default();
-            let granted = caps.iter().any(|c| c == "root")
-                || wanted.iter().all(|w| caps.iter().any(|c| c == w));
-            if !granted {
-                return Err(StoreError::PermissionDenied(path.clone()));
-            }
+        match self.inner.kv.first_denied(&needs).await? {
+            Some(path) => Err(StoreError::PermissionDenied(path)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn state_path(&self, client_id: &ClientId) -> String {
@@ -139,16 +134,12 @@ impl SecretStore for VaultStore {
 
     async fn writable(&self, path: &str) -> Result<bool, StoreError> {
         let data = format!("{}/data/{path}", self.inner.mount);
-        let answer = self
+        Ok(self
             .inner
             .kv
-            .capabilities(std::slice::from_ref(&data))
-            .await?;
-        let caps = answer.get(&data).map(Vec::as_slice).unwrap_or_default();
-        Ok(caps.iter().any(|c| c == "root")
-            || ["create", "update"]
-                .iter()
-                .all(|w| caps.iter().any(|c| c == w)))
+            .first_denied(&[(data, WRITE)])
+            .await?
+            .is_none())
     }
 
     async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
