@@ -72,27 +72,23 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     .await
                     .map_err(RotationError::VaultBeforeRotation)?,
             };
-            let state = record.value;
-            if state
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.active(SystemTime::now()))
-            {
+            if record.value.leased() {
                 if !wait(&mut waits, deadline).await {
                     return Err(RotationError::Busy);
                 }
                 continue;
             }
-            if let Some(orphan) = state.intent {
-                self.heal_orphan(client_id, orphan, state.last, record.version)
-                    .await
-                    .map_err(|e| RotationError::RecoveryFailed {
+            if record.value.intent.is_some() {
+                self.heal_orphan(client_id, record).await.map_err(|e| {
+                    RotationError::RecoveryFailed {
                         client_id: client_id.clone(),
                         source: Box::new(e),
-                    })?;
+                    }
+                })?;
                 continue;
             }
-            let observed = match &state.last {
+            let last = record.value.last;
+            let observed = match &last {
                 Some(last) => last.kv_version,
                 None => self
                     .store
@@ -103,7 +99,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             let mine = ClientState {
                 lease: Some(self.new_lease()),
                 intent: Some(intent.clone()),
-                last: state.last,
+                last,
             };
             match self
                 .ledger

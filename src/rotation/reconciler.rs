@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{
+    error::RotationError,
     ids::ClientId,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{KvVersion, Lease, millis},
@@ -49,45 +50,47 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             open.iter().map(|(c, r)| (c.clone(), *r)).collect()
         };
         for (client_id, rotation_id) in pending {
-            let record = match self.ledger.read_state(&client_id).await {
-                Ok(record) => record,
-                Err(e) => {
-                    warn!(%client_id, error = %e, "cannot read a rotation left open; will retry");
-                    continue;
-                }
-            };
-            let state = record.value;
-            let taken_over = state
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.holder != self.settings.replica && l.active(SystemTime::now()));
-            // Only the very intent left open: anything else is another rotation, in flight or
-            // healed by someone else, which is not this replica's to touch.
-            let ours = state
-                .intent
-                .as_ref()
-                .is_some_and(|i| i.rotation_id == rotation_id);
-            let done = match state.intent.filter(|_| ours && !taken_over) {
-                None => true,
-                Some(intent) => match self
-                    .heal_orphan(&client_id, intent, state.last, record.version)
-                    .await
-                {
-                    Ok(()) => true,
-                    Err(e) => {
-                        warn!(%client_id, %rotation_id, error = %e, "could not heal a rotation left open; will retry");
-                        false
+            match self.heal_one_left_open(&client_id, rotation_id).await {
+                Ok(()) => {
+                    let mut open = self.left_open.lock().expect("left-open map poisoned");
+                    if open.get(&client_id) == Some(&rotation_id) {
+                        open.remove(&client_id);
                     }
-                },
-            };
-            if done {
-                let mut open = self.left_open.lock().expect("left-open map poisoned");
-                if open.get(&client_id) == Some(&rotation_id) {
-                    open.remove(&client_id);
+                }
+                Err(e) => {
+                    warn!(%client_id, %rotation_id, error = %e, "could not heal a rotation left open; will retry");
                 }
             }
         }
         self.left_open.lock().expect("left-open map poisoned").len()
+    }
+
+    /// Heals `rotation_id` if it is still open and no other replica has taken it over. Only
+    /// that very intent: anything else is another rotation, in flight or healed by someone
+    /// else, which is not this replica's to touch.
+    async fn heal_one_left_open(
+        &self,
+        client_id: &ClientId,
+        rotation_id: Uuid,
+    ) -> Result<(), RotationError> {
+        let record = self
+            .ledger
+            .read_state(client_id)
+            .await
+            .map_err(RotationError::Vault)?;
+        let state = &record.value;
+        let ours = state
+            .intent
+            .as_ref()
+            .is_some_and(|i| i.rotation_id == rotation_id);
+        let taken_over = state
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.holder != self.settings.replica && l.active(SystemTime::now()));
+        if !ours || taken_over {
+            return Ok(());
+        }
+        self.heal_orphan(client_id, record).await
     }
 
     /// One pass over every client record, as fast as Vault answers: heals each open intent
@@ -136,18 +139,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     continue;
                 }
             };
-            let state = record.value;
-            let leased = state
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.active(SystemTime::now()));
-            let Some(intent) = state.intent.filter(|_| !leased) else {
+            if record.value.intent.is_none() || record.value.leased() {
                 continue;
-            };
-            match self
-                .heal_orphan(&client_id, intent, state.last, record.version)
-                .await
-            {
+            }
+            match self.heal_orphan(&client_id, record).await {
                 Ok(()) => healed += 1,
                 Err(e) => warn!(%client_id, error = %e, "reconciler could not heal; will retry"),
             }

@@ -178,6 +178,13 @@ pub struct ClientState {
 }
 
 impl ClientState {
+    /// Whether a replica holds the client's lease right now.
+    pub fn leased(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|l| l.active(SystemTime::now()))
+    }
+
     /// No lease and no open intent: how a settled rotation leaves the record.
     pub fn is_closed(&self) -> bool {
         self.lease.is_none() && self.intent.is_none()

@@ -9,7 +9,9 @@ use super::{
     error::{RotationError, StoreError},
     ids::ClientId,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{ClientState, Intent, KvVersion, LastRotation, Rotation, RotationMetadata},
+    records::{
+        ClientState, Intent, KvVersion, LastRotation, Rotation, RotationMetadata, Versioned,
+    },
     service::{RotationService, audit_rotation},
 };
 use crate::audit::{Event, Origin};
@@ -126,21 +128,31 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         Ok(healed)
     }
 
-    /// Takes over a dead rotation's intent (its lease is free or expired) and heals it. A lost
-    /// race for the record is not an error: whoever won heals it.
+    /// Takes over the intent open in `record` (a dead rotation's, or one this replica left)
+    /// and heals it. A lost race for the record is not an error: whoever won heals it.
     pub(super) async fn heal_orphan(
         &self,
         client_id: &ClientId,
-        orphan: Intent,
-        previous: Option<LastRotation>,
-        version: KvVersion,
+        record: Versioned<ClientState>,
     ) -> Result<(), RotationError> {
+        let ClientState {
+            intent: Some(orphan),
+            last: previous,
+            ..
+        } = record.value
+        else {
+            return Ok(());
+        };
         let taken = ClientState {
             lease: Some(self.new_lease()),
             intent: Some(orphan.clone()),
             last: previous.clone(),
         };
-        let fence = match self.ledger.write_state(client_id, &taken, version).await {
+        let fence = match self
+            .ledger
+            .write_state(client_id, &taken, record.version)
+            .await
+        {
             Ok(fence) => fence,
             Err(StoreError::CasMismatch) => return Ok(()),
             Err(e) => return Err(RotationError::Vault(e)),

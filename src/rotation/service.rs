@@ -188,14 +188,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .await
             .map_err(RotationError::Vault)?
             .value;
+        let lease_active = state.leased();
         Ok(RotationStatus {
             last: state
                 .last
                 .map(|l| (l.metadata, self.stored(path, l.kv_version))),
-            lease_active: state
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.active(SystemTime::now())),
+            lease_active,
             open_intent: state.intent,
             drift: match check_drift {
                 false => None,
@@ -230,11 +228,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             return Err(before(StoreError::PermissionDenied(path)));
         }
         let state = self.ledger.read_state(client_id).await.map_err(before)?;
-        let leased = state
-            .value
-            .lease
-            .is_some_and(|l| l.active(SystemTime::now()));
-        if leased {
+        if state.value.leased() {
             return Err(RotationError::Busy);
         }
         if command.require_in_sync && !self.in_sync(client_id).await? {
