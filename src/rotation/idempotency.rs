@@ -1,7 +1,7 @@
 //! Idempotency keys: a key binds one request to its answer for the idempotency window, across
 //! retries, replicas and restarts. The binding lives in the ledger, written with check-and-set.
 
-use std::{sync::atomic::Ordering, time::SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -30,9 +30,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         rotation_id: Uuid,
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
-        if !self.recovery_available.load(Ordering::Relaxed) && !self.settings.allow_unrecoverable {
-            return Err(RotationError::RecoveryUnavailable);
-        }
+        self.recovery_possible()?;
         let Some(key) = command.idempotency_key.clone() else {
             return self.rotate_locked(&command, rotation_id, deadline).await;
         };

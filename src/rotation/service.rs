@@ -55,7 +55,7 @@ pub struct RotationService<I, S, L> {
     pub(super) ledger: L,
     pub(super) settings: Settings,
     /// False once start-up learns the Auth0 token cannot read secrets back.
-    pub(super) recovery_available: AtomicBool,
+    recovery_available: AtomicBool,
     /// One rotation per client at a time in this process, before the Vault lease is even tried.
     pub(super) local: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
     /// Each client's ledger record as this replica last closed it (see `acquire`).
@@ -214,9 +214,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// exists and has a secret to rotate (not private_key_jwt or mTLS), Vault may write its key,
     /// no rotation holds its lease, and (when asked) Vault is in sync with Auth0.
     pub async fn validate(&self, command: &RotateCommand) -> Result<Validated, RotationError> {
-        if !self.recovery_available.load(Ordering::Relaxed) && !self.settings.allow_unrecoverable {
-            return Err(RotationError::RecoveryUnavailable);
-        }
+        self.recovery_possible()?;
         let client_id = &command.client_id;
         let client = self.issuer.read_client(client_id).await?;
         if client.client_authentication_methods.0.is_some() {
@@ -231,16 +229,33 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         if state.value.leased() {
             return Err(RotationError::Busy);
         }
-        if command.require_in_sync && !self.in_sync(client_id).await? {
-            return Err(RotationError::Drifted {
-                client_id: client_id.clone(),
-            });
+        if command.require_in_sync {
+            self.require_in_sync(client_id).await?;
         }
         let version = self.store.current_version(&path).await.map_err(before)?;
         Ok(Validated {
             client: Box::new(client),
             stored: self.stored(path, version),
         })
+    }
+
+    /// Refuses when start-up learned that a lost answer could not be read back, unless the
+    /// operator accepted that risk.
+    pub(super) fn recovery_possible(&self) -> Result<(), RotationError> {
+        if !self.recovery_available.load(Ordering::Relaxed) && !self.settings.allow_unrecoverable {
+            return Err(RotationError::RecoveryUnavailable);
+        }
+        Ok(())
+    }
+
+    /// Refuses when Vault does not hold the secret Auth0 accepts now.
+    async fn require_in_sync(&self, client_id: &ClientId) -> Result<(), RotationError> {
+        match self.in_sync(client_id).await? {
+            true => Ok(()),
+            false => Err(RotationError::Drifted {
+                client_id: client_id.clone(),
+            }),
+        }
     }
 
     /// Whether Vault's `client_secret` is the secret Auth0 accepts now.
@@ -273,19 +288,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         let lease = self.acquire(client_id, &path, &intent, deadline).await?;
         // Under the lease, no rotation of this client is halfway: a difference is real.
-        if command.require_in_sync {
-            let refusal = match self.in_sync(client_id).await {
-                Ok(true) => None,
-                Ok(false) => Some(RotationError::Drifted {
-                    client_id: client_id.clone(),
-                }),
-                Err(e) => Some(e),
-            };
-            if let Some(refusal) = refusal {
-                self.close(client_id, rotation_id, lease.fence, lease.previous)
-                    .await;
-                return Err(refusal);
-            }
+        if command.require_in_sync
+            && let Err(refusal) = self.require_in_sync(client_id).await
+        {
+            self.close(client_id, rotation_id, lease.fence, lease.previous)
+                .await;
+            return Err(refusal);
         }
 
         let issued = match self.issuer.rotate_secret(client_id).await {
@@ -310,7 +318,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     // Vault already held the live secret: Auth0 had not rotated, nothing changed.
                     Ok(None) => Err(e.into()),
                     Err(heal) => {
-                        error!(%rotation_id, error = %heal, "NEEDS RESYNC: the live secret could not be read back yet; the reconciler will heal this client");
+                        error!(%rotation_id, error = %heal, "NEEDS RESYNC: the live secret could not be read back yet; this replica retries the heal shortly");
                         Err(RotationError::OutcomeUnknown {
                             client_id: client_id.clone(),
                             rotation_id,
@@ -349,7 +357,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 vault.path = %path,
                 error = %source,
                 "NEEDS RESYNC: Auth0 rotated the secret but Vault does not hold it; \
-                 the reconciler will store the live secret once the lease expires"
+                 this replica retries storing the live secret shortly"
             );
             RotationError::StoreAfterRotation {
                 client_id: client_id.clone(),
