@@ -19,25 +19,16 @@ root = repo / "src"
 def top_modules_used(text):
     used = set()
     for block in re.findall(r"use\s+crate::\{(.*?)\};", text, re.S):
-        depth, name, names = 0, "", []
-        for ch in block:
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-            elif ch == "," and depth == 0:
-                names.append(name)
-                name = ""
-                continue
-            if depth == 0 and ch not in "{}":
-                name += ch
-            elif depth > 0 and not name.strip():
-                pass
-        names.append(name)
-        for n in names:
-            n = n.strip()
-            if n:
-                used.add(re.split(r"[:\s]", n)[0])
+        # Drop nested groups until only the top-level items are left: `a::{b, c}, d` -> `a::, d`.
+        while True:
+            flat = re.sub(r"\{[^{}]*\}", "", block)
+            if flat == block:
+                break
+            block = flat
+        for item in block.split(","):
+            name = re.split(r"[:\s]", item.strip())[0]
+            if name:
+                used.add(name)
     for m in re.findall(r"crate::([a-z_0-9]+)", text):
         used.add(m)
     used.discard("proto")  # generated code, declared in lib.rs

@@ -433,18 +433,7 @@ async fn a_stale_intent_does_not_replace_a_newer_rotation() {
 async fn a_client_mid_rotation_elsewhere_is_waited_for_then_aborted() {
     let stack = Stack::start().await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
-    let state = format!("secret/data/secret-rotator/clients/{id}");
-    let far = std::time::SystemTime::now() + Duration::from_secs(600);
-    let held = serde_json::json!({
-        "options": {"cas": 0},
-        "data": {"lease": {"holder": "another-replica",
-            "expires_at_ms": secret_rotator::rotation::millis(far)}, "intent": null}
-    });
-    let (status, _) = stack
-        .bao
-        .api(reqwest::Method::POST, &state, Some(held))
-        .await;
-    assert_eq!(status, 200);
+    stack.hold_lease_elsewhere(&id).await;
     let mut request = tonic::Request::new(rotate(&id));
     request.set_timeout(Duration::from_millis(800));
     let status = stack

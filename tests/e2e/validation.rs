@@ -116,18 +116,7 @@ async fn a_dry_run_checks_everything_and_changes_nothing() {
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
 
     // A rotation of the client in progress elsewhere.
-    let state = format!("secret/data/secret-rotator/clients/{id}");
-    let far = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
-    let held = serde_json::json!({
-        "options": {"cas": 0},
-        "data": {"lease": {"holder": "another-replica",
-            "expires_at_ms": secret_rotator::rotation::millis(far)}, "intent": null}
-    });
-    let (status, _) = stack
-        .bao
-        .api(reqwest::Method::POST, &state, Some(held))
-        .await;
-    assert_eq!(status, 200);
+    stack.hold_lease_elsewhere(&id).await;
     let refused = client.rotate_secret(dry(&id)).await.unwrap_err();
     assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
 

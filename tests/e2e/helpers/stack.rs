@@ -237,6 +237,23 @@ impl Stack {
         let _ = &mut health;
     }
 
+    /// Writes the client's ledger record as another replica mid-rotation would leave it: a
+    /// lease held for ten minutes (the record must not exist yet).
+    pub async fn hold_lease_elsewhere(&self, client_id: &str) {
+        let record = format!("secret/data/secret-rotator/clients/{client_id}");
+        let far = std::time::SystemTime::now() + Duration::from_secs(600);
+        let held = serde_json::json!({
+            "options": {"cas": 0},
+            "data": {"lease": {"holder": "another-replica",
+                "expires_at_ms": secret_rotator::rotation::millis(far)}, "intent": null}
+        });
+        let (status, _) = self
+            .bao
+            .api(reqwest::Method::POST, &record, Some(held))
+            .await;
+        assert_eq!(status, 200, "the lease record is written");
+    }
+
     /// Seeds a client at the emulator and returns its id.
     pub fn seed(&self, seed: SeedClient) -> String {
         let id = seed.doc["client_id"]
