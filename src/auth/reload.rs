@@ -30,13 +30,13 @@ pub enum Trigger {
 /// not enough: two writes within one clock tick share it, and an atomic replace (write a new
 /// file, rename it over the old one) always changes the inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint {
+struct Fingerprint {
     modified: Option<SystemTime>,
     inode: u64,
     len: u64,
 }
 
-pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some(Fingerprint {
