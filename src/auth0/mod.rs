@@ -1,5 +1,6 @@
 //! Auth0 Management API adapter, implementing the protocol's [`SecretIssuer`]:
-//! `POST /api/v2/clients/{id}/rotate-secret` and `GET /api/v2/clients/{id}`, with a token by
+//! `POST /api/v2/clients/{id}/rotate-secret`, `PATCH /api/v2/clients/{id}` (a staged
+//! rotation's secret) and `GET /api/v2/clients/{id}`, with a token by
 //! client credentials (cached, single-flight; `token.rs`). Failures become the protocol's
 //! [`IssuerError`]; Auth0's bodies are read for their errorCode and never passed on.
 
@@ -130,6 +131,39 @@ impl Auth0Client {
         parse_rotation(&bytes).map_err(|_| IssuerError::OutcomeUnknown(Transport::Unreadable))
     }
 
+    /// `PATCH /api/v2/clients/{id}` with `{"client_secret": ...}` (needs update:client_keys):
+    /// what Auth0 holds afterwards, from the answer or, when the answer leaves the secret out,
+    /// from a GET.
+    async fn patch_secret(
+        &self,
+        client_id: &ClientId,
+        secret: &SecretString,
+    ) -> Result<IssuedSecret, IssuerError> {
+        let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
+        // The body holds the secret only for as long as the request is in flight.
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "client_secret": secret.expose_secret() }))
+                .map_err(|_| IssuerError::Protocol("the PATCH body could not be built".into()))?;
+        let response = self
+            .send_with(Method::PATCH, &url, Some(body))
+            .await
+            .map_err(|e| match e {
+                SendError::Token(e) => e,
+                SendError::Transport(e) => ambiguous(transport_error(e)),
+            })?;
+        if !response.status().is_success() {
+            return Err(ambiguous(api_error(response, ROTATE_SCOPE, true).await));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| IssuerError::OutcomeUnknown(Transport::CutOff))?;
+        match parse_rotation(&bytes) {
+            Ok(issued) => Ok(issued),
+            Err(_) => self.read(client_id).await,
+        }
+    }
+
     /// `GET /api/v2/clients/{id}`: the whole client, secret included (needs read:client_keys).
     async fn read(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         let bytes = self.get_client(client_id).await?;
@@ -156,6 +190,16 @@ impl Auth0Client {
     /// Sends a Management API request with the current token. A 401 means Auth0 did nothing:
     /// the token is renewed once and the request sent again.
     async fn send(&self, method: Method, url: &Url) -> Result<Response, SendError> {
+        self.send_with(method, url, None).await
+    }
+
+    /// [`Self::send`] with a JSON body.
+    async fn send_with(
+        &self,
+        method: Method,
+        url: &Url,
+        json: Option<Vec<u8>>,
+    ) -> Result<Response, SendError> {
         let mut renewed = false;
         loop {
             let token = self
@@ -164,14 +208,17 @@ impl Auth0Client {
                 .token(&self.inner.http, &self.url(&["oauth", "token"]))
                 .await
                 .map_err(SendError::Token)?;
-            let response = self
+            let mut request = self
                 .inner
                 .http
                 .request(method.clone(), url.clone())
-                .bearer_auth(token.expose_secret())
-                .send()
-                .await
-                .map_err(SendError::Transport)?;
+                .bearer_auth(token.expose_secret());
+            if let Some(json) = &json {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.clone());
+            }
+            let response = request.send().await.map_err(SendError::Transport)?;
             if response.status() == StatusCode::UNAUTHORIZED
                 && !renewed
                 && self.inner.tokens.renewable()
@@ -202,6 +249,14 @@ impl Auth0Client {
 impl SecretIssuer for Auth0Client {
     async fn rotate_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         self.rotate(client_id).await
+    }
+
+    async fn set_secret(
+        &self,
+        client_id: &ClientId,
+        secret: &SecretString,
+    ) -> Result<IssuedSecret, IssuerError> {
+        self.patch_secret(client_id, secret).await
     }
 
     async fn read_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {

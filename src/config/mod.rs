@@ -159,6 +159,10 @@ pub enum ConfigError {
         "ROTATOR_LEASE_TTL must be longer than ROTATOR_MAX_DEADLINE plus AUTH0_TIMEOUT, or a live rotation could lose its lease"
     )]
     LeaseTooShort,
+    #[error(
+        "ROTATOR_STAGED_DISTRIBUTE_FOR must be at least 1s and at most ROTATOR_STAGED_MAX_DISTRIBUTE_FOR"
+    )]
+    DistributeFor,
 }
 
 impl ServeArgs {

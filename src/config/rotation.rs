@@ -44,6 +44,20 @@ pub struct RotationArgs {
     /// Rotations running at once in this process; more wait until their deadline.
     #[arg(long, env = "ROTATOR_MAX_CONCURRENT_ROTATIONS", default_value_t = 16)]
     pub max_concurrent_rotations: usize,
+
+    /// How long the key keeps the secret a rotation replaced, as previous_client_secret, for
+    /// consumers that have not switched yet (Auth0's propagation takes up to 30 s).
+    #[arg(long, env = "ROTATOR_PREVIOUS_SECRET_TTL", default_value = "10m", value_parser = duration)]
+    pub previous_secret_ttl: Duration,
+
+    /// How long a staged rotation's next secret is distributed before it is promoted, when the
+    /// request does not say (distribute_for).
+    #[arg(long, env = "ROTATOR_STAGED_DISTRIBUTE_FOR", default_value = "5m", value_parser = duration)]
+    pub staged_distribute_for: Duration,
+
+    /// The longest distribute_for a request may ask for.
+    #[arg(long, env = "ROTATOR_STAGED_MAX_DISTRIBUTE_FOR", default_value = "24h", value_parser = duration)]
+    pub staged_max_distribute_for: Duration,
 }
 
 impl RotationArgs {
@@ -64,6 +78,11 @@ impl RotationArgs {
         ] {
             nonzero_duration(value, name)?;
         }
+        if self.staged_distribute_for < Duration::from_secs(1)
+            || self.staged_distribute_for > self.staged_max_distribute_for
+        {
+            return Err(ConfigError::DistributeFor);
+        }
         if self.lease_ttl <= longest_call {
             return Err(ConfigError::LeaseTooShort);
         }
@@ -81,6 +100,9 @@ impl RotationArgs {
             max_concurrent: self.max_concurrent_rotations,
             reconcile_interval: self.reconcile_interval,
             reconcile_rate,
+            previous_secret_ttl: self.previous_secret_ttl,
+            distribute_for: self.staged_distribute_for,
+            max_distribute_for: self.staged_max_distribute_for,
         })
     }
 }

@@ -107,6 +107,32 @@ impl From<RotationError> for Status {
                  service, or a rotation is still open); nothing was rotated. Rotate without \
                  require_in_sync to replace both"
             )),
+            RotationError::StagedPending {
+                client_id,
+                rotation_id,
+            } => Status::failed_precondition(format!(
+                "staged rotation {rotation_id} of {client_id} is waiting for promotion; nothing was \
+                 rotated. Complete it (CompleteRotation) or cancel it (CancelRotation) first"
+            )),
+            RotationError::NotStaged {
+                client_id,
+                rotation_id,
+            } => Status::not_found(format!(
+                "{client_id} has no staged rotation {rotation_id} (GetRotationStatus shows the \
+                 staged one, if any)"
+            )),
+            RotationError::AlreadyPromoted {
+                client_id,
+                rotation_id,
+            } => Status::failed_precondition(format!(
+                "rotation {rotation_id} of {client_id} was already promoted: Auth0 accepts only its \
+                 secret now, so it cannot be cancelled; rotate again to replace it"
+            )),
+            RotationError::NothingToStage { client_id } => Status::failed_precondition(format!(
+                "Vault holds no secret for {client_id} yet, so there is nothing for consumers to use \
+                 while the next one is distributed; nothing was rotated. Rotate it once with the \
+                 immediate strategy first"
+            )),
             RotationError::Overloaded => retry_later(
                 "too many rotations are in progress; nothing was rotated, retry shortly".into(),
                 Duration::from_secs(1),

@@ -234,6 +234,27 @@ pub enum RotationError {
     /// The caller asked for Vault to be in sync with Auth0 first, and it was not.
     #[error("Vault does not hold the secret Auth0 accepts for client {client_id}")]
     Drifted { client_id: ClientId },
+    /// A staged rotation of the client waits for promotion: no other rotation may start.
+    #[error("staged rotation {rotation_id} of client {client_id} is waiting for promotion")]
+    StagedPending {
+        client_id: ClientId,
+        rotation_id: Uuid,
+    },
+    /// CompleteRotation or CancelRotation named no staged rotation of the client.
+    #[error("client {client_id} has no staged rotation {rotation_id}")]
+    NotStaged {
+        client_id: ClientId,
+        rotation_id: Uuid,
+    },
+    /// CancelRotation after the staged secret was promoted.
+    #[error("rotation {rotation_id} of client {client_id} was already promoted")]
+    AlreadyPromoted {
+        client_id: ClientId,
+        rotation_id: Uuid,
+    },
+    /// A staged rotation needs a current secret in Vault to stage the next one beside.
+    #[error("Vault holds no secret for client {client_id} yet")]
+    NothingToStage { client_id: ClientId },
     /// ROTATOR_MAX_CONCURRENT_ROTATIONS rotations were running for the whole deadline.
     #[error("too many rotations are in progress")]
     Overloaded,
@@ -256,6 +277,10 @@ impl RotationError {
             Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::StoreAfterRotation { .. } => "store_failed_after_rotation",
             Self::Drifted { .. } => "drifted",
+            Self::StagedPending { .. } => "staged_pending",
+            Self::NotStaged { .. } => "not_staged",
+            Self::AlreadyPromoted { .. } => "already_promoted",
+            Self::NothingToStage { .. } => "nothing_to_stage",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }

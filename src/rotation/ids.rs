@@ -51,6 +51,12 @@ pub enum ValidationError {
     IdempotencyKey,
     #[error("idempotency_key was already used for another client")]
     IdempotencyKeyReused,
+    #[error("distribute_for applies to the staged strategy only")]
+    DistributeForImmediate,
+    #[error("distribute_for must be at least 1s and at most {max}")]
+    DistributeForRange { max: String },
+    #[error("rotation_id must be a UUID")]
+    RotationId,
 }
 
 impl ClientId {

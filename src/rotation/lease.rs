@@ -13,8 +13,7 @@ use super::{
     ids::ClientId,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        Acquired, ClientState, Intent, KvVersion, LastRotation, Lease, RotateCommand, Rotation,
-        Versioned, millis,
+        Acquired, ClientState, Intent, KvVersion, Lease, RotateCommand, Rotation, Versioned, millis,
     },
     service::RotationService,
 };
@@ -30,20 +29,35 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         rotation_id: Uuid,
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
-        let lock = self.local_lock(&command.client_id);
+        self.locked(
+            &command.client_id,
+            rotation_id,
+            self.rotate_under_lease(command, rotation_id, deadline),
+        )
+        .await
+    }
+
+    /// Runs `work` (one step of rotation `rotation_id`) while holding the client's local lock,
+    /// and remembers the intent if the step leaves it open.
+    pub(super) async fn locked<T>(
+        &self,
+        client_id: &ClientId,
+        rotation_id: Uuid,
+        work: impl Future<Output = Result<T, RotationError>>,
+    ) -> Result<T, RotationError> {
+        let lock = self.local_lock(client_id);
         let result = {
             let _guard = lock.lock().await;
-            self.rotate_under_lease(command, rotation_id, deadline)
-                .await
+            work.await
         };
         if result
             .as_ref()
             .is_err_and(RotationError::leaves_open_intent)
         {
-            self.note_left_open(&command.client_id, rotation_id);
+            self.note_left_open(client_id, rotation_id);
         }
         drop(lock);
-        self.release_local_lock(&command.client_id);
+        self.release_local_lock(client_id);
         result
     }
 
@@ -87,9 +101,15 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 })?;
                 continue;
             }
-            let last = record.value.last;
-            let observed = match &last {
-                Some(last) => last.kv_version,
+            let before = record.value;
+            // A staged rotation recorded the key's version when it staged its secret.
+            let recorded = before
+                .staged
+                .as_ref()
+                .map(|s| s.kv_version)
+                .or(before.last.as_ref().map(|l| l.kv_version));
+            let observed = match recorded {
+                Some(version) => version,
                 None => self
                     .store
                     .current_version(path)
@@ -99,7 +119,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             let mine = ClientState {
                 lease: Some(self.new_lease()),
                 intent: Some(intent.clone()),
-                last,
+                ..before.clone()
             };
             match self
                 .ledger
@@ -110,7 +130,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     return Ok(Acquired {
                         fence,
                         observed,
-                        previous: mine.last,
+                        before,
                     });
                 }
                 Err(StoreError::CasMismatch) => continue,
@@ -119,28 +139,44 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         }
     }
 
-    /// Closes the intent of `rotation_id` and releases the lease, recording `last`. Failing
-    /// here loses nothing: the secret is stored, and the heal this replica retries at once
-    /// finds Vault already equal to Auth0.
+    /// Closes the intent of `rotation_id` and releases the lease, leaving the record `closed`
+    /// (without lease and intent). Failing here loses nothing: the secret is stored, and the
+    /// heal this replica retries at once finds Vault already as the step left it.
     pub(super) async fn close(
         &self,
         client_id: &ClientId,
         rotation_id: Uuid,
         fence: KvVersion,
-        last: Option<LastRotation>,
+        closed: ClientState,
     ) {
-        let closed = ClientState::closed(last);
+        // The failure is logged, and the intent noted for healing.
+        let _ = self.try_close(client_id, rotation_id, fence, closed).await;
+    }
+
+    /// [`Self::close`], saying whether it failed.
+    pub(super) async fn try_close(
+        &self,
+        client_id: &ClientId,
+        rotation_id: Uuid,
+        fence: KvVersion,
+        closed: ClientState,
+    ) -> Result<(), StoreError> {
+        let closed = closed.settled();
         match self.ledger.write_state(client_id, &closed, fence).await {
-            Ok(version) => self.remember(
-                client_id,
-                Versioned {
-                    version,
-                    value: closed,
-                },
-            ),
+            Ok(version) => {
+                self.remember(
+                    client_id,
+                    Versioned {
+                        version,
+                        value: closed,
+                    },
+                );
+                Ok(())
+            }
             Err(e) => {
                 warn!(error = %e, "could not close the intent; healing it shortly");
                 self.note_left_open(client_id, rotation_id);
+                Err(e)
             }
         }
     }

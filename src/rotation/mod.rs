@@ -21,6 +21,7 @@
 //! - `service`: [`RotationService`] and one rotation from request to answer;
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
+//! - `staged`: staged rotations: stage the next secret in Vault, promote it at Auth0, cancel;
 //! - `recovery`: healing an open intent from Auth0's live secret;
 //! - `reconciler`: finding open intents: this replica's own at once, everyone's by one scanner;
 //! - `tests`: in-memory fakes of the ports and the protocol's tests.
@@ -35,6 +36,7 @@ mod reconciler;
 mod records;
 mod recovery;
 mod service;
+mod staged;
 #[cfg(test)]
 mod tests;
 
@@ -49,7 +51,8 @@ pub use ids::{
 pub use ports::{Ledger, SecretIssuer, SecretStore};
 pub use records::{
     Acquired, ClientState, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret,
-    KvVersion, LastRotation, Lease, RotateCommand, Rotation, RotationMetadata, RotationStatus,
-    StoredSecret, Validated, Versioned, millis,
+    KeySecrets, KvVersion, LastRotation, Lease, PreviousSecret, RotateCommand, Rotation,
+    RotationMetadata, RotationStatus, Staged, Step, StoredSecret, Strategy, Validated, Versioned,
+    millis,
 };
 pub use service::{RotationService, Settings};

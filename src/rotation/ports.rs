@@ -10,7 +10,9 @@ use super::{
     client::Client,
     error::{IssuerError, StoreError},
     ids::{ClientId, IdempotencyKey},
-    records::{ClientState, IdempotencyRecord, IssuedSecret, KvVersion, Lease, Versioned},
+    records::{
+        ClientState, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Versioned,
+    },
 };
 
 /// Port: issues secrets (Auth0).
@@ -19,6 +21,14 @@ pub trait SecretIssuer: Send + Sync + 'static {
     fn rotate_secret(
         &self,
         client_id: &ClientId,
+    ) -> impl Future<Output = Result<IssuedSecret, IssuerError>> + Send;
+
+    /// Sets the client's secret to `secret` (a staged rotation's promotion) and returns what
+    /// Auth0 then holds: the caller checks it is `secret`.
+    fn set_secret(
+        &self,
+        client_id: &ClientId,
+        secret: &SecretString,
     ) -> impl Future<Output = Result<IssuedSecret, IssuerError>> + Send;
 
     /// Reads the client and the secret Auth0 accepts now, without rotating (recovery).
@@ -48,19 +58,20 @@ pub trait SecretStore: Send + Sync + 'static {
         path: &str,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 
-    /// The secret the key holds now; `None` when the key does not exist.
+    /// The secrets the key holds now; `None` when the key does not exist.
     fn read_secret(
         &self,
         path: &str,
-    ) -> impl Future<Output = Result<Option<Versioned<SecretString>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Versioned<KeySecrets>>, StoreError>> + Send;
 
-    /// Writes `{client_id, client_secret}` with check-and-set against `cas`; returns the new
+    /// Writes the key (`client_id`, `client_secret` and, when present, `next_client_secret`
+    /// and `previous_client_secret`) with check-and-set against `cas`; returns the new
     /// version. One request: the rotation's facts go to the ledger record.
     fn write_secret(
         &self,
         path: &str,
         client_id: &ClientId,
-        issued: &IssuedSecret,
+        secrets: &KeySecrets,
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 }

@@ -4,6 +4,8 @@
 //! - **Its own intents, at once.** A replica that leaves an intent open (Auth0's answer lost and
 //!   not read back, the secret not stored) remembers it and retries the heal in-process, from a
 //!   second later up to every `reconcile_interval`, without waiting for its lease to expire.
+//! - **Staged rotations, when due.** A replica promotes the staged rotations it staged, and
+//!   those its scans find, when `promote_after` passes (`staged.rs`).
 //! - **Everyone else's, by one scanner.** One replica at a time holds the scanner lease (a
 //!   ledger record, taken and renewed with check-and-set) and reads every client record, paced
 //!   at `reconcile_rate` records per second, healing open intents whose lease has expired; it
@@ -139,6 +141,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     continue;
                 }
             };
+            if let Some(staged) = &record.value.staged {
+                // Promoted by this replica's timer when due.
+                self.note_staged(&client_id, staged.rotation_id, staged.promote_after);
+            }
             if record.value.intent.is_none() || record.value.leased() {
                 continue;
             }
@@ -193,7 +199,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// else's; for ever. Dropping the future mid-pass is safe: every write is check-and-set and
     /// a taken lease expires.
     pub async fn reconcile_forever(self: Arc<Self>) {
-        tokio::join!(self.heal_left_open_forever(), self.scan_forever());
+        tokio::join!(
+            self.heal_left_open_forever(),
+            self.scan_forever(),
+            self.promote_due_forever()
+        );
     }
 
     async fn scan_forever(&self) {

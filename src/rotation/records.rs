@@ -2,9 +2,12 @@
 //! per-client coordination record and idempotency records. Versions are [`KvVersion`]s, never
 //! bare numbers.
 
-use std::{fmt, time::SystemTime};
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -54,8 +57,9 @@ pub struct Acquired {
     /// The secret key's version as the last rotation left it (read from Vault when no
     /// rotation is recorded): the check-and-set value of the secret write.
     pub observed: KvVersion,
-    /// The last rotation recorded before this one, kept in the record until this one closes.
-    pub previous: Option<LastRotation>,
+    /// The record as the lease was taken, without the lease and the intent: what closing
+    /// the rotation starts from (the last rotation, a staged one).
+    pub before: ClientState,
 }
 
 /// One validated RotateSecret request.
@@ -66,6 +70,10 @@ pub struct RotateCommand {
     pub idempotency_key: Option<IdempotencyKey>,
     /// Refuse to rotate unless Vault holds the secret Auth0 accepts now.
     pub require_in_sync: bool,
+    pub strategy: Strategy,
+    /// Staged only: how long the next secret is distributed before it is promoted; the
+    /// service's default when `None`.
+    pub distribute_for: Option<Duration>,
     /// Who asked, from where, under which trace (for the intent and the audit trail).
     pub origin: Origin,
 }
@@ -81,6 +89,8 @@ impl RotateCommand {
             reason: Reason::parse(reason)?,
             idempotency_key: IdempotencyKey::parse(idempotency_key)?,
             require_in_sync: false,
+            strategy: Strategy::Immediate,
+            distribute_for: None,
             origin: Origin::default(),
         })
     }
@@ -91,6 +101,13 @@ pub struct IssuedSecret {
     /// Boxed: the Client is 2 KB, and rotation futures hold it across awaits.
     pub client: Box<Client>,
     pub secret: SecretString,
+}
+
+impl IssuedSecret {
+    /// Whether Auth0 handed back exactly `secret`.
+    pub fn secret_is(&self, secret: &SecretString) -> bool {
+        self.secret.expose_secret() == secret.expose_secret()
+    }
 }
 
 impl fmt::Debug for IssuedSecret {
@@ -113,6 +130,8 @@ pub struct RotationMetadata {
     pub caller: Option<String>,
     /// The secret was read back from Auth0 by recovery, not taken from rotate-secret's answer.
     pub recovered: bool,
+    #[serde(default)]
+    pub strategy: Strategy,
 }
 
 /// A KV v2 version holding a secret.
@@ -133,6 +152,9 @@ pub struct Rotation {
     /// rotated now. Never stored.
     #[serde(skip)]
     pub replayed: bool,
+    /// A staged rotation: when its secret is promoted at the latest. `None` once promoted.
+    #[serde(default)]
+    pub promote_after: Option<SystemTime>,
 }
 
 /// What a dry run found: a rotation would be allowed now. Nothing was changed.
@@ -150,6 +172,8 @@ pub struct RotationStatus {
     pub last: Option<(RotationMetadata, StoredSecret)>,
     pub open_intent: Option<Intent>,
     pub lease_active: bool,
+    /// A staged rotation waiting for promotion.
+    pub staged: Option<Staged>,
     /// Whether Vault holds the secret Auth0 accepts now, when it was checked.
     pub drift: Option<Drift>,
 }
@@ -175,6 +199,12 @@ pub struct ClientState {
     /// The last rotation stored (absent in records written before this field existed).
     #[serde(default)]
     pub last: Option<LastRotation>,
+    /// A staged rotation whose next secret is in Vault, waiting for promotion.
+    #[serde(default)]
+    pub staged: Option<Staged>,
+    /// The last staged rotation cancelled, so that a repeated cancel is answered alike.
+    #[serde(default)]
+    pub cancelled: Option<Uuid>,
 }
 
 impl ClientState {
@@ -190,13 +220,21 @@ impl ClientState {
         self.lease.is_none() && self.intent.is_none()
     }
 
-    /// The closed record after a rotation stored `last` (or after one that stored nothing,
-    /// keeping the previous facts).
-    pub fn closed(last: Option<LastRotation>) -> Self {
+    /// This record without lease and intent: how a rotation that changed nothing leaves it.
+    pub fn settled(&self) -> Self {
         Self {
             lease: None,
             intent: None,
-            last,
+            ..self.clone()
+        }
+    }
+
+    /// The settled record after a rotation stored `last`: a staged rotation is over.
+    pub fn closed_with(&self, last: LastRotation) -> Self {
+        Self {
+            last: Some(last),
+            staged: None,
+            ..self.settled()
         }
     }
 }
@@ -229,12 +267,146 @@ impl Lease {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     pub rotation_id: Uuid,
+    /// What the rotation is doing: healing depends on it.
+    #[serde(default)]
+    pub step: Step,
     pub caller: Option<String>,
     #[serde(default)]
     pub trace_id: Option<String>,
     pub reason: Option<Reason>,
     pub started_at: SystemTime,
     pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// How a rotation replaces the secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// rotate-secret: Auth0 makes a new secret and the old one stops working at once.
+    #[default]
+    Immediate,
+    /// The service makes the next secret, Vault holds it beside the current one for a while
+    /// (consumers pick it up), then it is set at Auth0 and promoted in Vault.
+    Staged,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Immediate => "immediate",
+            Self::Staged => "staged",
+        }
+    }
+}
+
+/// The step an open intent was taking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// An immediate rotation (rotate-secret).
+    #[default]
+    Rotate,
+    /// Writing a staged rotation's next secret to Vault; Auth0 untouched.
+    Stage,
+    /// Setting the staged secret at Auth0 and promoting it in Vault.
+    Promote,
+    /// Removing a staged secret from Vault; Auth0 untouched.
+    Cancel,
+}
+
+/// A staged rotation: its next secret is in Vault, Auth0 still accepts the current one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Staged {
+    pub rotation_id: Uuid,
+    pub caller: Option<String>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    pub reason: Option<Reason>,
+    pub staged_at: SystemTime,
+    /// When any replica promotes it, unless CompleteRotation does first.
+    pub promote_after: SystemTime,
+    /// The KV version holding `next_client_secret`.
+    pub kv_version: KvVersion,
+}
+
+/// What a client's Vault key holds: the secret Auth0 accepts, the next one during a staged
+/// rotation, and the one before for a while after a rotation (Auth0's propagation window, and
+/// consumers that read before the change reached them).
+#[derive(Debug, Clone)]
+pub struct KeySecrets {
+    pub current: SecretString,
+    pub next: Option<SecretString>,
+    pub previous: Option<PreviousSecret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PreviousSecret {
+    pub secret: SecretString,
+    /// A later write of the key drops it after this.
+    pub expires_at: SystemTime,
+}
+
+impl KeySecrets {
+    /// Only `current`.
+    pub fn new(current: SecretString) -> Self {
+        Self {
+            current,
+            next: None,
+            previous: None,
+        }
+    }
+
+    /// `new` replaces the secret in `before` (if any), which is kept as the previous one for
+    /// `keep`. Any staged secret is dropped.
+    pub fn replaced(before: Option<&Self>, new: SecretString, keep: Duration) -> Self {
+        let now = SystemTime::now();
+        let previous = before.and_then(|b| {
+            if b.current.expose_secret() == new.expose_secret() {
+                b.previous_unexpired(now)
+            } else {
+                Some(PreviousSecret {
+                    secret: b.current.clone(),
+                    expires_at: now + keep,
+                })
+            }
+        });
+        Self {
+            current: new,
+            next: None,
+            previous,
+        }
+    }
+
+    /// The same secret with `next` staged beside it (or none); an expired previous dropped.
+    pub fn with_next(&self, next: Option<SecretString>) -> Self {
+        Self {
+            current: self.current.clone(),
+            next,
+            previous: self.previous_unexpired(SystemTime::now()),
+        }
+    }
+
+    fn previous_unexpired(&self, now: SystemTime) -> Option<PreviousSecret> {
+        self.previous.clone().filter(|p| p.expires_at > now)
+    }
+
+    /// Whether `secret` is the current one.
+    pub fn holds(&self, secret: &SecretString) -> bool {
+        self.current.expose_secret() == secret.expose_secret()
+    }
+
+    /// Whether `secret` is the staged one.
+    pub fn stages(&self, secret: &SecretString) -> bool {
+        self.next
+            .as_ref()
+            .is_some_and(|n| n.expose_secret() == secret.expose_secret())
+    }
+
+    /// Same current and next secrets (what a retried write checks it finds).
+    pub fn same_as(&self, other: &Self) -> bool {
+        let next = |k: &Self| k.next.as_ref().map(|n| n.expose_secret().to_owned());
+        self.holds(&other.current) && next(self) == next(other)
+    }
 }
 
 /// What an idempotency key is bound to.

@@ -1,8 +1,7 @@
 //! Healing open intents: the live secret is read back from Auth0 and stored, never rotated
-//! again. Used inline when Auth0's answer is lost, before taking over an expired lease, and by
+//! again; a staged secret whose step was cut off is promoted or withdrawn. Used inline when Auth0's answer is lost, before taking over an expired lease, and by
 //! the reconciler (`reconciler.rs`).
 
-use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
 use super::{
@@ -10,7 +9,8 @@ use super::{
     ids::ClientId,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        ClientState, Intent, KvVersion, LastRotation, Rotation, RotationMetadata, Versioned,
+        ClientState, Intent, KeySecrets, KvVersion, LastRotation, Rotation, RotationMetadata, Step,
+        Strategy, Versioned,
     },
     service::{RotationService, audit_rotation},
 };
@@ -26,86 +26,42 @@ pub(super) struct Healed {
 }
 
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
-    /// Stores the secret Auth0 accepts now, unless Vault already holds it, then closes the
-    /// intent (the caller holds the lease, `fence`). `previous` is the last rotation the record
-    /// held before the intent. Returns the rotation when the intent's rotation did happen, or
-    /// may have, `None` when Auth0 never rotated under it.
+    /// Heals an open intent (the caller holds the lease, `fence`); `before` is the record
+    /// without lease and intent. An immediate rotation or a promotion: stores the secret Auth0
+    /// accepts now, unless Vault already holds it, and closes the intent. Returns the rotation
+    /// when the intent's rotation did happen, or may have, `None` when Auth0 never changed
+    /// under it. Staging and cancelling never touch Auth0: their heal withdraws the staged
+    /// secret (see `staged.rs`).
     pub(super) async fn heal(
         &self,
         client_id: &ClientId,
         path: &str,
         intent: &Intent,
         fence: KvVersion,
-        previous: Option<LastRotation>,
+        before: ClientState,
     ) -> Result<Option<Healed>, RotationError> {
-        let live = self.issuer.read_secret(client_id).await?;
-        let current = self
-            .store
-            .read_secret(path)
-            .await
-            .map_err(RotationError::Vault)?;
-        let metadata = RotationMetadata {
-            rotation_id: intent.rotation_id,
-            rotated_at: std::time::SystemTime::now(),
-            reason: intent.reason.clone(),
-            caller: intent.caller.clone(),
-            recovered: true,
-        };
-        let recorded = previous.as_ref().map_or(KvVersion::NONE, |l| l.kv_version);
-        let healed = match current {
-            // Vault already holds the live secret. A version newer than the last one recorded
-            // was written by this intent's rotation just before it was cut off; otherwise
-            // Auth0 never rotated under it, or a newer rotation is in place.
-            Some(held) if held.value.expose_secret() == live.secret.expose_secret() => {
-                (held.version > recorded).then(|| Healed {
-                    rotation: Rotation {
-                        client: live.client,
-                        metadata,
-                        stored: self.stored(path.to_owned(), held.version),
-                        replayed: false,
-                    },
-                    rotated: true,
-                })
+        let healed = match intent.step {
+            Step::Stage | Step::Cancel => {
+                self.withdraw_staged(client_id, path, intent, fence, before)
+                    .await?;
+                None
             }
-            current => {
-                // Vault held another secret: Auth0's has changed since. Vault held none (a
-                // first rotation): the live secret may be the new one or the old one.
-                let rotated = current.is_some();
-                let cas = current.map_or(KvVersion::NONE, |held| held.version);
-                let version = self
-                    .store
-                    .write_secret(path, client_id, &live, cas)
-                    .await
-                    .map_err(RotationError::Vault)?;
-                Some(Healed {
-                    rotation: Rotation {
-                        client: live.client,
-                        metadata,
-                        stored: self.stored(path.to_owned(), version),
-                        replayed: false,
-                    },
-                    rotated,
-                })
+            Step::Rotate | Step::Promote => {
+                self.heal_from_live(client_id, path, intent, fence, before)
+                    .await?
             }
         };
         let rotation = healed.as_ref().map(|h| &h.rotation);
-        let last = match rotation {
-            Some(r) => Some(LastRotation {
-                metadata: r.metadata.clone(),
-                kv_version: r.stored.version,
-            }),
-            None => previous,
-        };
-        self.close(client_id, intent.rotation_id, fence, last).await;
         if let Some(key) = &intent.idempotency_key {
             self.settle_recovered_key(key, client_id, intent, rotation)
                 .await;
         }
         info!(
             rotation_id = %intent.rotation_id,
+            step = ?intent.step,
             recovered = true,
             stored = rotation.map(|r| r.stored.version.get()),
-            "healed an open rotation from Auth0's live secret"
+            "healed an open rotation"
         );
         let origin = Origin {
             caller: intent.caller.clone(),
@@ -128,6 +84,101 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         Ok(healed)
     }
 
+    /// Heals a rotation or promotion from the secret Auth0 accepts now. A promotion staged its
+    /// secret in Vault before Auth0 saw it: when Auth0 holds the staged secret, the promotion
+    /// is finished in Vault; when Auth0 still holds the current one, the rotation stays staged.
+    async fn heal_from_live(
+        &self,
+        client_id: &ClientId,
+        path: &str,
+        intent: &Intent,
+        fence: KvVersion,
+        before: ClientState,
+    ) -> Result<Option<Healed>, RotationError> {
+        let live = self.issuer.read_secret(client_id).await?;
+        let current = self
+            .store
+            .read_secret(path)
+            .await
+            .map_err(RotationError::Vault)?;
+        let staged = before
+            .staged
+            .as_ref()
+            .filter(|s| intent.step == Step::Promote && s.rotation_id == intent.rotation_id);
+        let metadata = RotationMetadata {
+            rotation_id: intent.rotation_id,
+            rotated_at: std::time::SystemTime::now(),
+            reason: staged.map_or(intent.reason.clone(), |s| s.reason.clone()),
+            caller: staged.map_or(intent.caller.clone(), |s| s.caller.clone()),
+            recovered: true,
+            strategy: match staged {
+                Some(_) => Strategy::Staged,
+                None => Strategy::Immediate,
+            },
+        };
+        let recorded = staged
+            .map(|s| s.kv_version)
+            .or(before.last.as_ref().map(|l| l.kv_version))
+            .unwrap_or(KvVersion::NONE);
+        let healed = |version, rotated| Healed {
+            rotation: Rotation {
+                client: live.client.clone(),
+                metadata: metadata.clone(),
+                stored: self.stored(path.to_owned(), version),
+                replayed: false,
+                promote_after: None,
+            },
+            rotated,
+        };
+        let healed = match current {
+            // Auth0 still holds the current secret and the staged one waits: the promotion
+            // never reached Auth0, and the rotation stays staged.
+            Some(held)
+                if held.value.holds(&live.secret)
+                    && staged.is_some()
+                    && held.value.next.is_some() =>
+            {
+                None
+            }
+            // Vault already holds the live secret. A version newer than the last one recorded
+            // was written by this intent just before it was cut off; otherwise Auth0 never
+            // rotated under it, or a newer rotation is in place.
+            Some(held) if held.value.holds(&live.secret) => {
+                (held.version > recorded).then(|| healed(held.version, true))
+            }
+            current => {
+                // Vault held another secret (the staged one, or an older one): Auth0's has
+                // changed since. Vault held none (a first rotation): the live secret may be the
+                // new one or the old one.
+                let rotated = current.is_some();
+                let cas = current
+                    .as_ref()
+                    .map_or(KvVersion::NONE, |held| held.version);
+                let secrets = KeySecrets::replaced(
+                    current.as_ref().map(|held| &held.value),
+                    live.secret.clone(),
+                    self.settings.previous_secret_ttl,
+                );
+                let version = self
+                    .store
+                    .write_secret(path, client_id, &secrets, cas)
+                    .await
+                    .map_err(RotationError::Vault)?;
+                Some(healed(version, rotated))
+            }
+        };
+        let closed = match &healed {
+            Some(h) => before.closed_with(LastRotation {
+                metadata: h.rotation.metadata.clone(),
+                kv_version: h.rotation.stored.version,
+            }),
+            None => before,
+        };
+        self.close(client_id, intent.rotation_id, fence, closed)
+            .await;
+        Ok(healed)
+    }
+
     /// Takes over the intent open in `record` (a dead rotation's, or one this replica left)
     /// and heals it. A lost race for the record is not an error: whoever won heals it.
     pub(super) async fn heal_orphan(
@@ -135,18 +186,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         client_id: &ClientId,
         record: Versioned<ClientState>,
     ) -> Result<(), RotationError> {
-        let ClientState {
-            intent: Some(orphan),
-            last: previous,
-            ..
-        } = record.value
-        else {
+        let Some(orphan) = record.value.intent.clone() else {
             return Ok(());
         };
+        let before = record.value.settled();
         let taken = ClientState {
             lease: Some(self.new_lease()),
-            intent: Some(orphan.clone()),
-            last: previous.clone(),
+            ..record.value
         };
         let fence = match self
             .ledger
@@ -160,16 +206,15 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         warn!(rotation_id = %orphan.rotation_id, started_at = ?orphan.started_at, "healing a rotation left open");
         let path = self.settings.path.render(client_id);
         match self
-            .heal(client_id, &path, &orphan, fence, previous.clone())
+            .heal(client_id, &path, &orphan, fence, before.clone())
             .await
         {
             Ok(_) => Ok(()),
             Err(e) => {
                 // Leave the intent for the next attempt without holding its lease.
                 let open = ClientState {
-                    lease: None,
                     intent: Some(orphan),
-                    last: previous,
+                    ..before
                 };
                 if let Err(release) = self.ledger.write_state(client_id, &open, fence).await {
                     warn!(error = %release, "could not release the lease after a failed heal");

@@ -11,7 +11,6 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
-use secrecy::ExposeSecret;
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -22,8 +21,8 @@ use super::{
     ids::{ClientId, PathTemplate, Reason},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        ClientState, Drift, Intent, IssuedSecret, KvVersion, LastRotation, RotateCommand, Rotation,
-        RotationMetadata, RotationStatus, StoredSecret, Validated, Versioned,
+        ClientState, Drift, Intent, KeySecrets, KvVersion, LastRotation, RotateCommand, Rotation,
+        RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated, Versioned,
     },
 };
 use crate::audit::{self, Event, Origin};
@@ -47,6 +46,12 @@ pub struct Settings {
     pub reconcile_interval: Duration,
     /// Ledger records the reconciler reads per second during a pass.
     pub reconcile_rate: NonZeroU32,
+    /// How long the key keeps the secret a rotation replaced (`previous_client_secret`).
+    pub previous_secret_ttl: Duration,
+    /// How long a staged secret is distributed before promotion, unless the request says.
+    pub distribute_for: Duration,
+    /// The longest a request may ask for.
+    pub max_distribute_for: Duration,
 }
 
 pub struct RotationService<I, S, L> {
@@ -60,11 +65,15 @@ pub struct RotationService<I, S, L> {
     pub(super) local: Mutex<HashMap<ClientId, Arc<tokio::sync::Mutex<()>>>>,
     /// Each client's ledger record as this replica last closed it (see `acquire`).
     pub(super) known: Mutex<HashMap<ClientId, Versioned<ClientState>>>,
+    /// Staged rotations this replica knows of, by client: the rotation id and when it is due
+    /// for promotion (see `staged`).
+    pub(super) staged_due: Mutex<HashMap<ClientId, (Uuid, SystemTime)>>,
+    pub(super) staged_added: Notify,
     /// Intents this replica left open, by client: the rotation id it left (see `reconciler`).
     pub(super) left_open: Mutex<HashMap<ClientId, Uuid>>,
     pub(super) left_open_added: Notify,
     /// Rotations and heals in flight, so that shutdown can wait for them.
-    tasks: TaskTracker,
+    pub(super) tasks: TaskTracker,
     slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -79,6 +88,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             known: Mutex::new(HashMap::new()),
             left_open: Mutex::new(HashMap::new()),
             left_open_added: Notify::new(),
+            staged_due: Mutex::new(HashMap::new()),
+            staged_added: Notify::new(),
             tasks: TaskTracker::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent.max(1))),
             settings,
@@ -151,6 +162,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 r.metadata.rotation_id,
                 Some(r.stored.version),
             ),
+            Ok(r) if r.promote_after.is_some() => event(
+                Event::Succeeded,
+                "staged",
+                r.metadata.rotation_id,
+                Some(r.stored.version),
+            ),
             Ok(r) if r.metadata.recovered => event(
                 Event::Recovered,
                 "recovered",
@@ -190,6 +207,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .value;
         let lease_active = state.leased();
         Ok(RotationStatus {
+            staged: state.staged,
             last: state
                 .last
                 .map(|l| (l.metadata, self.stored(path, l.kv_version))),
@@ -229,6 +247,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         if state.value.leased() {
             return Err(RotationError::Busy);
         }
+        self.check_strategy(command, &state.value)?;
         if command.require_in_sync {
             self.require_in_sync(client_id).await?;
         }
@@ -237,6 +256,22 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             client: Box::new(client),
             stored: self.stored(path, version),
         })
+    }
+
+    /// Refuses a rotation the client's record does not allow: any rotation while a staged one
+    /// waits (complete or cancel it first), and a distribution time outside the bounds.
+    pub(super) fn check_strategy(
+        &self,
+        command: &RotateCommand,
+        state: &ClientState,
+    ) -> Result<(), RotationError> {
+        if let Some(staged) = &state.staged {
+            return Err(RotationError::StagedPending {
+                client_id: command.client_id.clone(),
+                rotation_id: staged.rotation_id,
+            });
+        }
+        Ok(())
     }
 
     /// Refuses when start-up learned that a lost answer could not be read back, unless the
@@ -267,7 +302,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .read_secret(&path)
             .await
             .map_err(RotationError::Vault)?;
-        Ok(held.is_some_and(|h| h.value.expose_secret() == live.secret.expose_secret()))
+        Ok(held.is_some_and(|h| h.value.holds(&live.secret)))
     }
 
     pub(super) async fn rotate_under_lease(
@@ -280,6 +315,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let path = self.settings.path.render(client_id);
         let intent = Intent {
             rotation_id,
+            step: match command.strategy {
+                Strategy::Immediate => Step::Rotate,
+                Strategy::Staged => Step::Stage,
+            },
             caller: command.origin.caller.clone(),
             trace_id: Some(command.origin.trace_id.clone()),
             reason: command.reason.clone(),
@@ -288,20 +327,31 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         let lease = self.acquire(client_id, &path, &intent, deadline).await?;
         // Under the lease, no rotation of this client is halfway: a difference is real.
-        if command.require_in_sync
-            && let Err(refusal) = self.require_in_sync(client_id).await
-        {
-            self.close(client_id, rotation_id, lease.fence, lease.previous)
+        let refused = match self.check_strategy(command, &lease.before) {
+            Err(refusal) => Some(refusal),
+            Ok(()) if command.require_in_sync => self.require_in_sync(client_id).await.err(),
+            Ok(()) => None,
+        };
+        if let Some(refusal) = refused {
+            self.close(client_id, rotation_id, lease.fence, lease.before)
                 .await;
             return Err(refusal);
         }
+        if command.strategy == Strategy::Staged {
+            return self.stage(command, &intent, &path, lease, deadline).await;
+        }
 
-        let issued = match self.issuer.rotate_secret(client_id).await {
+        // The key is read while Auth0 rotates: its secret becomes the previous one.
+        let (issued, before) = tokio::join!(
+            self.issuer.rotate_secret(client_id),
+            self.store.read_secret(&path)
+        );
+        let issued = match issued {
             Ok(issued) => issued,
             Err(e) if e.outcome_unknown() => {
                 warn!(%rotation_id, error = %e, "Auth0's answer was lost; reading the live secret back");
                 let healed = self
-                    .heal(client_id, &path, &intent, lease.fence, lease.previous)
+                    .heal(client_id, &path, &intent, lease.fence, lease.before)
                     .await;
                 return match healed {
                     // Vault now holds what Auth0 accepts, and Auth0's secret has changed: the
@@ -328,25 +378,35 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 };
             }
             Err(e) => {
-                self.close(client_id, rotation_id, lease.fence, lease.previous)
+                self.close(client_id, rotation_id, lease.fence, lease.before)
                     .await;
                 return Err(e.into());
             }
         };
+        let before = before.unwrap_or_else(|e| {
+            warn!(error = %e, "could not read the key's secret; the new one is stored without previous_client_secret");
+            None
+        });
+        let secrets = KeySecrets::replaced(
+            before.as_ref().map(|b| &b.value),
+            issued.secret.clone(),
+            self.settings.previous_secret_ttl,
+        );
         let metadata = RotationMetadata {
             rotation_id,
             rotated_at: SystemTime::now(),
             reason: command.reason.clone(),
             caller: command.origin.caller.clone(),
             recovered: false,
+            strategy: Strategy::Immediate,
         };
         debug!(%rotation_id, "Auth0 rotated the secret; storing it");
         let stored = match self
-            .store_with_retries(&path, client_id, &issued, lease.observed, deadline)
+            .store_with_retries(&path, client_id, &secrets, lease.observed, deadline)
             .await
         {
             Err(StoreError::CasMismatch) => {
-                self.store_again(client_id, &path, &issued, lease.fence, deadline)
+                self.store_again(client_id, &path, &secrets, lease.fence, deadline)
                     .await
             }
             done => done,
@@ -369,28 +429,34 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             metadata: metadata.clone(),
             kv_version: version,
         };
-        self.close(client_id, rotation_id, lease.fence, Some(last))
-            .await;
+        self.close(
+            client_id,
+            rotation_id,
+            lease.fence,
+            lease.before.closed_with(last),
+        )
+        .await;
         info!(%rotation_id, vault.version = %version, "rotation stored");
         Ok(Rotation {
             client: issued.client,
             metadata,
             stored: self.stored(path, version),
             replayed: false,
+            promote_after: None,
         })
     }
 
     /// The new secret exists only in memory now: one attempt always, then bounded retries of
     /// transient failures until the deadline.
-    async fn store_with_retries(
+    pub(super) async fn store_with_retries(
         &self,
         path: &str,
         client_id: &ClientId,
-        issued: &IssuedSecret,
+        secrets: &KeySecrets,
         cas: KvVersion,
         deadline: Instant,
     ) -> Result<KvVersion, StoreError> {
-        let write = || self.store.write_secret(path, client_id, issued, cas);
+        let write = || self.store.write_secret(path, client_id, secrets, cas);
         match write().await {
             Err(first) if first.is_transient() => {
                 warn!(error = %first, "Vault write failed; retrying until the deadline");
@@ -414,11 +480,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// The key moved since the last rotation recorded it (a write from outside the service, a
     /// key deleted and made again). While the lease is still ours, read its version and write
     /// once more; a lease lost meanwhile means a stale writer, which must not write.
-    async fn store_again(
+    pub(super) async fn store_again(
         &self,
         client_id: &ClientId,
         path: &str,
-        issued: &IssuedSecret,
+        secrets: &KeySecrets,
         fence: KvVersion,
         deadline: Instant,
     ) -> Result<KvVersion, StoreError> {
@@ -427,7 +493,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         }
         let current = self.store.current_version(path).await?;
         warn!(vault.path = %path, "the key changed outside the service since its last rotation; writing over its current version");
-        self.store_with_retries(path, client_id, issued, current, deadline)
+        self.store_with_retries(path, client_id, secrets, current, deadline)
             .await
     }
 

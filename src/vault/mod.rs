@@ -16,8 +16,8 @@ use tracing::instrument;
 pub use settings::Settings;
 
 use crate::rotation::{
-    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, KvVersion, Lease,
-    Ledger, SecretStore, StoreError, Versioned,
+    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger,
+    PreviousSecret, SecretStore, StoreError, Versioned,
 };
 use kv::Kv;
 
@@ -37,22 +37,79 @@ struct Inner {
     state_prefix: String,
 }
 
-/// The KV data. Exposes the secret only while the request body is serialised.
+/// The KV data. Exposes the secrets only while the request body is serialised.
 #[derive(Serialize)]
 struct SecretData<'a> {
     client_id: &'a str,
     #[serde(serialize_with = "expose")]
     client_secret: &'a SecretString,
+    #[serde(
+        serialize_with = "expose_some",
+        skip_serializing_if = "Option::is_none"
+    )]
+    next_client_secret: Option<&'a SecretString>,
+    #[serde(
+        serialize_with = "expose_some",
+        skip_serializing_if = "Option::is_none"
+    )]
+    previous_client_secret: Option<&'a SecretString>,
+    /// RFC 3339, UTC: consumers may read it, and a later write drops the secret after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_client_secret_expires_at: Option<String>,
+}
+
+impl<'a> SecretData<'a> {
+    fn new(client_id: &'a ClientId, secrets: &'a KeySecrets) -> Self {
+        let previous = secrets.previous.as_ref();
+        Self {
+            client_id: client_id.as_str(),
+            client_secret: &secrets.current,
+            next_client_secret: secrets.next.as_ref(),
+            previous_client_secret: previous.map(|p| &p.secret),
+            previous_client_secret_expires_at: previous
+                .map(|p| humantime::format_rfc3339_seconds(p.expires_at).to_string()),
+        }
+    }
 }
 
 fn expose<S: serde::Serializer>(secret: &&SecretString, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(secret.expose_secret())
 }
 
-/// What the service reads back of a key: the secret, straight into a `SecretString`.
+fn expose_some<S: serde::Serializer>(
+    secret: &Option<&SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => s.serialize_str(secret.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+/// What the service reads back of a key: the secrets, straight into `SecretString`s.
 #[derive(Deserialize)]
 struct StoredData {
     client_secret: SecretString,
+    next_client_secret: Option<SecretString>,
+    previous_client_secret: Option<SecretString>,
+    previous_client_secret_expires_at: Option<String>,
+}
+
+impl From<StoredData> for KeySecrets {
+    fn from(d: StoredData) -> Self {
+        // An unreadable expiry has passed: the previous secret is dropped at the next write.
+        let expires_at = d
+            .previous_client_secret_expires_at
+            .and_then(|t| humantime::parse_rfc3339(&t).ok())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        Self {
+            current: d.client_secret,
+            next: d.next_client_secret,
+            previous: d
+                .previous_client_secret
+                .map(|secret| PreviousSecret { secret, expires_at }),
+        }
+    }
 }
 
 impl VaultStore {
@@ -114,14 +171,14 @@ impl VaultStore {
         })
     }
 
-    /// The current version, if it holds exactly `secret`; a CAS mismatch otherwise.
+    /// The current version, if it holds exactly `secrets`; a CAS mismatch otherwise.
     async fn version_holding(
         &self,
         path: &str,
-        secret: &SecretString,
+        secrets: &KeySecrets,
     ) -> Result<KvVersion, StoreError> {
         match SecretStore::read_secret(self, path).await? {
-            Some(held) if held.value.expose_secret() == secret.expose_secret() => Ok(held.version),
+            Some(held) if held.value.same_as(secrets) => Ok(held.version),
             _ => Err(StoreError::CasMismatch),
         }
     }
@@ -146,11 +203,11 @@ impl SecretStore for VaultStore {
         self.inner.kv.current_version(path).await
     }
 
-    async fn read_secret(&self, path: &str) -> Result<Option<Versioned<SecretString>>, StoreError> {
+    async fn read_secret(&self, path: &str) -> Result<Option<Versioned<KeySecrets>>, StoreError> {
         let read = self.inner.kv.read::<StoredData>(path).await?;
         Ok(read.map(|r| Versioned {
             version: r.version,
-            value: r.value.client_secret,
+            value: r.value.into(),
         }))
     }
 
@@ -158,16 +215,13 @@ impl SecretStore for VaultStore {
         &self,
         path: &str,
         client_id: &ClientId,
-        issued: &IssuedSecret,
+        secrets: &KeySecrets,
         cas: KvVersion,
     ) -> Result<KvVersion, StoreError> {
-        let data = SecretData {
-            client_id: client_id.as_str(),
-            client_secret: &issued.secret,
-        };
+        let data = SecretData::new(client_id, secrets);
         match self.inner.kv.write(path, &data, cas, "the key").await {
             // A retry after a write whose answer was lost finds its own write: that is success.
-            Err(StoreError::CasMismatch) => self.version_holding(path, &issued.secret).await,
+            Err(StoreError::CasMismatch) => self.version_holding(path, secrets).await,
             done => done,
         }
     }

@@ -6,14 +6,15 @@ use std::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
     Client, ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError,
-    KvVersion, Lease, Ledger, SecretIssuer, SecretStore, StoreError, Transport, Versioned,
+    KeySecrets, KvVersion, Lease, Ledger, PreviousSecret, SecretIssuer, SecretStore, StoreError,
+    Transport, Versioned,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -65,6 +66,26 @@ impl SecretIssuer for FakeAuth0 {
         }
     }
 
+    async fn set_secret(
+        &self,
+        id: &ClientId,
+        secret: &SecretString,
+    ) -> Result<IssuedSecret, IssuerError> {
+        let lose = self.lose_next.lock().unwrap().take();
+        if lose != Some(LostAnswer::WithoutCommit) {
+            let mut live = self.live.lock().unwrap();
+            if !live.contains_key(id.as_str()) {
+                return Err(IssuerError::ClientNotFound);
+            }
+            live.insert(id.to_string(), secret.expose_secret().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match lose {
+            Some(_) => Err(IssuerError::OutcomeUnknown(Transport::ServerError(502))),
+            None => self.issued(id),
+        }
+    }
+
     async fn read_secret(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         self.issued(id)
     }
@@ -82,21 +103,41 @@ pub struct FakeVault {
     pub version_reads: AtomicUsize,
     pub write_errors: Mutex<VecDeque<StoreError>>,
     pub write_attempts: AtomicUsize,
-    pub keys: Mutex<HashMap<String, Vec<String>>>,
+    /// Every version of every key.
+    pub keys: Mutex<HashMap<String, Vec<FakeKey>>>,
+}
+
+/// One version of a key, in the clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeKey {
+    pub current: String,
+    pub next: Option<String>,
+    pub previous: Option<String>,
 }
 
 impl FakeVault {
     /// A write from outside the service: the key's next version holds `secret`.
     pub fn write_outside(&self, path: &str, secret: &str) {
         let mut keys = self.keys.lock().unwrap();
-        keys.entry(path.to_owned())
-            .or_default()
-            .push(secret.to_owned());
+        keys.entry(path.to_owned()).or_default().push(FakeKey {
+            current: secret.to_owned(),
+            ..FakeKey::default()
+        });
     }
 
+    /// The `client_secret` of every version of the key.
     pub fn secrets(&self, path: &str) -> Vec<String> {
+        self.versions(path).into_iter().map(|k| k.current).collect()
+    }
+
+    pub fn versions(&self, path: &str) -> Vec<FakeKey> {
         let keys = self.keys.lock().unwrap();
         keys.get(path).cloned().unwrap_or_default()
+    }
+
+    /// The key's latest version.
+    pub fn key(&self, path: &str) -> Option<FakeKey> {
+        self.versions(path).pop()
     }
 }
 
@@ -124,11 +165,22 @@ impl SecretStore for FakeVault {
         Ok(version(self.secrets(path).len()))
     }
 
-    async fn read_secret(&self, path: &str) -> Result<Option<Versioned<SecretString>>, StoreError> {
-        let secrets = self.secrets(path);
-        Ok(secrets.last().map(|s| Versioned {
-            version: version(secrets.len()),
-            value: SecretString::from(s.clone()),
+    async fn read_secret(&self, path: &str) -> Result<Option<Versioned<KeySecrets>>, StoreError> {
+        if let Some(e) = &self.read_error {
+            return Err(e.clone());
+        }
+        let versions = self.versions(path);
+        let secret = |s: &String| SecretString::from(s.clone());
+        Ok(versions.last().map(|k| Versioned {
+            version: version(versions.len()),
+            value: KeySecrets {
+                current: secret(&k.current),
+                next: k.next.as_ref().map(secret),
+                previous: k.previous.as_ref().map(|p| PreviousSecret {
+                    secret: secret(p),
+                    expires_at: SystemTime::now() + Duration::from_secs(600),
+                }),
+            },
         }))
     }
 
@@ -136,7 +188,7 @@ impl SecretStore for FakeVault {
         &self,
         path: &str,
         _: &ClientId,
-        issued: &IssuedSecret,
+        secrets: &KeySecrets,
         cas: KvVersion,
     ) -> Result<KvVersion, StoreError> {
         self.write_attempts.fetch_add(1, Ordering::SeqCst);
@@ -148,7 +200,12 @@ impl SecretStore for FakeVault {
         if version(key.len()) != cas {
             return Err(StoreError::CasMismatch);
         }
-        key.push(issued.secret.expose_secret().to_owned());
+        let clear = |s: &SecretString| s.expose_secret().to_owned();
+        key.push(FakeKey {
+            current: clear(&secrets.current),
+            next: secrets.next.as_ref().map(clear),
+            previous: secrets.previous.as_ref().map(|p| clear(&p.secret)),
+        });
         Ok(version(key.len()))
     }
 }

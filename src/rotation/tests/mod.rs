@@ -2,3 +2,4 @@
 
 mod fakes;
 mod protocol;
+mod staged;

@@ -9,13 +9,13 @@ use uuid::Uuid;
 use super::fakes::{FakeAuth0, FakeLedger, FakeVault, LostAnswer};
 use crate::rotation::{
     ClientId, ClientState, Intent, IssuerError, KvVersion, Lease, Ledger, PathTemplate,
-    RotateCommand, Rotation, RotationError, RotationMetadata, RotationService, Settings,
+    RotateCommand, Rotation, RotationError, RotationMetadata, RotationService, Settings, Step,
     StoreError, ValidationError, Versioned, millis,
 };
 
-type Svc = RotationService<FakeAuth0, FakeVault, FakeLedger>;
+pub(super) type Svc = RotationService<FakeAuth0, FakeVault, FakeLedger>;
 
-fn service(vault: FakeVault) -> Arc<Svc> {
+pub(super) fn service(vault: FakeVault) -> Arc<Svc> {
     let auth0 = FakeAuth0::default();
     auth0
         .live
@@ -40,20 +40,23 @@ fn service(vault: FakeVault) -> Arc<Svc> {
             max_concurrent: 16,
             reconcile_interval: Duration::from_secs(30),
             reconcile_rate: std::num::NonZeroU32::new(1_000).unwrap(),
+            previous_secret_ttl: Duration::from_secs(600),
+            distribute_for: Duration::from_secs(300),
+            max_distribute_for: Duration::from_secs(86_400),
         },
     ))
 }
 
-fn command(id: &str) -> RotateCommand {
+pub(super) fn command(id: &str) -> RotateCommand {
     RotateCommand::parse(id, "", "").unwrap()
 }
 
-fn soon(ms: u64) -> Instant {
+pub(super) fn soon(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms)
 }
 
 /// Vault holds what Auth0 accepts, and no intent or lease is left.
-fn settled(svc: &Svc, id: &str) {
+pub(super) fn settled(svc: &Svc, id: &str) {
     let stored = svc.store.secrets(&format!("auth0/{id}"));
     assert_eq!(
         stored.last(),
@@ -217,6 +220,7 @@ async fn a_stale_intent_leaves_the_newer_secret_in_place() {
     let v = svc.ledger.read_state(&id).await.unwrap().version;
     let stale = Intent {
         rotation_id: Uuid::new_v4(),
+        step: Step::Rotate,
         caller: None,
         trace_id: None,
         reason: None,
@@ -253,8 +257,7 @@ async fn a_live_lease_elsewhere_makes_the_request_wait_then_abort() {
             holder: "other-replica".into(),
             expires_at_ms: millis(SystemTime::now() + Duration::from_secs(60)),
         }),
-        intent: None,
-        last: None,
+        ..ClientState::default()
     };
     svc.ledger
         .write_state(&id, &held, KvVersion::NONE)
