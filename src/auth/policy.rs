@@ -20,6 +20,10 @@ use serde::Deserialize;
 pub enum Rpc {
     RotateSecret,
     GetRotationStatus,
+    /// Promoting and cancelling a staged rotation: granted separately, since promotion
+    /// changes the secret Auth0 accepts.
+    CompleteRotation,
+    CancelRotation,
 }
 
 impl fmt::Display for Rpc {

@@ -46,6 +46,9 @@ const SENSITIVE_FIELDS: [&str; 4] = [
     "signing_keys",
 ];
 
+/// The audience of the tenant's sample API, for applications' client-credentials tokens.
+pub const CONSUMER_API: &str = "https://api.example.com/";
+
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     /// Tenant domain; the token audience is `https://{domain}/api/v2/`.
@@ -59,6 +62,10 @@ pub struct EmulatorConfig {
     pub propagation_window: Duration,
     /// Status of the refusal to rotate a private_key_jwt/mTLS client (unconfirmed at Auth0).
     pub secretless_refusal_status: u16,
+    /// Audiences of the tenant's own APIs: any client with the client_credentials grant type
+    /// gets a token for them with its secret (what the applications whose secrets are rotated
+    /// do all day).
+    pub apis: Vec<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -71,11 +78,13 @@ impl Default for EmulatorConfig {
             token_lifetime: Duration::from_secs(86_400),
             propagation_window: Duration::from_secs(0),
             secretless_refusal_status: 400,
+            apis: vec![CONSUMER_API.into()],
         }
     }
 }
 
-/// One scripted misbehaviour of the next rotate-secret call.
+/// One scripted misbehaviour of the next secret change (rotate-secret, or a PATCH of
+/// client_secret).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RotateFault {
     /// Status to answer with (e.g. 502). 200 is a slow Auth0: it rotates at once and answers
@@ -109,6 +118,11 @@ pub struct Stats {
     /// Rotations that committed (a new secret was issued).
     pub rotations: u64,
     pub get_requests: u64,
+    pub patch_requests: u64,
+    /// Client-credentials tokens issued to applications for the tenant's own APIs.
+    pub api_tokens: u64,
+    /// Client-credentials requests for those APIs refused for a wrong secret.
+    pub api_tokens_refused: u64,
 }
 
 /// A client as `GET /__emulator/clients/{id}` reports it: the live secret included.
@@ -294,13 +308,8 @@ impl RunningEmulator {
     /// secret, `None` for an unknown client.
     pub fn rotate_outside(&self, client_id: &str) -> Option<String> {
         let mut inner = lock(&self.inner);
-        let window = inner.config.propagation_window;
-        let client = inner.clients.get_mut(client_id)?;
         let fresh = routes::new_secret();
-        client.issued.push(fresh.clone());
-        let old = client.secret.replace(fresh.clone());
-        client.previous = old.map(|s| (s, Instant::now() + window));
-        client.rotations += 1;
+        inner.change_secret(client_id, fresh.clone())?;
         Some(fresh)
     }
 
@@ -353,6 +362,17 @@ fn add_client(inner: &Shared, seed: SeedClient) {
 }
 
 impl Inner {
+    /// Replaces the client's secret; the old one stays accepted for the propagation window.
+    fn change_secret(&mut self, client_id: &str, fresh: String) -> Option<&mut Client> {
+        let window = self.config.propagation_window;
+        let client = self.clients.get_mut(client_id)?;
+        client.issued.push(fresh.clone());
+        let old = client.secret.replace(fresh);
+        client.previous = old.map(|s| (s, Instant::now() + window));
+        client.rotations += 1;
+        Some(client)
+    }
+
     fn inspect(&self, client_id: &str) -> Option<ClientInspection> {
         self.clients.get(client_id).map(|c| ClientInspection {
             client_id: client_id.to_owned(),

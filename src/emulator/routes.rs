@@ -26,7 +26,7 @@ pub(super) fn router(shared: Shared) -> Router {
     Router::new()
         .route("/oauth/token", post(token))
         .route("/api/v2/clients/{id}/rotate-secret", post(rotate_secret))
-        .route("/api/v2/clients/{id}", get(get_client))
+        .route("/api/v2/clients/{id}", get(get_client).patch(patch_client))
         .route("/__emulator/stats", get(inspect_stats))
         .route("/__emulator/clients/{id}", get(inspect_client))
         .route("/__emulator/faults", post(add_faults))
@@ -263,10 +263,19 @@ async fn token(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         .as_ref()
         .is_some_and(|(old, until)| *old == presented && now < *until);
     if !(current_ok || previous_ok) {
+        if params
+            .get("audience")
+            .is_some_and(|a| inner.config.apis.contains(a))
+        {
+            inner.stats.api_tokens_refused += 1;
+        }
         return auth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
     }
     let expected_audience = format!("https://{}/api/v2/", inner.config.domain);
     let audience = params.get("audience").cloned().unwrap_or_default();
+    if inner.config.apis.contains(&audience) {
+        return api_token(&mut inner, &client_id, &audience);
+    }
     if audience != expected_audience {
         return auth_error(
             StatusCode::FORBIDDEN,
@@ -299,6 +308,34 @@ async fn token(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             "expires_in": lifetime.as_secs(),
             "scope": scopes.join(" "),
             "token_type": "Bearer",
+        }),
+    )
+}
+
+/// A client-credentials token for one of the tenant's own APIs, for any client allowed the
+/// grant type. Not a Management API token: it is not kept, so the Management API refuses it.
+fn api_token(inner: &mut super::Inner, client_id: &str, audience: &str) -> Response {
+    let allowed = inner.clients.get(client_id).is_some_and(|c| {
+        c.doc
+            .get("grant_types")
+            .and_then(Value::as_array)
+            .is_some_and(|g| g.iter().any(|t| t == "client_credentials"))
+    });
+    if !allowed {
+        return auth_error(
+            StatusCode::FORBIDDEN,
+            "unauthorized_client",
+            "Grant type 'client_credentials' not allowed for the client.",
+        );
+    }
+    inner.stats.api_tokens += 1;
+    json_response(
+        StatusCode::OK,
+        json!({
+            "access_token": new_token(),
+            "expires_in": inner.config.token_lifetime.as_secs(),
+            "token_type": "Bearer",
+            "audience": audience,
         }),
     )
 }
@@ -337,30 +374,117 @@ async fn rotate_secret(
 /// Rotates and builds the 200 answer; `None` when the client does not exist.
 fn rotate_committed(shared: &Shared, id: &str) -> Option<Response> {
     let mut inner = lock(shared);
-    let window = inner.config.propagation_window;
-    let refusal = inner.config.secretless_refusal_status;
-    let client = inner.clients.get_mut(id)?;
-    if client
+    if let Some(refused) = secretless_refusal(&inner, id) {
+        return Some(refused);
+    }
+    let client = inner.change_secret(id, new_secret())?;
+    let body = client_with_secret(client);
+    inner.stats.rotations += 1;
+    Some(json_response(StatusCode::OK, body))
+}
+
+/// Auth0 refuses to give a secret to a private_key_jwt or mTLS client.
+fn secretless_refusal(inner: &super::Inner, id: &str) -> Option<Response> {
+    let client = inner.clients.get(id)?;
+    let secretless = client
         .doc
         .get("client_authentication_methods")
-        .is_some_and(|v| !v.is_null())
-    {
+        .is_some_and(|v| !v.is_null());
+    secretless.then(|| {
+        let refusal = inner.config.secretless_refusal_status;
         let status = StatusCode::from_u16(refusal).unwrap_or(StatusCode::BAD_REQUEST);
-        return Some(api_error(
+        api_error(
             status,
             "The client_secret cannot be rotated for clients configured with Private Key JWT or mTLS authentication methods",
             Some("operation_not_supported"),
-        ));
-    }
-    let fresh = new_secret();
-    client.issued.push(fresh.clone());
-    let old = client.secret.replace(fresh.clone());
-    client.previous = old.map(|s| (s, Instant::now() + window));
-    client.rotations += 1;
+        )
+    })
+}
+
+fn client_with_secret(client: &super::Client) -> Value {
     let mut body = client.doc.clone();
-    body.insert("client_secret".into(), Value::String(fresh));
-    inner.stats.rotations += 1;
-    Some(json_response(StatusCode::OK, Value::Object(body)))
+    if let Some(secret) = &client.secret {
+        body.insert("client_secret".into(), Value::String(secret.clone()));
+    }
+    Value::Object(body)
+}
+
+/// `PATCH /api/v2/clients/{id}`: `client_secret` (a custom secret, as a staged rotation sets
+/// it) needs update:client_keys; other members need update:clients and are merged in.
+/// Secret changes take the next injected fault, as rotations do.
+async fn patch_client(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (rate, fault, mut changes) = {
+        let mut inner = lock(&shared);
+        inner.stats.patch_requests += 1;
+        let (rate, granted) = match inner.admit(&headers, &["update:clients", "update:client_keys"])
+        {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
+        let Ok(Value::Object(mut changes)) = serde_json::from_slice::<Value>(&body) else {
+            return rate.apply(api_error(
+                StatusCode::BAD_REQUEST,
+                "Payload validation error: 'Expected type object but found type null'.",
+                Some("invalid_body"),
+            ));
+        };
+        let secret = changes.get("client_secret").cloned();
+        if secret.is_some() && !granted.iter().any(|s| s == "update:client_keys") {
+            return rate.apply(api_error(
+                StatusCode::FORBIDDEN,
+                "Some fields cannot be updated with the permissions granted by the bearer token scopes. The message will vary depending on the fields and the scopes.",
+                Some("insufficient_scope"),
+            ));
+        }
+        match &secret {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            None => {}
+            Some(_) => {
+                return rate.apply(api_error(
+                    StatusCode::BAD_REQUEST,
+                    "Payload validation error: 'String is too short (0 chars), minimum 1' on property client_secret.",
+                    Some("invalid_body"),
+                ));
+            }
+        }
+        if !inner.clients.contains_key(&id) {
+            return rate.apply(not_found());
+        }
+        if secret.is_some()
+            && let Some(refused) = secretless_refusal(&inner, &id)
+        {
+            return rate.apply(refused);
+        }
+        let fault = match secret {
+            Some(_) => inner.rotate_faults.pop_front(),
+            None => None,
+        };
+        changes.remove("client_id");
+        (rate, fault, changes)
+    };
+    let commit = fault.as_ref().is_none_or(|f| f.commit || f.status == 200);
+    let answer = commit.then(|| {
+        let mut inner = lock(&shared);
+        if let Some(Value::String(secret)) = changes.remove("client_secret") {
+            inner.change_secret(&id, secret);
+        }
+        let client = inner.clients.get_mut(&id)?;
+        client.doc.extend(changes);
+        Some(json_response(StatusCode::OK, client_with_secret(client)))
+    });
+    if let Some(fault) = fault {
+        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        if fault.status != 200 {
+            let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return rate.apply(api_error(status, "Injected fault", None));
+        }
+    }
+    rate.apply(answer.flatten().unwrap_or_else(not_found))
 }
 
 #[derive(Deserialize)]

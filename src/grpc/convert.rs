@@ -1,12 +1,17 @@
 //! Domain values to API messages. Field-for-field: the proto mirrors Auth0's Client object
 //! minus its secret material (the model never holds that in the first place).
 
+use std::time::Duration;
+
 use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
 use serde_json::Value;
 
 use crate::{
     proto as pb,
-    rotation::{Drift, Rotation, RotationStatus, StoredSecret, Validated, client as a},
+    rotation::{
+        Cancelled, Drift, Rotation, RotationError, RotationStatus, Step, StoredSecret, Strategy,
+        Validated, ValidationError, client as a,
+    },
 };
 
 impl From<Rotation> for pb::RotateSecretResponse {
@@ -18,7 +23,56 @@ impl From<Rotation> for pb::RotateSecretResponse {
             rotation_id: r.metadata.rotation_id.to_string(),
             recovered: r.metadata.recovered,
             replayed: r.replayed,
+            strategy: strategy(r.metadata.strategy) as i32,
+            promote_after: r.promote_after.map(Timestamp::from),
         }
+    }
+}
+
+impl From<Rotation> for pb::CompleteRotationResponse {
+    fn from(r: Rotation) -> Self {
+        Self {
+            // A replayed answer has no fresh description of the client.
+            client: (!r.replayed).then(|| (*r.client).into()),
+            vault_secret: Some(r.stored.into()),
+            rotated_at: Some(Timestamp::from(r.metadata.rotated_at)),
+            rotation_id: r.metadata.rotation_id.to_string(),
+            recovered: r.metadata.recovered,
+            replayed: r.replayed,
+        }
+    }
+}
+
+impl From<Cancelled> for pb::CancelRotationResponse {
+    fn from(c: Cancelled) -> Self {
+        Self {
+            rotation_id: c.rotation_id.to_string(),
+            vault_secret: Some(c.stored.into()),
+        }
+    }
+}
+
+/// A request's strategy; UNSPECIFIED is immediate.
+pub(super) fn strategy_from(raw: i32) -> Result<Strategy, RotationError> {
+    match pb::RotationStrategy::try_from(raw) {
+        Ok(pb::RotationStrategy::Unspecified | pb::RotationStrategy::Immediate) => {
+            Ok(Strategy::Immediate)
+        }
+        Ok(pb::RotationStrategy::Staged) => Ok(Strategy::Staged),
+        Err(_) => Err(ValidationError::Strategy.into()),
+    }
+}
+
+/// A request's `google.protobuf.Duration`; negative or out-of-range ones are refused with the
+/// range the field allows.
+pub(super) fn duration_from(d: prost_types::Duration) -> Result<Duration, RotationError> {
+    Duration::try_from(d).map_err(|_| ValidationError::DistributeForNegative.into())
+}
+
+fn strategy(s: Strategy) -> pb::RotationStrategy {
+    match s {
+        Strategy::Immediate => pb::RotationStrategy::Immediate,
+        Strategy::Staged => pb::RotationStrategy::Staged,
     }
 }
 
@@ -55,6 +109,23 @@ impl From<RotationStatus> for pb::GetRotationStatusResponse {
                     .unwrap_or_default(),
                 recovered: metadata.recovered,
                 rotated_by: metadata.caller.unwrap_or_default(),
+                strategy: strategy(metadata.strategy) as i32,
+            }),
+            staged_rotation: s.staged.map(|(staged, stored)| pb::StagedRotation {
+                rotation_id: staged.rotation_id.to_string(),
+                stage: match &s.open_intent {
+                    Some(i) if i.step == Step::Promote => pb::RotationStage::Promoting,
+                    _ => pb::RotationStage::Staged,
+                } as i32,
+                strategy: pb::RotationStrategy::Staged as i32,
+                staged_at: Some(Timestamp::from(staged.staged_at)),
+                promote_after: Some(Timestamp::from(staged.promote_after)),
+                vault_secret: Some(stored.into()),
+                reason: staged
+                    .reason
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default(),
+                caller: staged.caller.unwrap_or_default(),
             }),
             open_intent: s.open_intent.map(|i| pb::OpenIntent {
                 rotation_id: i.rotation_id.to_string(),

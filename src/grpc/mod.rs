@@ -17,8 +17,10 @@ use crate::{
     proto::{self, secret_rotation_service_server::SecretRotationService},
     rotation::{
         ClientId, Ledger, RotateCommand, RotationError, RotationService, SecretIssuer, SecretStore,
+        ValidationError,
     },
 };
+use uuid::Uuid;
 
 pub struct RotationApi<I, S, L> {
     service: Arc<RotationService<I, S, L>>,
@@ -46,12 +48,44 @@ impl<I, S, L> RotationApi<I, S, L> {
         }
     }
 
-    /// Authorization and the rate limit.
-    fn admit(&self, caller: &Caller, client_id: &ClientId) -> Result<(), AuthError> {
+    /// The caller of a call that changes secrets, with where the call came from; a refusal
+    /// is audited.
+    fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        client_id: &str,
+    ) -> Result<(Origin, Caller), Status> {
+        let mut origin = Origin {
+            caller: None,
+            peer: request.remote_addr().map(|a| a.to_string()),
+            trace_id: Origin::trace_id_from(
+                request
+                    .metadata()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+        };
+        let caller = self
+            .gate
+            .authenticate(request)
+            .inspect_err(|e| audit_denied(&origin, client_id, e))?;
+        origin.caller = Some(caller.id.clone());
+        Ok((origin, caller))
+    }
+
+    /// Authorization and the rate limit (promotions and cancellations count as rotations).
+    fn admit(&self, caller: &Caller, rpc: Rpc, client_id: &ClientId) -> Result<(), AuthError> {
         self.gate
-            .authorize(caller, Rpc::RotateSecret, client_id.as_str())
+            .authorize(caller, rpc, client_id.as_str())
             .and_then(|()| self.gate.admit_rotation(caller))
     }
+}
+
+/// The client id and rotation id of CompleteRotation and CancelRotation.
+fn parse_step(client_id: &str, rotation_id: &str) -> Result<(ClientId, Uuid), RotationError> {
+    let client_id = ClientId::parse(client_id)?;
+    let rotation_id = Uuid::parse_str(rotation_id).map_err(|_| ValidationError::RotationId)?;
+    Ok((client_id, rotation_id))
 }
 
 /// A refused rotation attempt, for the audit trail. The client id is recorded only when it is
@@ -68,27 +102,21 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         request: Request<proto::RotateSecretRequest>,
     ) -> Result<Response<proto::RotateSecretResponse>, Status> {
         let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
-        let mut origin = Origin {
-            caller: None,
-            peer: request.remote_addr().map(|a| a.to_string()),
-            trace_id: Origin::trace_id_from(
-                request
-                    .metadata()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok()),
-            ),
-        };
-        let caller = self
-            .gate
-            .authenticate(&request)
-            .inspect_err(|e| audit_denied(&origin, &request.get_ref().client_id, e))?;
-        origin.caller = Some(caller.id.clone());
+        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
         let body = request.into_inner();
         let mut command =
             RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
                 .map_err(RotationError::from)?;
         command.require_in_sync = body.require_in_sync;
-        self.admit(&caller, &command.client_id)
+        command.strategy = convert::strategy_from(body.strategy)?;
+        command.distribute_for = body
+            .distribute_for
+            .map(convert::duration_from)
+            .transpose()?;
+        self.service
+            .distribute_for(&command)
+            .map_err(RotationError::from)?;
+        self.admit(&caller, Rpc::RotateSecret, &command.client_id)
             .inspect_err(|e| audit_denied(&origin, command.client_id.as_str(), e))?;
         command.origin = origin;
         if body.validate_only {
@@ -97,6 +125,40 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         }
         let rotation = self.service.rotate(command, deadline).await?;
         Ok(Response::new(rotation.into()))
+    }
+
+    async fn complete_rotation(
+        &self,
+        request: Request<proto::CompleteRotationRequest>,
+    ) -> Result<Response<proto::CompleteRotationResponse>, Status> {
+        let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
+        let body = request.get_ref();
+        let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
+        self.admit(&caller, Rpc::CompleteRotation, &client_id)
+            .inspect_err(|e| audit_denied(&origin, client_id.as_str(), e))?;
+        let promoted = self
+            .service
+            .complete(client_id, rotation_id, origin, deadline)
+            .await?;
+        Ok(Response::new(promoted.into()))
+    }
+
+    async fn cancel_rotation(
+        &self,
+        request: Request<proto::CancelRotationRequest>,
+    ) -> Result<Response<proto::CancelRotationResponse>, Status> {
+        let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
+        let body = request.get_ref();
+        let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
+        self.admit(&caller, Rpc::CancelRotation, &client_id)
+            .inspect_err(|e| audit_denied(&origin, client_id.as_str(), e))?;
+        let cancelled = self
+            .service
+            .cancel(&client_id, rotation_id, &origin, deadline)
+            .await?;
+        Ok(Response::new(cancelled.into()))
     }
 
     async fn get_rotation_status(

@@ -55,6 +55,10 @@ pub enum ValidationError {
     DistributeForImmediate,
     #[error("distribute_for must be at least 1s and at most {max}")]
     DistributeForRange { max: String },
+    #[error("distribute_for must not be negative")]
+    DistributeForNegative,
+    #[error("strategy must be ROTATION_STRATEGY_IMMEDIATE or ROTATION_STRATEGY_STAGED")]
+    Strategy,
     #[error("rotation_id must be a UUID")]
     RotationId,
 }

@@ -56,3 +56,4 @@ pub use records::{
     millis,
 };
 pub use service::{RotationService, Settings};
+pub use staged::Cancelled;

@@ -172,8 +172,8 @@ pub struct RotationStatus {
     pub last: Option<(RotationMetadata, StoredSecret)>,
     pub open_intent: Option<Intent>,
     pub lease_active: bool,
-    /// A staged rotation waiting for promotion.
-    pub staged: Option<Staged>,
+    /// A staged rotation waiting for promotion, and where its secret is.
+    pub staged: Option<(Staged, StoredSecret)>,
     /// Whether Vault holds the secret Auth0 accepts now, when it was checked.
     pub drift: Option<Drift>,
 }

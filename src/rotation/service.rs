@@ -207,7 +207,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .value;
         let lease_active = state.leased();
         Ok(RotationStatus {
-            staged: state.staged,
+            staged: state.staged.map(|s| {
+                let stored = self.stored(path.clone(), s.kv_version);
+                (s, stored)
+            }),
             last: state
                 .last
                 .map(|l| (l.metadata, self.stored(path, l.kv_version))),
@@ -252,6 +255,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             self.require_in_sync(client_id).await?;
         }
         let version = self.store.current_version(&path).await.map_err(before)?;
+        if command.strategy == Strategy::Staged && version == KvVersion::NONE {
+            return Err(RotationError::NothingToStage {
+                client_id: client_id.clone(),
+            });
+        }
         Ok(Validated {
             client: Box::new(client),
             stored: self.stored(path, version),

@@ -13,4 +13,6 @@ mod leak;
 mod pki;
 mod rotate;
 mod security;
+mod staged;
 mod validation;
+mod zero_downtime;

@@ -82,7 +82,7 @@ async fn staging_puts_the_next_secret_beside_the_current_one_and_promotion_swaps
     assert_ne!(next, old);
     assert_eq!(answer.stored.version.get(), 2);
     let status = svc.status(&id(), false).await.unwrap();
-    assert_eq!(status.staged.map(|s| s.rotation_id), Some(rotation_id));
+    assert_eq!(status.staged.map(|(s, _)| s.rotation_id), Some(rotation_id));
 
     let promoted = svc
         .complete(id(), rotation_id, origin(), soon(10_000))
