@@ -185,7 +185,9 @@ pub fn render(rows: &[Row], idle: &[Idle], plan: &str) -> String {
         (
             "Vault requests per rotation (service, concurrency 16)",
             vault.map_or("–".into(), |v| format!("{v:.2}")),
-            "≤ 3",
+            // Three writes, and the read that keeps the replaced secret as
+            // previous_client_secret (3 with ROTATOR_PREVIOUS_SECRET_TTL=0).
+            "≤ 4",
         ),
         (
             "idle Vault requests, 3 replicas / 1 replica",

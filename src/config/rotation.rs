@@ -46,7 +46,8 @@ pub struct RotationArgs {
     pub max_concurrent_rotations: usize,
 
     /// How long the key keeps the secret a rotation replaced, as previous_client_secret, for
-    /// consumers that have not switched yet (Auth0's propagation takes up to 30 s).
+    /// consumers that have not switched yet (Auth0's propagation takes up to 30 s). 0s keeps
+    /// none and saves an immediate rotation one Vault read.
     #[arg(long, env = "ROTATOR_PREVIOUS_SECRET_TTL", default_value = "10m", value_parser = duration)]
     pub previous_secret_ttl: Duration,
 

@@ -349,11 +349,15 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             return self.stage(command, &intent, &path, lease, deadline).await;
         }
 
-        // The key is read while Auth0 rotates: its secret becomes the previous one.
-        let (issued, before) = tokio::join!(
-            self.issuer.rotate_secret(client_id),
-            self.store.read_secret(&path)
-        );
+        // The key is read while Auth0 rotates, so the read adds no wait: its secret becomes the
+        // previous one. Without a previous secret to keep, the read is skipped.
+        let keep_previous = !self.settings.previous_secret_ttl.is_zero();
+        let (issued, before) = tokio::join!(self.issuer.rotate_secret(client_id), async {
+            match keep_previous {
+                true => self.store.read_secret(&path).await,
+                false => Ok(None),
+            }
+        });
         let issued = match issued {
             Ok(issued) => issued,
             Err(e) if e.outcome_unknown() => {

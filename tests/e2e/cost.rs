@@ -8,7 +8,7 @@ use secret_rotator::emulator::{random_client_id, regular_client};
 use crate::helpers::{Bao, Stack, StackOptions, eventually};
 
 #[tokio::test]
-async fn a_rotation_makes_three_vault_requests_and_a_status_one() {
+async fn a_rotation_makes_four_vault_requests_and_a_status_one() {
     let stack = Stack::start_on(Bao::start_audited().await, StackOptions::default()).await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
     // The reconciler's start-up pass finds no records; the next one is 30 s away.
@@ -32,10 +32,11 @@ async fn a_rotation_makes_three_vault_requests_and_a_status_one() {
         made,
         [
             ("update".to_owned(), ledger.clone()),
+            ("read".to_owned(), secret.clone()),
             ("update".to_owned(), secret),
             ("update".to_owned(), ledger.clone()),
         ],
-        "lease and intent, the secret, close"
+        "lease and intent, the key's secret (to keep as the previous one), the secret, close"
     );
 
     let before = stack.bao.requests().len();

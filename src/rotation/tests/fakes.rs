@@ -101,6 +101,8 @@ pub struct FakeVault {
     pub read_error: Option<StoreError>,
     /// Calls of `current_version`.
     pub version_reads: AtomicUsize,
+    /// Calls of `read_secret`.
+    pub secret_reads: AtomicUsize,
     pub write_errors: Mutex<VecDeque<StoreError>>,
     pub write_attempts: AtomicUsize,
     /// Every version of every key.
@@ -166,6 +168,7 @@ impl SecretStore for FakeVault {
     }
 
     async fn read_secret(&self, path: &str) -> Result<Option<Versioned<KeySecrets>>, StoreError> {
+        self.secret_reads.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = &self.read_error {
             return Err(e.clone());
         }

@@ -16,6 +16,11 @@ use crate::rotation::{
 pub(super) type Svc = RotationService<FakeAuth0, FakeVault, FakeLedger>;
 
 pub(super) fn service(vault: FakeVault) -> Arc<Svc> {
+    service_with(vault, |_| {})
+}
+
+/// [`service`] with settings changed by `tweak`.
+pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) -> Arc<Svc> {
     let auth0 = FakeAuth0::default();
     auth0
         .live
@@ -27,23 +32,25 @@ pub(super) fn service(vault: FakeVault) -> Arc<Svc> {
         .lock()
         .unwrap()
         .insert("other".into(), "secret-0".into());
+    let mut settings = Settings {
+        path: PathTemplate::parse("auth0/{client_id}", "d").unwrap(),
+        replica: "test".into(),
+        lease_ttl: Duration::from_secs(60),
+        idempotency_window: Duration::from_secs(3600),
+        allow_unrecoverable: false,
+        max_concurrent: 16,
+        reconcile_interval: Duration::from_secs(30),
+        reconcile_rate: std::num::NonZeroU32::new(1_000).unwrap(),
+        previous_secret_ttl: Duration::from_secs(600),
+        distribute_for: Duration::from_secs(300),
+        max_distribute_for: Duration::from_secs(86_400),
+    };
+    tweak(&mut settings);
     Arc::new(RotationService::new(
         auth0,
         vault,
         FakeLedger::default(),
-        Settings {
-            path: PathTemplate::parse("auth0/{client_id}", "d").unwrap(),
-            replica: "test".into(),
-            lease_ttl: Duration::from_secs(60),
-            idempotency_window: Duration::from_secs(3600),
-            allow_unrecoverable: false,
-            max_concurrent: 16,
-            reconcile_interval: Duration::from_secs(30),
-            reconcile_rate: std::num::NonZeroU32::new(1_000).unwrap(),
-            previous_secret_ttl: Duration::from_secs(600),
-            distribute_for: Duration::from_secs(300),
-            max_distribute_for: Duration::from_secs(86_400),
-        },
+        settings,
     ))
 }
 

@@ -2,7 +2,7 @@
 //! it, and every step cut off heals to a state consumers can work with.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     fakes::{FakeKey, FakeVault, LostAnswer},
-    protocol::{Svc, command, service, settled, soon},
+    protocol::{Svc, command, service, service_with, settled, soon},
 };
 use crate::{
     audit::Origin,
@@ -135,12 +135,7 @@ async fn a_staged_rotation_blocks_others_until_cancelled() {
             matches!(refused, Err(RotationError::StagedPending { rotation_id: r, .. }) if r == rotation_id)
         );
     }
-    assert_eq!(
-        svc.issuer
-            .rotations
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
 
     let cancelled = svc
         .cancel(&id(), rotation_id, &origin(), soon(10_000))
@@ -311,6 +306,18 @@ async fn an_immediate_rotation_keeps_the_replaced_secret_as_previous() {
 }
 
 #[tokio::test]
+async fn without_a_previous_secret_ttl_the_key_is_not_read_and_keeps_none() {
+    let svc = service_with(FakeVault::default(), |s| {
+        s.previous_secret_ttl = Duration::ZERO
+    });
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    assert_eq!(key(&svc).previous, None);
+    assert_eq!(Some(key(&svc).current), svc.issuer.live("abc"));
+    assert_eq!(svc.store.secret_reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn staging_needs_a_secret_in_vault_and_a_distribution_time_in_bounds() {
     let svc = service(FakeVault::default());
     let refused = svc.rotate(staged(None), soon(10_000)).await;
@@ -342,12 +349,7 @@ async fn staging_needs_a_secret_in_vault_and_a_distribution_time_in_bounds() {
 
 async fn settled_without_key(svc: &Svc) {
     assert!(state(svc).await.is_closed());
-    assert_eq!(
-        svc.issuer
-            .rotations
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
