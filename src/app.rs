@@ -11,7 +11,7 @@ use crate::{
     auth::{Security, SecurityError},
     auth0::{Auth0Client, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::Config,
-    grpc::{Deadlines, RotationApi},
+    grpc::{self, Deadlines, RotationApi},
     listener,
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
     rotation::{ClientId, IssuerError, RotationService, StoreError},
@@ -120,6 +120,7 @@ pub async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(grpc::size_cap(config.server.max_request_bytes))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -6,6 +6,8 @@ mod status;
 
 pub use status::auth_status;
 
+use tonic::{body::Body, codegen::http};
+
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
@@ -174,6 +176,24 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         let status = self.service.status(&client_id, check_drift).await?;
         Ok(Response::new(status.into()))
     }
+}
+
+/// Tonic refuses a request over the size cap before any handler runs, in its own words; this
+/// layer puts the service's in their place, like every other refusal.
+pub fn size_cap(
+    limit: usize,
+) -> tower::util::MapResponseLayer<impl Fn(http::Response<Body>) -> http::Response<Body> + Clone> {
+    tower::util::MapResponseLayer::new(move |response: http::Response<Body>| {
+        let too_large = Status::from_header_map(response.headers()).is_some_and(|s| {
+            s.code() == tonic::Code::OutOfRange
+                && s.message()
+                    .starts_with("Error, decoded message length too large")
+        });
+        match too_large {
+            true => status::too_large(limit).into_http(),
+            false => response,
+        }
+    })
 }
 
 /// The caller's `grpc-timeout` capped at the maximum, or the default. A tenth of it (at most a

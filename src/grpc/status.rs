@@ -35,6 +35,13 @@ pub fn auth_status(err: AuthError) -> Status {
     }
 }
 
+/// A request over ROTATOR_MAX_REQUEST_BYTES, in the service's words.
+pub fn too_large(limit: usize) -> Status {
+    Status::out_of_range(format!(
+        "the request is larger than ROTATOR_MAX_REQUEST_BYTES ({limit} bytes); nothing was rotated"
+    ))
+}
+
 fn secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

@@ -393,7 +393,11 @@ async fn concurrent_rotations_are_capped_and_requests_are_small() {
         ..Default::default()
     };
     let status = client.rotate_secret(huge).await.unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_status(
+        &status,
+        Code::OutOfRange,
+        "larger than ROTATOR_MAX_REQUEST_BYTES (4096 bytes); nothing was rotated",
+    );
     assert_eq!(stack.emulator.stats().rotate_requests, 1);
 }
 
