@@ -16,6 +16,7 @@ use crate::{
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
     rotation::{ClientId, IssuerError, RotationService, StoreError},
     vault::VaultStore,
+    webhook::{self, Webhook, WebhookError},
 };
 
 type Service = RotationService<Auth0Client, VaultStore, VaultStore>;
@@ -36,6 +37,8 @@ pub enum AppError {
     Security(#[from] SecurityError),
     #[error("cannot build the Vault client: {0}")]
     VaultClient(StoreError),
+    #[error("cannot build the webhook client: {0}")]
+    Webhook(#[from] WebhookError),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -65,6 +68,19 @@ pub async fn serve(
         vault.clone(),
         config.rotation.clone(),
     ));
+    // Notifications are recorded only once someone delivers them.
+    let notifications = match &config.webhook {
+        Some(settings) => {
+            let webhook = Webhook::new(settings)?;
+            let clients = rotations.subscribe();
+            Some(tokio::spawn(webhook::dispatch(
+                Arc::clone(&rotations),
+                webhook,
+                clients,
+            )))
+        }
+        None => None,
+    };
     let security = Security::build(&config.security).await?;
     let api = SecretRotationServiceServer::new(RotationApi::new(
         Arc::clone(&rotations),
@@ -148,17 +164,23 @@ pub async fn serve(
         };
     tokio::pin!(server);
 
+    // A pass cut short loses nothing: its writes are check-and-set, its lease expires; an
+    // undelivered notification stays in its ledger record.
+    let stop_background = || {
+        background.abort();
+        watcher.abort();
+        if let Some(dispatch) = &notifications {
+            dispatch.abort();
+        }
+    };
     tokio::select! {
         result = &mut server => {
-            background.abort();
-            watcher.abort();
+            stop_background();
             result?;
         }
         () = shutdown => {
             info!("shutdown requested: reporting NOT_SERVING and draining calls");
-            // A pass cut short loses nothing: its writes are check-and-set, its lease expires.
-            background.abort();
-            watcher.abort();
+            stop_background();
             set_health(&health, ServingStatus::NotServing).await;
             let _ = stop_tx.send(());
             // Calls end when their rotations do, but a rotation whose caller hung up runs on

@@ -11,6 +11,7 @@
 //!   Auth0's Client model. Imports no adapter, no transport, no configuration.
 //! - [`auth0`]: the Management API adapter (`SecretIssuer`) and its `Settings`.
 //! - [`vault`]: the KV v2 adapter (`SecretStore` and `Ledger`) and its `Settings`.
+//! - [`webhook`]: delivers the protocol's notifications as signed CloudEvents; its `Settings`.
 //! - [`auth`]: the front door: listener TLS, caller identities (mutual TLS, JWT), the policy,
 //!   the per-caller rate limit, and one reload mechanism for their files; its `Settings`.
 //! - [`listener`]: accepting connections (`TCP_NODELAY` on each), and TLS handshakes.
@@ -34,6 +35,7 @@ pub mod listener;
 pub mod rotation;
 pub mod telemetry;
 pub mod vault;
+pub mod webhook;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -10,6 +10,7 @@ mod auth0;
 mod rotation;
 mod security;
 mod vault;
+mod webhook;
 
 use std::{
     net::SocketAddr,
@@ -23,6 +24,7 @@ use secrecy::SecretString;
 
 pub use self::{
     auth0::Auth0Args, rotation::RotationArgs, security::SecurityArgs, vault::VaultArgs,
+    webhook::WebhookArgs,
 };
 use crate::telemetry::{self, LogFormat};
 
@@ -55,6 +57,8 @@ pub struct ServeArgs {
     pub rotation: RotationArgs,
     #[command(flatten)]
     pub security: SecurityArgs,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -107,6 +111,8 @@ pub struct Config {
     pub auth0: crate::auth0::Settings,
     pub vault: crate::vault::Settings,
     pub rotation: crate::rotation::Settings,
+    /// Notifications, when a webhook is configured.
+    pub webhook: Option<crate::webhook::Settings>,
     pub log: telemetry::Settings,
 }
 
@@ -163,6 +169,8 @@ pub enum ConfigError {
         "ROTATOR_STAGED_DISTRIBUTE_FOR must be at least 1s and at most ROTATOR_STAGED_MAX_DISTRIBUTE_FOR"
     )]
     DistributeFor,
+    #[error("{0}")]
+    Webhook(&'static str),
 }
 
 impl ServeArgs {
@@ -174,6 +182,7 @@ impl ServeArgs {
             vault,
             rotation,
             security,
+            webhook,
             log,
         } = self;
         let auth0 = auth0.into_settings()?;
@@ -181,12 +190,14 @@ impl ServeArgs {
         let security = security.into_settings(server.listen_addr)?;
         let server = server.into_settings()?;
         let rotation = rotation.into_settings(path, server.max_deadline + auth0.timeout)?;
+        let webhook = webhook.into_settings(format!("/secret-rotator/{}", auth0.domain))?;
         Ok(Config {
             server,
             security,
             auth0,
             vault,
             rotation,
+            webhook,
             log: telemetry::Settings {
                 filter: log.log,
                 format: log.log_format,

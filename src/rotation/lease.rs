@@ -164,6 +164,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let closed = closed.settled();
         match self.ledger.write_state(client_id, &closed, fence).await {
             Ok(version) => {
+                if !closed.notifications.is_empty() {
+                    self.notifications_written(client_id);
+                }
                 self.remember(
                     client_id,
                     Versioned {

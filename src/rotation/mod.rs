@@ -21,6 +21,7 @@
 //! - `service`: [`RotationService`] and one rotation from request to answer;
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
+//! - `notify`: notifications for a webhook, recorded with the step they report;
 //! - `staged`: staged rotations: stage the next secret in Vault, promote it at Auth0, cancel;
 //! - `recovery`: healing an open intent from Auth0's live secret;
 //! - `reconciler`: finding open intents: this replica's own at once, everyone's by one scanner;
@@ -31,6 +32,7 @@ mod error;
 mod idempotency;
 mod ids;
 mod lease;
+mod notify;
 mod ports;
 mod reconciler;
 mod records;
@@ -48,6 +50,7 @@ pub use ids::{
     CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, PathTemplate, REASON_MAX, Reason,
     ValidationError,
 };
+pub use notify::{Notification, NotificationKind};
 pub use ports::{Ledger, SecretIssuer, SecretStore};
 pub use records::{
     Acquired, ClientState, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret,

@@ -141,6 +141,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     continue;
                 }
             };
+            self.scanned(&client_id, &record.value);
             if let Some(staged) = &record.value.staged {
                 // Promoted by this replica's timer when due.
                 self.note_staged(&client_id, staged.rotation_id, staged.promote_after);

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     client::Client,
     ids::{ClientId, IdempotencyKey, Reason, ValidationError},
+    notify::Notification,
 };
 use crate::audit::Origin;
 
@@ -205,6 +206,9 @@ pub struct ClientState {
     /// The last staged rotation cancelled, so that a repeated cancel is answered alike.
     #[serde(default)]
     pub cancelled: Option<Uuid>,
+    /// Notifications not delivered yet (only while a webhook is configured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
 }
 
 impl ClientState {

@@ -7,6 +7,7 @@ use tracing::{info, warn};
 use super::{
     error::{RotationError, StoreError},
     ids::ClientId,
+    notify::NotificationKind,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
         ClientState, Intent, KeySecrets, KvVersion, LastRotation, Rotation, RotationMetadata, Step,
@@ -168,10 +169,15 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             }
         };
         let closed = match &healed {
-            Some(h) => before.closed_with(LastRotation {
-                metadata: h.rotation.metadata.clone(),
-                kv_version: h.rotation.stored.version,
-            }),
+            Some(h) => self.with_rotation(
+                before.closed_with(LastRotation {
+                    metadata: h.rotation.metadata.clone(),
+                    kv_version: h.rotation.stored.version,
+                }),
+                NotificationKind::Recovered,
+                client_id,
+                &h.rotation,
+            ),
             None => before,
         };
         self.close(client_id, intent.rotation_id, fence, closed)

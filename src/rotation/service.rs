@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::{
     error::{IssuerError, RotationError, StoreError},
     ids::{ClientId, PathTemplate, Reason},
+    notify::NotificationKind,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
         ClientState, Drift, Intent, KeySecrets, KvVersion, LastRotation, RotateCommand, Rotation,
@@ -69,6 +70,8 @@ pub struct RotationService<I, S, L> {
     /// for promotion (see `staged`).
     pub(super) staged_due: Mutex<HashMap<ClientId, (Uuid, SystemTime)>>,
     pub(super) staged_added: Notify,
+    /// Where to say that a client's record holds notifications; `None`: none are recorded.
+    pub(super) notify: Mutex<Option<tokio::sync::mpsc::UnboundedSender<ClientId>>>,
     /// Intents this replica left open, by client: the rotation id it left (see `reconciler`).
     pub(super) left_open: Mutex<HashMap<ClientId, Uuid>>,
     pub(super) left_open_added: Notify,
@@ -89,6 +92,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             left_open: Mutex::new(HashMap::new()),
             left_open_added: Notify::new(),
             staged_due: Mutex::new(HashMap::new()),
+            notify: Mutex::new(None),
             staged_added: Notify::new(),
             tasks: TaskTracker::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent.max(1))),
@@ -220,7 +224,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 false => None,
                 true => Some(match self.in_sync(client_id).await {
                     Ok(true) => Drift::InSync,
-                    Ok(false) => Drift::Drifted,
+                    Ok(false) => {
+                        self.drift_found(client_id).await;
+                        Drift::Drifted
+                    }
                     Err(e) => {
                         warn!(%client_id, error = %e, "drift could not be checked");
                         Drift::Unknown
@@ -341,7 +348,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             Ok(()) => None,
         };
         if let Some(refusal) = refused {
-            self.close(client_id, rotation_id, lease.fence, lease.before)
+            let closed = self.with_failure(lease.before, client_id, rotation_id, &refusal);
+            self.close(client_id, rotation_id, lease.fence, closed)
                 .await;
             return Err(refusal);
         }
@@ -390,9 +398,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 };
             }
             Err(e) => {
-                self.close(client_id, rotation_id, lease.fence, lease.before)
+                let e = RotationError::from(e);
+                let closed = self.with_failure(lease.before, client_id, rotation_id, &e);
+                self.close(client_id, rotation_id, lease.fence, closed)
                     .await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let before = before.unwrap_or_else(|e| {
@@ -441,21 +451,23 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             metadata: metadata.clone(),
             kv_version: version,
         };
-        self.close(
-            client_id,
-            rotation_id,
-            lease.fence,
-            lease.before.closed_with(last),
-        )
-        .await;
-        info!(%rotation_id, vault.version = %version, "rotation stored");
-        Ok(Rotation {
+        let rotation = Rotation {
             client: issued.client,
             metadata,
             stored: self.stored(path, version),
             replayed: false,
             promote_after: None,
-        })
+        };
+        let closed = self.with_rotation(
+            lease.before.closed_with(last),
+            NotificationKind::Completed,
+            client_id,
+            &rotation,
+        );
+        self.close(client_id, rotation_id, lease.fence, closed)
+            .await;
+        info!(%rotation_id, vault.version = %version, "rotation stored");
+        Ok(rotation)
     }
 
     /// The new secret exists only in memory now: one attempt always, then bounded retries of

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::{
     error::{RotationError, StoreError},
     ids::{ClientId, ValidationError},
+    notify::{Notification, NotificationKind},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
         Acquired, ClientState, Intent, KeySecrets, KvVersion, LastRotation, RotateCommand,
@@ -108,7 +109,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let (client, current, distribute_for) = match staged {
             Ok(found) => found,
             Err(refusal) => {
-                self.close(client_id, rotation_id, lease.fence, lease.before)
+                let closed = self.with_failure(lease.before, client_id, rotation_id, &refusal);
+                self.close(client_id, rotation_id, lease.fence, closed)
                     .await;
                 return Err(refusal);
             }
@@ -136,10 +138,25 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             promote_after: now + distribute_for,
             kv_version: version,
         };
+        let rotation = Rotation {
+            client: Box::new(client),
+            metadata: RotationMetadata {
+                rotation_id,
+                rotated_at: now,
+                reason: staged.reason.clone(),
+                caller: staged.caller.clone(),
+                recovered: false,
+                strategy: Strategy::Staged,
+            },
+            stored: self.stored(path.to_owned(), version),
+            replayed: false,
+            promote_after: Some(staged.promote_after),
+        };
         let closed = ClientState {
             staged: Some(staged.clone()),
             ..lease.before
         };
+        let closed = self.with_rotation(closed, NotificationKind::Staged, client_id, &rotation);
         // The caller must not be told "staged" unless the record says so: otherwise the heal
         // withdraws the secret.
         self.try_close(client_id, rotation_id, lease.fence, closed)
@@ -147,20 +164,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .map_err(RotationError::VaultBeforeRotation)?;
         self.note_staged(client_id, rotation_id, staged.promote_after);
         info!(%rotation_id, vault.version = %version, promote_after = ?staged.promote_after, "next secret staged");
-        Ok(Rotation {
-            client: Box::new(client),
-            metadata: RotationMetadata {
-                rotation_id,
-                rotated_at: now,
-                reason: staged.reason,
-                caller: staged.caller,
-                recovered: false,
-                strategy: Strategy::Staged,
-            },
-            stored: self.stored(path.to_owned(), version),
-            replayed: false,
-            promote_after: Some(staged.promote_after),
-        })
+        Ok(rotation)
     }
 
     /// CompleteRotation: promotes staged rotation `rotation_id` now. Repeated after it was
@@ -248,27 +252,25 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             read => {
                 // The staged secret is gone from Vault (written over outside the service):
                 // there is nothing to promote, and the staged rotation is over.
-                let closed = ClientState {
-                    staged: None,
-                    ..lease.before.clone()
-                };
-                let vanished = read.is_ok();
-                self.close(
-                    client_id,
-                    rotation_id,
-                    lease.fence,
-                    match vanished {
-                        true => closed,
-                        false => lease.before,
-                    },
-                )
-                .await;
-                return Err(match read {
-                    Err(e) => RotationError::VaultBeforeRotation(e),
-                    Ok(_) => RotationError::VaultBeforeRotation(StoreError::Unexpected(
+                let error = RotationError::VaultBeforeRotation(match read {
+                    Err(e) => e,
+                    Ok(_) => StoreError::Unexpected(
                         "the staged secret is no longer in the key (written over outside the service); the staged rotation is dropped".into(),
-                    )),
+                    ),
                 });
+                let closed = match &error {
+                    RotationError::VaultBeforeRotation(StoreError::Unexpected(_)) => {
+                        let dropped = ClientState {
+                            staged: None,
+                            ..lease.before
+                        };
+                        self.with_failure(dropped, client_id, rotation_id, &error)
+                    }
+                    _ => lease.before,
+                };
+                self.close(client_id, rotation_id, lease.fence, closed)
+                    .await;
+                return Err(error);
             }
         };
         let next = key.value.next.clone().expect("checked above");
@@ -277,9 +279,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             outcome => {
                 let lost = match outcome {
                     Err(e) if !e.outcome_unknown() => {
-                        self.close(client_id, rotation_id, lease.fence, lease.before)
+                        let e = RotationError::from(e);
+                        let closed = self.with_failure(lease.before, client_id, rotation_id, &e);
+                        self.close(client_id, rotation_id, lease.fence, closed)
                             .await;
-                        return Err(e.into());
+                        return Err(e);
                     }
                     Err(e) => e,
                     // Auth0 answered with another secret: what it holds is read back.
@@ -337,22 +341,24 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             metadata: metadata.clone(),
             kv_version: version,
         };
-        self.close(
-            client_id,
-            rotation_id,
-            lease.fence,
-            lease.before.closed_with(last),
-        )
-        .await;
-        self.forget_staged(client_id, rotation_id);
-        info!(%rotation_id, vault.version = %version, "staged secret promoted");
-        Ok(Rotation {
+        let rotation = Rotation {
             client: issued.client,
             metadata,
             stored: self.stored(path, version),
             replayed: false,
             promote_after: None,
-        })
+        };
+        let closed = self.with_rotation(
+            lease.before.closed_with(last),
+            NotificationKind::Completed,
+            client_id,
+            &rotation,
+        );
+        self.close(client_id, rotation_id, lease.fence, closed)
+            .await;
+        self.forget_staged(client_id, rotation_id);
+        info!(%rotation_id, vault.version = %version, "staged secret promoted");
+        Ok(rotation)
     }
 
     /// CancelRotation: removes staged rotation `rotation_id`'s secret from the key. Repeated
@@ -464,6 +470,26 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             cancelled,
             ..before
         };
+        let mut notification = match intent.step {
+            Step::Cancel => Notification::new(
+                NotificationKind::Cancelled,
+                client_id,
+                Some(intent.rotation_id),
+            ),
+            // A stage cut off: the caller was not told it was staged.
+            _ => Notification {
+                outcome: Some("withdrawn".into()),
+                ..Notification::new(
+                    NotificationKind::Failed,
+                    client_id,
+                    Some(intent.rotation_id),
+                )
+            },
+        };
+        notification.stored = Some(self.stored(path.to_owned(), version));
+        notification.caller = intent.caller.clone();
+        let mut closed = closed;
+        self.record(&mut closed, notification);
         self.try_close(client_id, intent.rotation_id, fence, closed)
             .await
             .map_err(RotationError::Vault)?;
