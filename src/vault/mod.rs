@@ -123,14 +123,15 @@ impl VaultStore {
         })
     }
 
-    /// Start-up check: Vault answers, and the token may create and update secrets and ledger
-    /// records, and read the secrets' metadata (their current version).
+    /// Start-up check: Vault answers, and the token may create, update and read secrets,
+    /// create and update ledger records, and read the secrets' metadata (their version).
     #[instrument(skip_all, fields(vault.mount = %self.inner.mount))]
     pub async fn check(&self, sample_path: &str) -> Result<(), StoreError> {
         let mount = &self.inner.mount;
         let state = format!("{}/clients/capability_probe", self.inner.state_prefix);
         let needs = [
-            (format!("{mount}/data/{sample_path}"), WRITE),
+            // Read too: a rotation keeps the secret it replaces, and a staged one reads the key.
+            (format!("{mount}/data/{sample_path}"), &["create", "update", "read"][..]),
             (format!("{mount}/metadata/{sample_path}"), &["read"][..]),
             (format!("{mount}/data/{state}"), WRITE),
         ];

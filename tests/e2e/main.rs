@@ -15,4 +15,5 @@ mod rotate;
 mod security;
 mod staged;
 mod validation;
+mod webhook;
 mod zero_downtime;
