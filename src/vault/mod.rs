@@ -131,7 +131,10 @@ impl VaultStore {
         let state = format!("{}/clients/capability_probe", self.inner.state_prefix);
         let needs = [
             // Read too: a rotation keeps the secret it replaces, and a staged one reads the key.
-            (format!("{mount}/data/{sample_path}"), &["create", "update", "read"][..]),
+            (
+                format!("{mount}/data/{sample_path}"),
+                &["create", "update", "read"][..],
+            ),
             (format!("{mount}/metadata/{sample_path}"), &["read"][..]),
             (format!("{mount}/data/{state}"), WRITE),
         ];

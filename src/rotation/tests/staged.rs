@@ -372,3 +372,31 @@ async fn a_due_staged_rotation_is_promoted_by_the_reconciler_loop() {
     assert_eq!(svc.issuer.live("abc").unwrap(), next);
     assert_eq!(key(&svc).previous, Some(old));
 }
+
+#[tokio::test]
+async fn a_staged_rotation_requiring_sync_refuses_a_drifted_client_and_a_dry_run_sees_it() {
+    let (svc, old) = in_sync().await;
+    // The dashboard's Rotate button: Auth0 moved on without the service.
+    svc.issuer
+        .live
+        .lock()
+        .unwrap()
+        .insert("abc".into(), "from-the-dashboard".into());
+    let strict = RotateCommand {
+        require_in_sync: true,
+        ..staged(None)
+    };
+    assert!(matches!(
+        svc.validate(&strict).await,
+        Err(RotationError::Drifted { .. })
+    ));
+    let refused = svc.rotate(strict, soon(10_000)).await;
+    assert!(matches!(refused, Err(RotationError::Drifted { .. })));
+    assert_eq!(key(&svc).next, None, "nothing staged");
+    assert_eq!(key(&svc).current, old);
+
+    // Staged, a dry run of any other rotation is refused as the rotation would be.
+    svc.rotate(staged(None), soon(10_000)).await.unwrap();
+    let dry = svc.validate(&command("abc")).await;
+    assert!(matches!(dry, Err(RotationError::StagedPending { .. })));
+}
