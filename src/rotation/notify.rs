@@ -155,33 +155,39 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 
     /// Records that a drift check found Vault out of sync, unless such a notification is
-    /// still waiting. Best effort: a record being written by a rotation is left alone.
+    /// still waiting. A record that a rotation holds is left alone (the rotation settles what
+    /// the check saw); a write lost to another (a delivery removing notifications) is retried.
     pub(super) async fn drift_found(&self, client_id: &ClientId) {
-        let Ok(record) = self.ledger.read_state(client_id).await else {
-            return;
-        };
-        let waiting = record
-            .value
-            .notifications
-            .iter()
-            .any(|n| n.kind == NotificationKind::DriftDetected);
-        if waiting || record.value.leased() || record.value.intent.is_some() {
+        if self.notify.lock().expect("notify poisoned").is_none() {
             return;
         }
-        let mut state = record.value;
-        let before = state.notifications.len();
-        let drift = Notification::new(NotificationKind::DriftDetected, client_id, None);
-        self.record(&mut state, drift);
-        if state.notifications.len() == before {
-            return;
-        }
-        match self
-            .ledger
-            .write_state(client_id, &state, record.version)
-            .await
-        {
-            Ok(_) => self.notifications_written(client_id),
-            Err(e) => warn!(%client_id, error = %e, "could not record the drift notification"),
+        loop {
+            let Ok(record) = self.ledger.read_state(client_id).await else {
+                return;
+            };
+            let waiting = record
+                .value
+                .notifications
+                .iter()
+                .any(|n| n.kind == NotificationKind::DriftDetected);
+            if waiting || record.value.leased() || record.value.intent.is_some() {
+                return;
+            }
+            let mut state = record.value;
+            let drift = Notification::new(NotificationKind::DriftDetected, client_id, None);
+            self.record(&mut state, drift);
+            match self
+                .ledger
+                .write_state(client_id, &state, record.version)
+                .await
+            {
+                Ok(_) => return self.notifications_written(client_id),
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => {
+                    warn!(%client_id, error = %e, "could not record the drift notification");
+                    return;
+                }
+            }
         }
     }
 

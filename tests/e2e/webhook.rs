@@ -193,13 +193,28 @@ async fn notifications_are_signed_and_survive_a_restart_while_the_receiver_is_do
         })
         .await
         .unwrap();
-    eventually("the later events", Duration::from_secs(20), || async {
+    let later = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let done = receiver.of("rotation.staged", &id).len() == 1
             && receiver.of("rotation.completed", &id).len() == 2
             && receiver.of("drift.detected", &id).len() == 1;
-        done.then_some(())
-    })
-    .await;
+        if done {
+            break;
+        }
+        if tokio::time::Instant::now() > later {
+            let kinds: Vec<Value> = receiver
+                .received()
+                .iter()
+                .map(|e| e["type"].clone())
+                .collect();
+            let record = bao.kv_data(&ledger).await;
+            panic!(
+                "the later events did not all arrive within 30 s: received {kinds:?}; record {record:?}; log:\n{}",
+                second.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let staged_event = &receiver.of("rotation.staged", &id)[0];
     assert_eq!(
         staged_event["data"]["rotation_id"],
