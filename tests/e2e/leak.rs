@@ -8,14 +8,17 @@ use secret_rotator::{
     emulator::{
         Emulator, EmulatorConfig, m2m_client, pkjwt_client, random_client_id, regular_client,
     },
-    proto::{RotateSecretRequest, secret_rotation_service_client::SecretRotationServiceClient},
+    proto::{
+        CompleteRotationRequest, RotateSecretRequest, RotationStrategy,
+        secret_rotation_service_client::SecretRotationServiceClient,
+    },
 };
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tonic::{Request, transport::Channel};
 
 use crate::{
-    helpers::{ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, VAULT_TOKEN, rotate_fault},
+    helpers::{ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, VAULT_TOKEN, rotate_fault, vault_path},
     pki::{AUDIENCE, Pki},
 };
 
@@ -26,7 +29,7 @@ const POLICY: &str = r#"
 [[allow]]
 callers = ["release-automation@corp.example"]
 clients = ["*"]
-rpcs = ["RotateSecret", "GetRotationStatus"]
+rpcs = ["RotateSecret", "GetRotationStatus", "CompleteRotation"]
 "#;
 
 fn call(id: &str, token: &str, traced: bool) -> Request<RotateSecretRequest> {
@@ -131,6 +134,33 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
     answers.push(format!("{recovered:?}"));
     rotations += 1;
     secrets.push(emulator.live_secret(&ids[0]).unwrap());
+
+    // A staged rotation: the service generates the secret and PATCHes it to Auth0.
+    let mut staged = call(&ids[2], &token, false);
+    staged.get_mut().strategy = RotationStrategy::Staged as i32;
+    let staged = client
+        .rotate_secret(staged)
+        .await
+        .expect("staged")
+        .into_inner();
+    answers.push(format!("{staged:?}"));
+    let key = bao.kv_data(&vault_path(&ids[2])).await.unwrap();
+    secrets.push(
+        key["next_client_secret"]
+            .as_str()
+            .expect("staged")
+            .to_owned(),
+    );
+    let mut promote = Request::new(CompleteRotationRequest {
+        client_id: ids[2].clone(),
+        rotation_id: staged.rotation_id.clone(),
+    });
+    promote
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let promoted = client.complete_rotation(promote).await.expect("promoted");
+    answers.push(format!("{promoted:?}"));
+    rotations += 1;
     secrets.extend(emulator.access_tokens());
 
     // SIGTERM: the binary stops cleanly.
@@ -173,7 +203,20 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
             .filter(|e| e["event"] == kind)
             .collect::<Vec<_>>()
     };
-    let succeeded = of("succeeded");
+    let staged_steps: Vec<&Value> = of("succeeded")
+        .into_iter()
+        .filter(|e| e["outcome"] == "staged" || e["outcome"] == "promoted")
+        .collect();
+    assert_eq!(staged_steps.len(), 2, "stage and promotion: {trail}");
+    assert!(
+        staged_steps
+            .iter()
+            .all(|e| e["rotation_id"] == staged.rotation_id.as_str())
+    );
+    let succeeded: Vec<&Value> = of("succeeded")
+        .into_iter()
+        .filter(|e| !staged_steps.contains(e))
+        .collect();
     assert_eq!(succeeded.len(), 6, "{trail}");
     for e in &succeeded {
         assert_eq!(e["caller"], CALLER);
@@ -200,7 +243,7 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         3
     );
     let started = of("started");
-    assert_eq!(started.len(), 9, "every admitted attempt starts: {trail}");
+    assert_eq!(started.len(), 10, "every admitted attempt starts: {trail}");
     for e in &succeeded {
         assert!(
             started.iter().any(|s| s["rotation_id"] == e["rotation_id"]),
