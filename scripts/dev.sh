@@ -86,8 +86,8 @@ Rotate a seeded client:
 What Vault now holds:
   BAO_ADDR=http://127.0.0.1:$BAO_PORT BAO_TOKEN=$vault_token .tools/bin/bao kv get secret/auth0/clients/$demo_client
 
-A staged rotation (zero downtime: the next secret waits in Vault as next_client_secret for 2 minutes,
-then any replica promotes it; CompleteRotation with the answer's rotation_id promotes it at once):
+Then a staged rotation (zero downtime: the next secret waits in Vault as next_client_secret for 2
+minutes, then the service promotes it; CompleteRotation with the answer's rotation_id does it at once):
   .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client", "strategy": "ROTATION_STRATEGY_STAGED", "distribute_for": "120s"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/RotateSecret
   .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client", "rotation_id": "<rotation_id>"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/CompleteRotation
 

@@ -163,7 +163,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .await
             .map_err(RotationError::VaultBeforeRotation)?;
         self.note_staged(client_id, rotation_id, staged.promote_after);
-        info!(%rotation_id, vault.version = %version, promote_after = ?staged.promote_after, "next secret staged");
+        info!(%rotation_id, vault.version = %version, promote_after = %humantime::format_rfc3339_seconds(staged.promote_after), "next secret staged");
         Ok(rotation)
     }
 
@@ -538,7 +538,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             self.forget_staged(&client_id, rotation_id);
             let origin = Origin {
                 caller: Some("scheduler".into()),
-                ..Origin::default()
+                peer: None,
+                trace_id: Origin::trace_id_from(None),
             };
             let deadline = Instant::now() + PROMOTION_DEADLINE;
             match self
