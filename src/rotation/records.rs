@@ -437,3 +437,43 @@ pub fn millis(t: SystemTime) -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    fn previous(key: &KeySecrets) -> Option<&str> {
+        key.previous.as_ref().map(|p| p.secret.expose_secret())
+    }
+
+    #[test]
+    fn the_previous_secret_is_kept_for_its_time_then_dropped_by_the_next_write() {
+        let keep = Duration::from_secs(600);
+        let first = KeySecrets::new(secret("one"));
+        let second = KeySecrets::replaced(Some(&first), secret("two"), keep);
+        assert_eq!(previous(&second), Some("one"));
+        let expires = second.previous.as_ref().unwrap().expires_at;
+        assert!(expires > SystemTime::now() + Duration::from_secs(590));
+
+        // Staging keeps an unexpired previous secret beside the next one.
+        let staged = second.with_next(Some(secret("three")));
+        assert_eq!(previous(&staged), Some("one"));
+        assert!(staged.stages(&secret("three")) && staged.holds(&secret("two")));
+
+        // Once expired, the next write drops it.
+        let mut expired = staged.clone();
+        expired.previous.as_mut().unwrap().expires_at = SystemTime::now() - Duration::from_secs(1);
+        assert_eq!(previous(&expired.with_next(None)), None);
+        let healed = KeySecrets::replaced(Some(&expired), secret("two"), keep);
+        assert_eq!(previous(&healed), None, "same secret: nothing replaced");
+
+        // Promotion: the staged secret becomes current, the current one previous.
+        let promoted = KeySecrets::replaced(Some(&staged), secret("three"), keep);
+        assert_eq!(previous(&promoted), Some("two"));
+        assert!(promoted.next.is_none());
+    }
+}
