@@ -1,5 +1,7 @@
 //! Bearer tokens: JWTs checked against a JWKS (a file, or a URL refreshed periodically) for
-//! signature, algorithm, issuer, audience and expiry. Only asymmetric algorithms are accepted,
+//! signature, algorithm, issuer, audience, expiry and not-before (with a small leeway for clock
+//! skew); a token naming critical header extensions (`crit`) is refused, as RFC 7515 §4.1.11
+//! requires of a recipient that understands none. Only asymmetric algorithms are accepted,
 //! and only those the key allows, so neither `alg: none` nor HMAC-with-the-public-key works.
 
 use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
@@ -44,6 +46,12 @@ pub enum TokenError {
     Signature,
     #[error("the bearer token has expired")]
     Expired,
+    #[error("the bearer token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error(
+        "the bearer token names critical header extensions (crit) the service does not understand"
+    )]
+    Critical,
     #[error("the bearer token is for another audience")]
     Audience,
     #[error("the bearer token is from another issuer")]
@@ -62,6 +70,8 @@ pub struct Key {
 pub struct JwtVerifier {
     issuer: String,
     audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    leeway: Duration,
     keys: Reloadable<Vec<Key>, JwksError>,
 }
 
@@ -77,6 +87,7 @@ impl JwtVerifier {
         source: JwksSource,
         issuer: String,
         audience: String,
+        leeway: Duration,
         refresh: Duration,
         http: reqwest::Client,
     ) -> Result<Self, JwksError> {
@@ -92,6 +103,7 @@ impl JwtVerifier {
         Ok(Self {
             issuer,
             audience,
+            leeway,
             keys,
         })
     }
@@ -100,6 +112,9 @@ impl JwtVerifier {
     pub fn verify(&self, token: &SecretString) -> Result<String, TokenError> {
         let token = token.expose_secret();
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(TokenError::Critical);
+        }
         let keys = self.keys.get();
         let candidates: Vec<&Key> = keys
             .iter()
@@ -120,7 +135,8 @@ impl JwtVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
         let mut last = TokenError::Signature;
         for key in usable {
             match decode::<Claims>(token, &key.key, &validation) {
@@ -160,7 +176,8 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<String, Jw
 fn token_error(kind: &jsonwebtoken::errors::ErrorKind) -> TokenError {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
-        K::ExpiredSignature | K::ImmatureSignature => TokenError::Expired,
+        K::ExpiredSignature => TokenError::Expired,
+        K::ImmatureSignature => TokenError::NotYetValid,
         K::InvalidAudience => TokenError::Audience,
         K::InvalidIssuer => TokenError::Issuer,
         K::MissingRequiredClaim(_) | K::InvalidSubject => TokenError::Claims,

@@ -38,6 +38,8 @@ pub struct JwtSettings {
     pub jwks: JwksSource,
     pub issuer: String,
     pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
     /// How often a JWKS URL is fetched again.
     pub refresh: Duration,
 }
@@ -91,6 +93,7 @@ impl Security {
                             jwt.jwks.clone(),
                             jwt.issuer.clone(),
                             jwt.audience.clone(),
+                            jwt.leeway,
                             jwt.refresh,
                             reqwest::Client::new(),
                         )

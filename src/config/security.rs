@@ -52,6 +52,10 @@ pub struct SecurityArgs {
     #[arg(long, env = "ROTATOR_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// Clock skew allowed on bearer tokens' `exp` and `nbf` (whole seconds).
+    #[arg(long, env = "ROTATOR_JWT_LEEWAY", default_value = "30s", value_parser = duration)]
+    pub jwt_leeway: Duration,
+
     /// Authorization policy (TOML); reloaded on SIGHUP and when the file changes.
     #[arg(long, env = "ROTATOR_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
@@ -141,6 +145,7 @@ impl SecurityArgs {
                 jwks,
                 issuer: claim(&self.jwt_issuer)?,
                 audience: claim(&self.jwt_audience)?,
+                leeway: self.jwt_leeway,
                 refresh: self.jwks_refresh,
             }),
         };

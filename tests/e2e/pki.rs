@@ -169,14 +169,30 @@ impl JwtSigner {
 
     /// A token for `sub`, with `aud` and an expiry `exp_in` seconds from now (negative: past).
     pub fn token(&self, sub: &str, aud: &str, exp_in: i64) -> String {
+        self.token_with(sub, aud, exp_in, None, None)
+    }
+
+    /// [`Self::token`], valid only from `nbf_in` seconds from now, with a `crit` header.
+    pub fn token_with(
+        &self,
+        sub: &str,
+        aud: &str,
+        exp_in: i64,
+        nbf_in: Option<i64>,
+        crit: Option<Vec<String>>,
+    ) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let claims =
+        let mut claims =
             json!({"sub": sub, "iss": ISSUER, "aud": aud, "iat": now, "exp": now + exp_in});
+        if let Some(nbf_in) = nbf_in {
+            claims["nbf"] = json!(now + nbf_in);
+        }
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(self.kid.clone());
+        header.crit = crit;
         let key =
             jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes()).unwrap();
         jsonwebtoken::encode(&header, &claims, &key).unwrap()

@@ -157,6 +157,14 @@ async fn bearer_tokens_are_checked_for_signature_algorithm_audience_and_expiry()
         .rotate_secret(with_token(&allowed, &good))
         .await
         .expect("a valid token rotates an allowed client");
+    // Clock skew within the leeway (30 s) is tolerated.
+    let skewed = pki
+        .signer
+        .token_with(AUTOMATION, AUDIENCE, 300, Some(10), None);
+    client
+        .rotate_secret(with_token(&allowed, &skewed))
+        .await
+        .expect("nbf 10 s ahead is within the leeway");
     let before = stack.emulator.stats();
 
     let status = client
@@ -193,6 +201,23 @@ async fn bearer_tokens_are_checked_for_signature_algorithm_audience_and_expiry()
             "algorithm",
         ),
         ("garbage", "not.a.jwt".to_owned(), "bearer token"),
+        (
+            "valid only in an hour (nbf)",
+            pki.signer
+                .token_with(AUTOMATION, AUDIENCE, 7200, Some(3600), None),
+            "not valid yet",
+        ),
+        (
+            "a critical header extension (crit)",
+            pki.signer.token_with(
+                AUTOMATION,
+                AUDIENCE,
+                300,
+                None,
+                Some(vec!["exp".to_owned()]),
+            ),
+            "critical header extensions",
+        ),
     ];
     for (what, token, expect) in cases {
         let status = client
