@@ -136,7 +136,7 @@ pub async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(grpc::size_cap(config.server.max_request_bytes))
+        .layer(grpc::decode_refusals(config.server.max_request_bytes))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -178,20 +178,30 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     }
 }
 
-/// Tonic refuses a request over the size cap before any handler runs, in its own words; this
-/// layer puts the service's in their place, like every other refusal.
-pub fn size_cap(
+/// Tonic refuses a request it cannot decode (over the size cap, or not the RPC's message)
+/// before any handler runs, in its own words and, for bad bytes, as INTERNAL; this layer puts
+/// the service's refusal in its place, like every other refusal.
+pub fn decode_refusals(
     limit: usize,
 ) -> tower::util::MapResponseLayer<impl Fn(http::Response<Body>) -> http::Response<Body> + Clone> {
     tower::util::MapResponseLayer::new(move |response: http::Response<Body>| {
-        let too_large = Status::from_header_map(response.headers()).is_some_and(|s| {
-            s.code() == tonic::Code::OutOfRange
-                && s.message()
-                    .starts_with("Error, decoded message length too large")
-        });
-        match too_large {
-            true => status::too_large(limit).into_http(),
-            false => response,
+        let Some(refused) = Status::from_header_map(response.headers()) else {
+            return response;
+        };
+        let message = refused.message();
+        match refused.code() {
+            tonic::Code::OutOfRange
+                if message.starts_with("Error, decoded message length too large") =>
+            {
+                status::too_large(limit).into_http()
+            }
+            tonic::Code::Internal
+                if message.starts_with("failed to decode Protobuf message")
+                    || message.starts_with("protocol error: received message with") =>
+            {
+                status::undecodable().into_http()
+            }
+            _ => response,
         }
     })
 }

@@ -42,6 +42,14 @@ pub fn too_large(limit: usize) -> Status {
     ))
 }
 
+/// Request bytes that are not the RPC's request message.
+pub fn undecodable() -> Status {
+    Status::invalid_argument(
+        "the request is not a valid message of this RPC's request type (see the service's \
+         reflection or proto/secretrotator/v1); nothing was rotated",
+    )
+}
+
 fn secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

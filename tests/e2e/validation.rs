@@ -130,3 +130,40 @@ async fn a_dry_run_checks_everything_and_changes_nothing() {
         "no secret written"
     );
 }
+
+/// Field 1 of RotateSecretRequest is a string; this sends it as a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotARotateRequest {
+    #[prost(int64, tag = "1")]
+    client_id: i64,
+}
+
+#[tokio::test]
+async fn request_bytes_that_are_not_the_request_message_are_invalid_argument() {
+    let stack = Stack::start().await;
+    let baseline = stack.emulator.stats();
+    let channel = stack.channel(None).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/secretrotator.v1.SecretRotationService/RotateSecret",
+    );
+    let codec = tonic_prost::ProstCodec::<
+        NotARotateRequest,
+        secret_rotator::proto::RotateSecretResponse,
+    >::default();
+    let status = grpc
+        .unary(
+            tonic::Request::new(NotARotateRequest { client_id: 7 }),
+            path,
+            codec,
+        )
+        .await
+        .unwrap_err();
+    crate::helpers::assert_status(
+        &status,
+        Code::InvalidArgument,
+        "not a valid message of this RPC's request type",
+    );
+    assert_eq!(stack.emulator.stats(), baseline, "Auth0 never called");
+}
