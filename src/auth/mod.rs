@@ -6,6 +6,7 @@
 //! one mechanism that keeps all three current) feed the [`Gate`]; `setup` builds all of it from
 //! [`Settings`].
 
+pub mod identity;
 pub mod jwt;
 pub mod policy;
 pub mod reload;
@@ -18,16 +19,18 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use secrecy::SecretString;
 use tonic::{Request, metadata::MetadataMap};
 
+pub use identity::{CertificateIdentityError, certificate_identity};
 pub use jwt::{JwksSource, JwtVerifier, TokenError};
 pub use policy::{Policy, PolicyError, Rpc};
 pub use reload::{Reloadable, Trigger};
 pub use setup::{JwtSettings, Security, SecurityError, Settings, TlsSettings};
-pub use tls::{ListenerTls, TlsFiles, certificate_identity};
+pub use tls::{ListenerTls, TlsFiles};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// SPIFFE ID or DNS name of a client certificate, or a token's `sub`.
+    /// Typed (see `identity`): a certificate's SPIFFE ID (`spiffe://...`) or `dns:<name>`, or
+    /// `jwt:<sub>` for a bearer token.
     pub id: String,
     pub via: CallerKind,
 }
@@ -44,8 +47,8 @@ pub enum CallerKind {
 pub enum AuthError {
     #[error("no caller identity: present a client certificate or a bearer token")]
     NoIdentity,
-    #[error("the client certificate names no identity (no URI or DNS SAN)")]
-    CertificateWithoutIdentity,
+    #[error("{0}")]
+    Certificate(#[from] CertificateIdentityError),
     #[error("{0}")]
     Token(#[from] TokenError),
     #[error("{caller} may not call {rpc} for client {client_id}")]
@@ -72,7 +75,7 @@ pub enum AuthErrorKind {
 impl AuthError {
     pub fn kind(&self) -> AuthErrorKind {
         match self {
-            Self::NoIdentity | Self::CertificateWithoutIdentity | Self::Token(_) => {
+            Self::NoIdentity | Self::Certificate(_) | Self::Token(_) => {
                 AuthErrorKind::Unauthenticated
             }
             Self::Denied { .. } => AuthErrorKind::PermissionDenied,
@@ -138,9 +141,8 @@ impl Gate {
         if let Some(certs) = request.peer_certs()
             && let Some(leaf) = certs.first()
         {
-            let id = certificate_identity(leaf).ok_or(AuthError::CertificateWithoutIdentity)?;
             return Ok(Caller {
-                id,
+                id: certificate_identity(leaf)?,
                 via: CallerKind::Certificate,
             });
         }
@@ -148,7 +150,7 @@ impl Gate {
             return Err(AuthError::NoIdentity);
         };
         Ok(Caller {
-            id: jwt.verify(&token)?,
+            id: identity::token_identity(&jwt.verify(&token)?),
             via: CallerKind::BearerToken,
         })
     }

@@ -7,10 +7,14 @@
 //! rpcs = ["RotateSecret", "GetRotationStatus"]
 //! ```
 //!
-//! Patterns are globs: `*` matches within one `/`-separated segment, `**` across segments, `?`
-//! one character, `[...]` a class. Everything else matches itself, case-sensitively.
+//! Callers are typed identities (`spiffe://...`, `dns:<name>`, `jwt:<sub>`; see `identity`): a
+//! pattern that does not start with its kind is refused at load. Patterns are globs: `*`
+//! matches within one `/`-separated segment, `**` across segments, `?` one character, `[...]`
+//! a class. Everything else matches itself, case-sensitively.
 
 use std::fmt;
+
+use super::identity;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -42,6 +46,12 @@ pub enum PolicyError {
     Empty { rule: usize, field: &'static str },
     #[error("rule {rule}: pattern {pattern:?} is not a valid glob")]
     Glob { rule: usize, pattern: String },
+    #[error(
+        "rule {rule}: caller {pattern:?} does not say which kind of identity it is: write \
+         spiffe://<trust domain>/<path> for a certificate's SPIFFE ID, dns:<name> for a \
+         certificate's DNS name, or jwt:<sub> for a bearer token's subject"
+    )]
+    UntypedCaller { rule: usize, pattern: String },
 }
 
 #[derive(Deserialize)]
@@ -86,8 +96,15 @@ impl Policy {
                         field: "rpcs",
                     });
                 }
+                let callers = globs(n, "callers", &rule.callers)?;
+                if let Some(untyped) = rule.callers.iter().find(|c| !identity::is_typed(c)) {
+                    return Err(PolicyError::UntypedCaller {
+                        rule: n,
+                        pattern: untyped.clone(),
+                    });
+                }
                 Ok(Rule {
-                    callers: globs(n, "callers", &rule.callers)?,
+                    callers,
                     clients: globs(n, "clients", &rule.clients)?,
                     rpcs: rule.rpcs,
                 })
@@ -155,7 +172,7 @@ mod tests {
 
         # Auditors (JWT subjects) may only look.
         [[allow]]
-        callers = ["auditor-*@corp.example", "spiffe://corp.example/ns/audit/**"]
+        callers = ["jwt:auditor-*@corp.example", "spiffe://corp.example/ns/audit/**"]
         clients = ["*"]
         rpcs = ["GetRotationStatus"]
     "#;
@@ -203,8 +220,22 @@ mod tests {
                 false,
             ),
             (&format!("{bot}/extra"), RotateSecret, "A", false),
-            ("auditor-jane@corp.example", GetRotationStatus, "A", true),
-            ("auditor-jane@corp.example", RotateSecret, "A", false),
+            (
+                "jwt:auditor-jane@corp.example",
+                GetRotationStatus,
+                "A",
+                true,
+            ),
+            ("jwt:auditor-jane@corp.example", RotateSecret, "A", false),
+            // The kind is part of the identity: another source cannot pose as this one.
+            ("auditor-jane@corp.example", GetRotationStatus, "A", false),
+            (
+                "dns:auditor-jane@corp.example",
+                GetRotationStatus,
+                "A",
+                false,
+            ),
+            (&format!("jwt:{bot}"), RotateSecret, "A", false),
             (
                 "spiffe://corp.example/ns/audit/sa/reader",
                 GetRotationStatus,
@@ -249,7 +280,7 @@ mod tests {
             Rpc::RotateSecret,
             "Payroll"
         ));
-        let automation = "release-automation@corp.example";
+        let automation = "jwt:release-automation@corp.example";
         assert!(p.allows(
             automation,
             Rpc::RotateSecret,
@@ -283,8 +314,16 @@ mod tests {
                 "callers",
             ),
             (
-                "[[allow]]\ncallers = [\"a[\"]\nclients = [\"*\"]\nrpcs = [\"RotateSecret\"]",
+                "[[allow]]\ncallers = [\"jwt:a[\"]\nclients = [\"*\"]\nrpcs = [\"RotateSecret\"]",
                 "glob",
+            ),
+            (
+                "[[allow]]\ncallers = [\"release@corp.example\"]\nclients = [\"*\"]\nrpcs = [\"RotateSecret\"]",
+                "or jwt:<sub> for a bearer token's subject",
+            ),
+            (
+                "[[allow]]\ncallers = [\"*\"]\nclients = [\"*\"]\nrpcs = [\"RotateSecret\"]",
+                "does not say which kind of identity",
             ),
             (
                 "[[allow]]\ncallers = [\"a\"]\nclients = [\"*\"]\nrpcs = [\"RotateSecret\"]\nextra = 1",
@@ -317,8 +356,8 @@ mod hostile {
 
         #[test]
         fn arbitrary_patterns_never_panic_and_a_literal_matches_only_itself(
-            pattern in "[a-z:/._*?\\[\\]-]{1,30}",
-            caller in "[a-z:/._-]{1,30}",
+            pattern in "jwt:[a-z:/._*?\\[\\]-]{1,30}",
+            caller in "jwt:[a-z:/._-]{1,30}",
         ) {
             let text = format!(
                 "[[allow]]\ncallers = [{pattern:?}]\nclients = [\"*\"]\nrpcs = [\"RotateSecret\"]\n"

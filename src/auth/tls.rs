@@ -105,22 +105,3 @@ impl TlsFiles {
         .await
     }
 }
-
-/// The caller's identity in a client certificate: its URI SAN (a SPIFFE ID), else its first
-/// DNS SAN.
-pub fn certificate_identity(der: &[u8]) -> Option<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let names = &san.value.general_names;
-    let uri = names.iter().find_map(|n| match n {
-        GeneralName::URI(uri) => Some((*uri).to_owned()),
-        _ => None,
-    });
-    uri.or_else(|| {
-        names.iter().find_map(|n| match n {
-            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-            _ => None,
-        })
-    })
-}

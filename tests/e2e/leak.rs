@@ -27,7 +27,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 const POLICY: &str = r#"
 [[allow]]
-callers = ["release-automation@corp.example"]
+callers = ["jwt:release-automation@corp.example"]
 clients = ["*"]
 rpcs = ["RotateSecret", "GetRotationStatus", "CompleteRotation"]
 "#;
@@ -219,7 +219,7 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         .collect();
     assert_eq!(succeeded.len(), 6, "{trail}");
     for e in &succeeded {
-        assert_eq!(e["caller"], CALLER);
+        assert_eq!(e["caller"], format!("jwt:{CALLER}"));
         assert_eq!(e["outcome"], "ok");
         assert!(
             e["rotation_id"].as_str().is_some_and(|r| r.len() == 36),
@@ -268,7 +268,7 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
     );
     let denied = of("denied");
     assert_eq!(denied.len(), 2, "{trail}");
-    assert_eq!(denied[0]["caller"], "stranger@corp.example");
+    assert_eq!(denied[0]["caller"], "jwt:stranger@corp.example");
     assert_eq!(denied[0]["outcome"], "permission_denied");
     assert_eq!(denied[1]["caller"], "");
     assert_eq!(denied[1]["outcome"], "unauthenticated");

@@ -10,6 +10,8 @@ use secret_rotator::{
 use tonic::{Code, Request, transport::Channel};
 use tonic_types::StatusExt;
 
+use rcgen::SanType;
+
 use crate::{
     helpers::{
         ServiceProcess, Stack, StackOptions, assert_status, eventually, rotate, slow_answer,
@@ -25,7 +27,12 @@ clients = ["*"]
 rpcs = ["RotateSecret", "GetRotationStatus"]
 
 [[allow]]
-callers = ["automation@corp.example"]
+callers = ["jwt:automation@corp.example"]
+clients = ["Allowed*"]
+rpcs = ["RotateSecret"]
+
+[[allow]]
+callers = ["dns:legacy-batch.corp.example"]
 clients = ["Allowed*"]
 rpcs = ["RotateSecret"]
 "#;
@@ -133,6 +140,34 @@ async fn mutual_tls_identifies_callers_and_refuses_untrusted_certificates() {
     // Plaintext is not served at all.
     assert!(call_over(&stack, None, &id).await.is_err());
 
+    // An X.509-SVID has exactly one URI SAN, and it is a SPIFFE ID.
+    let two_ids = pki.ca.leaf(
+        vec![
+            SanType::URI(
+                "spiffe://corp.example/ns/sandbox/sa/intern"
+                    .try_into()
+                    .unwrap(),
+            ),
+            SanType::URI(BOT.try_into().unwrap()),
+        ],
+        false,
+    );
+    let status = call_with(&stack, pki.mtls(&two_ids), &id)
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::Unauthenticated, "2 URI SANs");
+    for not_spiffe in [
+        "https://corp.example/ns/platform/sa/rotation-bot",
+        "spiffe://Corp.Example/ns/platform/sa/rotation-bot",
+        "spiffe://corp.example/ns/platform/../platform/sa/rotation-bot",
+    ] {
+        let cert = pki
+            .ca
+            .leaf(vec![SanType::URI(not_spiffe.try_into().unwrap())], false);
+        let status = call_with(&stack, pki.mtls(&cert), &id).await.unwrap_err();
+        assert_status(&status, Code::Unauthenticated, "not a SPIFFE ID");
+    }
+
     assert_eq!(
         stack.emulator.stats(),
         before,
@@ -142,6 +177,55 @@ async fn mutual_tls_identifies_callers_and_refuses_untrusted_certificates() {
         stack.bao.kv_metadata(&vault_path(&id)).await.unwrap()["current_version"],
         1
     );
+}
+
+#[tokio::test]
+async fn one_source_of_identity_cannot_pose_as_another() {
+    let (stack, pki) = secure_stack(&[]).await;
+    let anything = stack.seed(regular_client(&random_client_id(), "Any app"));
+    let allowed = stack.seed(regular_client(&allowed_id(), "Allowed app"));
+    let before = stack.emulator.stats();
+
+    // A token whose sub is the bot's SPIFFE ID is jwt:spiffe://..., not the bot.
+    let mut client =
+        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
+    let posing = pki.signer.token(BOT, AUDIENCE, 300);
+    let status = client
+        .rotate_secret(with_token(&anything, &posing))
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        &format!("jwt:{BOT} may not call RotateSecret"),
+    );
+
+    // A certificate whose DNS name is spelled like the automation's token subject is
+    // dns:automation@corp.example, not jwt:automation@corp.example.
+    let spelled = pki.ca.leaf(
+        vec![SanType::DnsName(AUTOMATION.try_into().unwrap())],
+        false,
+    );
+    let status = call_with(&stack, pki.mtls(&spelled), &allowed)
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::PermissionDenied,
+        "dns:automation@corp.example may not call",
+    );
+    assert_eq!(stack.emulator.stats(), before, "a poser reached Auth0");
+
+    // The DNS identity the policy names, typed, is allowed.
+    let batch = pki.ca.leaf(
+        vec![SanType::DnsName(
+            "legacy-batch.corp.example".try_into().unwrap(),
+        )],
+        false,
+    );
+    call_with(&stack, pki.mtls(&batch), &allowed)
+        .await
+        .expect("dns:legacy-batch.corp.example may rotate Allowed*");
 }
 
 #[tokio::test]
