@@ -1,5 +1,6 @@
 //! Idempotency keys: a key binds one request to its answer for the idempotency window, across
-//! retries, replicas and restarts. The binding lives in the ledger, written with check-and-set.
+//! retries, replicas and restarts. Keys belong to the caller that sent them (`OwnedKey`). The
+//! binding lives in the ledger, written with check-and-set.
 
 use std::time::SystemTime;
 
@@ -9,7 +10,7 @@ use uuid::Uuid;
 
 use super::{
     error::{RotationError, StoreError},
-    ids::{ClientId, IdempotencyKey, ValidationError},
+    ids::{ClientId, IdempotencyKey, OwnedKey, ValidationError},
     lease::{wait, waits},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{IdempotencyOutcome, IdempotencyRecord, Intent, KvVersion, RotateCommand, Rotation},
@@ -33,6 +34,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         self.recovery_possible()?;
         let Some(key) = command.idempotency_key.clone() else {
             return self.rotate_locked(&command, rotation_id, deadline).await;
+        };
+        let key = OwnedKey {
+            caller: command.origin.caller.clone().unwrap_or_default(),
+            key,
         };
         let claimed = match self
             .claim_key(&key, &command.client_id, rotation_id, deadline)
@@ -64,7 +69,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Binds the key to this request, or finds the answer it is already bound to.
     async fn claim_key(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
         client_id: &ClientId,
         rotation_id: Uuid,
         deadline: Instant,
@@ -116,7 +121,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
 
     async fn settle_key(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
         client_id: &ClientId,
         outcome: IdempotencyOutcome,
         cas: KvVersion,
@@ -141,7 +146,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         intent: &Intent,
         rotation: Option<&Rotation>,
     ) {
-        let Ok(read) = self.ledger.read_idempotency(key).await else {
+        let key = OwnedKey {
+            caller: intent.caller.clone().unwrap_or_default(),
+            key: key.clone(),
+        };
+        let Ok(read) = self.ledger.read_idempotency(&key).await else {
             return;
         };
         let Some(record) = read.value else { return };
@@ -162,7 +171,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         if let Err(e) = self
             .ledger
-            .write_idempotency(key, &settled, read.version)
+            .write_idempotency(&key, &settled, read.version)
             .await
         {
             warn!(error = %e, "could not settle the idempotency key of a healed rotation");

@@ -63,6 +63,15 @@ pub enum ValidationError {
     RotationId,
 }
 
+/// An idempotency key as its caller owns it: the same string sent by two callers is two keys,
+/// so no caller can learn of, replay or block another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedKey {
+    /// The caller's typed identity.
+    pub caller: String,
+    pub key: IdempotencyKey,
+}
+
 impl ClientId {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         if raw.is_empty() {

@@ -47,8 +47,8 @@ pub use error::{
     IssuerError, IssuerErrorKind, RotationError, StoreError, StoreErrorKind, Transport,
 };
 pub use ids::{
-    CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, PathTemplate, REASON_MAX, Reason,
-    ValidationError,
+    CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey, PathTemplate,
+    REASON_MAX, Reason, ValidationError,
 };
 pub use notify::{Notification, NotificationKind};
 pub use ports::{Ledger, SecretIssuer, SecretStore};

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use super::{
     client::Client,
     error::{IssuerError, StoreError},
-    ids::{ClientId, IdempotencyKey},
+    ids::{ClientId, OwnedKey},
     records::{
         ClientState, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Versioned,
     },
@@ -106,14 +106,15 @@ pub trait Ledger: Send + Sync + 'static {
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 
+    /// The record of a caller's idempotency key.
     fn read_idempotency(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
     ) -> impl Future<Output = Result<Versioned<Option<IdempotencyRecord>>, StoreError>> + Send;
 
     fn write_idempotency(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
         record: &IdempotencyRecord,
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;

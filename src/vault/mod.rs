@@ -16,7 +16,7 @@ use tracing::instrument;
 pub use settings::Settings;
 
 use crate::rotation::{
-    ClientId, ClientState, IdempotencyKey, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger,
+    ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
     PreviousSecret, SecretStore, StoreError, Versioned,
 };
 use kv::Kv;
@@ -152,9 +152,19 @@ impl VaultStore {
         format!("{}/scanner", self.inner.state_prefix)
     }
 
-    fn idempotency_path(&self, key: &IdempotencyKey) -> String {
-        // The prefix keeps keys such as "." or ".." from being path segments of their own.
-        format!("{}/idempotency/k-{}", self.inner.state_prefix, key.as_str())
+    fn idempotency_path(&self, key: &OwnedKey) -> String {
+        // The caller's identity, hashed: it may hold '/' and is not for the path to show. The
+        // prefix keeps keys such as "." or ".." from being path segments of their own.
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.caller.as_bytes());
+        let caller: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!(
+            "{}/idempotency/{caller}/k-{}",
+            self.inner.state_prefix,
+            key.key.as_str()
+        )
     }
 
     /// A ledger record; `None` at [`KvVersion::NONE`] when there is none. Records are
@@ -276,14 +286,14 @@ impl Ledger for VaultStore {
 
     async fn read_idempotency(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
     ) -> Result<Versioned<Option<IdempotencyRecord>>, StoreError> {
         self.read_record(&self.idempotency_path(key)).await
     }
 
     async fn write_idempotency(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
         record: &IdempotencyRecord,
         cas: KvVersion,
     ) -> Result<KvVersion, StoreError> {

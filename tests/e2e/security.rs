@@ -229,6 +229,58 @@ async fn one_source_of_identity_cannot_pose_as_another() {
 }
 
 #[tokio::test]
+async fn idempotency_keys_belong_to_the_caller_that_sent_them() {
+    let (stack, pki) = secure_stack(&[]).await;
+    let allowed = stack.seed(regular_client(&allowed_id(), "Allowed app"));
+    let keyed = |token: Option<&str>| {
+        let mut request = Request::new(RotateSecretRequest {
+            idempotency_key: "deploy-42".into(),
+            ..rotate(&allowed)
+        });
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        request
+    };
+    let token = pki.signer.token(AUTOMATION, AUDIENCE, 300);
+    let mut by_token =
+        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
+    let mut by_bot = stack.client().await;
+
+    let first = by_token
+        .rotate_secret(keyed(Some(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    // The bot's equal string is its own key: it rotates, and learns nothing of the other's.
+    let bots = by_bot
+        .rotate_secret(keyed(None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!bots.replayed);
+    assert_ne!(bots.rotation_id, first.rotation_id);
+    assert_eq!(stack.emulator.stats().rotations, 2);
+    // Each caller's retry replays its own answer.
+    let again = by_token
+        .rotate_secret(keyed(Some(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.rotation_id, first.rotation_id);
+    let bots_again = by_bot
+        .rotate_secret(keyed(None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bots_again.rotation_id, bots.rotation_id);
+    assert_eq!(stack.emulator.stats().rotations, 2);
+}
+
+#[tokio::test]
 async fn bearer_tokens_are_checked_for_signature_algorithm_audience_and_expiry() {
     let (stack, pki) = secure_stack(&[]).await;
     let allowed = stack.seed(regular_client(&allowed_id(), "Allowed app"));

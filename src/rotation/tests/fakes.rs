@@ -12,8 +12,8 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
-    Client, ClientId, ClientState, IdempotencyKey, IdempotencyRecord, IssuedSecret, IssuerError,
-    KeySecrets, KvVersion, Lease, Ledger, PreviousSecret, SecretIssuer, SecretStore, StoreError,
+    Client, ClientId, ClientState, IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets,
+    KvVersion, Lease, Ledger, OwnedKey, PreviousSecret, SecretIssuer, SecretStore, StoreError,
     Transport, Versioned,
 };
 
@@ -301,17 +301,21 @@ impl Ledger for FakeLedger {
 
     async fn read_idempotency(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
     ) -> Result<Versioned<Option<IdempotencyRecord>>, StoreError> {
-        Ok(self.read(&format!("k/{}", key.as_str())))
+        Ok(self.read(&format!("k/{}/{}", key.caller, key.key.as_str())))
     }
 
     async fn write_idempotency(
         &self,
-        key: &IdempotencyKey,
+        key: &OwnedKey,
         record: &IdempotencyRecord,
         cas: KvVersion,
     ) -> Result<KvVersion, StoreError> {
-        self.write(&format!("k/{}", key.as_str()), record, cas)
+        self.write(
+            &format!("k/{}/{}", key.caller, key.key.as_str()),
+            record,
+            cas,
+        )
     }
 }
