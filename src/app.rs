@@ -8,6 +8,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
+    audit,
     auth::{Security, SecurityError},
     auth0::{Auth0Client, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::Config,
@@ -82,9 +83,11 @@ pub async fn serve(
         None => None,
     };
     let security = Security::build(&config.security).await?;
+    let refusals = Arc::new(audit::Refusals::new(config.security.refusal_audit_window));
     let api = SecretRotationServiceServer::new(RotationApi::new(
         Arc::clone(&rotations),
         Arc::clone(&security.gate),
+        Arc::clone(&refusals),
         Deadlines {
             default: config.server.deadline,
             max: config.server.max_deadline,
@@ -110,6 +113,15 @@ pub async fn serve(
     });
     let tls = security.tls.clone();
     let watcher = tokio::spawn(security.watch());
+    // Writes the counts of repeated refusals as their windows end.
+    let refusal_counts = tokio::spawn(async move {
+        let mut every = tokio::time::interval(refusals.window());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            refusals.flush();
+        }
+    });
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -169,6 +181,7 @@ pub async fn serve(
     let stop_background = || {
         background.abort();
         watcher.abort();
+        refusal_counts.abort();
         if let Some(dispatch) = &notifications {
             dispatch.abort();
         }

@@ -13,7 +13,7 @@ pub mod reload;
 pub mod setup;
 pub mod tls;
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use secrecy::SecretString;
@@ -23,7 +23,7 @@ pub use identity::{CertificateIdentityError, certificate_identity};
 pub use jwt::{JwksSource, JwtVerifier, TokenError};
 pub use policy::{Policy, PolicyError, Rpc};
 pub use reload::{Reloadable, Trigger};
-pub use setup::{JwtSettings, Security, SecurityError, Settings, TlsSettings};
+pub use setup::{JwtSettings, Limits, Rate, Security, SecurityError, Settings, TlsSettings};
 pub use tls::{ListenerTls, TlsFiles};
 
 /// An authenticated caller.
@@ -62,6 +62,14 @@ pub enum AuthError {
         caller: String,
         retry_after: Duration,
     },
+    #[error("{caller} has reached its GetRotationStatus rate limit")]
+    StatusRateLimited {
+        caller: String,
+        retry_after: Duration,
+    },
+    /// Too many refused attempts from one address: refused without looking further.
+    #[error("too many refused attempts from this address")]
+    RefusalsThrottled { retry_after: Duration },
 }
 
 /// The classes of [`AuthError`] callers and auditors tell apart.
@@ -70,6 +78,8 @@ pub enum AuthErrorKind {
     Unauthenticated,
     PermissionDenied,
     RateLimited,
+    /// Refused attempts from one address beyond their rate.
+    Throttled,
 }
 
 impl AuthError {
@@ -79,14 +89,17 @@ impl AuthError {
                 AuthErrorKind::Unauthenticated
             }
             Self::Denied { .. } => AuthErrorKind::PermissionDenied,
-            Self::RateLimited { .. } => AuthErrorKind::RateLimited,
+            Self::RateLimited { .. } | Self::StatusRateLimited { .. } => AuthErrorKind::RateLimited,
+            Self::RefusalsThrottled { .. } => AuthErrorKind::Throttled,
         }
     }
 
     /// How long the caller should wait, for a rate limit.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after, .. }
+            | Self::StatusRateLimited { retry_after, .. }
+            | Self::RefusalsThrottled { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -99,6 +112,7 @@ impl AuthErrorKind {
             Self::Unauthenticated => "unauthenticated",
             Self::PermissionDenied => "permission_denied",
             Self::RateLimited => "rate_limited",
+            Self::Throttled => "throttled",
         }
     }
 }
@@ -114,18 +128,26 @@ pub enum Mode {
     },
 }
 
-/// Authentication, authorization and the rate limit, in that order.
+/// Authentication, authorization and the rate limits, in that order; and the brake on
+/// refused attempts.
 pub struct Gate {
     mode: Mode,
-    limiter: DefaultKeyedRateLimiter<String>,
+    rotations: DefaultKeyedRateLimiter<String>,
+    status: DefaultKeyedRateLimiter<String>,
+    refusals: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> DefaultKeyedRateLimiter<K> {
+    RateLimiter::keyed(Quota::per_minute(rate.per_minute).allow_burst(rate.burst))
 }
 
 impl Gate {
-    pub fn new(mode: Mode, rotations_per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
-        let quota = Quota::per_minute(rotations_per_minute).allow_burst(burst);
+    pub fn new(mode: Mode, limits: Limits) -> Self {
         Self {
             mode,
-            limiter: RateLimiter::keyed(quota),
+            rotations: limiter(limits.rotations),
+            status: limiter(limits.status),
+            refusals: limiter(limits.refusals),
         }
     }
 
@@ -171,14 +193,38 @@ impl Gate {
 
     /// Counts one rotation against the caller's rate.
     pub fn admit_rotation(&self, caller: &Caller) -> Result<(), AuthError> {
-        self.limiter.check_key(&caller.id).map_err(|not_until| {
-            let now = governor::clock::DefaultClock::default().now();
-            AuthError::RateLimited {
-                caller: caller.id.clone(),
-                retry_after: not_until.wait_time_from(now),
-            }
+        check(&self.rotations, &caller.id).map_err(|retry_after| AuthError::RateLimited {
+            caller: caller.id.clone(),
+            retry_after,
         })
     }
+
+    /// Counts one GetRotationStatus call against the caller's rate.
+    pub fn admit_status(&self, caller: &Caller) -> Result<(), AuthError> {
+        check(&self.status, &caller.id).map_err(|retry_after| AuthError::StatusRateLimited {
+            caller: caller.id.clone(),
+            retry_after,
+        })
+    }
+
+    /// Counts one refused attempt against the address it came from: beyond its rate, the
+    /// refusal becomes a throttle (and costs no audit line of its own).
+    pub fn count_refusal(&self, peer: Option<IpAddr>) -> Result<(), AuthError> {
+        let Some(peer) = peer else { return Ok(()) };
+        check(&self.refusals, &peer)
+            .map_err(|retry_after| AuthError::RefusalsThrottled { retry_after })
+    }
+}
+
+/// One request against `key`'s budget; how long to wait when there is none.
+fn check<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), Duration> {
+    limiter.check_key(key).map_err(|not_until| {
+        let now = governor::clock::DefaultClock::default().now();
+        not_until.wait_time_from(now)
+    })
 }
 
 /// `authorization: Bearer <token>`, held as a secret from the moment it is read.

@@ -18,9 +18,27 @@ use super::{
 pub struct Settings {
     /// `None`: development mode, plaintext without authentication (loopback only).
     pub tls: Option<TlsSettings>,
-    /// Rotations one caller may ask for per minute (sustained), and in a burst.
-    pub rotations_per_minute: NonZeroU32,
-    pub rotation_burst: NonZeroU32,
+    pub limits: Limits,
+    /// Refusals of one kind are audited once per this window, then as one event with a count.
+    pub refusal_audit_window: Duration,
+}
+
+/// The rate limits of the front door.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Rotations (and promotions and cancellations) per caller.
+    pub rotations: Rate,
+    /// GetRotationStatus calls per caller.
+    pub status: Rate,
+    /// Refused attempts (unauthenticated, denied) per peer address.
+    pub refusals: Rate,
+}
+
+/// A sustained rate per minute and a burst.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +127,7 @@ impl Security {
                 (mode, Some(tls), watched, secure.reload_interval)
             }
         };
-        let gate = Gate::new(mode, settings.rotations_per_minute, settings.rotation_burst);
+        let gate = Gate::new(mode, settings.limits);
         Ok(Self {
             gate: Arc::new(gate),
             tls,

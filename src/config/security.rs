@@ -5,8 +5,8 @@ use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 use clap::Args;
 use reqwest::Url;
 
-use super::{ConfigError, check_url, duration, readable};
-use crate::auth::{JwksSource, JwtSettings, Settings, TlsFiles, TlsSettings};
+use super::{ConfigError, check_url, duration, nonzero_duration, readable};
+use crate::auth::{JwksSource, JwtSettings, Limits, Rate, Settings, TlsFiles, TlsSettings};
 
 #[derive(Debug, Args)]
 pub struct SecurityArgs {
@@ -75,6 +75,28 @@ pub struct SecurityArgs {
     /// Rotations one caller may ask for in a burst.
     #[arg(long, env = "ROTATOR_CALLER_ROTATION_BURST", default_value_t = 10)]
     pub caller_rotation_burst: u32,
+
+    /// GetRotationStatus calls one caller may make per minute (sustained).
+    #[arg(long, env = "ROTATOR_CALLER_STATUS_PER_MINUTE", default_value_t = 120)]
+    pub caller_status_per_minute: u32,
+
+    /// GetRotationStatus calls one caller may make in a burst.
+    #[arg(long, env = "ROTATOR_CALLER_STATUS_BURST", default_value_t = 30)]
+    pub caller_status_burst: u32,
+
+    /// Refused attempts (unauthenticated or denied) one address may make per minute before
+    /// its refusals are throttled (RESOURCE_EXHAUSTED, no audit line of their own).
+    #[arg(long, env = "ROTATOR_PEER_REFUSALS_PER_MINUTE", default_value_t = 30)]
+    pub peer_refusals_per_minute: u32,
+
+    /// Refused attempts one address may make in a burst.
+    #[arg(long, env = "ROTATOR_PEER_REFUSAL_BURST", default_value_t = 10)]
+    pub peer_refusal_burst: u32,
+
+    /// Refusals of one kind (address, caller, client, outcome) are audited once per this
+    /// window; their repeats are written as one event with a count when it ends.
+    #[arg(long, env = "ROTATOR_REFUSAL_AUDIT_WINDOW", default_value = "60s", value_parser = duration)]
+    pub refusal_audit_window: Duration,
 }
 
 impl SecurityArgs {
@@ -98,14 +120,37 @@ impl SecurityArgs {
         } else {
             Some(self.tls_settings()?)
         };
+        nonzero_duration(self.refusal_audit_window, "ROTATOR_REFUSAL_AUDIT_WINDOW")?;
         let nonzero = |v: u32, name| NonZeroU32::new(v).ok_or(ConfigError::Zero(name));
+        let rate = |per_minute, per_minute_name, burst, burst_name| {
+            Ok::<_, ConfigError>(Rate {
+                per_minute: nonzero(per_minute, per_minute_name)?,
+                burst: nonzero(burst, burst_name)?,
+            })
+        };
         Ok(Settings {
             tls,
-            rotations_per_minute: nonzero(
-                self.caller_rotations_per_minute,
-                "ROTATOR_CALLER_ROTATIONS_PER_MINUTE",
-            )?,
-            rotation_burst: nonzero(self.caller_rotation_burst, "ROTATOR_CALLER_ROTATION_BURST")?,
+            limits: Limits {
+                rotations: rate(
+                    self.caller_rotations_per_minute,
+                    "ROTATOR_CALLER_ROTATIONS_PER_MINUTE",
+                    self.caller_rotation_burst,
+                    "ROTATOR_CALLER_ROTATION_BURST",
+                )?,
+                status: rate(
+                    self.caller_status_per_minute,
+                    "ROTATOR_CALLER_STATUS_PER_MINUTE",
+                    self.caller_status_burst,
+                    "ROTATOR_CALLER_STATUS_BURST",
+                )?,
+                refusals: rate(
+                    self.peer_refusals_per_minute,
+                    "ROTATOR_PEER_REFUSALS_PER_MINUTE",
+                    self.peer_refusal_burst,
+                    "ROTATOR_PEER_REFUSAL_BURST",
+                )?,
+            },
+            refusal_audit_window: self.refusal_audit_window,
         })
     }
 
@@ -153,7 +198,7 @@ impl SecurityArgs {
             (self.reload_interval, "ROTATOR_RELOAD_INTERVAL"),
             (self.jwks_refresh, "ROTATOR_JWKS_REFRESH"),
         ] {
-            super::nonzero_duration(value, name)?;
+            nonzero_duration(value, name)?;
         }
         Ok(TlsSettings {
             files: TlsFiles {

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     audit::{self, Origin},
-    auth::{AuthError, Caller, Gate, Rpc},
+    auth::{AuthError, AuthErrorKind, Caller, Gate, Rpc},
     proto::{self, secret_rotation_service_server::SecretRotationService},
     rotation::{
         ClientId, Ledger, RotateCommand, RotationError, RotationService, SecretIssuer, SecretStore,
@@ -27,6 +27,7 @@ use uuid::Uuid;
 pub struct RotationApi<I, S, L> {
     service: Arc<RotationService<I, S, L>>,
     gate: Arc<Gate>,
+    refusals: Arc<audit::Refusals>,
     deadlines: Deadlines,
 }
 
@@ -41,17 +42,49 @@ impl<I, S, L> RotationApi<I, S, L> {
     pub fn new(
         service: Arc<RotationService<I, S, L>>,
         gate: Arc<Gate>,
+        refusals: Arc<audit::Refusals>,
         deadlines: Deadlines,
     ) -> Self {
         Self {
             service,
             gate,
+            refusals,
             deadlines,
         }
     }
 
-    /// The caller of a call that changes secrets, with where the call came from; a refusal
-    /// is audited.
+    /// A refused attempt: counted against its address (beyond its rate, the refusal becomes
+    /// a throttle, RESOURCE_EXHAUSTED), and audited, repeats aggregated. The client id is
+    /// recorded only when it is a valid one: anything else is the caller's raw input.
+    fn refuse(&self, origin: &Origin, client_id: &str, err: AuthError) -> Status {
+        let err = match err.kind() {
+            AuthErrorKind::Unauthenticated | AuthErrorKind::PermissionDenied => {
+                let peer = origin
+                    .peer
+                    .as_deref()
+                    .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+                    .map(|a| a.ip());
+                self.gate.count_refusal(peer).err().unwrap_or(err)
+            }
+            _ => err,
+        };
+        let client_id = match err.kind() {
+            // A throttled address's refusals are one kind, whatever they named.
+            AuthErrorKind::Throttled => "",
+            _ => ClientId::parse(client_id).map_or("", |_| client_id),
+        };
+        let origin = match err.kind() {
+            AuthErrorKind::Throttled => &Origin {
+                caller: None,
+                ..origin.clone()
+            },
+            _ => origin,
+        };
+        self.refusals.denied(origin, client_id, err.kind().as_str());
+        err.into()
+    }
+
+    /// The caller of a call, with where the call came from; a refusal is audited.
     fn authenticate<T>(
         &self,
         request: &Request<T>,
@@ -70,7 +103,7 @@ impl<I, S, L> RotationApi<I, S, L> {
         let caller = self
             .gate
             .authenticate(request)
-            .inspect_err(|e| audit_denied(&origin, client_id, e))?;
+            .map_err(|e| self.refuse(&origin, client_id, e))?;
         origin.caller = Some(caller.id.clone());
         Ok((origin, caller))
     }
@@ -88,13 +121,6 @@ fn parse_step(client_id: &str, rotation_id: &str) -> Result<(ClientId, Uuid), Ro
     let client_id = ClientId::parse(client_id)?;
     let rotation_id = Uuid::parse_str(rotation_id).map_err(|_| ValidationError::RotationId)?;
     Ok((client_id, rotation_id))
-}
-
-/// A refused rotation attempt, for the audit trail. The client id is recorded only when it is
-/// a valid one: anything else is the caller's raw input.
-fn audit_denied(origin: &Origin, client_id: &str, err: &AuthError) {
-    let client_id = ClientId::parse(client_id).map_or("", |_| client_id);
-    audit::denied(origin, client_id, err.kind().as_str());
 }
 
 #[tonic::async_trait]
@@ -119,7 +145,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
             .distribute_for(&command)
             .map_err(RotationError::from)?;
         self.admit(&caller, Rpc::RotateSecret, &command.client_id)
-            .inspect_err(|e| audit_denied(&origin, command.client_id.as_str(), e))?;
+            .map_err(|e| self.refuse(&origin, command.client_id.as_str(), e))?;
         command.origin = origin;
         if body.validate_only {
             let validated = self.service.validate(&command).await?;
@@ -138,7 +164,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         let body = request.get_ref();
         let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
         self.admit(&caller, Rpc::CompleteRotation, &client_id)
-            .inspect_err(|e| audit_denied(&origin, client_id.as_str(), e))?;
+            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
         let promoted = self
             .service
             .complete(client_id, rotation_id, origin, deadline)
@@ -155,7 +181,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         let body = request.get_ref();
         let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
         self.admit(&caller, Rpc::CancelRotation, &client_id)
-            .inspect_err(|e| audit_denied(&origin, client_id.as_str(), e))?;
+            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
         let cancelled = self
             .service
             .cancel(&client_id, rotation_id, &origin, deadline)
@@ -167,11 +193,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::GetRotationStatusRequest>,
     ) -> Result<Response<proto::GetRotationStatusResponse>, Status> {
-        let caller = self.gate.authenticate(&request)?;
+        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
         let client_id =
             ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
         self.gate
-            .authorize(&caller, Rpc::GetRotationStatus, client_id.as_str())?;
+            .authorize(&caller, Rpc::GetRotationStatus, client_id.as_str())
+            .and_then(|()| self.gate.admit_status(&caller))
+            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
         let check_drift = request.get_ref().check_drift;
         let status = self.service.status(&client_id, check_drift).await?;
         Ok(Response::new(status.into()))

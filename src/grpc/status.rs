@@ -25,10 +25,10 @@ pub fn auth_status(err: AuthError) -> Status {
     match err.kind() {
         AuthErrorKind::Unauthenticated => Status::unauthenticated(message),
         AuthErrorKind::PermissionDenied => Status::permission_denied(message),
-        AuthErrorKind::RateLimited => {
+        AuthErrorKind::RateLimited | AuthErrorKind::Throttled => {
             let wait = err.retry_after().unwrap_or(Duration::from_secs(1));
             retry_later(
-                format!("{message}; nothing was rotated, retry in {}s", secs(wait)),
+                format!("{message}; nothing was changed, retry in {}s", secs(wait)),
                 wait,
             )
         }

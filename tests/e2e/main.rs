@@ -11,6 +11,7 @@ mod grpcurl;
 mod health;
 mod leak;
 mod pki;
+mod refusals;
 mod rotate;
 mod security;
 mod staged;
