@@ -13,7 +13,7 @@ use crate::{
     auth0::{Auth0Client, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::Config,
     grpc::{self, Deadlines, RotationApi},
-    listener,
+    listener::{self, Connections},
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
     rotation::{ClientId, IssuerError, RotationService, StoreError},
     vault::VaultStore,
@@ -44,6 +44,39 @@ pub enum AppError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
+}
+
+/// Descriptors kept for everything but callers' connections: Vault, Auth0, the webhook, files.
+const DESCRIPTORS_RESERVED: u64 = 128;
+
+/// The connection limits, with the maximum lowered to stay under the process's descriptor
+/// limit: accepting into EMFILE would refuse callers at random and spin.
+fn connection_limits(mut limits: listener::Limits) -> listener::Limits {
+    match listener::descriptor_limit() {
+        Some(fds) => {
+            let room = usize::try_from(fds.saturating_sub(DESCRIPTORS_RESERVED).max(16))
+                .unwrap_or(usize::MAX);
+            if limits.max_connections > room {
+                warn!(
+                    descriptor_limit = fds,
+                    configured = limits.max_connections,
+                    max_connections = room,
+                    "ROTATOR_MAX_CONNECTIONS lowered to stay under the file descriptor limit"
+                );
+                limits.max_connections = room;
+            }
+            info!(
+                descriptor_limit = fds,
+                max_connections = limits.max_connections,
+                "connection limits"
+            );
+        }
+        None => info!(
+            max_connections = limits.max_connections,
+            "connection limits (descriptor limit unknown)"
+        ),
+    }
+    limits
 }
 
 /// Binds the configured address and serves until `shutdown` completes.
@@ -145,9 +178,15 @@ pub async fn serve(
     // 10 s or the connection is closed) finds callers that vanished behind a load balancer;
     // flow-control windows stay at h2's 64 KiB, since every message here is a few KiB and
     // larger windows would only cost memory per connection. TCP_NODELAY is set by `listener`.
+    let connections = Connections::new(connection_limits(config.server.connections));
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(config.server.max_streams_per_connection)
+        // Streams a peer may open and reset before the connection is closed (HTTP/2 rapid
+        // reset).
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .layer(connections.layer())
         .layer(grpc::decode_refusals(config.server.max_request_bytes))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -162,7 +201,10 @@ pub async fn serve(
                     .as_ref()
                     .is_some_and(|t| t.files.client_ca.is_some());
                 info!(?addr, mutual_tls, "secret-rotator listening (TLS)");
-                let incoming = listener::tls(listener::accept(listener), Arc::clone(listener_tls));
+                let incoming = listener::tls(
+                    listener::accept(listener, connections),
+                    Arc::clone(listener_tls),
+                );
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
             }
             None => {
@@ -170,7 +212,7 @@ pub async fn serve(
                     ?addr,
                     "secret-rotator listening WITHOUT TLS or authentication (ROTATOR_INSECURE=true)"
                 );
-                let incoming = listener::accept(listener);
+                let incoming = listener::accept(listener, connections);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
             }
         };

@@ -85,6 +85,23 @@ pub struct ServerArgs {
     /// How long shutdown waits for in-flight calls before the process exits.
     #[arg(long, env = "ROTATOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
     pub shutdown_grace: Duration,
+
+    /// Connections open at once, at most; more wait in the kernel's backlog. Lowered at start
+    /// to stay well under the process's file descriptor limit.
+    #[arg(long, env = "ROTATOR_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// A connection that sends no request this long after it was accepted is closed.
+    #[arg(long, env = "ROTATOR_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub first_request_timeout: Duration,
+
+    /// A connection without a request for this long is closed.
+    #[arg(long, env = "ROTATOR_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Requests in flight on one connection (HTTP/2 streams), at most.
+    #[arg(long, env = "ROTATOR_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
+    pub max_streams_per_connection: u32,
 }
 
 /// Logs and the audit trail.
@@ -123,6 +140,8 @@ pub struct Server {
     pub max_deadline: Duration,
     pub max_request_bytes: usize,
     pub shutdown_grace: Duration,
+    pub connections: crate::listener::Limits,
+    pub max_streams_per_connection: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -219,12 +238,26 @@ impl ServerArgs {
         }
         nonzero_duration(self.deadline, "ROTATOR_DEADLINE")?;
         nonzero_duration(self.max_deadline, "ROTATOR_MAX_DEADLINE")?;
+        nonzero_duration(self.first_request_timeout, "ROTATOR_FIRST_REQUEST_TIMEOUT")?;
+        nonzero_duration(self.idle_timeout, "ROTATOR_IDLE_TIMEOUT")?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::Zero("ROTATOR_MAX_CONNECTIONS"));
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err(ConfigError::Zero("ROTATOR_MAX_STREAMS_PER_CONNECTION"));
+        }
         Ok(Server {
             listen_addr: self.listen_addr,
             deadline: self.deadline,
             max_deadline: self.max_deadline,
             max_request_bytes: self.max_request_bytes,
             shutdown_grace: self.shutdown_grace,
+            connections: crate::listener::Limits {
+                max_connections: self.max_connections,
+                first_request: self.first_request_timeout,
+                idle: self.idle_timeout,
+            },
+            max_streams_per_connection: self.max_streams_per_connection,
         })
     }
 }

@@ -7,6 +7,7 @@ mod concurrency;
 mod cost;
 mod durability;
 mod errors;
+mod exhaustion;
 mod grpcurl;
 mod health;
 mod leak;

@@ -35,10 +35,29 @@ impl ServiceProcess {
 
     /// Like [`Self::start`], for a process serving TLS.
     pub async fn start_tls(env: &[(&str, String)], tls: Option<ClientTlsConfig>) -> Self {
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secret-rotator"));
         cmd.arg("serve");
+        Self::start_command(cmd, env, tls).await
+    }
+
+    /// Like [`Self::start`], with the process's open file descriptors limited to `fds`.
+    pub async fn start_with_fd_limit(env: &[(&str, String)], fds: u32) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {fds} && exec \"$0\" serve"),
+            env!("CARGO_BIN_EXE_secret-rotator"),
+        ]);
+        Self::start_command(cmd, env, None).await
+    }
+
+    async fn start_command(
+        mut cmd: Command,
+        env: &[(&str, String)],
+        tls: Option<ClientTlsConfig>,
+    ) -> Self {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
         for (key, _) in std::env::vars() {
             if key.starts_with("AUTH0_") || key.starts_with("VAULT_") || key.starts_with("ROTATOR_")
             {
@@ -106,6 +125,16 @@ impl ServiceProcess {
         SecretRotationServiceClient::new(
             connect(self.addr, self.tls.clone()).await.expect("connect"),
         )
+    }
+
+    /// CPU time the process has used so far (user and system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
     }
 
     pub fn signal(&self, signal: &str) {
