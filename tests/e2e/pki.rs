@@ -34,6 +34,16 @@ impl Ca {
 
     /// A leaf certificate and its key (PEM), with the given SANs and validity.
     pub fn leaf(&self, sans: Vec<SanType>, expired: bool) -> (String, String) {
+        self.leaf_with(sans, expired, |_| {})
+    }
+
+    /// [`Self::leaf`], with its parameters changed by `tweak` (key usages, CA flag).
+    pub fn leaf_with(
+        &self,
+        sans: Vec<SanType>,
+        expired: bool,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, "leaf");
         params.subject_alt_names = sans;
@@ -41,6 +51,7 @@ impl Ca {
             params.not_before = date_time_ymd(2020, 1, 1);
             params.not_after = date_time_ymd(2021, 1, 1);
         }
+        tweak(&mut params);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())

@@ -140,6 +140,29 @@ async fn mutual_tls_identifies_callers_and_refuses_untrusted_certificates() {
     // Plaintext is not served at all.
     assert!(call_over(&stack, None, &id).await.is_err());
 
+    // A certificate for servers only (extended key usage), and a CA certificate used as a
+    // client's: the handshake is refused.
+    let server_only = pki
+        .ca
+        .leaf_with(vec![SanType::URI(BOT.try_into().unwrap())], false, |p| {
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        });
+    assert!(
+        call_with(&stack, pki.mtls(&server_only), &id)
+            .await
+            .is_err(),
+        "a server-only certificate was accepted from a client"
+    );
+    let ca_as_leaf = pki
+        .ca
+        .leaf_with(vec![SanType::URI(BOT.try_into().unwrap())], false, |p| {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        });
+    assert!(
+        call_with(&stack, pki.mtls(&ca_as_leaf), &id).await.is_err(),
+        "a CA certificate was accepted as a client's"
+    );
+
     // An X.509-SVID has exactly one URI SAN, and it is a SPIFFE ID.
     let two_ids = pki.ca.leaf(
         vec![
