@@ -10,6 +10,7 @@ mod errors;
 mod exhaustion;
 mod grpcurl;
 mod health;
+mod identity;
 mod leak;
 mod pki;
 mod refusals;

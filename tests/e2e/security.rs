@@ -20,7 +20,7 @@ use crate::{
     pki::{AUDIENCE, BOT, Ca, JwtSigner, Pki},
 };
 
-const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 [[allow]]
 callers = ["spiffe://corp.example/ns/platform/sa/rotation-bot"]
 clients = ["*"]
@@ -37,9 +37,9 @@ clients = ["Allowed*"]
 rpcs = ["RotateSecret"]
 "#;
 
-const AUTOMATION: &str = "automation@corp.example";
+pub(crate) const AUTOMATION: &str = "automation@corp.example";
 
-fn with_token(client_id: &str, token: &str) -> Request<RotateSecretRequest> {
+pub(crate) fn with_token(client_id: &str, token: &str) -> Request<RotateSecretRequest> {
     let mut request = Request::new(rotate(client_id));
     request
         .metadata_mut()
@@ -47,11 +47,11 @@ fn with_token(client_id: &str, token: &str) -> Request<RotateSecretRequest> {
     request
 }
 
-fn allowed_id() -> String {
+pub(crate) fn allowed_id() -> String {
     format!("Allowed{}", &random_client_id()[..25])
 }
 
-async fn secure_stack(extra: &[&str]) -> (Stack, Pki) {
+pub(crate) async fn secure_stack(extra: &[&str]) -> (Stack, Pki) {
     let pki = Pki::new(POLICY);
     let bot = pki.ca.client(BOT, false);
     let mut args = pki.args();
@@ -66,7 +66,7 @@ async fn secure_stack(extra: &[&str]) -> (Stack, Pki) {
 }
 
 /// A call over a fresh connection with `tls`; a refused handshake counts as a failed call.
-async fn call_with(
+pub(crate) async fn call_with(
     stack: &Stack,
     tls: tonic::transport::ClientTlsConfig,
     id: &str,
@@ -200,107 +200,6 @@ async fn mutual_tls_identifies_callers_and_refuses_untrusted_certificates() {
         stack.bao.kv_metadata(&vault_path(&id)).await.unwrap()["current_version"],
         1
     );
-}
-
-#[tokio::test]
-async fn one_source_of_identity_cannot_pose_as_another() {
-    let (stack, pki) = secure_stack(&[]).await;
-    let anything = stack.seed(regular_client(&random_client_id(), "Any app"));
-    let allowed = stack.seed(regular_client(&allowed_id(), "Allowed app"));
-    let before = stack.emulator.stats();
-
-    // A token whose sub is the bot's SPIFFE ID is jwt:spiffe://..., not the bot.
-    let mut client =
-        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
-    let posing = pki.signer.token(BOT, AUDIENCE, 300);
-    let status = client
-        .rotate_secret(with_token(&anything, &posing))
-        .await
-        .unwrap_err();
-    assert_status(
-        &status,
-        Code::PermissionDenied,
-        &format!("jwt:{BOT} may not call RotateSecret"),
-    );
-
-    // A certificate whose DNS name is spelled like the automation's token subject is
-    // dns:automation@corp.example, not jwt:automation@corp.example.
-    let spelled = pki.ca.leaf(
-        vec![SanType::DnsName(AUTOMATION.try_into().unwrap())],
-        false,
-    );
-    let status = call_with(&stack, pki.mtls(&spelled), &allowed)
-        .await
-        .unwrap_err();
-    assert_status(
-        &status,
-        Code::PermissionDenied,
-        "dns:automation@corp.example may not call",
-    );
-    assert_eq!(stack.emulator.stats(), before, "a poser reached Auth0");
-
-    // The DNS identity the policy names, typed, is allowed.
-    let batch = pki.ca.leaf(
-        vec![SanType::DnsName(
-            "legacy-batch.corp.example".try_into().unwrap(),
-        )],
-        false,
-    );
-    call_with(&stack, pki.mtls(&batch), &allowed)
-        .await
-        .expect("dns:legacy-batch.corp.example may rotate Allowed*");
-}
-
-#[tokio::test]
-async fn idempotency_keys_belong_to_the_caller_that_sent_them() {
-    let (stack, pki) = secure_stack(&[]).await;
-    let allowed = stack.seed(regular_client(&allowed_id(), "Allowed app"));
-    let keyed = |token: Option<&str>| {
-        let mut request = Request::new(RotateSecretRequest {
-            idempotency_key: "deploy-42".into(),
-            ..rotate(&allowed)
-        });
-        if let Some(token) = token {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        }
-        request
-    };
-    let token = pki.signer.token(AUTOMATION, AUDIENCE, 300);
-    let mut by_token =
-        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
-    let mut by_bot = stack.client().await;
-
-    let first = by_token
-        .rotate_secret(keyed(Some(&token)))
-        .await
-        .unwrap()
-        .into_inner();
-    // The bot's equal string is its own key: it rotates, and learns nothing of the other's.
-    let bots = by_bot
-        .rotate_secret(keyed(None))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!bots.replayed);
-    assert_ne!(bots.rotation_id, first.rotation_id);
-    assert_eq!(stack.emulator.stats().rotations, 2);
-    // Each caller's retry replays its own answer.
-    let again = by_token
-        .rotate_secret(keyed(Some(&token)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(again.replayed);
-    assert_eq!(again.rotation_id, first.rotation_id);
-    let bots_again = by_bot
-        .rotate_secret(keyed(None))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(bots_again.rotation_id, bots.rotation_id);
-    assert_eq!(stack.emulator.stats().rotations, 2);
 }
 
 #[tokio::test]
