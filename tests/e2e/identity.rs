@@ -115,3 +115,36 @@ async fn idempotency_keys_belong_to_the_caller_that_sent_them() {
     assert_eq!(bots_again.rotation_id, bots.rotation_id);
     assert_eq!(stack.emulator.stats().rotations, 2);
 }
+
+#[tokio::test]
+async fn policy_globs_do_not_stretch_to_look_alike_identities() {
+    let (stack, pki) = secure_stack(&[]).await;
+    let id = stack.seed(regular_client(&random_client_id(), "Any app"));
+    let before = stack.emulator.stats();
+    for look_alike in [
+        // Another trust domain that starts like the bot's.
+        "spiffe://corp.example.evil/ns/platform/sa/rotation-bot",
+        // A deeper path under the bot's.
+        "spiffe://corp.example/ns/platform/sa/rotation-bot/extra",
+        // Case matters.
+        "spiffe://corp.example/ns/platform/sa/Rotation-bot",
+    ] {
+        let cert = pki.ca.client(look_alike, false);
+        let status = call_with(&stack, pki.mtls(&cert), &id).await.unwrap_err();
+        assert_status(&status, Code::PermissionDenied, look_alike);
+    }
+    // `Allowed*` does not match a client id that merely contains it.
+    let token = pki.signer.token(AUTOMATION, AUDIENCE, 300);
+    let mut client =
+        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
+    let contains = stack.seed(regular_client(
+        &format!("NotAllowed{}", &random_client_id()[..20]),
+        "x",
+    ));
+    let status = client
+        .rotate_secret(with_token(&contains, &token))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::PermissionDenied, "may not call RotateSecret");
+    assert_eq!(stack.emulator.stats(), before, "a look-alike reached Auth0");
+}
