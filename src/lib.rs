@@ -12,9 +12,11 @@
 //! - [`auth0`]: the Management API adapter (`SecretIssuer`) and its `Settings`.
 //! - [`vault`]: the KV v2 adapter (`SecretStore` and `Ledger`) and its `Settings`.
 //! - [`webhook`]: delivers the protocol's notifications as signed CloudEvents; its `Settings`.
-//! - [`auth`]: the front door: listener TLS, caller identities (mutual TLS, JWT), the policy,
-//!   the per-caller rate limit, and one reload mechanism for their files; its `Settings`.
-//! - [`listener`]: accepting connections (`TCP_NODELAY` on each), and TLS handshakes.
+//! - [`auth`]: the front door: listener TLS, typed caller identities (mutual TLS, JWT), the
+//!   policy, the rate limits and the refusal throttle, and one reload mechanism for their
+//!   files; its `Settings`.
+//! - [`listener`]: accepting connections within limits (count, first-request and idle timeouts,
+//!   back-off when descriptors run out; `TCP_NODELAY` on each), and TLS handshakes.
 //! - [`grpc`]: the tonic layer: request -> one domain call -> response; every `Status` is built
 //!   in `grpc/status.rs`.
 //! - [`telemetry`]: installs the log subscriber; its `Settings`.
