@@ -146,13 +146,16 @@ pub async fn serve(
     });
     let tls = security.tls.clone();
     let watcher = tokio::spawn(security.watch());
-    // Writes the counts of repeated refusals as their windows end.
+    // Writes the counts of repeated refusals as their windows end, and lets the rate
+    // limiters forget whoever's budget is full again.
+    let gate = Arc::clone(&security.gate);
     let refusal_counts = tokio::spawn(async move {
         let mut every = tokio::time::interval(refusals.window());
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             refusals.flush();
+            gate.forget_idle();
         }
     });
 

@@ -207,6 +207,14 @@ impl Gate {
         })
     }
 
+    /// Forgets callers and addresses whose budgets are full again, so that the limiters' memory
+    /// does not grow with every address that ever called.
+    pub fn forget_idle(&self) {
+        self.rotations.retain_recent();
+        self.status.retain_recent();
+        self.refusals.retain_recent();
+    }
+
     /// Counts one refused attempt against the address it came from: beyond its rate, the
     /// refusal becomes a throttle (and costs no audit line of its own).
     pub fn count_refusal(&self, peer: Option<IpAddr>) -> Result<(), AuthError> {
@@ -235,4 +243,61 @@ fn bearer(metadata: &MetadataMap) -> Option<SecretString> {
         .or_else(|| value.strip_prefix("bearer "))?
         .trim();
     (!token.is_empty()).then(|| SecretString::from(token.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    fn rate(per_minute: u32, burst: u32) -> Rate {
+        Rate {
+            per_minute: NonZeroU32::new(per_minute).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    fn gate(refusals: Rate) -> Gate {
+        Gate::new(
+            Mode::Insecure,
+            Limits {
+                rotations: rate(60, 1),
+                status: rate(60, 1),
+                refusals,
+            },
+        )
+    }
+
+    #[test]
+    fn refusals_are_throttled_per_address() {
+        let gate = gate(rate(1, 2));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(gate.count_refusal(Some(a)).is_ok());
+        assert!(gate.count_refusal(Some(a)).is_ok());
+        let throttled = gate.count_refusal(Some(a)).unwrap_err();
+        assert_eq!(throttled.kind(), AuthErrorKind::Throttled);
+        assert!(throttled.retry_after().is_some());
+        assert!(
+            gate.count_refusal(Some(b)).is_ok(),
+            "another address has its own budget"
+        );
+        assert!(
+            gate.count_refusal(None).is_ok(),
+            "no address, nothing to count against"
+        );
+        assert_eq!(gate.refusals.len(), 2);
+    }
+
+    #[test]
+    fn addresses_are_forgotten_once_their_budget_is_full_again() {
+        // 10,000 per second: full again a moment after one refusal.
+        let gate = gate(rate(600_000, 2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        gate.count_refusal(Some(a)).unwrap();
+        assert_eq!(gate.refusals.len(), 1);
+        std::thread::sleep(Duration::from_millis(20));
+        gate.forget_idle();
+        assert_eq!(gate.refusals.len(), 0);
+    }
 }
