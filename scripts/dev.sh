@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack: a real OpenBao dev server, the Auth0 emulator and secret-rotator, on
-# loopback. Installs OpenBao and grpcurl into .tools/ when missing. Stops everything on Ctrl-C.
+# loopback. Installs OpenBao and grpcurl into .tools/ when missing. Stops everything it started
+# on Ctrl-C or `kill <pid of this script>`.
 #
 # Ports (override with env): BAO_PORT=8200 EMULATOR_PORT=4010 ROTATOR_PORT=50051
 set -euo pipefail
@@ -59,7 +60,11 @@ env -u AUTH0_MANAGEMENT_TOKEN \
   VAULT_ADDR="http://127.0.0.1:$BAO_PORT" \
   VAULT_TOKEN="$vault_token" \
   ROTATOR_LOG_FORMAT="${ROTATOR_LOG_FORMAT:-text}" \
-  target/debug/secret-rotator serve 2>&1 | tee "$state/secret-rotator.log" >&2 &
+  target/debug/secret-rotator serve >"$state/secret-rotator.log" 2>&1 &
+# The service's own pid (a pipeline's $! would be its last command), so that stopping this
+# script, by Ctrl-C or by `kill <pid>`, stops the service too.
+pids+=($!)
+tail -n +1 -f "$state/secret-rotator.log" >&2 &
 pids+=($!)
 
 serving=""

@@ -81,3 +81,34 @@ fn bad_domain_and_path_are_refused() {
         ConfigError::VaultPath(_)
     ));
 }
+
+/// The README's configuration table names every setting with its environment variable and its
+/// flag, so that it cannot fall behind `serve --help`.
+#[test]
+fn the_readme_lists_every_setting_with_its_flag() {
+    use clap::CommandFactory;
+    let readme = include_str!("../../README.md");
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Configuration"))
+        .take_while(|l| !l.starts_with("## ") || l.starts_with("## Configuration"))
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve");
+    let mut missing = Vec::new();
+    for arg in serve.get_arguments() {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let env = format!("`{}`", env.to_string_lossy());
+        let flag = format!("`--{long}`");
+        if !table
+            .iter()
+            .any(|row| row.contains(&env) && row.contains(&flag))
+        {
+            missing.push(format!("{env} {flag}"));
+        }
+    }
+    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
