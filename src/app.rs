@@ -46,6 +46,11 @@ pub enum AppError {
     Server(#[from] tonic::transport::Error),
 }
 
+/// An address as logs show it: `127.0.0.1:50051`, not `Some(127.0.0.1:50051)`.
+fn shown(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
 /// Descriptors kept for everything but callers' connections: Vault, Auth0, the webhook, files.
 const DESCRIPTORS_RESERVED: u64 = 128;
 
@@ -203,7 +208,7 @@ pub async fn serve(
                     .tls
                     .as_ref()
                     .is_some_and(|t| t.files.client_ca.is_some());
-                info!(?addr, mutual_tls, "secret-rotator listening (TLS)");
+                info!(addr = %shown(addr), mutual_tls, "secret-rotator listening (TLS)");
                 let incoming = listener::tls(
                     listener::accept(listener, connections),
                     Arc::clone(listener_tls),
@@ -212,7 +217,7 @@ pub async fn serve(
             }
             None => {
                 warn!(
-                    ?addr,
+                    addr = %shown(addr),
                     "secret-rotator listening WITHOUT TLS or authentication (ROTATOR_INSECURE=true)"
                 );
                 let incoming = listener::accept(listener, connections);

@@ -311,7 +311,10 @@ pub fn tls(
                     continue;
                 }
             };
-            let peer = tcp.tcp().peer_addr().ok();
+            let peer = tcp
+                .tcp()
+                .peer_addr()
+                .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
             let acceptor = TlsAcceptor::from(Arc::clone(&*tls.get()));
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -320,8 +323,8 @@ pub fn tls(
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
-                    Ok(Err(e)) => info!(?peer, error = %e, "TLS handshake refused"),
-                    Err(_) => info!(?peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => info!(%peer, "TLS handshake timed out"),
                 }
             });
         }

@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use secret_rotator::{
     app,
     config::{Cli, Command},
@@ -8,7 +7,10 @@ use secret_rotator::{
 };
 
 fn main() -> ExitCode {
-    let Cli { command } = Cli::parse();
+    let Cli { command } = match Cli::from_args() {
+        Ok(cli) => cli,
+        Err(e) => return fail(&e),
+    };
     let Command::Serve(args) = command;
     let config = match args.into_config() {
         Ok(config) => config,

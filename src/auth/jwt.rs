@@ -161,15 +161,16 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<String, Jw
         JwksSource::File(path) => {
             std::fs::read_to_string(path).map_err(|e| JwksError::Read(e.to_string()))
         }
+        // The URL is public (a JWKS is); it says which fetch failed.
         JwksSource::Url(url) => http
             .get(url.clone())
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| JwksError::Read(e.without_url().to_string()))?
+            .map_err(|e| JwksError::Read(format!("{url}: {}", e.without_url())))?
             .text()
             .await
-            .map_err(|e| JwksError::Read(e.without_url().to_string())),
+            .map_err(|e| JwksError::Read(format!("{url}: {}", e.without_url()))),
     }
 }
 

@@ -47,6 +47,10 @@ pub enum CallerKind {
 pub enum AuthError {
     #[error("no caller identity: present a client certificate or a bearer token")]
     NoIdentity,
+    #[error(
+        "a bearer token was presented, but this service checks none (it has no JWKS: ROTATOR_JWKS_FILE or ROTATOR_JWKS_URL); present a client certificate"
+    )]
+    TokensNotAccepted,
     #[error("{0}")]
     Certificate(#[from] CertificateIdentityError),
     #[error("{0}")]
@@ -85,7 +89,7 @@ pub enum AuthErrorKind {
 impl AuthError {
     pub fn kind(&self) -> AuthErrorKind {
         match self {
-            Self::NoIdentity | Self::Certificate(_) | Self::Token(_) => {
+            Self::NoIdentity | Self::TokensNotAccepted | Self::Certificate(_) | Self::Token(_) => {
                 AuthErrorKind::Unauthenticated
             }
             Self::Denied { .. } => AuthErrorKind::PermissionDenied,
@@ -168,8 +172,11 @@ impl Gate {
                 via: CallerKind::Certificate,
             });
         }
-        let (Some(token), Some(jwt)) = (bearer(request.metadata()), jwt) else {
+        let Some(token) = bearer(request.metadata()) else {
             return Err(AuthError::NoIdentity);
+        };
+        let Some(jwt) = jwt else {
+            return Err(AuthError::TokensNotAccepted);
         };
         Ok(Caller {
             id: identity::token_identity(&jwt.verify(&token)?),

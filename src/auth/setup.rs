@@ -62,6 +62,17 @@ pub struct JwtSettings {
     pub refresh: Duration,
 }
 
+/// The HTTP client that fetches a JWKS URL: bounded, so that a JWKS host that hangs cannot
+/// hold the reload watcher.
+fn jwks_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error("TLS: {0}")]
@@ -113,7 +124,7 @@ impl Security {
                             jwt.audience.clone(),
                             jwt.leeway,
                             jwt.refresh,
-                            reqwest::Client::new(),
+                            jwks_client(),
                         )
                         .await?,
                     )),

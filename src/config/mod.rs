@@ -39,6 +39,68 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the command line and environment. Help and version print and exit; anything
+    /// else wrong is one line that names the setting as the user gave it (the environment
+    /// variable, or the flag) and never echoes the value, which may be a secret.
+    pub fn from_args() -> Result<Self, String> {
+        match Self::try_parse() {
+            Ok(cli) => Ok(cli),
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => Err(explain(&e)),
+        }
+    }
+}
+
+/// One line for a command-line error, in terms of the setting the user gave.
+fn explain(e: &clap::Error) -> String {
+    use clap::{
+        CommandFactory,
+        error::{ContextKind, ContextValue, ErrorKind},
+    };
+    let first_line = || {
+        e.render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned()
+    };
+    let named = |arg: &str| -> Option<String> {
+        let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve")?;
+        let spec = serve.get_arguments().find(|a| a.get_long() == Some(long))?;
+        let env = spec.get_env()?.to_string_lossy().into_owned();
+        let on_command_line = std::env::args()
+            .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+        Some(match std::env::var_os(&env).is_some() && !on_command_line {
+            true => format!("{env} (--{long})"),
+            false => format!("--{long} ({env})"),
+        })
+    };
+    match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::ValueValidation | ErrorKind::InvalidValue, Some(ContextValue::String(arg))) => {
+            let why = std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "not an accepted value".to_owned());
+            match named(arg) {
+                Some(name) => format!("{name} is invalid: {why}"),
+                None => first_line(),
+            }
+        }
+        (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(args))) => {
+            let names: Vec<String> = args
+                .iter()
+                .map(|a| named(a).unwrap_or_else(|| a.clone()))
+                .collect();
+            format!("missing: {}", names.join(", "))
+        }
+        _ => first_line(),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server.

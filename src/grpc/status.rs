@@ -67,9 +67,9 @@ impl From<RotationError> for Status {
         match err {
             RotationError::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
             RotationError::VaultBeforeRotation(e) => {
-                Status::new(store_code(&e), format!("Vault: {e}; nothing was rotated"))
+                Status::new(store_code(&e), format!("{e}; nothing was rotated"))
             }
-            RotationError::Vault(e) => Status::new(store_code(&e), format!("Vault: {e}")),
+            RotationError::Vault(e) => Status::new(store_code(&e), e.to_string()),
             RotationError::Issuer(e) => issuer(e),
             RotationError::Busy => Status::aborted(
                 "another rotation of this client is in progress and did not finish within the deadline; \
@@ -191,7 +191,7 @@ fn issuer(err: IssuerError) -> Status {
 fn cause(err: &RotationError) -> String {
     match err {
         RotationError::Issuer(e) => e.to_string(),
-        RotationError::Vault(e) | RotationError::VaultBeforeRotation(e) => format!("Vault: {e}"),
+        RotationError::Vault(e) | RotationError::VaultBeforeRotation(e) => e.to_string(),
         other => other.to_string(),
     }
 }

@@ -144,7 +144,7 @@ pub enum StoreError {
     Unavailable(String),
     #[error("Vault denied the service's token access to {0}")]
     PermissionDenied(String),
-    #[error("a newer version was written to the key meanwhile (check-and-set mismatch)")]
+    #[error("Vault: a newer version was written to the key meanwhile (check-and-set mismatch)")]
     CasMismatch,
     #[error("Vault answered in an unexpected way: {0}")]
     Unexpected(String),

@@ -16,6 +16,8 @@ use crate::rotation::{KvVersion, StoreError, Versioned};
 
 pub(super) struct Kv {
     http: reqwest::Client,
+    /// Where Vault is (scheme, host and port only), for error messages.
+    origin: String,
     /// `{addr}/v1/`
     api: Url,
     /// `{addr}/v1/{mount}/data/` and `.../metadata/`
@@ -123,6 +125,7 @@ impl Kv {
         Ok(Self {
             data: mount("data")?,
             metadata: mount("metadata")?,
+            origin: settings.addr.origin().ascii_serialization(),
             api,
             http,
             token,
@@ -241,17 +244,28 @@ impl Kv {
         }))
     }
 
+    /// Sends a request; a failure names Vault's address and the cause (the request's own
+    /// URL is left out: it names the key).
     async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response, StoreError> {
         request.send().await.map_err(|e| {
-            let timed_out = e.is_timeout();
-            debug!(error = %e.without_url(), what, "Vault request failed");
-            StoreError::Unavailable(if timed_out {
-                "request timed out".into()
+            let cause = if e.is_timeout() {
+                "the request timed out".to_owned()
             } else {
-                "request failed".into()
-            })
+                root_cause(&e)
+            };
+            debug!(error = %e.without_url(), what, "Vault request failed");
+            StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
         })
     }
+}
+
+/// The innermost cause of a transport error (such as "Connection refused (os error 111)").
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// `None` on 404; the response on success; the mapped error otherwise.

@@ -65,10 +65,15 @@ fn serve_help_lists_every_setting_with_env_and_default_but_no_secret_value() {
 
 #[test]
 fn a_bad_setting_is_one_clear_line_and_a_non_zero_exit() {
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 4] = [
         (
             &[("AUTH0_DOMAIN", "https://acme.auth0.com")],
             "AUTH0_DOMAIN",
+        ),
+        // A value clap refuses is named by the variable the user set, and not echoed.
+        (
+            &[("ROTATOR_DEADLINE", "ten-seconds-please")],
+            "ROTATOR_DEADLINE (--deadline) is invalid: expected a duration",
         ),
         (&[("ROTATOR_VAULT_PATH", "auth0/shared")], "{client_id}"),
         (
@@ -92,7 +97,12 @@ fn a_bad_setting_is_one_clear_line_and_a_non_zero_exit() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
         assert!(err.contains(expect), "{overrides:?}: {err}");
-        for secret in ["very-secret-value", "vault-token-value", "also-a-token"] {
+        for secret in [
+            "very-secret-value",
+            "vault-token-value",
+            "also-a-token",
+            "ten-seconds-please",
+        ] {
             assert!(!err.contains(secret), "a secret was echoed: {err}");
         }
     }
@@ -102,7 +112,11 @@ fn a_bad_setting_is_one_clear_line_and_a_non_zero_exit() {
 fn a_missing_setting_is_refused() {
     let out = rotator().arg("serve").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--auth0-domain"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing: --auth0-domain (AUTH0_DOMAIN)"),
+        "{err}"
+    );
 }
 
 #[test]

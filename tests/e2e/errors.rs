@@ -105,6 +105,11 @@ async fn vault_down_is_unavailable_and_auth0_is_not_touched() {
     stack.bao.stop();
     let status = stack.rotate_refused(&id).await;
     assert_status(&status, Code::Unavailable, "nothing was rotated");
+    // Where Vault is and why it did not answer, and no token.
+    let said = format!("Vault is unavailable: {} did not answer: ", stack.bao.addr);
+    assert!(status.message().starts_with(&said), "{}", status.message());
+    assert!(status.message().contains("refused"), "{}", status.message());
+    assert!(!status.message().contains(&stack.bao.token));
     assert_eq!(
         stack.emulator.stats().rotate_requests,
         0,

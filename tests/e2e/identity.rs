@@ -148,3 +148,36 @@ async fn policy_globs_do_not_stretch_to_look_alike_identities() {
     assert_status(&status, Code::PermissionDenied, "may not call RotateSecret");
     assert_eq!(stack.emulator.stats(), before, "a look-alike reached Auth0");
 }
+
+#[tokio::test]
+async fn a_bearer_token_to_a_service_without_a_jwks_is_told_so() {
+    let pki = crate::pki::Pki::new(crate::security::POLICY);
+    // Mutual TLS only: the flags without the JWKS and its claims.
+    let args: Vec<String> = pki
+        .args()
+        .chunks(2)
+        .filter(|pair| !pair[0].starts_with("--jwks") && !pair[0].starts_with("--jwt"))
+        .flatten()
+        .cloned()
+        .collect();
+    let bot = pki.ca.client(BOT, false);
+    let stack = crate::helpers::Stack::start_with(crate::helpers::StackOptions {
+        extra_args: args,
+        tls: Some(pki.mtls(&bot)),
+        ..crate::helpers::StackOptions::default()
+    })
+    .await;
+    let id = stack.seed(regular_client(&allowed_id(), "Allowed app"));
+    let mut client =
+        SecretRotationServiceClient::new(stack.channel(Some(pki.tls())).await.unwrap());
+    let token = pki.signer.token(AUTOMATION, AUDIENCE, 300);
+    let status = client
+        .rotate_secret(with_token(&id, &token))
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        Code::Unauthenticated,
+        "this service checks none (it has no JWKS",
+    );
+}

@@ -12,6 +12,7 @@ mod grpcurl;
 mod health;
 mod identity;
 mod leak;
+mod logs;
 mod pki;
 mod refusals;
 mod rotate;
