@@ -142,11 +142,27 @@ pub async fn serve(
     // Start-up checks, then the reconciler (its own open intents at once; a scan when this
     // replica holds the scanner lease).
     // Beside them, the watcher that reloads policy, certificates and keys.
+    let readiness = config.server.readiness_interval;
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let background = tokio::spawn({
         let (health, rotations) = (health.clone(), Arc::clone(&rotations));
         async move {
-            become_ready(health, auth0, vault, &rotations, sample_path).await;
-            rotations.reconcile_forever().await;
+            tokio::join!(
+                track_readiness(
+                    health,
+                    auth0,
+                    vault,
+                    &rotations,
+                    sample_path,
+                    readiness,
+                    ready_tx
+                ),
+                async {
+                    // The reconciler starts once the start-up checks have passed.
+                    ready_rx.await.ok();
+                    Arc::clone(&rotations).reconcile_forever().await;
+                }
+            );
         }
     });
     let tls = security.tls.clone();
@@ -270,25 +286,53 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 }
 
 /// Reports SERVING once Vault and Auth0 both check out; retries with backoff until then.
-async fn become_ready(
+/// Start-up checks until they pass (SERVING), then the same readiness checks every
+/// `interval`: NOT_SERVING while Vault or Auth0 fails them, SERVING again when they pass. Each
+/// change is logged once (and a failure again when its cause changes).
+async fn track_readiness(
     health: HealthReporter,
     auth0: Auth0Client,
     vault: VaultStore,
     rotations: &Service,
     sample_path: String,
+    interval: Duration,
+    started: oneshot::Sender<()>,
 ) {
     let mut wait = Duration::from_millis(200);
     loop {
         match readiness_checks(&auth0, &vault, rotations, &sample_path).await {
-            Ok(()) => {
-                set_health(&health, ServingStatus::Serving).await;
-                info!("start-up checks passed: SERVING");
-                return;
-            }
+            Ok(()) => break,
             Err(problem) => error!(retry_in = ?wait, "start-up check failed: {problem}"),
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    set_health(&health, ServingStatus::Serving).await;
+    info!("start-up checks passed: SERVING");
+    let _ = started.send(());
+    let mut failing: Option<String> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let checked = match vault.check(&sample_path).await {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => auth0.ready().await.map_err(|e| format!("Auth0: {e}")),
+        };
+        match (checked, &failing) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(_)) => {
+                set_health(&health, ServingStatus::Serving).await;
+                info!("readiness checks pass again: SERVING");
+                failing = None;
+            }
+            (Err(problem), Some(before)) if *before == problem => {}
+            (Err(problem), before) => {
+                if before.is_none() {
+                    set_health(&health, ServingStatus::NotServing).await;
+                }
+                error!("readiness check failed, NOT_SERVING until it passes: {problem}");
+                failing = Some(problem);
+            }
+        }
     }
 }
 

@@ -105,6 +105,16 @@ impl Auth0Client {
         })
     }
 
+    /// Whether a Management API token is at hand: the cached one while it is valid, else a
+    /// new one (the periodic readiness check; it does not spend Auth0's token quota).
+    pub async fn ready(&self) -> Result<(), IssuerError> {
+        self.inner
+            .tokens
+            .token(&self.inner.http, &self.url(&["oauth", "token"]))
+            .await
+            .map(|_| ())
+    }
+
     /// Obtains a token now (start-up check) and reports what it grants.
     pub async fn check(&self) -> Result<TokenInfo, IssuerError> {
         self.inner

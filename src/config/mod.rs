@@ -164,6 +164,11 @@ pub struct ServerArgs {
     /// Requests in flight on one connection (HTTP/2 streams), at most.
     #[arg(long, env = "ROTATOR_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
     pub max_streams_per_connection: u32,
+
+    /// How often Vault and Auth0 are checked after start; health is NOT_SERVING while a
+    /// check fails.
+    #[arg(long, env = "ROTATOR_READINESS_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub readiness_interval: Duration,
 }
 
 /// Logs and the audit trail.
@@ -204,6 +209,7 @@ pub struct Server {
     pub shutdown_grace: Duration,
     pub connections: crate::listener::Limits,
     pub max_streams_per_connection: u32,
+    pub readiness_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -302,6 +308,7 @@ impl ServerArgs {
         nonzero_duration(self.max_deadline, "ROTATOR_MAX_DEADLINE")?;
         nonzero_duration(self.first_request_timeout, "ROTATOR_FIRST_REQUEST_TIMEOUT")?;
         nonzero_duration(self.idle_timeout, "ROTATOR_IDLE_TIMEOUT")?;
+        nonzero_duration(self.readiness_interval, "ROTATOR_READINESS_INTERVAL")?;
         if self.max_connections == 0 {
             return Err(ConfigError::Zero("ROTATOR_MAX_CONNECTIONS"));
         }
@@ -320,6 +327,7 @@ impl ServerArgs {
                 idle: self.idle_timeout,
             },
             max_streams_per_connection: self.max_streams_per_connection,
+            readiness_interval: self.readiness_interval,
         })
     }
 }

@@ -41,3 +41,28 @@ async fn serving_after_start_up_checks_then_not_serving_on_shutdown() {
     drop(watch);
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn health_follows_vault_going_away_and_coming_back() {
+    use secret_rotator::emulator::{random_client_id, regular_client};
+
+    use crate::helpers::{Bao, StackOptions};
+
+    let mut stack = Stack::start_on(
+        Bao::start_persistent().await,
+        StackOptions {
+            extra_args: vec!["--readiness-interval".into(), "200ms".into()],
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    stack.rotate_ok(&id).await;
+
+    stack.bao.stop();
+    stack.wait_for_health(ServingStatus::NotServing).await;
+    stack.bao.restart().await;
+    stack.wait_for_health(ServingStatus::Serving).await;
+    stack.rotate_ok(&id).await;
+    stack.shutdown().await;
+}
