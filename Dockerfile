@@ -5,7 +5,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
-RUN cargo build --release --locked --bin secret-rotator
+# BuildKit cache mounts keep the registry and build output between builds; the binary is
+# copied out of the cached target directory, which is not part of the layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin secret-rotator \
+    && cp target/release/secret-rotator /secret-rotator
 
 # Runtime: only the binary and CA roots (Auth0 and Vault certificates are verified).
 FROM debian:bookworm-slim
@@ -13,8 +18,9 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rotator
-COPY --from=build /src/target/release/secret-rotator /usr/local/bin/secret-rotator
+    && groupadd --system --gid 10001 rotator \
+    && useradd --system --uid 10001 --gid rotator --no-create-home --shell /usr/sbin/nologin rotator
+COPY --from=build /secret-rotator /usr/local/bin/secret-rotator
 USER 10001:10001
 EXPOSE 50051
 ENTRYPOINT ["/usr/local/bin/secret-rotator"]
