@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-export BAO_PORT=18200 EMULATOR_PORT=14010 ROTATOR_PORT=15051
+export BAO_PORT=18200 EMULATOR_PORT=14010 ROTATOR_PORT=15051 ADMIN_PORT=19090
 out="$(mktemp)"
 scripts/dev.sh >"$out" 2>&1 &
 dev=$!

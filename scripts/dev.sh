@@ -3,7 +3,7 @@
 # loopback. Installs OpenBao and grpcurl into .tools/ when missing. Stops everything it started
 # on Ctrl-C or `kill <pid of this script>`.
 #
-# Ports (override with env): BAO_PORT=8200 EMULATOR_PORT=4010 ROTATOR_PORT=50051
+# Ports (override with env): BAO_PORT=8200 EMULATOR_PORT=4010 ROTATOR_PORT=50051 ADMIN_PORT=9090
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -11,6 +11,7 @@ cd "$root"
 BAO_PORT="${BAO_PORT:-8200}"
 EMULATOR_PORT="${EMULATOR_PORT:-4010}"
 ROTATOR_PORT="${ROTATOR_PORT:-50051}"
+ADMIN_PORT="${ADMIN_PORT:-9090}"
 state="$root/.stack"
 rm -rf "$state" && mkdir -p "$state/home"
 
@@ -53,6 +54,7 @@ done
 env -u AUTH0_MANAGEMENT_TOKEN \
   ROTATOR_INSECURE=true \
   ROTATOR_LISTEN_ADDR="127.0.0.1:$ROTATOR_PORT" \
+  ROTATOR_ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" \
   AUTH0_DOMAIN="emulator.auth0.local" \
   AUTH0_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
   AUTH0_CLIENT_ID="$m2m_id" \
@@ -98,6 +100,9 @@ minutes, then the service promotes it; CompleteRotation with the answer's rotati
 
 Its last rotation, a staged one and any rotation still open:
   .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/GetRotationStatus
+
+Metrics and readiness:
+  curl -s http://127.0.0.1:$ADMIN_PORT/metrics; curl -s http://127.0.0.1:$ADMIN_PORT/readyz
 
 The secret the emulator (Auth0) now accepts:
   curl -s http://127.0.0.1:$EMULATOR_PORT/__emulator/clients/$demo_client

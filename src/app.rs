@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     grpc::{self, Deadlines, RotationApi},
     listener::{self, Connections},
+    metrics,
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
     rotation::{ClientId, IssuerError, RotationService, StoreError},
     vault::VaultStore,
@@ -99,6 +100,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    let admin_addr = config.server.admin_addr;
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: admin_addr,
+            source,
+        })?;
+    info!(addr = %shown(admin.local_addr().ok()), "admin listener (/metrics, /healthz, /readyz)");
+    metrics::per_client(config.server.metrics_per_client);
+    let admin = tokio::spawn(serve_admin(admin));
     let auth0 = Auth0Client::new(&config.auth0).map_err(AppError::Auth0Client)?;
     let vault = VaultStore::new(&config.vault).map_err(AppError::VaultClient)?;
     let rotations: Arc<Service> = Arc::new(RotationService::new(
@@ -245,6 +256,7 @@ pub async fn serve(
     // A pass cut short loses nothing: its writes are check-and-set, its lease expires; an
     // undelivered notification stays in its ledger record.
     let stop_background = || {
+        admin.abort();
         background.abort();
         watcher.abort();
         refusal_counts.abort();
@@ -283,6 +295,36 @@ pub async fn serve(
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status(SERVICE_NAME, status).await;
+    metrics::ready(status == ServingStatus::Serving);
+}
+
+/// The admin listener: `/metrics` (Prometheus, OpenMetrics text), `/healthz` (the process
+/// answers) and `/readyz` (200 while SERVING, else 503).
+async fn serve_admin(listener: TcpListener) {
+    use axum::{Router, http::StatusCode, http::header, routing::get};
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                    metrics::encode(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|| async {
+                match metrics::is_ready() {
+                    true => (StatusCode::OK, "ready\n"),
+                    false => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        error!(error = %e, "the admin listener stopped");
+    }
 }
 
 /// Reports SERVING once Vault and Auth0 both check out; retries with backoff until then.

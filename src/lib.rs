@@ -6,6 +6,8 @@
 //! (`scripts/layout.py` checks this, and CI runs it).
 //!
 //! - [`audit`]: the audit trail's event record and where it is written; imports nothing.
+//! - [`metrics`]: the Prometheus registry and the functions that record into it; imports
+//!   nothing.
 //! - [`rotation`]: the protocol. Owns its ports (`SecretIssuer`, `SecretStore`, `Ledger`), their
 //!   errors (`IssuerError`, `StoreError`, each with one `kind()`), the ids, the records and
 //!   Auth0's Client model. Imports no adapter, no transport, no configuration.
@@ -34,6 +36,7 @@ pub mod auth0;
 pub mod config;
 pub mod grpc;
 pub mod listener;
+pub mod metrics;
 pub mod rotation;
 pub mod telemetry;
 pub mod vault;

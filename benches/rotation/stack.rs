@@ -160,6 +160,7 @@ impl Service {
             .env("VAULT_TOKEN", &bao.token)
             .env("ROTATOR_INSECURE", "true")
             .env("ROTATOR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ROTATOR_ADMIN_ADDR", "127.0.0.1:0")
             .env("ROTATOR_CALLER_ROTATIONS_PER_MINUTE", "1000000000")
             .env("ROTATOR_CALLER_ROTATION_BURST", "1000000000")
             .env("ROTATOR_MAX_CONCURRENT_ROTATIONS", "64")

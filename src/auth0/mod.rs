@@ -125,11 +125,14 @@ impl Auth0Client {
 
     async fn rotate(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str(), "rotate-secret"]);
-        let response = self.send(Method::POST, &url).await.map_err(|e| match e {
-            SendError::Token(e) => e,
-            // Sent, perhaps carried out: only a failed connect proves it was not.
-            SendError::Transport(e) => ambiguous(transport_error(e)),
-        })?;
+        let response = self
+            .send(Method::POST, &url, "rotate-secret")
+            .await
+            .map_err(|e| match e {
+                SendError::Token(e) => e,
+                // Sent, perhaps carried out: only a failed connect proves it was not.
+                SendError::Transport(e) => ambiguous(transport_error(e)),
+            })?;
         if !response.status().is_success() {
             return Err(ambiguous(api_error(response, ROTATE_SCOPE, true).await));
         }
@@ -155,7 +158,7 @@ impl Auth0Client {
             serde_json::to_vec(&serde_json::json!({ "client_secret": secret.expose_secret() }))
                 .map_err(|_| IssuerError::Protocol("the PATCH body could not be built".into()))?;
         let response = self
-            .send_with(Method::PATCH, &url, Some(body))
+            .send_with(Method::PATCH, &url, "patch-client", Some(body))
             .await
             .map_err(|e| match e {
                 SendError::Token(e) => e,
@@ -184,10 +187,13 @@ impl Auth0Client {
     /// `GET /api/v2/clients/{id}`: the answer's bytes.
     async fn get_client(&self, client_id: &ClientId) -> Result<bytes::Bytes, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
-        let response = self.send(Method::GET, &url).await.map_err(|e| match e {
-            SendError::Token(e) => e,
-            SendError::Transport(e) => transport_error(e),
-        })?;
+        let response = self
+            .send(Method::GET, &url, "get-client")
+            .await
+            .map_err(|e| match e {
+                SendError::Token(e) => e,
+                SendError::Transport(e) => transport_error(e),
+            })?;
         if !response.status().is_success() {
             return Err(api_error(response, READ_KEYS_SCOPE, false).await);
         }
@@ -199,8 +205,13 @@ impl Auth0Client {
 
     /// Sends a Management API request with the current token. A 401 means Auth0 did nothing:
     /// the token is renewed once and the request sent again.
-    async fn send(&self, method: Method, url: &Url) -> Result<Response, SendError> {
-        self.send_with(method, url, None).await
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        operation: &'static str,
+    ) -> Result<Response, SendError> {
+        self.send_with(method, url, operation, None).await
     }
 
     /// [`Self::send`] with a JSON body.
@@ -208,6 +219,7 @@ impl Auth0Client {
         &self,
         method: Method,
         url: &Url,
+        operation: &'static str,
         json: Option<Vec<u8>>,
     ) -> Result<Response, SendError> {
         let mut renewed = false;
@@ -228,7 +240,14 @@ impl Auth0Client {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(json.clone());
             }
-            let response = request.send().await.map_err(SendError::Transport)?;
+            let started = std::time::Instant::now();
+            let sent = request.send().await;
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            crate::metrics::upstream("auth0", operation, status, started.elapsed());
+            if status == Some(429) {
+                crate::metrics::rate_limited("auth0");
+            }
+            let response = sent.map_err(SendError::Transport)?;
             if response.status() == StatusCode::UNAUTHORIZED
                 && !renewed
                 && self.inner.tokens.renewable()

@@ -124,7 +124,8 @@ impl TokenSource {
         else {
             unreachable!("only client credentials request tokens");
         };
-        let response = http
+        let started = std::time::Instant::now();
+        let sent = http
             .post(url.clone())
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -133,9 +134,14 @@ impl TokenSource {
                 ("audience", audience),
             ])
             .send()
-            .await
-            .map_err(transport_error)?;
+            .await;
+        let answered = sent.as_ref().ok().map(|r| r.status().as_u16());
+        crate::metrics::upstream("auth0", "token", answered, started.elapsed());
+        let response = sent.map_err(transport_error)?;
         let status = response.status();
+        if status.is_success() {
+            crate::metrics::token_refreshed();
+        }
         if !status.is_success() {
             let headers = response.headers().clone();
             let body: serde_json::Value = response.json().await.unwrap_or_default();

@@ -165,6 +165,21 @@ pub struct ServerArgs {
     #[arg(long, env = "ROTATOR_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
     pub max_streams_per_connection: u32,
 
+    /// The admin listener (plain HTTP): /metrics (Prometheus), /healthz, /readyz. Keep it off
+    /// public networks.
+    #[arg(long, env = "ROTATOR_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+
+    /// Label rotation metrics with the client id too (one series per client).
+    #[arg(
+        long,
+        env = "ROTATOR_METRICS_PER_CLIENT",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub metrics_per_client: bool,
+
     /// How often Vault and Auth0 are checked after start; health is NOT_SERVING while a
     /// check fails.
     #[arg(long, env = "ROTATOR_READINESS_INTERVAL", default_value = "10s", value_parser = duration)]
@@ -210,6 +225,8 @@ pub struct Server {
     pub connections: crate::listener::Limits,
     pub max_streams_per_connection: u32,
     pub readiness_interval: Duration,
+    pub admin_addr: SocketAddr,
+    pub metrics_per_client: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -328,6 +345,8 @@ impl ServerArgs {
             },
             max_streams_per_connection: self.max_streams_per_connection,
             readiness_interval: self.readiness_interval,
+            admin_addr: self.admin_addr,
+            metrics_per_client: self.metrics_per_client,
         })
     }
 }

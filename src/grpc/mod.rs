@@ -80,6 +80,15 @@ impl<I, S, L> RotationApi<I, S, L> {
             },
             _ => origin,
         };
+        let limited = match &err {
+            AuthError::RateLimited { .. } => Some("caller"),
+            AuthError::StatusRateLimited { .. } => Some("status"),
+            AuthError::RefusalsThrottled { .. } => Some("address"),
+            _ => None,
+        };
+        if let Some(by) = limited {
+            crate::metrics::rate_limited(by);
+        }
         self.refusals.denied(origin, client_id, err.kind().as_str());
         err.into()
     }
@@ -116,6 +125,28 @@ impl<I, S, L> RotationApi<I, S, L> {
     }
 }
 
+/// Records an RPC's duration in `secret_rotator_rpc_duration_seconds` when it ends, however it
+/// ends.
+struct RpcTimer {
+    rpc: &'static str,
+    started: Instant,
+}
+
+impl RpcTimer {
+    fn start(rpc: &'static str) -> Self {
+        Self {
+            rpc,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for RpcTimer {
+    fn drop(&mut self) {
+        crate::metrics::rpc(self.rpc, self.started.elapsed());
+    }
+}
+
 /// The client id and rotation id of CompleteRotation and CancelRotation.
 fn parse_step(client_id: &str, rotation_id: &str) -> Result<(ClientId, Uuid), RotationError> {
     let client_id = ClientId::parse(client_id)?;
@@ -129,6 +160,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::RotateSecretRequest>,
     ) -> Result<Response<proto::RotateSecretResponse>, Status> {
+        let _timer = RpcTimer::start("RotateSecret");
         let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
         let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
         let body = request.into_inner();
@@ -159,6 +191,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::CompleteRotationRequest>,
     ) -> Result<Response<proto::CompleteRotationResponse>, Status> {
+        let _timer = RpcTimer::start("CompleteRotation");
         let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
         let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
         let body = request.get_ref();
@@ -176,6 +209,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::CancelRotationRequest>,
     ) -> Result<Response<proto::CancelRotationResponse>, Status> {
+        let _timer = RpcTimer::start("CancelRotation");
         let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
         let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
         let body = request.get_ref();
@@ -193,6 +227,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::GetRotationStatusRequest>,
     ) -> Result<Response<proto::GetRotationStatusResponse>, Status> {
+        let _timer = RpcTimer::start("GetRotationStatus");
         let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
         let client_id =
             ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;

@@ -41,7 +41,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Remembers that this replica left `client_id`'s rotation `rotation_id` open.
     pub(super) fn note_left_open(&self, client_id: &ClientId, rotation_id: Uuid) {
         let mut open = self.left_open.lock().expect("left-open map poisoned");
-        open.insert(client_id.clone(), rotation_id);
+        if open.insert(client_id.clone(), rotation_id).is_none() {
+            crate::metrics::open_intents(1);
+        }
+        crate::metrics::needs_resync(open.len());
         self.left_open_added.notify_one();
     }
 
@@ -57,7 +60,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     let mut open = self.left_open.lock().expect("left-open map poisoned");
                     if open.get(&client_id) == Some(&rotation_id) {
                         open.remove(&client_id);
+                        crate::metrics::open_intents(-1);
                     }
+                    crate::metrics::needs_resync(open.len());
                 }
                 Err(e) => {
                     warn!(%client_id, %rotation_id, error = %e, "could not heal a rotation left open; will retry");
@@ -108,6 +113,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             Ok(clients) => clients,
             Err(e) => {
                 warn!(error = %e, "reconciler cannot list client records");
+                crate::metrics::reconciler_run("failed");
                 return 0;
             }
         };
@@ -214,6 +220,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 if healed > 0 {
                     info!(healed, "reconciler pass healed open rotations");
                 }
+                crate::metrics::reconciler_run(if healed > 0 { "healed" } else { "clean" });
             }
             tokio::time::sleep(self.settings.reconcile_interval).await;
         }

@@ -128,6 +128,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let rotation = Box::pin(
             async move {
                 let _slot = slot;
+                let _open = InFlight::start();
                 this.rotate_audited(command, deadline).await
             }
             .instrument(span),
@@ -144,7 +145,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
         let rotation_id = Uuid::new_v4();
-        let event = |event, outcome, rotation_id, kv_version| {
+        let strategy = command.strategy.as_str();
+        let event = |event, outcome: &str, rotation_id, kv_version| {
+            if event != Event::Started {
+                crate::metrics::rotation(outcome, strategy, command.client_id.as_str());
+            }
             audit_rotation(
                 event,
                 &command.origin,
@@ -527,6 +532,22 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             path,
             version,
         }
+    }
+}
+
+/// A rotation in progress, counted in `secret_rotator_open_intents` while it lives.
+pub(super) struct InFlight;
+
+impl InFlight {
+    pub(super) fn start() -> Self {
+        crate::metrics::open_intents(1);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::metrics::open_intents(-1);
     }
 }
 

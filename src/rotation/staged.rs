@@ -196,6 +196,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     Err(e) => (Event::Failed, e.outcome()),
                 };
                 let version = result.as_ref().ok().map(|r| r.stored.version);
+                crate::metrics::rotation(outcome, "staged", client_id.as_str());
                 audit_rotation(
                     event,
                     &origin,
@@ -427,6 +428,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             Err(e) => (Event::Failed, e.outcome()),
         };
         let version = result.as_ref().ok().map(|c| c.stored.version);
+        crate::metrics::rotation(outcome, "staged", client_id.as_str());
         audit_rotation(
             event,
             origin,

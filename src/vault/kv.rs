@@ -158,7 +158,7 @@ impl Kv {
         let response = self
             .send(
                 self.request(Method::GET, Self::url(&self.data, path)?),
-                "a key",
+                "read",
             )
             .await?;
         let Some(response) = found(response, "a key").await? else {
@@ -186,7 +186,7 @@ impl Kv {
         let request = self
             .request(Method::POST, Self::url(&self.data, path)?)
             .json(&body);
-        let response = self.send(request, what).await?;
+        let response = self.send(request, "write").await?;
         let response = succeeded(response, what).await?;
         let answer: WriteAnswer = json(response, path).await?;
         Ok(KvVersion(answer.data.version))
@@ -196,7 +196,7 @@ impl Kv {
     pub(super) async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
         let url = Self::url(&self.metadata, path)?;
         let response = self
-            .send(self.request(Method::GET, url), "the key's metadata")
+            .send(self.request(Method::GET, url), "metadata")
             .await?;
         match found(response, "the key's metadata").await? {
             None => Ok(KvVersion::NONE),
@@ -211,7 +211,7 @@ impl Kv {
     pub(super) async fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let url = Self::url(&self.metadata, &format!("{}/", dir.trim_end_matches('/')))?;
         let list = Method::from_bytes(b"LIST").expect("a valid method");
-        let response = self.send(self.request(list, url), "the ledger").await?;
+        let response = self.send(self.request(list, url), "list").await?;
         match found(response, "the ledger").await? {
             None => Ok(Vec::new()),
             Some(response) => Ok(json::<ListAnswer>(response, dir).await?.data.keys),
@@ -230,7 +230,7 @@ impl Kv {
             .request(Method::POST, url)
             .json(&serde_json::json!({ "paths": paths }));
         let what = "sys/capabilities-self";
-        let response = succeeded(self.send(request, what).await?, what).await?;
+        let response = succeeded(self.send(request, "capabilities").await?, what).await?;
         // Besides one member per path, the answer holds Vault's usual envelope.
         let answer: HashMap<String, serde_json::Value> = json(response, what).await?;
         Ok(needs.iter().find_map(|(path, wanted)| {
@@ -246,14 +246,22 @@ impl Kv {
 
     /// Sends a request; a failure names Vault's address and the cause (the request's own
     /// URL is left out: it names the key).
-    async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response, StoreError> {
-        request.send().await.map_err(|e| {
+    async fn send(
+        &self,
+        request: RequestBuilder,
+        operation: &'static str,
+    ) -> Result<Response, StoreError> {
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        crate::metrics::upstream("vault", operation, status, started.elapsed());
+        sent.map_err(|e| {
             let cause = if e.is_timeout() {
                 "the request timed out".to_owned()
             } else {
                 root_cause(&e)
             };
-            debug!(error = %e.without_url(), what, "Vault request failed");
+            debug!(error = %e.without_url(), operation, "Vault request failed");
             StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
         })
     }

@@ -13,6 +13,7 @@ mod health;
 mod identity;
 mod leak;
 mod logs;
+mod metrics;
 mod pki;
 mod refusals;
 mod rotate;

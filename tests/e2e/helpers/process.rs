@@ -116,6 +116,7 @@ impl ServiceProcess {
             ("VAULT_TOKEN", bao.token.clone()),
             ("ROTATOR_LOG_FORMAT", "json".to_owned()),
             ("ROTATOR_INSECURE", "true".to_owned()),
+            ("ROTATOR_ADMIN_ADDR", "127.0.0.1:0".to_owned()),
             ("ROTATOR_CALLER_ROTATIONS_PER_MINUTE", "100000".to_owned()),
             ("ROTATOR_CALLER_ROTATION_BURST", "100000".to_owned()),
         ]

@@ -115,6 +115,8 @@ impl Stack {
             "true",
             "--listen-addr",
             "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
             // Bulk tests rotate far faster than a real caller; the rate-limit test lowers these.
             "--caller-rotations-per-minute",
             "100000",

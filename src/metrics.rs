@@ -1,0 +1,251 @@
+//! Prometheus metrics (OpenMetrics text), one registry for the process. Parts record through
+//! the functions here; `app` serves [`encode`] on the admin listener. Labels are low
+//! cardinality: outcomes, strategies, RPC and upstream operation names, HTTP statuses; a client
+//! id only with `ROTATOR_METRICS_PER_CLIENT=true`. Never a secret.
+
+use std::{
+    sync::{
+        LazyLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode as encode_text},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rotation {
+    outcome: String,
+    strategy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientRotation {
+    client_id: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rpc {
+    rpc: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Upstream {
+    upstream: String,
+    operation: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct By {
+    by: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Result_ {
+    result: String,
+}
+
+struct Metrics {
+    registry: Registry,
+    rotations: Family<Rotation, Counter>,
+    client_rotations: Family<ClientRotation, Counter>,
+    rpc_duration: Family<Rpc, Histogram>,
+    upstream_duration: Family<Upstream, Histogram>,
+    open_intents: Gauge,
+    needs_resync: Gauge,
+    token_refreshes: Counter,
+    rate_limited: Family<By, Counter>,
+    reconciler_runs: Family<Result_, Counter>,
+    ready: Gauge,
+}
+
+/// Latencies from 1 ms to about 33 s.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+static PER_CLIENT: AtomicBool = AtomicBool::new(false);
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    let rotations = Family::<Rotation, Counter>::default();
+    let client_rotations = Family::<ClientRotation, Counter>::default();
+    let rpc_duration = Family::<Rpc, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
+    let upstream_duration =
+        Family::<Upstream, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
+    let open_intents = Gauge::default();
+    let needs_resync = Gauge::default();
+    let token_refreshes = Counter::default();
+    let rate_limited = Family::<By, Counter>::default();
+    let reconciler_runs = Family::<Result_, Counter>::default();
+    let ready = Gauge::default();
+    registry.register(
+        "secret_rotator_rotations",
+        "Rotation steps by outcome (ok, staged, promoted, cancelled, replayed, recovered, or the failure) and strategy",
+        rotations.clone(),
+    );
+    registry.register(
+        "secret_rotator_client_rotations",
+        "Rotation steps by client (only with ROTATOR_METRICS_PER_CLIENT=true)",
+        client_rotations.clone(),
+    );
+    registry.register(
+        "secret_rotator_rpc_duration_seconds",
+        "Time to answer each RPC, from the server's side",
+        rpc_duration.clone(),
+    );
+    registry.register(
+        "secret_rotator_upstream_duration_seconds",
+        "Time of each request to Auth0 or Vault, by operation and HTTP status (error: no answer)",
+        upstream_duration.clone(),
+    );
+    registry.register(
+        "secret_rotator_open_intents",
+        "Rotations this replica has open: in progress, or left open to be healed",
+        open_intents.clone(),
+    );
+    registry.register(
+        "secret_rotator_needs_resync",
+        "Rotations this replica left open and could not heal yet (NEEDS RESYNC): Auth0 may hold a secret Vault lacks",
+        needs_resync.clone(),
+    );
+    registry.register(
+        "secret_rotator_token_refreshes",
+        "Management API tokens obtained",
+        token_refreshes.clone(),
+    );
+    registry.register(
+        "secret_rotator_rate_limited",
+        "Requests refused or delayed by a rate limit: caller, status, address (refusals throttled) or auth0",
+        rate_limited.clone(),
+    );
+    registry.register(
+        "secret_rotator_reconciler_runs",
+        "Reconciler passes by result (clean, healed, failed)",
+        reconciler_runs.clone(),
+    );
+    registry.register(
+        "secret_rotator_ready",
+        "1 while the readiness checks pass (health SERVING), else 0",
+        ready.clone(),
+    );
+    Metrics {
+        registry,
+        rotations,
+        client_rotations,
+        rpc_duration,
+        upstream_duration,
+        open_intents,
+        needs_resync,
+        token_refreshes,
+        rate_limited,
+        reconciler_runs,
+        ready,
+    }
+});
+
+/// Adds the per-client family's samples from now on (`ROTATOR_METRICS_PER_CLIENT`).
+pub fn per_client(enabled: bool) {
+    PER_CLIENT.store(enabled, Ordering::Relaxed);
+}
+
+/// The metrics in the OpenMetrics text format.
+pub fn encode() -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode_text(&mut text, &METRICS.registry);
+    text
+}
+
+/// The content type of [`encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub fn rotation(outcome: &str, strategy: &str, client_id: &str) {
+    let m = &*METRICS;
+    m.rotations
+        .get_or_create(&Rotation {
+            outcome: outcome.to_owned(),
+            strategy: strategy.to_owned(),
+        })
+        .inc();
+    if PER_CLIENT.load(Ordering::Relaxed) {
+        m.client_rotations
+            .get_or_create(&ClientRotation {
+                client_id: client_id.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+pub fn rpc(rpc: &str, took: Duration) {
+    METRICS
+        .rpc_duration
+        .get_or_create(&Rpc {
+            rpc: rpc.to_owned(),
+        })
+        .observe(took.as_secs_f64());
+}
+
+/// One request to `upstream` ("auth0", "vault"); `status` is the HTTP status, `None` when no
+/// answer came.
+pub fn upstream(upstream: &str, operation: &str, status: Option<u16>, took: Duration) {
+    METRICS
+        .upstream_duration
+        .get_or_create(&Upstream {
+            upstream: upstream.to_owned(),
+            operation: operation.to_owned(),
+            status: status.map_or_else(|| "error".to_owned(), |s| s.to_string()),
+        })
+        .observe(took.as_secs_f64());
+}
+
+pub fn open_intents(delta: i64) {
+    METRICS.open_intents.inc_by(delta);
+}
+
+pub fn needs_resync(count: usize) {
+    METRICS
+        .needs_resync
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+pub fn token_refreshed() {
+    METRICS.token_refreshes.inc();
+}
+
+pub fn rate_limited(by: &str) {
+    METRICS
+        .rate_limited
+        .get_or_create(&By { by: by.to_owned() })
+        .inc();
+}
+
+pub fn reconciler_run(result: &str) {
+    METRICS
+        .reconciler_runs
+        .get_or_create(&Result_ {
+            result: result.to_owned(),
+        })
+        .inc();
+}
+
+pub fn ready(ready: bool) {
+    METRICS.ready.set(i64::from(ready));
+}
+
+/// Whether the readiness checks pass now (`/readyz`).
+pub fn is_ready() -> bool {
+    METRICS.ready.get() == 1
+}

@@ -1,0 +1,127 @@
+//! The admin listener: Prometheus metrics after a few rotations, scraped and parsed, and the
+//! health endpoints.
+
+use std::collections::HashMap;
+
+use secret_rotator::{
+    emulator::{random_client_id, regular_client},
+    proto::{CompleteRotationRequest, RotateSecretRequest, RotationStrategy},
+};
+
+use crate::helpers::{ServiceProcess, bare_stack, free_port, keyed, rotate};
+
+/// `name{labels} value` lines of an OpenMetrics text, by `name{labels}`.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_scrape_after_a_few_rotations_counts_them() {
+    let (bao, emulator, m2m) = bare_stack().await;
+    let id = random_client_id();
+    emulator.add_client(regular_client(&id, "Measured app"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.push(("ROTATOR_ADMIN_ADDR", admin.clone()));
+    let service = ServiceProcess::start(&env).await;
+    let mut client = service.client().await;
+
+    for _ in 0..3 {
+        client.rotate_secret(rotate(&id)).await.unwrap();
+    }
+    client.rotate_secret(keyed(&id, "deploy-9")).await.unwrap();
+    client.rotate_secret(keyed(&id, "deploy-9")).await.unwrap();
+    let staged = client
+        .rotate_secret(RotateSecretRequest {
+            strategy: RotationStrategy::Staged as i32,
+            ..rotate(&id)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .complete_rotation(CompleteRotationRequest {
+            client_id: id.clone(),
+            rotation_id: staged.rotation_id,
+        })
+        .await
+        .unwrap();
+    client
+        .rotate_secret(rotate(&random_client_id()))
+        .await
+        .unwrap_err();
+
+    let http = reqwest::Client::new();
+    let scrape = http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        scrape.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    let text = scrape.text().await.unwrap();
+    eprintln!("metrics scrape:\n{text}");
+    let got = samples(&text);
+    let value = |series: &str| got.get(series).copied().unwrap_or(0.0);
+    let rotations = |outcome: &str, strategy: &str| {
+        value(&format!(
+            "secret_rotator_rotations_total{{outcome=\"{outcome}\",strategy=\"{strategy}\"}}"
+        ))
+    };
+    assert_eq!(rotations("ok", "immediate"), 4.0, "{text}");
+    assert_eq!(rotations("replayed", "immediate"), 1.0);
+    assert_eq!(rotations("staged", "staged"), 1.0);
+    assert_eq!(rotations("promoted", "staged"), 1.0);
+    assert_eq!(rotations("client_not_found", "immediate"), 1.0);
+    assert_eq!(value("secret_rotator_ready"), 1.0);
+    assert_eq!(value("secret_rotator_open_intents"), 0.0);
+    assert_eq!(value("secret_rotator_needs_resync"), 0.0);
+    assert!(value("secret_rotator_token_refreshes_total") >= 1.0);
+    assert_eq!(
+        value("secret_rotator_rpc_duration_seconds_count{rpc=\"RotateSecret\"}"),
+        7.0
+    );
+    assert_eq!(
+        value(
+            "secret_rotator_upstream_duration_seconds_count{upstream=\"auth0\",operation=\"rotate-secret\",status=\"200\"}"
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            "secret_rotator_upstream_duration_seconds_count{upstream=\"auth0\",operation=\"patch-client\",status=\"200\"}"
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            "secret_rotator_upstream_duration_seconds_count{upstream=\"vault\",operation=\"write\",status=\"200\"}"
+        ) >= 10.0
+    );
+    assert!(!text.contains("client_id="), "no client label by default");
+    assert!(text.trim_end().ends_with("# EOF"));
+
+    let status = |path: &'static str| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            http.get(format!("http://{admin}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("/healthz").await, 200);
+    assert_eq!(status("/readyz").await, 200);
+}
