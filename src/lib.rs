@@ -22,6 +22,7 @@
 //! - [`grpc`]: the tonic layer: request -> one domain call -> response; every `Status` is built
 //!   in `grpc/status.rs`.
 //! - [`telemetry`]: installs the log subscriber; its `Settings`.
+//! - [`cli`]: the operator commands (rotate, status, complete, cancel, health): a gRPC client.
 //! - [`config`]: flags and environment, grouped and validated once into each part's settings.
 //! - [`app`]: the composition root: builds the adapters, the service and the server; health,
 //!   reflection, start-up checks, the reconciler, shutdown.
@@ -33,6 +34,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod auth0;
+pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod listener;

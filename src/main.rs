@@ -11,7 +11,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return fail(&e),
     };
-    let Command::Serve(args) = command;
+    let args = match command {
+        Command::Serve(args) => args,
+        Command::Operate(operation) => return operate(*operation),
+    };
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
@@ -26,6 +29,14 @@ fn main() -> ExitCode {
     match runtime.block_on(app::run(config, app::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// An operator command: its own small runtime, its exit code.
+fn operate(operation: secret_rotator::cli::Operation) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => ExitCode::from(rt.block_on(secret_rotator::cli::run(operation))),
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
     }
 }
 

@@ -105,6 +105,9 @@ fn explain(e: &clap::Error) -> String {
 pub enum Command {
     /// Run the gRPC server.
     Serve(Box<ServeArgs>),
+    /// Operator commands, talking to a running server.
+    #[command(flatten)]
+    Operate(Box<crate::cli::Operation>),
 }
 
 #[derive(Debug, Args)]

@@ -23,7 +23,9 @@ fn parse_for(domain: &str, extra: &[&str]) -> Result<Config, ConfigError> {
         "127.0.0.1:50051",
     ];
     argv.extend_from_slice(extra);
-    let Command::Serve(args) = Cli::try_parse_from(argv).expect("argv parses").command;
+    let Command::Serve(args) = Cli::try_parse_from(argv).expect("argv parses").command else {
+        panic!("serve");
+    };
     args.into_config()
 }
 

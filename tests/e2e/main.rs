@@ -14,6 +14,7 @@ mod identity;
 mod leak;
 mod logs;
 mod metrics;
+mod operator;
 mod pki;
 mod refusals;
 mod rotate;

@@ -133,7 +133,10 @@ impl Stack {
             }
             argv.extend(pair.iter().cloned());
         }
-        let CliCommand::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command;
+        let CliCommand::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command
+        else {
+            panic!("serve");
+        };
         let config = args.into_config().expect("valid config");
 
         let listener = TcpListener::bind("127.0.0.1:0")
