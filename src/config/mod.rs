@@ -242,6 +242,8 @@ pub enum ConfigError {
         "set either AUTH0_CLIENT_ID with AUTH0_CLIENT_SECRET, or AUTH0_MANAGEMENT_TOKEN (not both)"
     )]
     Auth0Credentials,
+    #[error("set either VAULT_TOKEN or VAULT_TOKEN_FILE (not both)")]
+    VaultToken,
     #[error("ROTATOR_VAULT_MOUNT must be a mount name such as secret (letters, digits, -, _, /)")]
     VaultMount,
     #[error("ROTATOR_VAULT_PATH is invalid: {0}")]

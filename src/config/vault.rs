@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use super::{ConfigError, check_url, duration, secret};
 use crate::{
     rotation::{ClientId, PathTemplate},
-    vault::Settings,
+    vault::{Settings, Token},
 };
 
 #[derive(Debug, Args)]
@@ -18,9 +18,13 @@ pub struct VaultArgs {
     #[arg(long, env = "VAULT_ADDR")]
     pub vault_addr: Url,
 
-    /// Vault token.
+    /// Vault token (or VAULT_TOKEN_FILE).
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, value_parser = secret)]
-    pub vault_token: SecretString,
+    pub vault_token: Option<SecretString>,
+
+    /// File holding the Vault token, read again whenever it changes (as Vault Agent writes it).
+    #[arg(long, env = "VAULT_TOKEN_FILE")]
+    pub vault_token_file: Option<PathBuf>,
 
     /// Vault Enterprise namespace.
     #[arg(long, env = "VAULT_NAMESPACE")]
@@ -68,9 +72,17 @@ impl VaultArgs {
         check_state_path(&state_prefix, &path).map_err(ConfigError::StatePath)?;
         super::readable("VAULT_CACERT", self.vault_cacert.as_ref())?;
         super::nonzero_duration(self.vault_timeout, "VAULT_TIMEOUT")?;
+        let token = match (self.vault_token, self.vault_token_file) {
+            (Some(token), None) => Token::Static(token),
+            (None, Some(file)) => {
+                super::readable("VAULT_TOKEN_FILE", Some(&file))?;
+                Token::File(file)
+            }
+            _ => return Err(ConfigError::VaultToken),
+        };
         let settings = Settings {
             addr: self.vault_addr,
-            token: self.vault_token,
+            token,
             namespace: self.vault_namespace.filter(|ns| !ns.trim().is_empty()),
             ca_cert: self.vault_cacert,
             timeout: self.vault_timeout,

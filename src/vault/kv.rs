@@ -4,14 +4,19 @@
 //! `docs/performance.md`). Vault's own error texts are logged at debug only; callers get the
 //! protocol's [`StoreError`].
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header::HeaderValue};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::Settings;
+use super::{Settings, Token};
 use crate::rotation::{KvVersion, StoreError, Versioned};
 
 pub(super) struct Kv {
@@ -24,7 +29,7 @@ pub(super) struct Kv {
     data: Url,
     metadata: Url,
     /// `X-Vault-Token`, marked sensitive (redacted in `Debug`).
-    token: HeaderValue,
+    token: TokenHeader,
     namespace: Option<HeaderValue>,
 }
 
@@ -115,9 +120,7 @@ impl Kv {
             api.join(&format!("{}/{kind}/", settings.mount))
                 .map_err(|_| invalid("ROTATOR_VAULT_MOUNT"))
         };
-        let mut token = HeaderValue::from_str(settings.token.expose_secret())
-            .map_err(|_| invalid("VAULT_TOKEN is not a valid HTTP header value"))?;
-        token.set_sensitive(true);
+        let token = TokenHeader::new(&settings.token).map_err(invalid)?;
         let namespace = match &settings.namespace {
             Some(ns) => Some(HeaderValue::from_str(ns).map_err(|_| invalid("VAULT_NAMESPACE"))?),
             None => None,
@@ -137,7 +140,7 @@ impl Kv {
         let request = self
             .http
             .request(method, url)
-            .header("X-Vault-Token", self.token.clone());
+            .header("X-Vault-Token", self.token.current());
         match &self.namespace {
             Some(ns) => request.header("X-Vault-Namespace", ns.clone()),
             None => request,
@@ -265,6 +268,69 @@ impl Kv {
             StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
         })
     }
+}
+
+/// The `X-Vault-Token` header: fixed, or read from a file again whenever the file changes.
+struct TokenHeader {
+    file: Option<PathBuf>,
+    /// The header and the file's modification time when it was read.
+    current: Mutex<(HeaderValue, Option<SystemTime>)>,
+}
+
+impl TokenHeader {
+    fn new(token: &Token) -> Result<Self, &'static str> {
+        let (file, header, modified) = match token {
+            Token::Static(secret) => (None, header(secret.expose_secret())?, None),
+            Token::File(path) => {
+                let (header, modified) =
+                    read_token(path).ok_or("VAULT_TOKEN_FILE cannot be read or holds no token")?;
+                (Some(path.clone()), header, modified)
+            }
+        };
+        Ok(Self {
+            file,
+            current: Mutex::new((header, modified)),
+        })
+    }
+
+    /// The header to send now: from a token file, the file's token as it is now (one `stat`
+    /// per request; a read only when it changed). A file that cannot be read keeps the last
+    /// token, which Vault will refuse if it has expired.
+    fn current(&self) -> HeaderValue {
+        let mut current = self.current.lock().expect("token poisoned");
+        if let Some(path) = &self.file {
+            let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            if modified.is_some() && modified != current.1 {
+                match read_token(path) {
+                    Some(fresh) => {
+                        info!(file = %path.display(), "the Vault token file changed; using its token");
+                        *current = fresh;
+                    }
+                    None => {
+                        warn!(file = %path.display(), "the Vault token file changed but cannot be read; keeping the last token")
+                    }
+                }
+            }
+        }
+        current.0.clone()
+    }
+}
+
+fn header(token: &str) -> Result<HeaderValue, &'static str> {
+    let mut header = HeaderValue::from_str(token.trim())
+        .map_err(|_| "the Vault token is not a valid HTTP header value")?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+fn read_token(path: &Path) -> Option<(HeaderValue, Option<SystemTime>)> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some((header(text).ok()?, modified))
 }
 
 /// The innermost cause of a transport error (such as "Connection refused (os error 111)").

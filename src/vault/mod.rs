@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
-pub use settings::Settings;
+pub use settings::{Settings, Token};
 
 use crate::rotation::{
     ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub addr: Url,
-    pub token: SecretString,
+    pub token: Token,
     /// Vault Enterprise namespace.
     pub namespace: Option<String>,
     /// PEM bundle of the CAs that sign Vault's certificate.
@@ -19,4 +19,12 @@ pub struct Settings {
     pub mount: String,
     /// Where the ledger's records live inside the mount.
     pub state_prefix: String,
+}
+
+/// Where the Vault token comes from.
+#[derive(Debug, Clone)]
+pub enum Token {
+    Static(SecretString),
+    /// A file read again whenever it changes, as Vault Agent rewrites it.
+    File(PathBuf),
 }

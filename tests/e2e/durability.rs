@@ -497,3 +497,55 @@ async fn shutdown_lets_an_in_flight_rotation_finish() {
     );
     stack.shutdown().await;
 }
+
+/// The Vault policy the service needs (the README's), for tokens made in tests.
+const SERVICE_POLICY: &str = r#"
+path "secret/data/auth0/clients/*"     { capabilities = ["create", "update", "read"] }
+path "secret/metadata/auth0/clients/*" { capabilities = ["read"] }
+path "secret/data/secret-rotator/*"     { capabilities = ["create", "update", "read"] }
+path "secret/metadata/secret-rotator/*" { capabilities = ["read", "list"] }
+path "sys/capabilities-self"            { capabilities = ["update"] }
+"#;
+
+#[tokio::test]
+async fn a_vault_token_file_is_read_again_when_it_changes() {
+    let (bao, emulator, m2m) = crate::helpers::bare_stack().await;
+    let id = random_client_id();
+    emulator.add_client(regular_client(&id, "App"));
+    let first = bao.token_with_policy("rotator", SERVICE_POLICY).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{first}\n")).unwrap();
+    let mut env: Vec<(&str, String)> = ServiceProcess::env_for(&bao, &emulator, &m2m)
+        .into_iter()
+        .filter(|(k, _)| *k != "VAULT_TOKEN")
+        .collect();
+    env.push(("VAULT_TOKEN_FILE", file.display().to_string()));
+    let service = ServiceProcess::start(&env).await;
+    let mut client = service.client().await;
+    client
+        .rotate_secret(rotate(&id))
+        .await
+        .expect("with the first token");
+
+    // Vault Agent renews: a new token in the file, the old one revoked.
+    let second = bao.token_with_policy("rotator", SERVICE_POLICY).await;
+    let (status, _) = bao
+        .api(
+            reqwest::Method::POST,
+            "auth/token/revoke",
+            Some(serde_json::json!({ "token": first })),
+        )
+        .await;
+    assert!(status < 300, "revoked: {status}");
+    let next = dir.path().join("token.next");
+    std::fs::write(&next, format!("{second}\n")).unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    client
+        .rotate_secret(rotate(&id))
+        .await
+        .expect("with the token the file holds now");
+    let log = service.output();
+    assert!(log.contains("the Vault token file changed"), "{log}");
+    assert!(!log.contains(&first) && !log.contains(&second));
+}
