@@ -244,6 +244,8 @@ pub enum ConfigError {
     Auth0Credentials,
     #[error("set either VAULT_TOKEN or VAULT_TOKEN_FILE (not both)")]
     VaultToken,
+    #[error("{0}")]
+    VaultLogin(&'static str),
     #[error("ROTATOR_VAULT_MOUNT must be a mount name such as secret (letters, digits, -, _, /)")]
     VaultMount,
     #[error("ROTATOR_VAULT_PATH is invalid: {0}")]

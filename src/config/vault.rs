@@ -12,6 +12,14 @@ use crate::{
     vault::{Settings, Token},
 };
 
+/// How the service gets its Vault token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMethod {
+    Token,
+    Approle,
+    Kubernetes,
+}
+
 #[derive(Debug, Args)]
 pub struct VaultArgs {
     /// Vault (or OpenBao) address.
@@ -25,6 +33,34 @@ pub struct VaultArgs {
     /// File holding the Vault token, read again whenever it changes (as Vault Agent writes it).
     #[arg(long, env = "VAULT_TOKEN_FILE")]
     pub vault_token_file: Option<PathBuf>,
+
+    /// How to get a token: token (VAULT_TOKEN or VAULT_TOKEN_FILE), approle or kubernetes.
+    #[arg(long, env = "VAULT_AUTH_METHOD", value_enum, default_value = "token")]
+    pub vault_auth_method: AuthMethod,
+
+    /// Where the auth method is mounted [default: approle or kubernetes].
+    #[arg(long, env = "VAULT_AUTH_MOUNT")]
+    pub vault_auth_mount: Option<String>,
+
+    /// AppRole: the role id.
+    #[arg(long, env = "VAULT_ROLE_ID")]
+    pub vault_role_id: Option<String>,
+
+    /// AppRole: a file holding the secret id (read at each login).
+    #[arg(long, env = "VAULT_SECRET_ID_FILE")]
+    pub vault_secret_id_file: Option<PathBuf>,
+
+    /// Kubernetes: the Vault role to log in as.
+    #[arg(long, env = "VAULT_K8S_ROLE")]
+    pub vault_k8s_role: Option<String>,
+
+    /// Kubernetes: the service-account token (read at each login).
+    #[arg(
+        long,
+        env = "VAULT_K8S_TOKEN_PATH",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    pub vault_k8s_token_path: PathBuf,
 
     /// Vault Enterprise namespace.
     #[arg(long, env = "VAULT_NAMESPACE")]
@@ -72,13 +108,42 @@ impl VaultArgs {
         check_state_path(&state_prefix, &path).map_err(ConfigError::StatePath)?;
         super::readable("VAULT_CACERT", self.vault_cacert.as_ref())?;
         super::nonzero_duration(self.vault_timeout, "VAULT_TIMEOUT")?;
-        let token = match (self.vault_token, self.vault_token_file) {
-            (Some(token), None) => Token::Static(token),
-            (None, Some(file)) => {
-                super::readable("VAULT_TOKEN_FILE", Some(&file))?;
-                Token::File(file)
+        let token = match self.vault_auth_method {
+            AuthMethod::Token => match (self.vault_token, self.vault_token_file) {
+                (Some(token), None) => Token::Static(token),
+                (None, Some(file)) => {
+                    super::readable("VAULT_TOKEN_FILE", Some(&file))?;
+                    Token::File(file)
+                }
+                _ => return Err(ConfigError::VaultToken),
+            },
+            AuthMethod::Approle => {
+                let (Some(role_id), Some(secret_id_file)) =
+                    (self.vault_role_id, self.vault_secret_id_file)
+                else {
+                    return Err(ConfigError::VaultLogin(
+                        "VAULT_AUTH_METHOD=approle needs VAULT_ROLE_ID and VAULT_SECRET_ID_FILE",
+                    ));
+                };
+                super::readable("VAULT_SECRET_ID_FILE", Some(&secret_id_file))?;
+                Token::AppRole {
+                    mount: self.vault_auth_mount.unwrap_or_else(|| "approle".into()),
+                    role_id,
+                    secret_id_file,
+                }
             }
-            _ => return Err(ConfigError::VaultToken),
+            AuthMethod::Kubernetes => {
+                let Some(role) = self.vault_k8s_role else {
+                    return Err(ConfigError::VaultLogin(
+                        "VAULT_AUTH_METHOD=kubernetes needs VAULT_K8S_ROLE",
+                    ));
+                };
+                Token::Kubernetes {
+                    mount: self.vault_auth_mount.unwrap_or_else(|| "kubernetes".into()),
+                    role,
+                    jwt_file: self.vault_k8s_token_path,
+                }
+            }
         };
         let settings = Settings {
             addr: self.vault_addr,

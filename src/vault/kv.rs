@@ -4,19 +4,13 @@
 //! `docs/performance.md`). Vault's own error texts are logged at debug only; callers get the
 //! protocol's [`StoreError`].
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::Mutex,
-    time::{Duration, SystemTime},
-};
+use std::{collections::HashMap, time::Duration};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header::HeaderValue};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::{Settings, Token};
+use super::{Settings, login::Auth};
 use crate::rotation::{KvVersion, StoreError, Versioned};
 
 pub(super) struct Kv {
@@ -28,8 +22,8 @@ pub(super) struct Kv {
     /// `{addr}/v1/{mount}/data/` and `.../metadata/`
     data: Url,
     metadata: Url,
-    /// `X-Vault-Token`, marked sensitive (redacted in `Debug`).
-    token: TokenHeader,
+    /// The token, kept valid (`login.rs`).
+    auth: Auth,
     namespace: Option<HeaderValue>,
 }
 
@@ -120,7 +114,7 @@ impl Kv {
             api.join(&format!("{}/{kind}/", settings.mount))
                 .map_err(|_| invalid("ROTATOR_VAULT_MOUNT"))
         };
-        let token = TokenHeader::new(&settings.token).map_err(invalid)?;
+        let auth = Auth::new(&settings.token, http.clone(), api.clone()).map_err(invalid)?;
         let namespace = match &settings.namespace {
             Some(ns) => Some(HeaderValue::from_str(ns).map_err(|_| invalid("VAULT_NAMESPACE"))?),
             None => None,
@@ -129,18 +123,15 @@ impl Kv {
             data: mount("data")?,
             metadata: mount("metadata")?,
             origin: settings.addr.origin().ascii_serialization(),
+            auth,
             api,
             http,
-            token,
             namespace,
         })
     }
 
     fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let request = self
-            .http
-            .request(method, url)
-            .header("X-Vault-Token", self.token.current());
+        let request = self.http.request(method, url);
         match &self.namespace {
             Some(ns) => request.header("X-Vault-Namespace", ns.clone()),
             None => request,
@@ -254,6 +245,25 @@ impl Kv {
         request: RequestBuilder,
         operation: &'static str,
     ) -> Result<Response, StoreError> {
+        let retry = request.try_clone();
+        let response = self.send_once(request, operation).await?;
+        // A login's token that Vault no longer accepts (revoked, expired): log in again and
+        // send once more.
+        if response.status() == StatusCode::FORBIDDEN
+            && let Some(retry) = retry
+            && self.auth.refused().await
+        {
+            return self.send_once(retry, operation).await;
+        }
+        Ok(response)
+    }
+
+    async fn send_once(
+        &self,
+        request: RequestBuilder,
+        operation: &'static str,
+    ) -> Result<Response, StoreError> {
+        let request = request.header("X-Vault-Token", self.auth.header().await?);
         let started = std::time::Instant::now();
         let sent = request.send().await;
         let status = sent.as_ref().ok().map(|r| r.status().as_u16());
@@ -268,69 +278,6 @@ impl Kv {
             StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
         })
     }
-}
-
-/// The `X-Vault-Token` header: fixed, or read from a file again whenever the file changes.
-struct TokenHeader {
-    file: Option<PathBuf>,
-    /// The header and the file's modification time when it was read.
-    current: Mutex<(HeaderValue, Option<SystemTime>)>,
-}
-
-impl TokenHeader {
-    fn new(token: &Token) -> Result<Self, &'static str> {
-        let (file, header, modified) = match token {
-            Token::Static(secret) => (None, header(secret.expose_secret())?, None),
-            Token::File(path) => {
-                let (header, modified) =
-                    read_token(path).ok_or("VAULT_TOKEN_FILE cannot be read or holds no token")?;
-                (Some(path.clone()), header, modified)
-            }
-        };
-        Ok(Self {
-            file,
-            current: Mutex::new((header, modified)),
-        })
-    }
-
-    /// The header to send now: from a token file, the file's token as it is now (one `stat`
-    /// per request; a read only when it changed). A file that cannot be read keeps the last
-    /// token, which Vault will refuse if it has expired.
-    fn current(&self) -> HeaderValue {
-        let mut current = self.current.lock().expect("token poisoned");
-        if let Some(path) = &self.file {
-            let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-            if modified.is_some() && modified != current.1 {
-                match read_token(path) {
-                    Some(fresh) => {
-                        info!(file = %path.display(), "the Vault token file changed; using its token");
-                        *current = fresh;
-                    }
-                    None => {
-                        warn!(file = %path.display(), "the Vault token file changed but cannot be read; keeping the last token")
-                    }
-                }
-            }
-        }
-        current.0.clone()
-    }
-}
-
-fn header(token: &str) -> Result<HeaderValue, &'static str> {
-    let mut header = HeaderValue::from_str(token.trim())
-        .map_err(|_| "the Vault token is not a valid HTTP header value")?;
-    header.set_sensitive(true);
-    Ok(header)
-}
-
-fn read_token(path: &Path) -> Option<(HeaderValue, Option<SystemTime>)> {
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let text = std::fs::read_to_string(path).ok()?;
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    Some((header(text).ok()?, modified))
 }
 
 /// The innermost cause of a transport error (such as "Connection refused (os error 111)").

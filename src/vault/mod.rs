@@ -5,6 +5,7 @@
 //! protocol's [`StoreError`].
 
 mod kv;
+mod login;
 mod settings;
 
 use std::sync::Arc;

@@ -27,4 +27,16 @@ pub enum Token {
     Static(SecretString),
     /// A file read again whenever it changes, as Vault Agent rewrites it.
     File(PathBuf),
+    /// AppRole login at `auth/{mount}/login`, the secret id read from a file at each login.
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id_file: PathBuf,
+    },
+    /// Kubernetes login at `auth/{mount}/login` with the pod's service-account token.
+    Kubernetes {
+        mount: String,
+        role: String,
+        jwt_file: PathBuf,
+    },
 }

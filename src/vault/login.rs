@@ -1,0 +1,247 @@
+//! The Vault token, kept valid: a fixed token (`VAULT_TOKEN`), a file read again whenever it
+//! changes (`VAULT_TOKEN_FILE`, as Vault Agent writes it), or a login (AppRole, Kubernetes)
+//! renewed before it expires and made again when renewal fails or Vault refuses the token.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use reqwest::{Url, header::HeaderValue};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use tokio::{sync::Mutex, time::Instant};
+use tracing::{info, warn};
+
+use super::Token;
+use crate::rotation::StoreError;
+
+pub(super) struct Auth {
+    source: Token,
+    http: reqwest::Client,
+    /// `{addr}/v1/`
+    api: Url,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    header: Option<HeaderValue>,
+    /// A token file's modification time when it was read.
+    read_at: Option<SystemTime>,
+    /// A login's token: when to renew it, and whether it can be.
+    renew_at: Option<Instant>,
+    renewable: bool,
+}
+
+#[derive(Deserialize)]
+struct LoginAnswer {
+    auth: LoginAuth,
+}
+
+#[derive(Deserialize)]
+struct LoginAuth {
+    client_token: String,
+    lease_duration: u64,
+    renewable: bool,
+}
+
+impl Auth {
+    pub(super) fn new(
+        source: &Token,
+        http: reqwest::Client,
+        api: Url,
+    ) -> Result<Self, &'static str> {
+        let mut state = State::default();
+        match source {
+            Token::Static(token) => state.header = Some(header(token.expose_secret())?),
+            Token::File(path) => {
+                let (header, read_at) =
+                    read_token(path).ok_or("VAULT_TOKEN_FILE cannot be read or holds no token")?;
+                state.header = Some(header);
+                state.read_at = read_at;
+            }
+            // Logged in at the first request.
+            Token::AppRole { .. } | Token::Kubernetes { .. } => {}
+        }
+        Ok(Self {
+            source: source.clone(),
+            http,
+            api,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The `X-Vault-Token` header to send now.
+    pub(super) async fn header(&self) -> Result<HeaderValue, StoreError> {
+        let mut state = self.state.lock().await;
+        match &self.source {
+            Token::Static(_) => {}
+            Token::File(path) => {
+                let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                if modified.is_some() && modified != state.read_at {
+                    match read_token(path) {
+                        Some((header, read_at)) => {
+                            info!(file = %path.display(), "the Vault token file changed; using its token");
+                            state.header = Some(header);
+                            state.read_at = read_at;
+                        }
+                        None => {
+                            warn!(file = %path.display(), "the Vault token file changed but cannot be read; keeping the last token")
+                        }
+                    }
+                }
+            }
+            Token::AppRole { .. } | Token::Kubernetes { .. } => {
+                let due = state.renew_at.is_none_or(|at| Instant::now() >= at);
+                if state.header.is_none() || due {
+                    let renewed = match (&state.header, state.renewable) {
+                        (Some(current), true) => self.renew(current).await.ok(),
+                        _ => None,
+                    };
+                    let (header, lease, renewable) = match renewed {
+                        Some(renewed) => renewed,
+                        None => self.login().await?,
+                    };
+                    state.header = Some(header);
+                    state.renewable = renewable;
+                    // Renewed at two thirds of its lease, so that it never lapses in use.
+                    state.renew_at = Some(Instant::now() + lease * 2 / 3);
+                }
+            }
+        }
+        state
+            .header
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("no Vault token".into()))
+    }
+
+    /// Vault refused the token (403): forget a login's token, so that the next request logs in
+    /// again. True when a retry may succeed.
+    pub(super) async fn refused(&self) -> bool {
+        match &self.source {
+            Token::AppRole { .. } | Token::Kubernetes { .. } => {
+                let mut state = self.state.lock().await;
+                warn!("Vault refused the service's token; logging in again");
+                *state = State::default();
+                true
+            }
+            Token::Static(_) | Token::File(_) => false,
+        }
+    }
+
+    async fn renew(
+        &self,
+        current: &HeaderValue,
+    ) -> Result<(HeaderValue, Duration, bool), StoreError> {
+        let url = self.url("auth/token/renew-self")?;
+        let answer = self
+            .http
+            .post(url)
+            .header("X-Vault-Token", current.clone())
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .map_err(|_| StoreError::Unavailable("token renewal failed".into()))?;
+        if !answer.status().is_success() {
+            warn!(
+                status = answer.status().as_u16(),
+                "Vault token renewal refused; logging in again"
+            );
+            return Err(StoreError::PermissionDenied("auth/token/renew-self".into()));
+        }
+        let answer: LoginAnswer = answer
+            .json()
+            .await
+            .map_err(|_| StoreError::Unexpected("malformed renewal answer".into()))?;
+        let lease = Duration::from_secs(answer.auth.lease_duration.max(1));
+        Ok((current.clone(), lease, answer.auth.renewable))
+    }
+
+    async fn login(&self) -> Result<(HeaderValue, Duration, bool), StoreError> {
+        let (mount, body, method) = match &self.source {
+            Token::AppRole {
+                mount,
+                role_id,
+                secret_id_file,
+            } => {
+                let secret_id = read_trimmed(secret_id_file, "VAULT_SECRET_ID_FILE")?;
+                let body = serde_json::json!({ "role_id": role_id, "secret_id": secret_id });
+                (mount, body, "AppRole")
+            }
+            Token::Kubernetes {
+                mount,
+                role,
+                jwt_file,
+            } => {
+                let jwt = read_trimmed(jwt_file, "VAULT_K8S_TOKEN_PATH")?;
+                (
+                    mount,
+                    serde_json::json!({ "role": role, "jwt": jwt }),
+                    "Kubernetes",
+                )
+            }
+            Token::Static(_) | Token::File(_) => {
+                return Err(StoreError::Unexpected("no login method".into()));
+            }
+        };
+        let url = self.url(&format!("auth/{mount}/login"))?;
+        let answer = self.http.post(url).json(&body).send().await.map_err(|e| {
+            StoreError::Unavailable(format!("{method} login failed: {}", e.without_url()))
+        })?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(match status.as_u16() {
+                400 | 403 => StoreError::PermissionDenied(format!("auth/{mount}/login ({method})")),
+                code => StoreError::Unavailable(format!("{method} login answered HTTP {code}")),
+            });
+        }
+        let answer: LoginAnswer = answer
+            .json()
+            .await
+            .map_err(|_| StoreError::Unexpected(format!("malformed {method} login answer")))?;
+        info!(
+            method,
+            lease_secs = answer.auth.lease_duration,
+            "logged in to Vault"
+        );
+        let header =
+            header(&answer.auth.client_token).map_err(|e| StoreError::Unexpected(e.to_owned()))?;
+        // A lease of 0 is a token that does not expire: renew it now and then anyway.
+        let lease = Duration::from_secs(match answer.auth.lease_duration {
+            0 => 3600,
+            secs => secs,
+        });
+        Ok((header, lease, answer.auth.renewable))
+    }
+
+    fn url(&self, path: &str) -> Result<Url, StoreError> {
+        self.api
+            .join(path)
+            .map_err(|_| StoreError::Unexpected(format!("bad Vault path {path}")))
+    }
+}
+
+fn read_trimmed(path: &Path, name: &str) -> Result<String, StoreError> {
+    let text = std::fs::read_to_string(path).map_err(|_| {
+        StoreError::PermissionDenied(format!("{name} {} cannot be read", path.display()))
+    })?;
+    Ok(text.trim().to_owned())
+}
+
+fn header(token: &str) -> Result<HeaderValue, &'static str> {
+    let mut header = HeaderValue::from_str(token.trim())
+        .map_err(|_| "the Vault token is not a valid HTTP header value")?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+fn read_token(path: &PathBuf) -> Option<(HeaderValue, Option<SystemTime>)> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some((header(text).ok()?, modified))
+}
