@@ -21,5 +21,6 @@ mod rotate;
 mod security;
 mod staged;
 mod validation;
+mod vault_auth;
 mod webhook;
 mod zero_downtime;
