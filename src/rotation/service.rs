@@ -17,13 +17,15 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use super::{
+    client::Client,
     error::{IssuerError, RotationError, StoreError},
     ids::{ClientId, PathTemplate, Reason},
     notify::NotificationKind,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        ClientState, Drift, Intent, KeySecrets, KvVersion, LastRotation, RotateCommand, Rotation,
-        RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated, Versioned,
+        Acquired, ClientState, Drift, Intent, KeySecrets, KvVersion, LastRotation, RotateCommand,
+        Rotation, RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated,
+        Versioned,
     },
 };
 use crate::audit::{self, Event, Origin};
@@ -428,12 +430,45 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             strategy: Strategy::Immediate,
         };
         debug!(%rotation_id, "Auth0 rotated the secret; storing it");
+        let rotation = self
+            .store_and_close(
+                client_id,
+                path,
+                &secrets,
+                lease.observed,
+                &lease,
+                issued.client,
+                metadata,
+                deadline,
+            )
+            .await?;
+        info!(%rotation_id, vault.version = %rotation.stored.version, "rotation stored");
+        Ok(rotation)
+    }
+
+    /// Auth0 holds a new secret (rotated, or a staged one promoted): stores `secrets` with
+    /// check-and-set against `cas` (once more over a write from outside while the lease is
+    /// ours), then closes the intent recording the rotation. A store that fails leaves the
+    /// intent open for healing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn store_and_close(
+        &self,
+        client_id: &ClientId,
+        path: String,
+        secrets: &KeySecrets,
+        cas: KvVersion,
+        lease: &Acquired,
+        client: Box<Client>,
+        metadata: RotationMetadata,
+        deadline: Instant,
+    ) -> Result<Rotation, RotationError> {
+        let rotation_id = metadata.rotation_id;
         let stored = match self
-            .store_with_retries(&path, client_id, &secrets, lease.observed, deadline)
+            .store_with_retries(&path, client_id, secrets, cas, deadline)
             .await
         {
             Err(StoreError::CasMismatch) => {
-                self.store_again(client_id, &path, &secrets, lease.fence, deadline)
+                self.store_again(client_id, &path, secrets, lease.fence, deadline)
                     .await
             }
             done => done,
@@ -443,7 +478,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 %rotation_id,
                 vault.path = %path,
                 error = %source,
-                "NEEDS RESYNC: Auth0 rotated the secret but Vault does not hold it; \
+                "NEEDS RESYNC: Auth0 holds a new secret that Vault does not hold yet; \
                  this replica retries storing the live secret shortly"
             );
             RotationError::StoreAfterRotation {
@@ -457,21 +492,20 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             kv_version: version,
         };
         let rotation = Rotation {
-            client: issued.client,
+            client,
             metadata,
             stored: self.stored(path, version),
             replayed: false,
             promote_after: None,
         };
         let closed = self.with_rotation(
-            lease.before.closed_with(last),
+            lease.before.clone().closed_with(last),
             NotificationKind::Completed,
             client_id,
             &rotation,
         );
         self.close(client_id, rotation_id, lease.fence, closed)
             .await;
-        info!(%rotation_id, vault.version = %version, "rotation stored");
         Ok(rotation)
     }
 

@@ -31,8 +31,8 @@ use super::{
     notify::{Notification, NotificationKind},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        Acquired, ClientState, Intent, KeySecrets, KvVersion, LastRotation, RotateCommand,
-        Rotation, RotationMetadata, Staged, Step, StoredSecret, Strategy,
+        Acquired, ClientState, Intent, KeySecrets, KvVersion, RotateCommand, Rotation,
+        RotationMetadata, Staged, Step, StoredSecret, Strategy,
     },
     service::{RotationService, audit_rotation},
 };
@@ -312,24 +312,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         debug!(%rotation_id, "Auth0 holds the staged secret; promoting it in Vault");
         let secrets =
             KeySecrets::replaced(Some(&key.value), next, self.settings.previous_secret_ttl);
-        let stored = match self
-            .store_with_retries(&path, client_id, &secrets, key.version, deadline)
-            .await
-        {
-            Err(StoreError::CasMismatch) => {
-                self.store_again(client_id, &path, &secrets, lease.fence, deadline)
-                    .await
-            }
-            done => done,
-        };
-        let version = stored.map_err(|source| {
-            error!(%rotation_id, vault.path = %path, error = %source, "NEEDS RESYNC: Auth0 holds the staged secret but Vault has not promoted it; this replica retries shortly");
-            RotationError::StoreAfterRotation {
-                client_id: client_id.clone(),
-                rotation_id,
-                source,
-            }
-        })?;
         let metadata = RotationMetadata {
             rotation_id,
             rotated_at: SystemTime::now(),
@@ -338,27 +320,20 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             recovered: false,
             strategy: Strategy::Staged,
         };
-        let last = LastRotation {
-            metadata: metadata.clone(),
-            kv_version: version,
-        };
-        let rotation = Rotation {
-            client: issued.client,
-            metadata,
-            stored: self.stored(path, version),
-            replayed: false,
-            promote_after: None,
-        };
-        let closed = self.with_rotation(
-            lease.before.closed_with(last),
-            NotificationKind::Completed,
-            client_id,
-            &rotation,
-        );
-        self.close(client_id, rotation_id, lease.fence, closed)
-            .await;
+        let rotation = self
+            .store_and_close(
+                client_id,
+                path,
+                &secrets,
+                key.version,
+                &lease,
+                issued.client,
+                metadata,
+                deadline,
+            )
+            .await?;
         self.forget_staged(client_id, rotation_id);
-        info!(%rotation_id, vault.version = %version, "staged secret promoted");
+        info!(%rotation_id, vault.version = %rotation.stored.version, "staged secret promoted");
         Ok(rotation)
     }
 
