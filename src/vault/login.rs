@@ -18,6 +18,8 @@ use crate::rotation::StoreError;
 
 pub(super) struct Auth {
     source: Token,
+    /// A fixed token's header: sent without taking the lock.
+    fixed: Option<HeaderValue>,
     http: reqwest::Client,
     /// `{addr}/v1/`
     api: Url,
@@ -53,8 +55,9 @@ impl Auth {
         api: Url,
     ) -> Result<Self, &'static str> {
         let mut state = State::default();
+        let mut fixed = None;
         match source {
-            Token::Static(token) => state.header = Some(header(token.expose_secret())?),
+            Token::Static(token) => fixed = Some(header(token.expose_secret())?),
             Token::File(path) => {
                 let (header, read_at) =
                     read_token(path).ok_or("VAULT_TOKEN_FILE cannot be read or holds no token")?;
@@ -66,6 +69,7 @@ impl Auth {
         }
         Ok(Self {
             source: source.clone(),
+            fixed,
             http,
             api,
             state: Mutex::new(state),
@@ -74,6 +78,9 @@ impl Auth {
 
     /// The `X-Vault-Token` header to send now.
     pub(super) async fn header(&self) -> Result<HeaderValue, StoreError> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(fixed.clone());
+        }
         let mut state = self.state.lock().await;
         match &self.source {
             Token::Static(_) => {}

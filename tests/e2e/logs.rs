@@ -10,10 +10,9 @@ use secret_rotator::{
     },
 };
 use serde_json::Value;
-use tonic::Request;
 
 use crate::{
-    helpers::{ServiceProcess, bare_stack, connect},
+    helpers::{ServiceProcess, authed, bare_stack, connect},
     pki::{AUDIENCE, Pki},
 };
 
@@ -23,14 +22,6 @@ callers = ["jwt:ops@corp.example"]
 clients = ["*"]
 rpcs = ["RotateSecret", "GetRotationStatus", "CompleteRotation"]
 "#;
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 #[tokio::test]
 async fn normal_operation_logs_no_warning_or_error() {

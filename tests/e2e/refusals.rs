@@ -10,11 +10,11 @@ use secret_rotator::{
     },
 };
 use serde_json::Value;
-use tonic::{Code, Request};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{ServiceProcess, bare_stack, connect, eventually, rotate},
+    helpers::{ServiceProcess, authed, bare_stack, connect, eventually, rotate},
     pki::{AUDIENCE, Pki},
 };
 
@@ -24,14 +24,6 @@ callers = ["jwt:ops@corp.example"]
 clients = ["*"]
 rpcs = ["RotateSecret", "GetRotationStatus"]
 "#;
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 fn denied_events(trail: &str) -> Vec<Value> {
     trail

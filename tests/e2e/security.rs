@@ -14,8 +14,8 @@ use rcgen::SanType;
 
 use crate::{
     helpers::{
-        ServiceProcess, Stack, StackOptions, assert_status, eventually, rotate, slow_answer,
-        vault_path,
+        ServiceProcess, Stack, StackOptions, assert_status, authed, eventually, rotate,
+        slow_answer, vault_path,
     },
     pki::{AUDIENCE, BOT, Ca, JwtSigner, Pki},
 };
@@ -40,11 +40,7 @@ rpcs = ["RotateSecret"]
 pub(crate) const AUTOMATION: &str = "automation@corp.example";
 
 pub(crate) fn with_token(client_id: &str, token: &str) -> Request<RotateSecretRequest> {
-    let mut request = Request::new(rotate(client_id));
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    authed(rotate(client_id), token)
 }
 
 pub(crate) fn allowed_id() -> String {

@@ -29,6 +29,15 @@ pub fn keyed(client_id: &str, key: &str) -> RotateSecretRequest {
     }
 }
 
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
 /// One scripted rotate-secret failure at the emulator.
 pub fn rotate_fault(status: u16, commit: bool, delay_ms: u64) -> Faults {
     Faults {
