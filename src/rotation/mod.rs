@@ -19,6 +19,7 @@
 //! - `ids`: validated ids and request values; `records`: versions, commands and stored records;
 //! - `client`: Auth0's Client object, tolerant of anything Auth0 sends;
 //! - `service`: [`RotationService`] and one rotation from request to answer;
+//! - `store`: storing a secret Auth0 now holds, and closing the rotation that got it;
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
 //! - `notify`: notifications for a webhook, recorded with the step they report;
@@ -39,6 +40,7 @@ mod records;
 mod recovery;
 mod service;
 mod staged;
+mod store;
 #[cfg(test)]
 mod tests;
 
