@@ -6,7 +6,7 @@ conversions excepted: they mirror Auth0's schema field for field)."""
 import pathlib, re, sys
 
 # Lowest first: a module may import only modules listed before it.
-LAYERS = ["audit", "metrics", "rotation", "auth0", "vault", "webhook", "auth", "listener", "grpc", "telemetry", "cli", "config", "app"]
+LAYERS = ["audit", "trace", "metrics", "upstream", "rotation", "auth0", "vault", "webhook", "auth", "listener", "grpc", "telemetry", "cli", "config", "app"]
 # Standalone: imports nothing of the service (the emulator is a test double of Auth0).
 STANDALONE = ["emulator"]
 

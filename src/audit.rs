@@ -20,20 +20,8 @@ pub struct Origin {
     /// Authenticated caller identity (`anonymous` in insecure mode).
     pub caller: Option<String>,
     pub peer: Option<String>,
-    /// W3C trace id from the caller's `traceparent`, or a fresh one.
+    /// The W3C trace id the call runs under (the caller's when it sent one; `trace.rs`).
     pub trace_id: String,
-}
-
-impl Origin {
-    /// The trace id of a `traceparent` header (`00-<trace id>-<span id>-<flags>`), or a new one.
-    pub fn trace_id_from(traceparent: Option<&str>) -> String {
-        traceparent
-            .and_then(|tp| tp.split('-').nth(1))
-            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .filter(|id| id.bytes().any(|b| b != b'0'))
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_else(|| Uuid::new_v4().simple().to_string())
-    }
 }
 
 /// What happened.
@@ -242,23 +230,5 @@ mod tests {
             c
         };
         assert_eq!(counts, [0, 2], "one address, two clients: two kinds");
-    }
-
-    #[test]
-    fn trace_ids_come_from_traceparent_or_are_new() {
-        let tp = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
-        assert_eq!(
-            Origin::trace_id_from(Some(tp)),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        for bad in [
-            None,
-            Some("garbage"),
-            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-        ] {
-            let id = Origin::trace_id_from(bad);
-            assert_eq!(id.len(), 32);
-            assert_ne!(id, "00000000000000000000000000000000");
-        }
     }
 }

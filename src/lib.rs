@@ -6,8 +6,12 @@
 //! (`scripts/layout.py` checks this, and CI runs it).
 //!
 //! - [`audit`]: the audit trail's event record and where it is written; imports nothing.
+//! - [`trace`]: W3C trace context: the caller's `traceparent`, the trace id audit events
+//!   carry, `traceparent` on outgoing requests.
 //! - [`metrics`]: the Prometheus registry and the functions that record into it; imports
 //!   nothing.
+//! - [`upstream`]: sends every request to Auth0 and Vault, timed (metrics) and traced (a client
+//!   span, `traceparent`).
 //! - [`rotation`]: the protocol. Owns its ports (`SecretIssuer`, `SecretStore`, `Ledger`), their
 //!   errors (`IssuerError`, `StoreError`, each with one `kind()`), the ids, the records and
 //!   Auth0's Client model. Imports no adapter, no transport, no configuration.
@@ -21,7 +25,8 @@
 //!   back-off when descriptors run out; `TCP_NODELAY` on each), and TLS handshakes.
 //! - [`grpc`]: the tonic layer: request -> one domain call -> response; every `Status` is built
 //!   in `grpc/status.rs`.
-//! - [`telemetry`]: installs the log subscriber; its `Settings`.
+//! - [`telemetry`]: installs the log subscriber and, with an OTLP endpoint, the span exporter;
+//!   its `Settings`.
 //! - [`cli`]: the operator commands (rotate, status, complete, cancel, health): a gRPC client.
 //! - [`config`]: flags and environment, grouped and validated once into each part's settings.
 //! - [`app`]: the composition root: builds the adapters, the service and the server; health,
@@ -41,6 +46,8 @@ pub mod listener;
 pub mod metrics;
 pub mod rotation;
 pub mod telemetry;
+pub mod trace;
+pub mod upstream;
 pub mod vault;
 pub mod webhook;
 

@@ -19,14 +19,18 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
     };
-    if let Err(e) = telemetry::init(&config.log) {
-        return fail(&e);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(app::run(config, app::shutdown_signal())) {
+    // Inside the runtime: the span exporter's connection is spawned on it.
+    let telemetry = match runtime.block_on(async { telemetry::init(&config.log) }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(&e),
+    };
+    let served = runtime.block_on(app::run(config, app::shutdown_signal()));
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }

@@ -240,10 +240,8 @@ impl Auth0Client {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(json.clone());
             }
-            let started = std::time::Instant::now();
-            let sent = request.send().await;
+            let sent = crate::upstream::send("auth0", operation, request).await;
             let status = sent.as_ref().ok().map(|r| r.status().as_u16());
-            crate::metrics::upstream("auth0", operation, status, started.elapsed());
             if status == Some(429) {
                 crate::metrics::rate_limited("auth0");
             }

@@ -124,19 +124,13 @@ impl TokenSource {
         else {
             unreachable!("only client credentials request tokens");
         };
-        let started = std::time::Instant::now();
-        let sent = http
-            .post(url.clone())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", client_secret.expose_secret()),
-                ("audience", audience),
-            ])
-            .send()
-            .await;
-        let answered = sent.as_ref().ok().map(|r| r.status().as_u16());
-        crate::metrics::upstream("auth0", "token", answered, started.elapsed());
+        let request = http.post(url.clone()).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose_secret()),
+            ("audience", audience),
+        ]);
+        let sent = crate::upstream::send("auth0", "token", request).await;
         let response = sent.map_err(transport_error)?;
         let status = response.status();
         if status.is_success() {

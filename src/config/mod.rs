@@ -7,6 +7,7 @@
 //! (`hide_env_values`), not even in parse errors.
 
 mod auth0;
+mod log;
 mod rotation;
 mod security;
 mod vault;
@@ -23,10 +24,10 @@ use reqwest::Url;
 use secrecy::SecretString;
 
 pub use self::{
-    auth0::Auth0Args, rotation::RotationArgs, security::SecurityArgs, vault::VaultArgs,
-    webhook::WebhookArgs,
+    auth0::Auth0Args, log::LogArgs, rotation::RotationArgs, security::SecurityArgs,
+    vault::VaultArgs, webhook::WebhookArgs,
 };
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -189,22 +190,6 @@ pub struct ServerArgs {
     pub readiness_interval: Duration,
 }
 
-/// Logs and the audit trail.
-#[derive(Debug, Args)]
-pub struct LogArgs {
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "ROTATOR_LOG", default_value = "info")]
-    pub log: String,
-
-    /// Log format.
-    #[arg(long, env = "ROTATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
-
-    /// Write audit events (target `audit`) to this file, as JSON lines, instead of the log.
-    #[arg(long, env = "ROTATOR_AUDIT_LOG")]
-    pub audit_log: Option<PathBuf>,
-}
-
 /// The validated configuration: each part's settings. Built only by [`ServeArgs::into_config`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -282,6 +267,8 @@ pub enum ConfigError {
     DistributeFor,
     #[error("{0}")]
     Webhook(&'static str),
+    #[error("{0}")]
+    Traces(String),
 }
 
 impl ServeArgs {
@@ -309,11 +296,7 @@ impl ServeArgs {
             vault,
             rotation,
             webhook,
-            log: telemetry::Settings {
-                filter: log.log,
-                format: log.log_format,
-                audit_file: log.audit_log,
-            },
+            log: log.into_settings()?,
         })
     }
 }

@@ -114,3 +114,88 @@ fn the_readme_lists_every_setting_with_its_flag() {
     }
     assert!(missing.is_empty(), "not in the README's table: {missing:?}");
 }
+
+#[test]
+fn traces_are_off_without_an_endpoint_and_their_settings_are_checked() {
+    let token = ["--auth0-management-token", "t"];
+    assert!(parse(&token).unwrap().log.traces.is_none());
+    let with = |extra: &[&str]| {
+        let mut argv = token.to_vec();
+        argv.extend_from_slice(extra);
+        parse(&argv)
+    };
+    let cfg = with(&[
+        "--otlp-endpoint",
+        "http://collector:4317/",
+        "--otel-traces-sampler",
+        "parentbased_traceidratio",
+        "--otel-traces-sampler-arg",
+        "0.25",
+        "--otel-resource-attributes",
+        "deployment.environment.name=prod, team=platform%20ops",
+    ])
+    .unwrap();
+    let traces = cfg.log.traces.expect("traces on");
+    assert_eq!(traces.endpoint, "http://collector:4317");
+    assert_eq!(traces.service_name, "secret-rotator");
+    assert_eq!(
+        traces.sampler,
+        crate::telemetry::Sampler::ParentBasedTraceIdRatio(0.25)
+    );
+    assert_eq!(
+        traces.resource,
+        [
+            ("deployment.environment.name".to_owned(), "prod".to_owned()),
+            ("team".to_owned(), "platform ops".to_owned()),
+        ]
+    );
+    let refused = |extra: &[&str], says: &str| {
+        let mut argv = vec!["--otlp-endpoint", "http://collector:4317"];
+        argv.extend_from_slice(extra);
+        match with(&argv) {
+            Err(ConfigError::Traces(message)) => assert!(message.contains(says), "{message}"),
+            other => panic!("{extra:?} accepted: {other:?}"),
+        }
+    };
+    refused(
+        &[
+            "--otel-traces-sampler",
+            "traceidratio",
+            "--otel-traces-sampler-arg",
+            "1.5",
+        ],
+        "OTEL_TRACES_SAMPLER_ARG",
+    );
+    refused(
+        &["--otel-resource-attributes", "novalue"],
+        "OTEL_RESOURCE_ATTRIBUTES",
+    );
+    refused(
+        &["--otel-resource-attributes", "=x"],
+        "OTEL_RESOURCE_ATTRIBUTES",
+    );
+    refused(
+        &["--otel-traces-sampler", "xray"],
+        "OTEL_TRACES_SAMPLER must be",
+    );
+    // Empty counts as unset (OpenTelemetry's rule for its variables).
+    let cfg = with(&[
+        "--otlp-endpoint",
+        "http://c:4317",
+        "--otel-service-name",
+        " ",
+    ])
+    .unwrap();
+    assert_eq!(cfg.log.traces.unwrap().service_name, "secret-rotator");
+    assert!(with(&["--otlp-endpoint", ""]).unwrap().log.traces.is_none());
+    for endpoint in [
+        "http://collector:4317/v1/traces",
+        "ftp://collector",
+        "http://u:p@collector:4317",
+    ] {
+        match with(&["--otlp-endpoint", endpoint]) {
+            Err(ConfigError::Traces(m)) => assert!(m.contains("OTEL_EXPORTER_OTLP_ENDPOINT")),
+            other => panic!("{endpoint} accepted: {other:?}"),
+        }
+    }
+}

@@ -165,6 +165,8 @@ struct Inner {
     faults: Faults,
     rotate_faults: VecDeque<RotateFault>,
     stats: Stats,
+    /// The `traceparent` headers of the last Management API and token requests.
+    traceparents: VecDeque<String>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -189,6 +191,7 @@ impl Emulator {
                 faults: Faults::default(),
                 rotate_faults: VecDeque::new(),
                 stats: Stats::default(),
+                traceparents: VecDeque::new(),
             })),
         }
     }
@@ -299,6 +302,12 @@ impl RunningEmulator {
             .and_then(|c| c.secret.clone())
     }
 
+    /// The W3C `traceparent` headers of the last requests (at most [`TRACEPARENTS_KEPT`]),
+    /// oldest first: what a tracing backend behind Auth0 would see.
+    pub fn traceparents(&self) -> Vec<String> {
+        lock(&self.inner).traceparents.iter().cloned().collect()
+    }
+
     pub fn stats(&self) -> Stats {
         lock(&self.inner).stats
     }
@@ -322,6 +331,9 @@ impl RunningEmulator {
         lock(&self.inner).add_faults(faults);
     }
 }
+
+/// How many `traceparent` headers the emulator keeps.
+pub const TRACEPARENTS_KEPT: usize = 1000;
 
 fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|p| p.into_inner())

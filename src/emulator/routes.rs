@@ -35,6 +35,16 @@ pub(super) fn router(shared: Shared) -> Router {
 }
 
 impl super::Inner {
+    /// Keeps the request's `traceparent`, if it has one.
+    fn record_trace(&mut self, headers: &HeaderMap) {
+        if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+            if self.traceparents.len() == super::TRACEPARENTS_KEPT {
+                self.traceparents.pop_front();
+            }
+            self.traceparents.push_back(tp.to_owned());
+        }
+    }
+
     /// Takes one request from the bucket; `Err` carries the 429 answer.
     fn rate_limit(&mut self) -> Result<RateHeaders, Response> {
         let burst = f64::from(self.config.rate_limit_burst);
@@ -81,6 +91,7 @@ impl super::Inner {
         scopes: &[&str],
     ) -> Result<(RateHeaders, Vec<String>), Response> {
         self.stats.requests += 1;
+        self.record_trace(headers);
         let rate = self.rate_limit()?;
         let granted = match self.authenticate(headers) {
             Ok(granted) => granted,
@@ -209,6 +220,7 @@ async fn token(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     let mut inner = lock(&inner);
     inner.stats.requests += 1;
     inner.stats.token_requests += 1;
+    inner.record_trace(&headers);
 
     let is_json = headers
         .get(header::CONTENT_TYPE)

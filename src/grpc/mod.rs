@@ -12,6 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::{Instrument, Span, debug_span, field::Empty};
 
 use crate::{
     audit::{self, Origin},
@@ -96,18 +97,14 @@ impl<I, S, L> RotationApi<I, S, L> {
     /// The caller of a call, with where the call came from; a refusal is audited.
     fn authenticate<T>(
         &self,
+        call: &Call,
         request: &Request<T>,
         client_id: &str,
     ) -> Result<(Origin, Caller), Status> {
         let mut origin = Origin {
             caller: None,
             peer: request.remote_addr().map(|a| a.to_string()),
-            trace_id: Origin::trace_id_from(
-                request
-                    .metadata()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok()),
-            ),
+            trace_id: call.trace_id.clone(),
         };
         let caller = self
             .gate
@@ -125,23 +122,53 @@ impl<I, S, L> RotationApi<I, S, L> {
     }
 }
 
-/// Records an RPC's duration in `secret_rotator_rpc_duration_seconds` when it ends, however it
-/// ends.
-struct RpcTimer {
+/// One RPC: its server span (the caller's `traceparent` its parent), the trace id its audit
+/// events carry, and its duration in `secret_rotator_rpc_duration_seconds`, recorded however
+/// it ends (a caller hanging up drops it).
+struct Call {
     rpc: &'static str,
+    span: Span,
+    trace_id: String,
     started: Instant,
 }
 
-impl RpcTimer {
-    fn start(rpc: &'static str) -> Self {
+impl Call {
+    fn start<T>(rpc: &'static str, request: &Request<T>) -> Self {
+        use proto::secret_rotation_service_server::SERVICE_NAME;
+        // Debug: without an OTLP endpoint (and at the default log level) it costs nothing.
+        let span = debug_span!(
+            "rpc",
+            otel.name = %format_args!("{SERVICE_NAME}/{rpc}"),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = SERVICE_NAME,
+            rpc.method = rpc,
+            rpc.grpc.status_code = Empty,
+        );
+        let caller = crate::trace::caller_context(request.metadata().as_ref());
+        let trace_id = crate::trace::adopt(&span, caller);
         Self {
             rpc,
+            span,
+            trace_id,
             started: Instant::now(),
         }
     }
+
+    /// Runs the handler in the RPC's span and records its status code there.
+    async fn run<T>(&self, handler: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        let result = handler.instrument(self.span.clone()).await;
+        let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if status::is_server_error(code) {
+            self.span.record("otel.status_code", "error");
+        }
+        result
+    }
 }
 
-impl Drop for RpcTimer {
+impl Drop for Call {
     fn drop(&mut self) {
         crate::metrics::rpc(self.rpc, self.started.elapsed());
     }
@@ -160,84 +187,100 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         &self,
         request: Request<proto::RotateSecretRequest>,
     ) -> Result<Response<proto::RotateSecretResponse>, Status> {
-        let _timer = RpcTimer::start("RotateSecret");
-        let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
-        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
-        let body = request.into_inner();
-        let mut command =
-            RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
+        let call = Call::start("RotateSecret", &request);
+        call.run(async {
+            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+            let (origin, caller) =
+                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let body = request.into_inner();
+            let mut command =
+                RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
+                    .map_err(RotationError::from)?;
+            command.require_in_sync = body.require_in_sync;
+            command.strategy = convert::strategy_from(body.strategy)?;
+            command.distribute_for = body
+                .distribute_for
+                .map(convert::duration_from)
+                .transpose()?;
+            self.service
+                .distribute_for(&command)
                 .map_err(RotationError::from)?;
-        command.require_in_sync = body.require_in_sync;
-        command.strategy = convert::strategy_from(body.strategy)?;
-        command.distribute_for = body
-            .distribute_for
-            .map(convert::duration_from)
-            .transpose()?;
-        self.service
-            .distribute_for(&command)
-            .map_err(RotationError::from)?;
-        self.admit(&caller, Rpc::RotateSecret, &command.client_id)
-            .map_err(|e| self.refuse(&origin, command.client_id.as_str(), e))?;
-        command.origin = origin;
-        if body.validate_only {
-            let validated = self.service.validate(&command).await?;
-            return Ok(Response::new(validated.into()));
-        }
-        let rotation = self.service.rotate(command, deadline).await?;
-        Ok(Response::new(rotation.into()))
+            self.admit(&caller, Rpc::RotateSecret, &command.client_id)
+                .map_err(|e| self.refuse(&origin, command.client_id.as_str(), e))?;
+            command.origin = origin;
+            if body.validate_only {
+                let validated = self.service.validate(&command).await?;
+                return Ok(Response::new(validated.into()));
+            }
+            let rotation = self.service.rotate(command, deadline).await?;
+            Ok(Response::new(rotation.into()))
+        })
+        .await
     }
 
     async fn complete_rotation(
         &self,
         request: Request<proto::CompleteRotationRequest>,
     ) -> Result<Response<proto::CompleteRotationResponse>, Status> {
-        let _timer = RpcTimer::start("CompleteRotation");
-        let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
-        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
-        let body = request.get_ref();
-        let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
-        self.admit(&caller, Rpc::CompleteRotation, &client_id)
-            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
-        let promoted = self
-            .service
-            .complete(client_id, rotation_id, origin, deadline)
-            .await?;
-        Ok(Response::new(promoted.into()))
+        let call = Call::start("CompleteRotation", &request);
+        call.run(async {
+            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+            let (origin, caller) =
+                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let body = request.get_ref();
+            let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
+            self.admit(&caller, Rpc::CompleteRotation, &client_id)
+                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+            let promoted = self
+                .service
+                .complete(client_id, rotation_id, origin, deadline)
+                .await?;
+            Ok(Response::new(promoted.into()))
+        })
+        .await
     }
 
     async fn cancel_rotation(
         &self,
         request: Request<proto::CancelRotationRequest>,
     ) -> Result<Response<proto::CancelRotationResponse>, Status> {
-        let _timer = RpcTimer::start("CancelRotation");
-        let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
-        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
-        let body = request.get_ref();
-        let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
-        self.admit(&caller, Rpc::CancelRotation, &client_id)
-            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
-        let cancelled = self
-            .service
-            .cancel(&client_id, rotation_id, &origin, deadline)
-            .await?;
-        Ok(Response::new(cancelled.into()))
+        let call = Call::start("CancelRotation", &request);
+        call.run(async {
+            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+            let (origin, caller) =
+                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let body = request.get_ref();
+            let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
+            self.admit(&caller, Rpc::CancelRotation, &client_id)
+                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+            let cancelled = self
+                .service
+                .cancel(&client_id, rotation_id, &origin, deadline)
+                .await?;
+            Ok(Response::new(cancelled.into()))
+        })
+        .await
     }
 
     async fn get_rotation_status(
         &self,
         request: Request<proto::GetRotationStatusRequest>,
     ) -> Result<Response<proto::GetRotationStatusResponse>, Status> {
-        let _timer = RpcTimer::start("GetRotationStatus");
-        let (origin, caller) = self.authenticate(&request, &request.get_ref().client_id)?;
-        let client_id =
-            ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
-        self.gate
-            .authorize(&caller, Rpc::GetRotationStatus, client_id.as_str())
-            .and_then(|()| self.gate.admit_status(&caller))
-            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
-        let check_drift = request.get_ref().check_drift;
-        let status = self.service.status(&client_id, check_drift).await?;
-        Ok(Response::new(status.into()))
+        let call = Call::start("GetRotationStatus", &request);
+        call.run(async {
+            let (origin, caller) =
+                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let client_id =
+                ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
+            self.gate
+                .authorize(&caller, Rpc::GetRotationStatus, client_id.as_str())
+                .and_then(|()| self.gate.admit_status(&caller))
+                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+            let check_drift = request.get_ref().check_drift;
+            let status = self.service.status(&client_id, check_drift).await?;
+            Ok(Response::new(status.into()))
+        })
+        .await
     }
 }
 

@@ -35,6 +35,20 @@ pub fn auth_status(err: AuthError) -> Status {
     }
 }
 
+/// Whether a code means the server failed (OpenTelemetry's gRPC conventions for server spans):
+/// a refusal of the caller's request is not an error of the service.
+pub fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
 /// A request over ROTATOR_MAX_REQUEST_BYTES, in the service's words.
 pub fn too_large(limit: usize) -> Status {
     Status::out_of_range(format!(

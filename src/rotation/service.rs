@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, field, info, info_span, warn};
 use uuid::Uuid;
 
 use super::{
@@ -121,7 +121,14 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .map_err(|_| RotationError::Overloaded)?
             .map_err(|_| RotationError::Internal)?;
         let this = Arc::clone(self);
-        let span = info_span!("rotation", client_id = %command.client_id, trace_id = %command.origin.trace_id);
+        let span = info_span!(
+            "rotation",
+            client_id = %command.client_id,
+            trace_id = %command.origin.trace_id,
+            strategy = command.strategy.as_str(),
+            rotation_id = field::Empty,
+            outcome = field::Empty,
+        );
         // Boxed: spawning moves the future, and a rotation's is several kilobytes.
         let rotation = Box::pin(
             async move {
@@ -144,8 +151,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     ) -> Result<Rotation, RotationError> {
         let rotation_id = Uuid::new_v4();
         let strategy = command.strategy.as_str();
-        let event = |event, outcome: &str, rotation_id, kv_version| {
+        let event = |event, outcome: &str, rotation_id: Uuid, kv_version| {
+            let span = tracing::Span::current();
+            span.record("rotation_id", field::display(rotation_id));
             if event != Event::Started {
+                span.record("outcome", outcome);
                 crate::metrics::rotation(outcome, strategy, command.client_id.as_str());
             }
             audit_rotation(

@@ -22,7 +22,7 @@ use std::{
 use rand::Rng;
 use secrecy::SecretString;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, error, field, info, info_span, warn};
 use uuid::Uuid;
 
 use super::{
@@ -177,7 +177,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
         let this = Arc::clone(self);
-        let span = info_span!("promotion", %client_id, %rotation_id);
+        let span = info_span!(
+            "promotion",
+            %client_id,
+            %rotation_id,
+            trace_id = %origin.trace_id,
+            outcome = field::Empty,
+        );
         // In its own task: a caller who hangs up cannot cut it off between Auth0 and Vault.
         let promotion = Box::pin(
             async move {
@@ -196,6 +202,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     Err(e) => (Event::Failed, e.outcome()),
                 };
                 let version = result.as_ref().ok().map(|r| r.stored.version);
+                tracing::Span::current().record("outcome", outcome);
                 crate::metrics::rotation(outcome, "staged", client_id.as_str());
                 audit_rotation(
                     event,
@@ -513,14 +520,17 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 continue;
             }
             self.forget_staged(&client_id, rotation_id);
+            // The start of a trace of its own, as a caller's RPC would be.
+            let span = debug_span!("scheduled promotion", otel.kind = "internal");
             let origin = Origin {
                 caller: Some("scheduler".into()),
                 peer: None,
-                trace_id: Origin::trace_id_from(None),
+                trace_id: crate::trace::start(&span),
             };
             let deadline = Instant::now() + PROMOTION_DEADLINE;
             match self
                 .complete(client_id.clone(), rotation_id, origin, deadline)
+                .instrument(span)
                 .await
             {
                 Ok(_) => {}

@@ -264,19 +264,17 @@ impl Kv {
         operation: &'static str,
     ) -> Result<Response, StoreError> {
         let request = request.header("X-Vault-Token", self.auth.header().await?);
-        let started = std::time::Instant::now();
-        let sent = request.send().await;
-        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
-        crate::metrics::upstream("vault", operation, status, started.elapsed());
-        sent.map_err(|e| {
-            let cause = if e.is_timeout() {
-                "the request timed out".to_owned()
-            } else {
-                root_cause(&e)
-            };
-            debug!(error = %e.without_url(), operation, "Vault request failed");
-            StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
-        })
+        crate::upstream::send("vault", operation, request)
+            .await
+            .map_err(|e| {
+                let cause = if e.is_timeout() {
+                    "the request timed out".to_owned()
+                } else {
+                    root_cause(&e)
+                };
+                debug!(error = %e.without_url(), operation, "Vault request failed");
+                StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
+            })
     }
 }
 

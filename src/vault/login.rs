@@ -142,12 +142,12 @@ impl Auth {
         current: &HeaderValue,
     ) -> Result<(HeaderValue, Duration, bool), StoreError> {
         let url = self.url("auth/token/renew-self")?;
-        let answer = self
+        let request = self
             .http
             .post(url)
             .header("X-Vault-Token", current.clone())
-            .json(&serde_json::json!({}))
-            .send()
+            .json(&serde_json::json!({}));
+        let answer = crate::upstream::send("vault", "renew", request)
             .await
             .map_err(|_| StoreError::Unavailable("token renewal failed".into()))?;
         if !answer.status().is_success() {
@@ -193,9 +193,12 @@ impl Auth {
             }
         };
         let url = self.url(&format!("auth/{mount}/login"))?;
-        let answer = self.http.post(url).json(&body).send().await.map_err(|e| {
-            StoreError::Unavailable(format!("{method} login failed: {}", e.without_url()))
-        })?;
+        let request = self.http.post(url).json(&body);
+        let answer = crate::upstream::send("vault", "login", request)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("{method} login failed: {}", e.without_url()))
+            })?;
         let status = answer.status();
         if !status.is_success() {
             return Err(match status.as_u16() {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tracing::instrument;
 
 pub use settings::{Settings, Token};
 
@@ -126,7 +125,8 @@ impl VaultStore {
 
     /// Start-up check: Vault answers, and the token may create, update and read secrets,
     /// create and update ledger records, and read the secrets' metadata (their version).
-    #[instrument(skip_all, fields(vault.mount = %self.inner.mount))]
+    /// Not in a span of its own: readiness runs it every few seconds, and it is not worth a
+    /// trace each time (`upstream.rs`).
     pub async fn check(&self, sample_path: &str) -> Result<(), StoreError> {
         let mount = &self.inner.mount;
         let state = format!("{}/clients/capability_probe", self.inner.state_prefix);

@@ -1,7 +1,7 @@
 //! Runs the real binary in its production shape (TLS, bearer-token callers, policy, audit file)
 //! with every crate logging at TRACE, drives rotations and failures through it, and checks that
-//! no secret issued or used during the run shows up in its output, its audit trail or any
-//! answer, in clear or base64. Also checks what the audit trail records.
+//! no secret issued or used during the run shows up in its output, its audit trail, the spans
+//! it exports or any answer, in clear or base64. Also checks what the audit trail records.
 
 use base64::Engine;
 use secret_rotator::{
@@ -18,7 +18,10 @@ use tokio::net::TcpListener;
 use tonic::{Request, transport::Channel};
 
 use crate::{
-    helpers::{ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, VAULT_TOKEN, rotate_fault, vault_path},
+    helpers::{
+        ALL_SCOPES, Bao, Collector, M2M_SECRET, ServiceProcess, VAULT_TOKEN, rotate_fault,
+        vault_path,
+    },
     pki::{AUDIENCE, Pki},
 };
 
@@ -71,6 +74,8 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
     env.extend(pki.env());
     env.push(("ROTATOR_LOG", "trace".to_owned()));
     env.push(("ROTATOR_AUDIT_LOG", audit.path().display().to_string()));
+    let collector = Collector::start().await;
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.clone()));
     let mut service = ServiceProcess::start_tls(&env, Some(pki.tls())).await;
     let channel: Channel = crate::helpers::connect(service.addr, Some(pki.tls()))
         .await
@@ -175,7 +180,23 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         "TRACE logs were not captured"
     );
     assert!(output.contains("SIGTERM received"), "no shutdown log");
-    let haystacks = [output.as_str(), trail.as_str(), &answers.join("\n")];
+    // Shutting down exported the last spans.
+    let spans: Vec<String> = collector.spans().into_iter().map(|s| s.raw).collect();
+    assert!(
+        spans
+            .iter()
+            .filter(|s| s.contains("name: \"rotation\""))
+            .count()
+            >= 6,
+        "the rotations' spans were exported"
+    );
+    let spans = spans.join("\n");
+    let haystacks = [
+        output.as_str(),
+        trail.as_str(),
+        &answers.join("\n"),
+        spans.as_str(),
+    ];
     let engines = [
         base64::engine::general_purpose::STANDARD,
         base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -279,10 +300,11 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
     );
 
     eprintln!(
-        "leak test: {rotations} rotations, {} secrets checked in {checked} (secret, form, output) combinations over {} bytes of logs and {} bytes of audit trail; {} audit events",
+        "leak test: {rotations} rotations, {} secrets checked in {checked} (secret, form, output) combinations over {} bytes of logs, {} bytes of audit trail and {} bytes of exported spans; {} audit events",
         secrets.len(),
         output.len(),
         trail.len(),
+        spans.len(),
         events.len()
     );
 }

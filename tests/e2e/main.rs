@@ -20,6 +20,7 @@ mod refusals;
 mod rotate;
 mod security;
 mod staged;
+mod traces;
 mod validation;
 mod vault_auth;
 mod webhook;

@@ -123,6 +123,22 @@ impl Bao {
             .collect()
     }
 
+    /// The value of request header `name` in every request an audited server has received
+    /// with it, as `(path, value)`, oldest first. The header must first be put in the audit
+    /// log: `sys/config/auditing/request-headers/{name}`.
+    pub fn request_headers(&self, name: &str) -> Vec<(String, String)> {
+        let log = std::fs::read_to_string(self.home.path().join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|entry| entry["type"] == "request")
+            .filter_map(|entry| {
+                let request = &entry["request"];
+                let value = request["headers"][name][0].as_str()?.to_owned();
+                Some((request["path"].as_str()?.to_owned(), value))
+            })
+            .collect()
+    }
+
     /// The CA of a [`Bao::start_tls`] server.
     pub fn ca_file(&self) -> PathBuf {
         self.home.path().join("certs").join("vault-ca.pem")

@@ -1,9 +1,10 @@
 //! Test harness, split by job: `bao` (a real OpenBao server), `stack` (OpenBao, the Auth0
 //! emulator and the service in-process), `process` (the real binary as a child process) and
-//! `requests` (request and fault builders). Each part runs on free loopback ports, and
+//! `requests` (request and fault builders) and `collector` (an OTLP trace receiver). Each part runs on free loopback ports, and
 //! everything waits by polling with a bound.
 
 mod bao;
+mod collector;
 mod process;
 mod requests;
 mod stack;
@@ -18,6 +19,7 @@ use std::{
 use tonic::transport::{Channel, ClientTlsConfig};
 
 pub use bao::Bao;
+pub use collector::{Collector, ExportedSpan};
 pub use process::{ServiceProcess, bare_stack};
 pub use requests::*;
 pub use stack::{Stack, StackOptions};

@@ -59,7 +59,9 @@ impl ServiceProcess {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         for (key, _) in std::env::vars() {
-            if key.starts_with("AUTH0_") || key.starts_with("VAULT_") || key.starts_with("ROTATOR_")
+            if ["AUTH0_", "VAULT_", "ROTATOR_", "OTEL_"]
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
             {
                 cmd.env_remove(key);
             }
