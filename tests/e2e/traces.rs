@@ -12,8 +12,11 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::Request;
 
-use crate::helpers::{
-    ALL_SCOPES, Bao, Collector, ExportedSpan, M2M_SECRET, ServiceProcess, eventually, rotate,
+use crate::{
+    helpers::{
+        ALL_SCOPES, Bao, Collector, ExportedSpan, M2M_SECRET, ServiceProcess, eventually, rotate,
+    },
+    pki::Ca,
 };
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -31,6 +34,10 @@ struct Traced {
 
 /// OpenBao (auditing `traceparent`), the emulator, a collector, and the binary exporting to it.
 async fn traced_stack() -> Traced {
+    traced_stack_with(Collector::start().await, Vec::new()).await
+}
+
+async fn traced_stack_with(collector: Collector, extra: Vec<(&'static str, String)>) -> Traced {
     let bao = Bao::start_audited().await;
     let (status, body) = bao
         .api(
@@ -49,8 +56,8 @@ async fn traced_stack() -> Traced {
         .with_client(m2m_client(&m2m, M2M_SECRET, ALL_SCOPES))
         .with_client(regular_client(&client_id, "Traced app"))
         .start(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    let collector = Collector::start().await;
     let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.extend(extra);
     env.extend([
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.clone()),
         // Export every 50 ms rather than every 5 s: the test polls for the spans.
@@ -274,4 +281,37 @@ async fn the_callers_sampling_decision_is_kept_and_untraced_calls_start_a_trace(
     };
     assert_eq!(audited(&skipped.rotation_id), unsampled);
     assert_eq!(audited(&fresh.rotation_id), rpc.trace_id.as_str());
+}
+
+#[tokio::test]
+async fn spans_reach_a_collector_over_tls_that_trusts_only_its_own_ca() {
+    let ca = Ca::new("collector CA");
+    let (cert, key) = ca.server();
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), ca.pem()).unwrap();
+    let collector = Collector::start_tls(&cert, &key).await;
+    assert!(collector.endpoint.starts_with("https://"));
+    let extra = vec![(
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ca_file.path().display().to_string(),
+    )];
+    let stack = traced_stack_with(collector, extra).await;
+    let answer = stack
+        .service
+        .client()
+        .await
+        .rotate_secret(rotate(&stack.client_id))
+        .await
+        .expect("rotation")
+        .into_inner();
+    let rotation = eventually(
+        "the rotation span over TLS",
+        Duration::from_secs(20),
+        || {
+            let spans = stack.collector.spans();
+            async move { spans.into_iter().find(|s| s.name == "rotation") }
+        },
+    )
+    .await;
+    assert_eq!(rotation.attr("rotation_id"), answer.rotation_id);
 }

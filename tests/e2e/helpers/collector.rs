@@ -55,14 +55,34 @@ impl Drop for Collector {
 
 impl Collector {
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// A collector serving TLS with this PEM certificate chain and key, named
+    /// `https://localhost:port`.
+    pub async fn start_tls(cert: &str, key: &str) -> Self {
+        Self::serve(Some(tonic::transport::Identity::from_pem(cert, key))).await
+    }
+
+    async fn serve(identity: Option<tonic::transport::Identity>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
         let spans = Arc::new(Mutex::new(Vec::new()));
         let service = TraceServiceServer::new(Receiver {
             spans: Arc::clone(&spans),
         });
+        let mut server = tonic::transport::Server::builder();
+        let endpoint = match identity {
+            Some(identity) => {
+                server = server
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .unwrap();
+                format!("https://localhost:{port}")
+            }
+            None => format!("http://127.0.0.1:{port}"),
+        };
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            server
                 .add_service(service)
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
