@@ -65,3 +65,13 @@ pub async fn send(
     }
     sent
 }
+
+/// The innermost cause of a transport error, such as "Connection refused (os error 111)":
+/// what an operator needs, without reqwest's wrapping (or the request's URL).
+pub fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}

@@ -21,7 +21,9 @@ use tracing::{debug, warn};
 pub use settings::{Credentials, Settings};
 pub use token::TokenInfo;
 
-use crate::rotation::{Client, ClientId, IssuedSecret, IssuerError, SecretIssuer, Transport};
+use crate::rotation::{
+    Client, ClientId, IssuedSecret, IssuerError, Reached, SecretIssuer, Transport,
+};
 use token::TokenSource;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
@@ -197,10 +199,14 @@ impl Auth0Client {
         if !response.status().is_success() {
             return Err(api_error(response, READ_KEYS_SCOPE, false).await);
         }
+        let at = reached(response.url(), None);
         response
             .bytes()
             .await
-            .map_err(|_| IssuerError::Unavailable(Transport::CutOff))
+            .map_err(|_| IssuerError::Unavailable {
+                how: Transport::CutOff,
+                at,
+            })
     }
 
     /// Sends a Management API request with the current token. A 401 means Auth0 did nothing:
@@ -300,7 +306,7 @@ impl SecretIssuer for Auth0Client {
 /// For rotate-secret, a failure after the request left may hide a committed rotation.
 fn ambiguous(err: IssuerError) -> IssuerError {
     match err {
-        IssuerError::Unavailable(how) if how.was_sent() => IssuerError::OutcomeUnknown(how),
+        IssuerError::Unavailable { how, .. } if how.was_sent() => IssuerError::OutcomeUnknown(how),
         other => other,
     }
 }
@@ -329,6 +335,7 @@ pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, IssuerError> {
 async fn api_error(response: Response, scope: &'static str, rotating: bool) -> IssuerError {
     let status = response.status();
     let headers = response.headers().clone();
+    let at = reached(response.url(), None);
     let body: ApiErrorBody = response.json().await.unwrap_or_default();
     let code = body.error_code.as_deref().unwrap_or("");
     debug!(%status, error_code = code, message = body.message.as_deref().unwrap_or(""), "Management API error");
@@ -351,7 +358,10 @@ async fn api_error(response: Response, scope: &'static str, rotating: bool) -> I
         StatusCode::TOO_MANY_REQUESTS => IssuerError::RateLimited {
             retry_after: retry_after(&headers),
         },
-        s if s.is_server_error() => IssuerError::Unavailable(Transport::ServerError(s.as_u16())),
+        s if s.is_server_error() => IssuerError::Unavailable {
+            how: Transport::ServerError(s.as_u16()),
+            at,
+        },
         s => IssuerError::Protocol(format!("Auth0 answered {s}")),
     }
 }
@@ -377,12 +387,26 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// A request that brought back no answer. Only a failed connect proves it was never sent.
 fn transport_error(err: reqwest::Error) -> IssuerError {
-    IssuerError::Unavailable(if err.is_timeout() {
+    let how = if err.is_timeout() {
         Transport::TimedOut
     } else if err.is_connect() {
         Transport::NotSent
     } else {
         Transport::Interrupted
+    };
+    let cause = (!err.is_timeout()).then(|| crate::upstream::root_cause(&err));
+    IssuerError::Unavailable {
+        how,
+        at: err.url().map(|url| reached(url, cause)).unwrap_or_default(),
+    }
+}
+
+/// Where a request went, for [`IssuerError::Unavailable`]: the origin only (the path names a
+/// client).
+fn reached(url: &Url, cause: Option<String>) -> Box<Reached> {
+    Box::new(Reached {
+        origin: url.origin().ascii_serialization(),
+        cause,
     })
 }
 
@@ -433,10 +457,46 @@ mod tests {
 
     #[test]
     fn only_unsent_rotations_are_definite_failures() {
-        assert!(!ambiguous(IssuerError::Unavailable(Transport::NotSent)).outcome_unknown());
-        assert!(ambiguous(IssuerError::Unavailable(Transport::TimedOut)).outcome_unknown());
-        assert!(ambiguous(IssuerError::Unavailable(Transport::ServerError(502))).outcome_unknown());
+        let unavailable = |how| IssuerError::Unavailable {
+            how,
+            at: Box::default(),
+        };
+        assert!(!ambiguous(unavailable(Transport::NotSent)).outcome_unknown());
+        assert!(ambiguous(unavailable(Transport::TimedOut)).outcome_unknown());
+        assert!(ambiguous(unavailable(Transport::ServerError(502))).outcome_unknown());
         assert!(!ambiguous(IssuerError::ClientNotFound).outcome_unknown());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_tenant_is_named_with_the_cause() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = client(&format!("http://127.0.0.1:{port}/base/"));
+        let id = ClientId::parse("abcdefABCDEF0123456789").unwrap();
+        let err = c.read_client(&id).await.unwrap_err();
+        assert!(matches!(
+            err,
+            IssuerError::Unavailable {
+                how: Transport::NotSent,
+                ..
+            }
+        ));
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "Auth0 at http://127.0.0.1:{port} is unavailable: connection failed ("
+            )),
+            "{message}"
+        );
+        assert!(message.contains("refused"), "{message}");
+        assert!(
+            !message.contains("/base") && !message.contains(id.as_str()),
+            "{message}"
+        );
     }
 
     #[test]

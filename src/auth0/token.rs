@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokio::{sync::Mutex, time::Instant};
 use tracing::{info, warn};
 
-use super::{Credentials, retry_after, transport_error};
+use super::{Credentials, reached, retry_after, transport_error};
 use crate::rotation::{IssuerError, Transport};
 
 pub(super) enum TokenSource {
@@ -149,9 +149,10 @@ impl TokenSource {
                 StatusCode::TOO_MANY_REQUESTS => IssuerError::RateLimited {
                     retry_after: retry_after(&headers),
                 },
-                s if s.is_server_error() => {
-                    IssuerError::Unavailable(Transport::ServerError(s.as_u16()))
-                }
+                s if s.is_server_error() => IssuerError::Unavailable {
+                    how: Transport::ServerError(s.as_u16()),
+                    at: reached(url, None),
+                },
                 s => IssuerError::Protocol(format!("token endpoint answered {s}")),
             });
         }

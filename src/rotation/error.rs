@@ -34,14 +34,33 @@ pub enum IssuerError {
     #[error("Auth0 rate limit reached")]
     RateLimited { retry_after: Option<Duration> },
     /// No usable answer, and the request changed nothing: it was never sent, or it only read.
-    #[error("Auth0 is unavailable: {0}")]
-    Unavailable(Transport),
+    #[error("Auth0 at {} is unavailable: {how}{}", .at.origin, .at.cause())]
+    /// `at` is boxed: errors travel in every `Result` of the protocol, and are kept small.
+    Unavailable { how: Transport, at: Box<Reached> },
     /// A rotation was sent and its answer lost (timeout, reset, 5xx, unreadable 200): it may
     /// have been carried out.
     #[error("Auth0's answer was lost ({0}); the rotation may have happened")]
     OutcomeUnknown(Transport),
     #[error("Auth0 answered in an unexpected way: {0}")]
     Protocol(String),
+}
+
+/// Where Auth0 was asked (scheme, host and port: never a path, a query or a token) and, when
+/// the connection failed, the transport's own words (such as "Connection refused"): what an
+/// operator needs to look in the right place.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reached {
+    pub origin: String,
+    pub cause: Option<String>,
+}
+
+impl Reached {
+    fn cause(&self) -> String {
+        self.cause
+            .as_deref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default()
+    }
 }
 
 /// How a request to Auth0 failed to bring back a usable answer.
@@ -104,7 +123,7 @@ impl IssuerError {
             | Self::MissingScope(_)
             | Self::Protocol(_) => IssuerErrorKind::RefusedService,
             Self::RateLimited { .. } => IssuerErrorKind::RateLimited,
-            Self::Unavailable(_) => IssuerErrorKind::Unavailable,
+            Self::Unavailable { .. } => IssuerErrorKind::Unavailable,
             Self::OutcomeUnknown(_) => IssuerErrorKind::OutcomeUnknown,
         }
     }
@@ -323,7 +342,10 @@ mod tests {
                 "auth0_rate_limited",
             ),
             (
-                IssuerError::Unavailable(Transport::NotSent),
+                IssuerError::Unavailable {
+                    how: Transport::NotSent,
+                    at: Box::default(),
+                },
                 "auth0_unavailable",
             ),
             (

@@ -46,7 +46,7 @@ mod tests;
 
 pub use client::Client;
 pub use error::{
-    IssuerError, IssuerErrorKind, RotationError, StoreError, StoreErrorKind, Transport,
+    IssuerError, IssuerErrorKind, Reached, RotationError, StoreError, StoreErrorKind, Transport,
 };
 pub use ids::{
     CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey, PathTemplate,

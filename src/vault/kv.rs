@@ -270,21 +270,12 @@ impl Kv {
                 let cause = if e.is_timeout() {
                     "the request timed out".to_owned()
                 } else {
-                    root_cause(&e)
+                    crate::upstream::root_cause(&e)
                 };
                 debug!(error = %e.without_url(), operation, "Vault request failed");
                 StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
             })
     }
-}
-
-/// The innermost cause of a transport error (such as "Connection refused (os error 111)").
-fn root_cause(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
 }
 
 /// `None` on 404; the response on success; the mapped error otherwise.
