@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build: protos compile with protox (no protoc); rustls uses aws-lc-rs, which needs a C toolchain.
-FROM rust:1.95-bookworm AS build
+# Base images are pinned by digest (the multi-platform index each tag resolved to on
+# 2026-09-27); see the README's Development section for how they were obtained and refreshed.
+FROM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
@@ -13,7 +15,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/secret-rotator /secret-rotator
 
 # Runtime: only the binary and CA roots (Auth0 and Vault certificates are verified).
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
