@@ -152,9 +152,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let rotation_id = Uuid::new_v4();
         let strategy = command.strategy.as_str();
         let event = |event, outcome: &str, rotation_id: Uuid, kv_version| {
-            let span = tracing::Span::current();
-            span.record("rotation_id", field::display(rotation_id));
             if event != Event::Started {
+                // Recorded once, at the end (a text log repeats a field recorded twice): the
+                // id the caller is answered with, the first rotation's for a replay.
+                let span = tracing::Span::current();
+                span.record("rotation_id", field::display(rotation_id));
                 span.record("outcome", outcome);
                 crate::metrics::rotation(outcome, strategy, command.client_id.as_str());
             }

@@ -95,6 +95,11 @@ async fn normal_operation_logs_no_warning_or_error() {
         .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
         .collect();
     assert!(loud.is_empty(), "WARN or ERROR on a normal run: {loud:#?}");
+    let summary: Vec<String> = lines
+        .iter()
+        .map(|l| format!("{} {} {}", l["level"], l["target"], l["message"]))
+        .collect();
+    eprintln!("the normal run's log:\n  {}", summary.join("\n  "));
     assert!(
         !output.contains("Some("),
         "an Option printed as such: {output}"

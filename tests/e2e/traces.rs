@@ -228,6 +228,15 @@ async fn a_rotation_is_one_trace_under_the_callers_span() {
         .find(|e| e["event"] == "succeeded" && e["rotation_id"] == answer.rotation_id.as_str())
         .expect("audited");
     assert_eq!(done["trace_id"], TRACE);
+    // Exporting costs the log nothing: no WARN or ERROR on a traced normal run either (but the
+    // one this test's plaintext mode always logs).
+    let output = stack.service.output();
+    let loud: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+        .filter(|l| !l.contains("WITHOUT TLS or authentication"))
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
 }
 
 #[tokio::test]
