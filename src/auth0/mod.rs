@@ -2,18 +2,17 @@
 //! `POST /api/v2/clients/{id}/rotate-secret`, `PATCH /api/v2/clients/{id}` (a staged
 //! rotation's secret) and `GET /api/v2/clients/{id}`, with a token by
 //! client credentials (cached, single-flight; `token.rs`). Failures become the protocol's
-//! [`IssuerError`]; Auth0's bodies are read for their errorCode and never passed on.
+//! [`IssuerError`] in `errors.rs`; Auth0's bodies are read for their errorCode and never passed
+//! on.
 
+mod errors;
 mod settings;
 mod token;
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Method, Response, StatusCode, Url, header::HeaderMap};
+use reqwest::{Method, Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{debug, warn};
@@ -21,9 +20,8 @@ use tracing::{debug, warn};
 pub use settings::{Credentials, Settings};
 pub use token::TokenInfo;
 
-use crate::rotation::{
-    Client, ClientId, IssuedSecret, IssuerError, Reached, SecretIssuer, Transport,
-};
+use crate::rotation::{Client, ClientId, IssuedSecret, IssuerError, SecretIssuer, Transport};
+use errors::{ambiguous, api_error, reached, transport_error};
 use token::TokenSource;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
@@ -60,14 +58,6 @@ enum SendError {
 #[derive(Deserialize)]
 struct RotateSecretBody {
     client_secret: Option<SecretString>,
-}
-
-/// The members of a Management API error body we act on. `message` is logged, never returned.
-#[derive(Deserialize, Default)]
-struct ApiErrorBody {
-    #[serde(rename = "errorCode")]
-    error_code: Option<String>,
-    message: Option<String>,
 }
 
 impl Auth0Client {
@@ -303,14 +293,6 @@ impl SecretIssuer for Auth0Client {
     }
 }
 
-/// For rotate-secret, a failure after the request left may hide a committed rotation.
-fn ambiguous(err: IssuerError) -> IssuerError {
-    match err {
-        IssuerError::Unavailable { how, .. } if how.was_sent() => IssuerError::OutcomeUnknown(how),
-        other => other,
-    }
-}
-
 /// Reads a rotate-secret (or GET client) answer: the secret, and the tolerant Client model.
 /// Public for the fuzz target in `fuzz/`.
 pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, IssuerError> {
@@ -327,86 +309,6 @@ pub fn parse_rotation(bytes: &[u8]) -> Result<IssuedSecret, IssuerError> {
     Ok(IssuedSecret {
         client: Box::new(client),
         secret,
-    })
-}
-
-/// Maps a Management API error answer to a curated error; the body is read for its errorCode
-/// only and logged without being passed on.
-async fn api_error(response: Response, scope: &'static str, rotating: bool) -> IssuerError {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let at = reached(response.url(), None);
-    let body: ApiErrorBody = response.json().await.unwrap_or_default();
-    let code = body.error_code.as_deref().unwrap_or("");
-    debug!(%status, error_code = code, message = body.message.as_deref().unwrap_or(""), "Management API error");
-    match status {
-        StatusCode::NOT_FOUND => IssuerError::ClientNotFound,
-        StatusCode::UNAUTHORIZED => {
-            warn!(%status, "Auth0 rejected the service's Management API token");
-            IssuerError::TokenRejected
-        }
-        StatusCode::FORBIDDEN if code == "operation_not_supported" && rotating => {
-            IssuerError::ClientNotRotatable
-        }
-        StatusCode::FORBIDDEN => {
-            warn!(%status, error_code = code, scope, "the service's Management API token lacks a scope");
-            IssuerError::MissingScope(scope)
-        }
-        // The request has no body and a validated id: a 400 here is Auth0 refusing this client
-        // (secret-less authentication).
-        StatusCode::BAD_REQUEST if rotating => IssuerError::ClientNotRotatable,
-        StatusCode::TOO_MANY_REQUESTS => IssuerError::RateLimited {
-            retry_after: retry_after(&headers),
-        },
-        s if s.is_server_error() => IssuerError::Unavailable {
-            how: Transport::ServerError(s.as_u16()),
-            at,
-        },
-        s => IssuerError::Protocol(format!("Auth0 answered {s}")),
-    }
-}
-
-/// How long to wait after a 429: `Retry-After` (seconds) when present, else `x-ratelimit-reset`
-/// (epoch seconds) minus now; at least one second.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    let wait = if let Some(secs) = number("retry-after") {
-        Duration::from_secs(secs)
-    } else {
-        let reset = number("x-ratelimit-reset")?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        Duration::from_secs(reset.saturating_sub(now))
-    };
-    Some(wait.max(Duration::from_secs(1)))
-}
-
-/// A request that brought back no answer. Only a failed connect proves it was never sent.
-fn transport_error(err: reqwest::Error) -> IssuerError {
-    let how = if err.is_timeout() {
-        Transport::TimedOut
-    } else if err.is_connect() {
-        Transport::NotSent
-    } else {
-        Transport::Interrupted
-    };
-    let cause = (!err.is_timeout()).then(|| crate::upstream::root_cause(&err));
-    IssuerError::Unavailable {
-        how,
-        at: err.url().map(|url| reached(url, cause)).unwrap_or_default(),
-    }
-}
-
-/// Where a request went, for [`IssuerError::Unavailable`]: the origin only (the path names a
-/// client).
-fn reached(url: &Url, cause: Option<String>) -> Box<Reached> {
-    Box::new(Reached {
-        origin: url.origin().ascii_serialization(),
-        cause,
     })
 }
 
@@ -455,18 +357,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_unsent_rotations_are_definite_failures() {
-        let unavailable = |how| IssuerError::Unavailable {
-            how,
-            at: Box::default(),
-        };
-        assert!(!ambiguous(unavailable(Transport::NotSent)).outcome_unknown());
-        assert!(ambiguous(unavailable(Transport::TimedOut)).outcome_unknown());
-        assert!(ambiguous(unavailable(Transport::ServerError(502))).outcome_unknown());
-        assert!(!ambiguous(IssuerError::ClientNotFound).outcome_unknown());
-    }
-
     #[tokio::test]
     async fn an_unreachable_tenant_is_named_with_the_cause() {
         // A port nothing listens on: bound, then released.
@@ -497,30 +387,6 @@ mod tests {
             !message.contains("/base") && !message.contains(id.as_str()),
             "{message}"
         );
-    }
-
-    #[test]
-    fn retry_after_prefers_retry_after_then_reset() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        h.insert("x-ratelimit-reset", (now + 7).to_string().parse().unwrap());
-        let wait = retry_after(&h).unwrap();
-        assert!(
-            wait >= Duration::from_secs(6) && wait <= Duration::from_secs(7),
-            "{wait:?}"
-        );
-        h.insert("x-ratelimit-reset", (now - 5).to_string().parse().unwrap());
-        assert_eq!(
-            retry_after(&h),
-            Some(Duration::from_secs(1)),
-            "never less than a second"
-        );
-        h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
     }
 }
 

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use tokio::{sync::Mutex, time::Instant};
 use tracing::{info, warn};
 
-use super::{Credentials, reached, retry_after, transport_error};
+use super::{
+    Credentials,
+    errors::{reached, retry_after, transport_error},
+};
 use crate::rotation::{IssuerError, Transport};
 
 pub(super) enum TokenSource {
