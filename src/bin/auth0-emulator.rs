@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use secret_rotator::emulator::{Emulator, EmulatorConfig, demo_clients, m2m_client};
+use secret_rotator::emulator::{Emulator, EmulatorConfig, demo_clients, fleet_clients, m2m_client};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +30,15 @@ struct Args {
     /// Seconds the previous secret stays accepted after a rotation (0-30).
     #[arg(long, default_value_t = 0)]
     propagation_window_secs: u64,
+    /// The Management API's token bucket: its size (x-ratelimit-limit) ...
+    #[arg(long, env = "EMULATOR_RATE_LIMIT_BURST", default_value_t = 50)]
+    rate_limit_burst: u32,
+    /// ... and how many requests it refills per second.
+    #[arg(long, env = "EMULATOR_RATE_LIMIT_PER_SECOND", default_value_t = 16)]
+    rate_limit_per_second: u32,
+    /// Also seed this many fleet clients (ids Fleet000...; see `fleet_clients`).
+    #[arg(long, env = "EMULATOR_FLEET", default_value_t = 0)]
+    fleet: usize,
 }
 
 #[tokio::main]
@@ -38,6 +47,8 @@ async fn main() -> std::io::Result<()> {
     let config = EmulatorConfig {
         domain: args.domain,
         propagation_window: Duration::from_secs(args.propagation_window_secs.min(30)),
+        rate_limit_burst: args.rate_limit_burst.max(1),
+        rate_limit_per_second: args.rate_limit_per_second.max(1),
         ..EmulatorConfig::default()
     };
     let mut emulator = Emulator::new(config).with_client(m2m_client(
@@ -54,6 +65,12 @@ async fn main() -> std::io::Result<()> {
                 .to_owned(),
         );
         emulator = emulator.with_client(client);
+    }
+    for client in fleet_clients(args.fleet) {
+        emulator = emulator.with_client(client);
+    }
+    if args.fleet > 0 {
+        ids.push(format!("and {} fleet clients (Fleet000...)", args.fleet));
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!(

@@ -1,7 +1,8 @@
 //! A stateful stand-in for the parts of Auth0 the service uses, faithful to what
 //! `docs/auth0-emulator.md` records of Auth0's behaviour (with sources): `/oauth/token` (form,
 //! JSON or HTTP Basic; scopes enforced), `POST /api/v2/clients/{id}/rotate-secret`,
-//! `GET /api/v2/clients/{id}`, Auth0's error bodies, `x-ratelimit-*` headers on every Management
+//! `GET /api/v2/clients/{id}`, `GET /api/v2/clients` (offset and checkpoint pages; `list.rs`),
+//! Auth0's error bodies, `x-ratelimit-*` headers on every Management
 //! API answer, one secret per client, and a propagation window in which the previous secret
 //! still works. State and set-up are here; the answers are in `routes.rs`.
 //!
@@ -12,6 +13,7 @@
 // Early returns carry whole HTTP answers; a test tool, not a hot path.
 #![allow(clippy::result_large_err)]
 
+mod list;
 mod routes;
 mod seed;
 
@@ -28,7 +30,8 @@ use serde_json::{Map, Value};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 pub use seed::{
-    SeedClient, demo_clients, m2m_client, pkjwt_client, random_client_id, regular_client,
+    SeedClient, demo_clients, fleet_clients, m2m_client, pkjwt_client, random_client_id,
+    regular_client,
 };
 
 /// Scopes that reveal a client's secret and keys on GET.
@@ -119,6 +122,10 @@ pub struct Stats {
     pub rotations: u64,
     pub get_requests: u64,
     pub patch_requests: u64,
+    /// `GET /api/v2/clients` requests, and the client secrets their answers carried (only a
+    /// token with `read:client_keys` that did not leave `client_secret` out gets any).
+    pub list_requests: u64,
+    pub listed_secrets: u64,
     /// Client-credentials tokens issued to applications for the tenant's own APIs.
     pub api_tokens: u64,
     /// Client-credentials requests for those APIs refused for a wrong secret.

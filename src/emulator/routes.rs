@@ -16,16 +16,20 @@ use axum::{
 };
 use base64::Engine;
 use rand::{Rng, distr::Alphanumeric};
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Faults, IssuedToken, KEY_SCOPES, READ_SCOPES, SENSITIVE_FIELDS, Shared, Stats, lock};
+use super::{
+    Faults, IssuedToken, KEY_SCOPES, READ_SCOPES, Shared, Stats,
+    list::{FieldsQuery, list_clients, project},
+    lock,
+};
 
 /// Every route: the Management API, the token endpoint, and the inspection routes.
 pub(super) fn router(shared: Shared) -> Router {
     Router::new()
         .route("/oauth/token", post(token))
         .route("/api/v2/clients/{id}/rotate-secret", post(rotate_secret))
+        .route("/api/v2/clients", get(list_clients))
         .route("/api/v2/clients/{id}", get(get_client).patch(patch_client))
         .route("/__emulator/stats", get(inspect_stats))
         .route("/__emulator/clients/{id}", get(inspect_client))
@@ -85,7 +89,7 @@ impl super::Inner {
 
     /// What every Management API call goes through: counting, the rate limit, the bearer token,
     /// and a scope check (any of `scopes`). `Err` carries the refusal.
-    fn admit(
+    pub(super) fn admit(
         &mut self,
         headers: &HeaderMap,
         scopes: &[&str],
@@ -120,14 +124,14 @@ impl super::Inner {
     }
 }
 
-struct RateHeaders {
+pub(super) struct RateHeaders {
     limit: u32,
     remaining: u32,
     reset: u64,
 }
 
 impl RateHeaders {
-    fn apply(self, mut response: Response) -> Response {
+    pub(super) fn apply(self, mut response: Response) -> Response {
         let h = response.headers_mut();
         h.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
         h.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
@@ -143,7 +147,7 @@ fn epoch_secs() -> u64 {
         .unwrap_or_default()
 }
 
-fn json_response(status: StatusCode, body: Value) -> Response {
+pub(super) fn json_response(status: StatusCode, body: Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -153,7 +157,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 }
 
 /// The Management API error envelope.
-fn api_error(status: StatusCode, message: &str, error_code: Option<&str>) -> Response {
+pub(super) fn api_error(status: StatusCode, message: &str, error_code: Option<&str>) -> Response {
     let mut body = json!({
         "statusCode": status.as_u16(),
         "error": status.canonical_reason().unwrap_or(""),
@@ -499,12 +503,6 @@ async fn patch_client(
     rate.apply(answer.flatten().unwrap_or_else(not_found))
 }
 
-#[derive(Deserialize)]
-struct FieldsQuery {
-    fields: Option<String>,
-    include_fields: Option<bool>,
-}
-
 async fn get_client(
     State(shared): State<Shared>,
     Path(id): Path<String>,
@@ -521,41 +519,15 @@ async fn get_client(
     let Some(client) = inner.clients.get(&id) else {
         return rate.apply(not_found());
     };
-    let mut doc = client.doc.clone();
-    if let Some(secret) = &client.secret {
-        doc.insert("client_secret".into(), Value::String(secret.clone()));
+    match project(
+        client.doc.clone(),
+        client.secret.as_deref(),
+        may_read_keys,
+        &query,
+    ) {
+        Ok(doc) => rate.apply(json_response(StatusCode::OK, Value::Object(doc))),
+        Err(refused) => rate.apply(refused),
     }
-    let requested: Vec<&str> = query
-        .fields
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .collect();
-    let include = query.include_fields.unwrap_or(true);
-    if !may_read_keys {
-        let denied: Vec<&str> = requested
-            .iter()
-            .copied()
-            .filter(|f| include && SENSITIVE_FIELDS.contains(f))
-            .collect();
-        if !denied.is_empty() {
-            return rate.apply(api_error(
-                StatusCode::FORBIDDEN,
-                &format!("You cannot read the following fields: {}", denied.join(",")),
-                Some("insufficient_scope"),
-            ));
-        }
-        for field in SENSITIVE_FIELDS {
-            doc.remove(field);
-        }
-    }
-    if !requested.is_empty() {
-        // `tenant` is always returned, whatever the filter.
-        doc.retain(|k, _| k == "tenant" || requested.contains(&k.as_str()) == include);
-    }
-    rate.apply(json_response(StatusCode::OK, Value::Object(doc)))
 }
 
 async fn unknown_route(State(shared): State<Shared>) -> Response {

@@ -131,3 +131,32 @@ pub fn demo_clients() -> Vec<SeedClient> {
         pkjwt_client("Dm0PrivateKeyJwt0000000000000001"),
     ]
 }
+
+/// A fleet of `count` clients for inventory, batch and schedule tests and benchmarks, with
+/// ids `Fleet` + 27 digits (stable across runs): three in four are machine-to-machine
+/// (`non_interactive`, `client_metadata.rotation = "auto"`), the rest regular web
+/// applications (`rotation = "manual"`); every tenth authenticates with private_key_jwt and
+/// has no secret.
+pub fn fleet_clients(count: usize) -> Vec<SeedClient> {
+    (0..count)
+        .map(|i| {
+            let id = format!("Fleet{i:027}");
+            if i % 10 == 9 {
+                return pkjwt_client(&id);
+            }
+            let mut client = regular_client(&id, &format!("Fleet app {i}"));
+            let (app_type, rotation) = match i % 4 {
+                3 => ("regular_web", "manual"),
+                _ => ("non_interactive", "auto"),
+            };
+            client
+                .doc
+                .insert("app_type".into(), Value::String(app_type.into()));
+            client.doc.insert(
+                "client_metadata".into(),
+                json!({ "team": format!("team-{}", i % 3), "rotation": rotation }),
+            );
+            client
+        })
+        .collect()
+}

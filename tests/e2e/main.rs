@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod cost;
 mod durability;
+mod emulator;
 mod errors;
 mod exhaustion;
 mod grpcurl;
