@@ -24,9 +24,11 @@ grep -q "is SERVING on" "$out" || fail "no SERVING within 5 minutes"
 rotate="$(grep -A1 '^Rotate a seeded client:' "$out" | tail -1)"
 vault="$(grep -A1 '^What Vault now holds:' "$out" | tail -1)"
 status="$(grep -A1 '^Its last rotation' "$out" | tail -1)"
+history="$(grep -A1 '^Its rotations, newest first' "$out" | tail -1)"
 eval "$rotate" | grep -q '"rotationId"' || fail "the printed rotation failed: $rotate"
 eval "$vault" | grep -q 'client_secret' || fail "the printed bao command failed: $vault"
 eval "$status" | grep -q '"lastRotation"' || fail "the printed status failed: $status"
+eval "$history" | grep -q '"outcome": "ok"' || fail "the printed history failed: $history"
 
 kill "$dev"
 for _ in $(seq 1 40); do

@@ -101,6 +101,9 @@ minutes, then the service promotes it; CompleteRotation with the answer's rotati
 Its last rotation, a staged one and any rotation still open:
   .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/GetRotationStatus
 
+Its rotations, newest first, and how each ended:
+  .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/ListRotations
+
 Metrics and readiness:
   curl -s http://127.0.0.1:$ADMIN_PORT/metrics; curl -s http://127.0.0.1:$ADMIN_PORT/readyz
 

@@ -28,6 +28,8 @@ pub enum Rpc {
     /// changes the secret Auth0 accepts.
     CompleteRotation,
     CancelRotation,
+    /// A client's rotation history: read-only, like GetRotationStatus.
+    ListRotations,
 }
 
 impl fmt::Display for Rpc {
@@ -174,7 +176,7 @@ mod tests {
         [[allow]]
         callers = ["jwt:auditor-*@corp.example", "spiffe://corp.example/ns/audit/**"]
         clients = ["*"]
-        rpcs = ["GetRotationStatus"]
+        rpcs = ["GetRotationStatus", "ListRotations"]
     "#;
 
     #[test]
@@ -227,6 +229,9 @@ mod tests {
                 true,
             ),
             ("jwt:auditor-jane@corp.example", RotateSecret, "A", false),
+            ("jwt:auditor-jane@corp.example", ListRotations, "A", true),
+            // History is granted by name: the bot's rule does not list it.
+            (bot, ListRotations, "A", false),
             // The kind is part of the identity: another source cannot pose as this one.
             ("auditor-jane@corp.example", GetRotationStatus, "A", false),
             (

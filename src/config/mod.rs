@@ -269,6 +269,8 @@ pub enum ConfigError {
     Webhook(&'static str),
     #[error("{0}")]
     Traces(String),
+    #[error("ROTATOR_HISTORY_KEPT must be from 1 to 100")]
+    HistoryKept,
 }
 
 impl ServeArgs {

@@ -59,6 +59,10 @@ pub struct RotationArgs {
     /// The longest distribute_for a request may ask for.
     #[arg(long, env = "ROTATOR_STAGED_MAX_DISTRIBUTE_FOR", default_value = "24h", value_parser = duration)]
     pub staged_max_distribute_for: Duration,
+
+    /// Rotations each client's ledger record keeps for ListRotations (1 to 100).
+    #[arg(long, env = "ROTATOR_HISTORY_KEPT", default_value_t = 20)]
+    pub history_kept: usize,
 }
 
 impl RotationArgs {
@@ -87,6 +91,10 @@ impl RotationArgs {
         if self.lease_ttl <= longest_call {
             return Err(ConfigError::LeaseTooShort);
         }
+        // Every rotation writes the record whole: a long history would cost every write.
+        if !(1..=100).contains(&self.history_kept) {
+            return Err(ConfigError::HistoryKept);
+        }
         let reconcile_rate = NonZeroU32::new(self.reconcile_rate)
             .ok_or(ConfigError::Zero("ROTATOR_RECONCILE_RATE"))?;
         Ok(Settings {
@@ -104,6 +112,7 @@ impl RotationArgs {
             previous_secret_ttl: self.previous_secret_ttl,
             distribute_for: self.staged_distribute_for,
             max_distribute_for: self.staged_max_distribute_for,
+            history_kept: self.history_kept,
         })
     }
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::{
     proto as pb,
     rotation::{
-        Cancelled, Drift, Rotation, RotationError, RotationStatus, Step, StoredSecret, Strategy,
-        Validated, ValidationError, client as a,
+        Cancelled, Drift, HistoryEntry, Rotation, RotationError, RotationStatus, Step,
+        StoredSecret, Strategy, Validated, ValidationError, client as a,
     },
 };
 
@@ -140,6 +140,24 @@ impl From<RotationStatus> for pb::GetRotationStatusResponse {
                 Some(Drift::Drifted) => pb::DriftState::Drifted,
                 Some(Drift::Unknown) => pb::DriftState::Unknown,
             } as i32,
+        }
+    }
+}
+
+impl From<HistoryEntry> for pb::RotationRecord {
+    fn from(e: HistoryEntry) -> Self {
+        Self {
+            rotation_id: e.rotation_id.to_string(),
+            strategy: strategy(e.strategy) as i32,
+            started_at: Some(Timestamp::from(e.started_at)),
+            stored_at: e.stored_at.map(Timestamp::from),
+            rotated_by: e.caller.unwrap_or_default(),
+            reason: e.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            recovered: e.recovered,
+            kv_version: e
+                .kv_version
+                .map_or(0, |v| i64::try_from(v.get()).unwrap_or(i64::MAX)),
+            outcome: e.outcome,
         }
     }
 }

@@ -282,6 +282,29 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         })
         .await
     }
+
+    async fn list_rotations(
+        &self,
+        request: Request<proto::ListRotationsRequest>,
+    ) -> Result<Response<proto::ListRotationsResponse>, Status> {
+        let call = Call::start("ListRotations", &request);
+        call.run(async {
+            let (origin, caller) =
+                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let client_id =
+                ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
+            // Read-only, one Vault read: counted with status calls.
+            self.gate
+                .authorize(&caller, Rpc::ListRotations, client_id.as_str())
+                .and_then(|()| self.gate.admit_status(&caller))
+                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+            let history = self.service.history(&client_id).await?;
+            Ok(Response::new(proto::ListRotationsResponse {
+                rotations: history.into_iter().map(Into::into).collect(),
+            }))
+        })
+        .await
+    }
 }
 
 /// Tonic refuses a request it cannot decode (over the size cap, or not the RPC's message)

@@ -101,7 +101,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 })?;
                 continue;
             }
-            let before = record.value;
+            let mut before = record.value;
+            before.history_started(intent, self.settings.history_kept);
             // A staged rotation recorded the key's version when it staged its secret.
             let recorded = before
                 .staged
@@ -161,7 +162,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         fence: KvVersion,
         closed: ClientState,
     ) -> Result<(), StoreError> {
-        let closed = closed.settled();
+        let mut closed = closed.settled();
+        closed.history_closed(rotation_id);
         match self.ledger.write_state(client_id, &closed, fence).await {
             Ok(version) => {
                 if !closed.notifications.is_empty() {

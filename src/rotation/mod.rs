@@ -22,6 +22,7 @@
 //! - `store`: storing a secret Auth0 now holds, and closing the rotation that got it;
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
+//! - `history`: each client's last rotations, kept in its ledger record;
 //! - `notify`: notifications for a webhook, recorded with the step they report;
 //! - `staged`: staged rotations: stage the next secret in Vault, promote it at Auth0, cancel;
 //! - `recovery`: healing an open intent from Auth0's live secret;
@@ -30,6 +31,7 @@
 
 pub mod client;
 mod error;
+mod history;
 mod idempotency;
 mod ids;
 mod lease;
@@ -48,6 +50,7 @@ pub use client::Client;
 pub use error::{
     IssuerError, IssuerErrorKind, Reached, RotationError, StoreError, StoreErrorKind, Transport,
 };
+pub use history::HistoryEntry;
 pub use ids::{
     CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey, PathTemplate,
     REASON_MAX, Reason, ValidationError,

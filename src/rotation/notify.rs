@@ -121,6 +121,14 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         rotation: &Rotation,
     ) -> ClientState {
         let m = &rotation.metadata;
+        let outcome = match kind {
+            NotificationKind::Staged => "staged",
+            NotificationKind::Recovered => "recovered",
+            _ if m.strategy == Strategy::Staged => "promoted",
+            _ if m.recovered => "recovered",
+            _ => "ok",
+        };
+        state.history_stored(rotation, outcome);
         let notification = Notification {
             strategy: Some(m.strategy),
             stored: Some(rotation.stored.clone()),
@@ -142,6 +150,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         rotation_id: Uuid,
         error: &RotationError,
     ) -> ClientState {
+        state.history_failed(rotation_id, error.outcome());
         let failed = Notification {
             outcome: Some(error.outcome().to_owned()),
             ..Notification::new(NotificationKind::Failed, client_id, Some(rotation_id))

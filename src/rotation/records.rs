@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{
     client::Client,
+    history::HistoryEntry,
     ids::{ClientId, IdempotencyKey, Reason, ValidationError},
     notify::Notification,
 };
@@ -209,6 +210,9 @@ pub struct ClientState {
     /// Notifications not delivered yet (only while a webhook is configured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Notification>,
+    /// The last rotations, newest first (`history.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
 }
 
 impl ClientState {

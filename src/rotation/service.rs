@@ -51,6 +51,8 @@ pub struct Settings {
     pub distribute_for: Duration,
     /// The longest a request may ask for.
     pub max_distribute_for: Duration,
+    /// How many rotations each client's record keeps for ListRotations.
+    pub history_kept: usize,
 }
 
 pub struct RotationService<I, S, L> {

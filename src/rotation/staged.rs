@@ -473,6 +473,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         notification.stored = Some(self.stored(path.to_owned(), version));
         notification.caller = intent.caller.clone();
         let mut closed = closed;
+        closed.history_failed(
+            intent.rotation_id,
+            match intent.step {
+                Step::Cancel => "cancelled",
+                _ => "withdrawn",
+            },
+        );
         self.record(&mut closed, notification);
         self.try_close(client_id, intent.rotation_id, fence, closed)
             .await

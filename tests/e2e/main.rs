@@ -11,6 +11,7 @@ mod errors;
 mod exhaustion;
 mod grpcurl;
 mod health;
+mod history;
 mod identity;
 mod leak;
 mod logs;

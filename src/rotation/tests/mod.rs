@@ -1,6 +1,7 @@
 //! The protocol against in-memory ports: each test states what a user would notice.
 
 mod fakes;
+mod history;
 mod idempotency;
 mod notify;
 mod protocol;

@@ -44,6 +44,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         previous_secret_ttl: Duration::from_secs(600),
         distribute_for: Duration::from_secs(300),
         max_distribute_for: Duration::from_secs(86_400),
+        history_kept: 3,
     };
     tweak(&mut settings);
     Arc::new(RotationService::new(
