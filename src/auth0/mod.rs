@@ -6,6 +6,7 @@
 //! on.
 
 mod errors;
+mod governor;
 mod settings;
 mod token;
 
@@ -17,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
+pub use governor::{Budget, Priority};
 pub use settings::{Credentials, Settings};
 pub use token::TokenInfo;
 
