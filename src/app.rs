@@ -171,7 +171,14 @@ pub async fn serve(
                 async {
                     // The reconciler starts once the start-up checks have passed.
                     ready_rx.await.ok();
-                    Arc::clone(&rotations).reconcile_forever().await;
+                    // Healing and scans are background work: they leave callers Auth0's
+                    // reserve.
+                    let background = crate::upstream::Call {
+                        priority: crate::upstream::Priority::Background,
+                        deadline: None,
+                    };
+                    crate::upstream::within(background, Arc::clone(&rotations).reconcile_forever())
+                        .await;
                 }
             );
         }

@@ -22,15 +22,7 @@ use std::{sync::Mutex, time::Duration};
 use reqwest::header::HeaderMap;
 use tokio::{sync::Notify, time::Instant};
 
-/// Who is waiting for the request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Priority {
-    /// A caller waits for the answer (RotateSecret, GetRotationStatus, CompleteRotation).
-    #[default]
-    Interactive,
-    /// Work nobody waits on: it leaves the reserve alone and yields to interactive calls.
-    Background,
-}
+pub use crate::upstream::Priority;
 
 /// How the governor spends the bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]

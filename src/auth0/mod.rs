@@ -18,12 +18,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
-pub use governor::{Budget, Priority};
+pub use governor::Budget;
 pub use settings::{Credentials, Settings};
 pub use token::TokenInfo;
 
 use crate::rotation::{Client, ClientId, IssuedSecret, IssuerError, SecretIssuer, Transport};
-use errors::{ambiguous, api_error, reached, transport_error};
+use errors::{ambiguous, api_error, reached, retry_after, transport_error};
+use governor::Governor;
 use token::TokenSource;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
@@ -32,6 +33,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// How often one request is sent again after a 429, at most.
+const MAX_429_RETRIES: u32 = 3;
 
 /// Scope the rotate-secret route requires.
 pub const ROTATE_SCOPE: &str = "update:client_keys";
@@ -48,10 +52,12 @@ struct Inner {
     http: reqwest::Client,
     base: Url,
     tokens: TokenSource,
+    /// The tenant's Management API rate limit, shared by every request of this replica.
+    governor: Governor,
 }
 
 enum SendError {
-    /// No token: the request was not sent.
+    /// No token, or no budget within the caller's deadline: the request was not sent.
     Token(IssuerError),
     Transport(reqwest::Error),
 }
@@ -95,6 +101,7 @@ impl Auth0Client {
                 http,
                 base: settings.base_url.clone(),
                 tokens: TokenSource::new(&settings.credentials),
+                governor: Governor::new(settings.budget),
             }),
         })
     }
@@ -201,8 +208,11 @@ impl Auth0Client {
             })
     }
 
-    /// Sends a Management API request with the current token. A 401 means Auth0 did nothing:
-    /// the token is renewed once and the request sent again.
+    /// Sends a Management API request with the current token, when the tenant's rate limit
+    /// has room for it (`governor.rs`): it waits for the budget within the caller's deadline,
+    /// and is refused with RateLimited (nothing sent) when the wait would pass it. A 401 means
+    /// Auth0 did nothing: the token is renewed once and the request sent again; so does a 429,
+    /// which is sent again after Retry-After when the deadline allows.
     async fn send(
         &self,
         method: Method,
@@ -220,8 +230,22 @@ impl Auth0Client {
         operation: &'static str,
         json: Option<Vec<u8>>,
     ) -> Result<Response, SendError> {
+        let call = crate::upstream::current();
         let mut renewed = false;
+        // Auth0 answered 429 this many times: another tool spends the tenant's budget.
+        let mut refused = 0;
         loop {
+            let permit = self
+                .inner
+                .governor
+                .acquire(call.priority, call.deadline)
+                .await
+                .map_err(|wait| {
+                    crate::metrics::rate_limited("auth0_budget");
+                    SendError::Token(IssuerError::RateLimited {
+                        retry_after: Some(wait),
+                    })
+                })?;
             let token = self
                 .inner
                 .tokens
@@ -239,11 +263,23 @@ impl Auth0Client {
                     .body(json.clone());
             }
             let sent = crate::upstream::send("auth0", operation, request).await;
-            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
-            if status == Some(429) {
-                crate::metrics::rate_limited("auth0");
-            }
             let response = sent.map_err(SendError::Transport)?;
+            permit.answered(response.status().as_u16(), response.headers());
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                crate::metrics::rate_limited("auth0");
+                // Auth0 did nothing: once the governor's pause is over, the same request is
+                // sent again, if the caller can wait that long.
+                let wait = retry_after(response.headers()).unwrap_or(Duration::from_secs(1));
+                if refused < MAX_429_RETRIES
+                    && call
+                        .deadline
+                        .is_none_or(|d| tokio::time::Instant::now() + wait < d)
+                {
+                    refused += 1;
+                    continue;
+                }
+                return Ok(response);
+            }
             if response.status() == StatusCode::UNAUTHORIZED
                 && !renewed
                 && self.inner.tokens.renewable()
@@ -326,6 +362,7 @@ mod tests {
             credentials: Credentials::StaticToken("t".into()),
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            budget: Default::default(),
         })
         .unwrap()
     }

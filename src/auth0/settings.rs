@@ -17,6 +17,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// One request, answer included.
     pub timeout: Duration,
+    /// How the tenant's Management API rate limit is spent.
+    pub budget: super::Budget,
 }
 
 /// How the service authenticates to the Management API. `SecretString`'s `Debug` is redacted.

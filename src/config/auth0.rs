@@ -46,6 +46,16 @@ pub struct Auth0Args {
     /// Timeout for one Auth0 request, answer included.
     #[arg(long, env = "AUTH0_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub auth0_timeout: Duration,
+
+    /// The tenant's sustained Management API rate (requests per second, from its plan)
+    /// [default: learnt from x-ratelimit-reset].
+    #[arg(long, env = "AUTH0_RATE_LIMIT_PER_SECOND")]
+    pub auth0_rate_limit_per_second: Option<f64>,
+
+    /// The share of the tenant's rate-limit bucket that background work (timed promotions,
+    /// healing) leaves to interactive calls, 0 to 1.
+    #[arg(long, env = "AUTH0_INTERACTIVE_RESERVE", default_value_t = 0.5)]
+    pub auth0_interactive_reserve: f64,
 }
 
 impl Auth0Args {
@@ -81,7 +91,25 @@ impl Auth0Args {
         super::readable("AUTH0_CACERT", self.auth0_cacert.as_ref())?;
         super::nonzero_duration(self.auth0_connect_timeout, "AUTH0_CONNECT_TIMEOUT")?;
         super::nonzero_duration(self.auth0_timeout, "AUTH0_TIMEOUT")?;
+        if self
+            .auth0_rate_limit_per_second
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return Err(ConfigError::Budget(
+                "AUTH0_RATE_LIMIT_PER_SECOND must be more than zero",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.auth0_interactive_reserve) {
+            return Err(ConfigError::Budget(
+                "AUTH0_INTERACTIVE_RESERVE must be from 0 to 1",
+            ));
+        }
+        let budget = crate::auth0::Budget {
+            rate_per_second: self.auth0_rate_limit_per_second,
+            interactive_reserve: self.auth0_interactive_reserve,
+        };
         Ok(Settings {
+            budget,
             domain,
             base_url,
             ca_cert: self.auth0_cacert,

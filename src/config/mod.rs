@@ -271,6 +271,8 @@ pub enum ConfigError {
     Traces(String),
     #[error("ROTATOR_HISTORY_KEPT must be from 1 to 100")]
     HistoryKept,
+    #[error("{0}")]
+    Budget(&'static str),
 }
 
 impl ServeArgs {

@@ -126,6 +126,8 @@ pub struct Stats {
     /// token with `read:client_keys` that did not leave `client_secret` out gets any).
     pub list_requests: u64,
     pub listed_secrets: u64,
+    /// Management API requests answered 429 (the bucket was dry, or a `rate_limited` fault).
+    pub rate_limited: u64,
     /// Client-credentials tokens issued to applications for the tenant's own APIs.
     pub api_tokens: u64,
     /// Client-credentials requests for those APIs refused for a wrong secret.

@@ -62,6 +62,7 @@ impl super::Inner {
             self.faults.rate_limited -= 1;
         }
         if forced || self.bucket.tokens < 1.0 {
+            self.stats.rate_limited += 1;
             let wait = if forced {
                 3.0
             } else {

@@ -209,7 +209,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
                 .map_err(|e| self.refuse(&origin, command.client_id.as_str(), e))?;
             command.origin = origin;
             if body.validate_only {
-                let validated = self.service.validate(&command).await?;
+                let validated = within_deadline(deadline, self.service.validate(&command)).await?;
                 return Ok(Response::new(validated.into()));
             }
             let rotation = self.service.rotate(command, deadline).await?;
@@ -277,7 +277,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
                 .and_then(|()| self.gate.admit_status(&caller))
                 .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
             let check_drift = request.get_ref().check_drift;
-            let status = self.service.status(&client_id, check_drift).await?;
+            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+            let status =
+                within_deadline(deadline, self.service.status(&client_id, check_drift)).await?;
             Ok(Response::new(status.into()))
         })
         .await
@@ -333,6 +335,16 @@ pub fn decode_refusals(
             _ => response,
         }
     })
+}
+
+/// Runs `work` as an interactive call until `deadline`: Auth0's rate-limit budget is waited
+/// for that long at most (`upstream::Call`).
+async fn within_deadline<F: Future>(deadline: Instant, work: F) -> F::Output {
+    let call = crate::upstream::Call {
+        priority: crate::upstream::Priority::Interactive,
+        deadline: Some(deadline),
+    };
+    crate::upstream::within(call, work).await
 }
 
 /// The caller's `grpc-timeout` capped at the maximum, or the default. A tenth of it (at most a

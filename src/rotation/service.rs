@@ -131,15 +131,21 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             rotation_id = field::Empty,
             outcome = field::Empty,
         );
+        // The spawned task waits for Auth0's budget as its caller would (`upstream::Call`).
+        let call = crate::upstream::Call {
+            deadline: Some(deadline),
+            ..crate::upstream::current()
+        };
         // Boxed: spawning moves the future, and a rotation's is several kilobytes.
-        let rotation = Box::pin(
+        let rotation = Box::pin(crate::upstream::within(
+            call,
             async move {
                 let _slot = slot;
                 let _open = InFlight::start();
                 this.rotate_audited(command, deadline).await
             }
             .instrument(span),
-        );
+        ));
         self.tasks
             .spawn(rotation)
             .await

@@ -184,8 +184,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             trace_id = %origin.trace_id,
             outcome = field::Empty,
         );
+        let call = crate::upstream::Call {
+            deadline: Some(deadline),
+            ..crate::upstream::current()
+        };
         // In its own task: a caller who hangs up cannot cut it off between Auth0 and Vault.
-        let promotion = Box::pin(
+        let promotion = Box::pin(crate::upstream::within(
+            call,
             async move {
                 this.recovery_possible()?;
                 let result = this
@@ -216,7 +221,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 result
             }
             .instrument(span),
-        );
+        ));
         self.tasks
             .spawn(promotion)
             .await
@@ -535,10 +540,17 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 trace_id: crate::trace::start(&span),
             };
             let deadline = Instant::now() + PROMOTION_DEADLINE;
-            match self
-                .complete(client_id.clone(), rotation_id, origin, deadline)
-                .instrument(span)
-                .await
+            // Nobody waits on a timer's promotion: it leaves callers their reserve.
+            let background = crate::upstream::Call {
+                priority: crate::upstream::Priority::Background,
+                deadline: Some(deadline),
+            };
+            match crate::upstream::within(
+                background,
+                self.complete(client_id.clone(), rotation_id, origin, deadline)
+                    .instrument(span),
+            )
+            .await
             {
                 Ok(_) => {}
                 // Promoted or cancelled meanwhile (another replica, a caller).

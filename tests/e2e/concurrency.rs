@@ -74,6 +74,7 @@ async fn token_requests_are_single_flight() {
         },
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(10),
+        budget: Default::default(),
     })
     .unwrap();
     // Clones share one token cache.

@@ -6,15 +6,49 @@ use tonic_types::StatusExt;
 
 use crate::helpers::{Stack, StackOptions, assert_status, rotate, rotate_fault, vault_path};
 
+/// RotateSecret for `id` with a deadline of `timeout`.
+fn rotate_within(
+    id: &str,
+    timeout: Duration,
+) -> tonic::Request<secret_rotator::proto::RotateSecretRequest> {
+    let mut request = tonic::Request::new(rotate(id));
+    request.set_timeout(timeout);
+    request
+}
+
 #[tokio::test]
-async fn auth0_rate_limit_is_resource_exhausted_with_retry_info() {
+async fn an_auth0_429_is_waited_out_and_the_rotation_goes_through() {
+    let stack = Stack::start().await;
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    // Another tool emptied the tenant's bucket: Auth0 answers 429, reset 3 s ahead.
+    stack.emulator.inject(Faults {
+        rate_limited: 1,
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    stack.rotate_ok(&id).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "after Retry-After"
+    );
+    let stats = stack.emulator.stats();
+    assert_eq!((stats.rate_limited, stats.rotations), (1, 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_caller_who_cannot_wait_for_auth0_gets_resource_exhausted_with_retry_info() {
     let stack = Stack::start().await;
     let id = stack.seed(regular_client(&random_client_id(), "App"));
     stack.emulator.inject(Faults {
         rate_limited: 1,
         ..Faults::default()
     });
-    let status = stack.rotate_refused(&id).await;
+    let status = stack
+        .client()
+        .await
+        .rotate_secret(rotate_within(&id, Duration::from_millis(1500)))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let retry = status
         .get_details_retry_info()
@@ -35,31 +69,54 @@ async fn auth0_rate_limit_is_resource_exhausted_with_retry_info() {
 }
 
 #[tokio::test]
-async fn a_real_token_bucket_runs_dry() {
-    // Free-plan bucket: 2 requests, then 429 until it refills.
+async fn a_small_bucket_makes_callers_wait_instead_of_failing() {
+    // Free-plan bucket: 2 requests, then one a second.
     let stack = Stack::start_with(StackOptions {
         emulator: EmulatorConfig {
             rate_limit_burst: 2,
             rate_limit_per_second: 1,
             ..EmulatorConfig::default()
         },
+        extra_args: vec!["--auth0-rate-limit-per-second".into(), "1".into()],
         ..StackOptions::default()
     })
     .await;
     let mut client = stack.client().await;
-    let mut codes = Vec::new();
+    let started = std::time::Instant::now();
     for _ in 0..4 {
         let id = stack.seed(regular_client(&random_client_id(), "App"));
-        codes.push(
-            client
-                .rotate_secret(rotate(&id))
-                .await
-                .map(|_| Code::Ok)
-                .unwrap_or_else(|s| s.code()),
-        );
+        client
+            .rotate_secret(rotate(&id))
+            .await
+            .expect("waited, not refused");
     }
-    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
-    assert_eq!(codes[0], Code::Ok, "{codes:?}");
+    // Two from the burst, then one a second: the governor waited for the bucket.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        stack.emulator.stats().rate_limited,
+        0,
+        "no request was sent into a 429"
+    );
+
+    // A caller whose deadline ends before the next token is refused without asking Auth0.
+    let id = stack.seed(regular_client(&random_client_id(), "App"));
+    let status = client
+        .rotate_secret(rotate_within(&id, Duration::from_millis(200)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("Auth0 rate limit reached; nothing was rotated"),
+        "{status:?}"
+    );
+    assert!(status.get_details_retry_info().is_some());
+    assert_eq!(stack.emulator.stats().rate_limited, 0);
 }
 
 #[tokio::test]
