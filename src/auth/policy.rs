@@ -30,6 +30,8 @@ pub enum Rpc {
     CancelRotation,
     /// A client's rotation history: read-only, like GetRotationStatus.
     ListRotations,
+    /// The tenant's client list: a caller sees the clients this grants it.
+    ListClients,
 }
 
 impl fmt::Display for Rpc {

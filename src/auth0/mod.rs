@@ -22,7 +22,9 @@ pub use governor::Budget;
 pub use settings::{Credentials, Settings};
 pub use token::TokenInfo;
 
-use crate::rotation::{Client, ClientId, IssuedSecret, IssuerError, SecretIssuer, Transport};
+use crate::rotation::{
+    Client, ClientId, ClientPage, IssuedSecret, IssuerError, PageCursor, SecretIssuer, Transport,
+};
 use errors::{ambiguous, api_error, reached, retry_after, transport_error};
 use governor::Governor;
 use token::TokenSource;
@@ -39,6 +41,11 @@ const MAX_429_RETRIES: u32 = 3;
 
 /// Scope the rotate-secret route requires.
 pub const ROTATE_SCOPE: &str = "update:client_keys";
+/// Scope the client list requires (ListClients).
+pub const LIST_SCOPE: &str = "read:clients";
+/// What ListClients asks Auth0 for: no secret, and nothing that needs `read:client_keys`.
+const LISTED_FIELDS: &str = "client_id,name,app_type,token_endpoint_auth_method,client_metadata";
+
 /// Scope that reveals a client's secret on GET: what recovery needs.
 pub const READ_KEYS_SCOPE: &str = "read:client_keys";
 
@@ -208,6 +215,51 @@ impl Auth0Client {
             })
     }
 
+    /// `GET /api/v2/clients` with checkpoint pages, asking only for the members ListClients
+    /// shows: never `client_secret`, whatever the token's scopes.
+    async fn list(
+        &self,
+        from: Option<&PageCursor>,
+        size: usize,
+    ) -> Result<ClientPage, IssuerError> {
+        let mut url = self.url(&["api", "v2", "clients"]);
+        url.query_pairs_mut()
+            .append_pair("fields", LISTED_FIELDS)
+            .append_pair("include_fields", "true")
+            .append_pair("take", &size.clamp(1, 100).to_string());
+        if let Some(from) = from {
+            url.query_pairs_mut().append_pair("from", from.as_str());
+        }
+        let response = self
+            .send(Method::GET, &url, "list-clients")
+            .await
+            .map_err(|e| match e {
+                SendError::Token(e) => e,
+                SendError::Transport(e) => transport_error(e),
+            })?;
+        if !response.status().is_success() {
+            return Err(api_error(response, LIST_SCOPE, false).await);
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            clients: Vec<Client>,
+            next: Option<String>,
+        }
+        let page: Page = response.json().await.map_err(|_| {
+            IssuerError::Protocol("the client list is not the expected JSON".into())
+        })?;
+        let next = match page.next.filter(|n| !n.is_empty()) {
+            None => None,
+            Some(next) => Some(PageCursor::parse(&next).map_err(|_| {
+                IssuerError::Protocol("the client list's next checkpoint is malformed".into())
+            })?),
+        };
+        Ok(ClientPage {
+            clients: page.clients,
+            next,
+        })
+    }
+
     /// Sends a Management API request with the current token, when the tenant's rate limit
     /// has room for it (`governor.rs`): it waits for the budget within the caller's deadline,
     /// and is refused with RateLimited (nothing sent) when the wait would pass it. A 401 means
@@ -322,6 +374,14 @@ impl SecretIssuer for Auth0Client {
 
     async fn read_secret(&self, client_id: &ClientId) -> Result<IssuedSecret, IssuerError> {
         self.read(client_id).await
+    }
+
+    async fn list_clients(
+        &self,
+        from: Option<&PageCursor>,
+        size: usize,
+    ) -> Result<ClientPage, IssuerError> {
+        self.list(from, size).await
     }
 
     async fn read_client(&self, client_id: &ClientId) -> Result<Client, IssuerError> {

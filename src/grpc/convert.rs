@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
 use serde_json::Value;
 
 use crate::{
     proto as pb,
     rotation::{
-        Cancelled, Drift, HistoryEntry, Rotation, RotationError, RotationStatus, Step,
-        StoredSecret, Strategy, Validated, ValidationError, client as a,
+        Cancelled, Drift, HistoryEntry, Inventory, PageCursor, Rotation, RotationError,
+        RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated, ValidationError,
+        client as a,
     },
 };
 
@@ -99,18 +101,7 @@ impl From<StoredSecret> for pb::VaultSecret {
 impl From<RotationStatus> for pb::GetRotationStatusResponse {
     fn from(s: RotationStatus) -> Self {
         Self {
-            last_rotation: s.last.map(|(metadata, stored)| pb::LastRotation {
-                rotation_id: metadata.rotation_id.to_string(),
-                rotated_at: Some(Timestamp::from(metadata.rotated_at)),
-                vault_secret: Some(stored.into()),
-                reason: metadata
-                    .reason
-                    .map(|r| r.as_str().to_owned())
-                    .unwrap_or_default(),
-                recovered: metadata.recovered,
-                rotated_by: metadata.caller.unwrap_or_default(),
-                strategy: strategy(metadata.strategy) as i32,
-            }),
+            last_rotation: s.last.map(last_rotation),
             staged_rotation: s.staged.map(|(staged, stored)| pb::StagedRotation {
                 rotation_id: staged.rotation_id.to_string(),
                 stage: match &s.open_intent {
@@ -140,6 +131,87 @@ impl From<RotationStatus> for pb::GetRotationStatusResponse {
                 Some(Drift::Drifted) => pb::DriftState::Drifted,
                 Some(Drift::Unknown) => pb::DriftState::Unknown,
             } as i32,
+        }
+    }
+}
+
+/// ListClients' page size: 0 is the default, more than Auth0's largest page is that page.
+pub(super) fn page_size(raw: i32) -> Result<usize, RotationError> {
+    match usize::try_from(raw) {
+        Err(_) => Err(ValidationError::PageSize.into()),
+        Ok(0) => Ok(50),
+        Ok(n) => Ok(n.min(100)),
+    }
+}
+
+/// A page token is `v1.` and Auth0's checkpoint, base64url: opaque to callers, and checked
+/// before anything of it reaches Auth0.
+pub(super) fn page_cursor(token: &str) -> Result<Option<PageCursor>, RotationError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let decoded = URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    match decoded.as_deref().and_then(|t| t.strip_prefix("v1.")) {
+        Some(cursor) => Ok(Some(PageCursor::parse(cursor)?)),
+        None => Err(ValidationError::PageToken.into()),
+    }
+}
+
+fn last_rotation((metadata, stored): (RotationMetadata, StoredSecret)) -> pb::LastRotation {
+    pb::LastRotation {
+        rotation_id: metadata.rotation_id.to_string(),
+        rotated_at: Some(Timestamp::from(metadata.rotated_at)),
+        vault_secret: Some(stored.into()),
+        reason: metadata
+            .reason
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
+        recovered: metadata.recovered,
+        rotated_by: metadata.caller.unwrap_or_default(),
+        strategy: strategy(metadata.strategy) as i32,
+    }
+}
+
+fn page_token(cursor: Option<PageCursor>) -> String {
+    cursor.map_or_else(String::new, |c| {
+        URL_SAFE_NO_PAD.encode(format!("v1.{}", c.as_str()))
+    })
+}
+
+impl From<Inventory> for pb::ListClientsResponse {
+    fn from(page: Inventory) -> Self {
+        Self {
+            clients: page
+                .entries
+                .into_iter()
+                .map(|e| pb::ClientSummary {
+                    client_id: e.client_id.as_str().to_owned(),
+                    name: e.client.name.0.unwrap_or_default(),
+                    app_type: e.client.app_type.0.unwrap_or_default(),
+                    authentication_method: e
+                        .client
+                        .token_endpoint_auth_method
+                        .0
+                        .unwrap_or_default(),
+                    rotatable: e.rotatable,
+                    last_rotation: e.last.map(last_rotation),
+                    last_rotation_age: e.age.and_then(|a| prost_types::Duration::try_from(a).ok()),
+                    next_rotation_at: None,
+                    drift: pb::DriftState::Unspecified as i32,
+                    client_metadata: e
+                        .client
+                        .client_metadata
+                        .0
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                        .collect(),
+                })
+                .collect(),
+            next_page_token: page_token(page.next),
         }
     }
 }

@@ -285,6 +285,36 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         .await
     }
 
+    async fn list_clients(
+        &self,
+        request: Request<proto::ListClientsRequest>,
+    ) -> Result<Response<proto::ListClientsResponse>, Status> {
+        let call = Call::start("ListClients", &request);
+        call.run(async {
+            let (origin, caller) = self.authenticate(&call, &request, "")?;
+            let body = request.get_ref();
+            let size = convert::page_size(body.page_size)?;
+            let from = convert::page_cursor(&body.page_token)?;
+            self.gate
+                .admit_status(&caller)
+                .map_err(|e| self.refuse(&origin, "", e))?;
+            // The caller sees the clients the policy grants it ListClients for.
+            let visible = |id: &ClientId| {
+                self.gate
+                    .authorize(&caller, Rpc::ListClients, id.as_str())
+                    .is_ok()
+            };
+            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+            let page = within_deadline(
+                deadline,
+                self.service.inventory(from.as_ref(), size, visible),
+            )
+            .await?;
+            Ok(Response::new(page.into()))
+        })
+        .await
+    }
+
     async fn list_rotations(
         &self,
         request: Request<proto::ListRotationsRequest>,

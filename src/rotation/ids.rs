@@ -61,6 +61,10 @@ pub enum ValidationError {
     Strategy,
     #[error("rotation_id must be a UUID")]
     RotationId,
+    #[error("page_token is not one this service answered; start again without it")]
+    PageToken,
+    #[error("page_size must not be negative")]
+    PageSize,
 }
 
 /// An idempotency key as its caller owns it: the same string sent by two callers is two keys,

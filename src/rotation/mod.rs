@@ -23,6 +23,7 @@
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
 //! - `history`: each client's last rotations, kept in its ledger record;
+//! - `inventory`: the tenant's clients with their last rotations (ListClients);
 //! - `notify`: notifications for a webhook, recorded with the step they report;
 //! - `staged`: staged rotations: stage the next secret in Vault, promote it at Auth0, cancel;
 //! - `recovery`: healing an open intent from Auth0's live secret;
@@ -34,6 +35,7 @@ mod error;
 mod history;
 mod idempotency;
 mod ids;
+mod inventory;
 mod lease;
 mod notify;
 mod ports;
@@ -55,6 +57,7 @@ pub use ids::{
     CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey, PathTemplate,
     REASON_MAX, Reason, ValidationError,
 };
+pub use inventory::{ClientPage, Inventory, InventoryEntry, PageCursor, secret_based};
 pub use notify::{Notification, NotificationKind};
 pub use ports::{Ledger, SecretIssuer, SecretStore};
 pub use records::{

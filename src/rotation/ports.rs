@@ -10,6 +10,7 @@ use super::{
     client::Client,
     error::{IssuerError, StoreError},
     ids::{ClientId, OwnedKey},
+    inventory::{ClientPage, PageCursor},
     records::{
         ClientState, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Versioned,
     },
@@ -42,6 +43,14 @@ pub trait SecretIssuer: Send + Sync + 'static {
         &self,
         client_id: &ClientId,
     ) -> impl Future<Output = Result<Client, IssuerError>> + Send;
+
+    /// One page of the tenant's clients, at most `size`, from `from` on (the first page
+    /// without); never a secret.
+    fn list_clients(
+        &self,
+        from: Option<&PageCursor>,
+        size: usize,
+    ) -> impl Future<Output = Result<ClientPage, IssuerError>> + Send;
 }
 
 /// Port: keeps secrets (Vault KV v2).

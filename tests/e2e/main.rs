@@ -13,6 +13,7 @@ mod grpcurl;
 mod health;
 mod history;
 mod identity;
+mod inventory;
 mod leak;
 mod logs;
 mod metrics;

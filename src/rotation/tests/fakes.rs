@@ -12,9 +12,9 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
-    Client, ClientId, ClientState, IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets,
-    KvVersion, Lease, Ledger, OwnedKey, PreviousSecret, SecretIssuer, SecretStore, StoreError,
-    Transport, Versioned,
+    Client, ClientId, ClientPage, ClientState, IdempotencyRecord, IssuedSecret, IssuerError,
+    KeySecrets, KvVersion, Lease, Ledger, OwnedKey, PageCursor, PreviousSecret, SecretIssuer,
+    SecretStore, StoreError, Transport, Versioned,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -92,6 +92,33 @@ impl SecretIssuer for FakeAuth0 {
 
     async fn read_client(&self, id: &ClientId) -> Result<Client, IssuerError> {
         self.issued(id).map(|i| *i.client)
+    }
+
+    /// Every client with a secret, by id, as secret-based applications.
+    async fn list_clients(
+        &self,
+        from: Option<&PageCursor>,
+        size: usize,
+    ) -> Result<ClientPage, IssuerError> {
+        let mut ids: Vec<String> = self.live.lock().unwrap().keys().cloned().collect();
+        ids.sort();
+        let start = from.map_or(0, |f| ids.partition_point(|id| id.as_str() < f.as_str()));
+        let clients = ids
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|id| {
+                serde_json::from_value(serde_json::json!({
+                    "client_id": id,
+                    "token_endpoint_auth_method": "client_secret_post",
+                }))
+                .unwrap()
+            })
+            .collect();
+        let next = ids
+            .get(start + size)
+            .map(|id| PageCursor::parse(id).unwrap());
+        Ok(ClientPage { clients, next })
     }
 }
 

@@ -3,6 +3,7 @@
 mod fakes;
 mod history;
 mod idempotency;
+mod inventory;
 mod notify;
 mod protocol;
 mod staged;

@@ -1,0 +1,108 @@
+//! ListClients through the real grpcurl against the emulator's client list: every client once
+//! across pages, rotatable or not, each rotated one with its last rotation and age; nothing
+//! secret asked of Auth0 or answered; bad paging refused before Auth0 is asked.
+
+use std::collections::HashSet;
+
+use secret_rotator::emulator::fleet_clients;
+use serde_json::Value;
+
+use crate::helpers::{Stack, tool};
+
+const LIST: &str = "secretrotator.v1.SecretRotationService/ListClients";
+const FLEET: usize = 120;
+
+async fn list(stack: &Stack, body: &str) -> Result<Value, String> {
+    let out = tokio::process::Command::new(tool("grpcurl"))
+        .args(["-plaintext", "-d", body, &stack.addr.to_string(), LIST])
+        .output()
+        .await
+        .expect("run grpcurl");
+    match out.status.success() {
+        true => Ok(serde_json::from_slice(&out.stdout).expect("JSON answer")),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+#[tokio::test]
+async fn list_clients_pages_through_the_tenant_with_last_rotations() {
+    let stack = Stack::start().await;
+    for client in fleet_clients(FLEET) {
+        stack.seed(client);
+    }
+    let rotated = [
+        "Fleet000000000000000000000000001",
+        "Fleet000000000000000000000000042",
+    ];
+    for id in rotated {
+        stack.rotate_ok(id).await;
+    }
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = list(
+            &stack,
+            &format!(r#"{{"page_size": 50, "page_token": "{token}"}}"#),
+        )
+        .await
+        .unwrap();
+        pages += 1;
+        seen.extend(page["clients"].as_array().cloned().unwrap_or_default());
+        match page["nextPageToken"].as_str() {
+            Some(next) if !next.is_empty() => token = next.to_owned(),
+            _ => break,
+        }
+    }
+    // The fleet and the service's own application, each once.
+    assert_eq!(seen.len(), FLEET + 1);
+    let ids: HashSet<&str> = seen
+        .iter()
+        .map(|c| c["clientId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), seen.len(), "no client twice");
+    assert_eq!(pages, 3);
+
+    let of = |id: &str| seen.iter().find(|c| c["clientId"] == id).unwrap();
+    for id in rotated {
+        let client = of(id);
+        assert_eq!(client["rotatable"], true);
+        assert_eq!(
+            client["lastRotation"]["vaultSecret"]["version"], "1",
+            "{client}"
+        );
+        assert_eq!(client["lastRotation"]["rotatedBy"], "anonymous");
+        assert!(client["lastRotationAge"].is_string(), "{client}");
+        assert_eq!(client["clientMetadata"]["rotation"], "auto");
+        assert_eq!(client["appType"], "non_interactive");
+    }
+    let untouched = of("Fleet000000000000000000000000004");
+    assert!(untouched.get("lastRotation").is_none());
+    assert_eq!(untouched["authenticationMethod"], "client_secret_post");
+    let secretless = of("Fleet000000000000000000000000009");
+    // proto3 JSON leaves false and empty out.
+    assert!(
+        secretless.get("rotatable").is_none() && secretless.get("authenticationMethod").is_none(),
+        "private_key_jwt: {secretless}"
+    );
+    assert_eq!(
+        of("Fleet000000000000000000000000007")["appType"],
+        "regular_web"
+    );
+
+    // Nothing secret was asked of Auth0, or answered.
+    assert_eq!(stack.emulator.stats().listed_secrets, 0);
+    let answer = serde_json::to_string(&seen).unwrap();
+    for id in rotated {
+        assert!(!answer.contains(&stack.emulator.live_secret(id).unwrap()));
+    }
+
+    // Bad paging is refused before Auth0 is asked.
+    let asked = stack.emulator.stats().list_requests;
+    for bad in [r#"{"page_size": -1}"#, r#"{"page_token": "not-a-token"}"#] {
+        let refused = list(&stack, bad).await.unwrap_err();
+        assert!(refused.contains("InvalidArgument"), "{bad}: {refused}");
+    }
+    assert_eq!(stack.emulator.stats().list_requests, asked);
+}
