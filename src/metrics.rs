@@ -64,6 +64,7 @@ struct Metrics {
     upstream_duration: Family<Upstream, Histogram>,
     open_intents: Gauge,
     needs_resync: Gauge,
+    drifted_clients: Gauge,
     token_refreshes: Counter,
     rate_limited: Family<By, Counter>,
     reconciler_runs: Family<Result_, Counter>,
@@ -86,6 +87,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Family::<Upstream, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
     let open_intents = Gauge::default();
     let needs_resync = Gauge::default();
+    let drifted_clients = Gauge::default();
     let token_refreshes = Counter::default();
     let rate_limited = Family::<By, Counter>::default();
     let reconciler_runs = Family::<Result_, Counter>::default();
@@ -121,6 +123,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         needs_resync.clone(),
     );
     registry.register(
+        "secret_rotator_drifted_clients",
+        "Clients whose Vault secret the last drift scan found different from Auth0's (ROTATOR_DRIFT_SCAN_INTERVAL)",
+        drifted_clients.clone(),
+    );
+    registry.register(
         "secret_rotator_token_refreshes",
         "Management API tokens obtained",
         token_refreshes.clone(),
@@ -148,6 +155,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         upstream_duration,
         open_intents,
         needs_resync,
+        drifted_clients,
         token_refreshes,
         rate_limited,
         reconciler_runs,
@@ -218,6 +226,12 @@ pub fn open_intents(delta: i64) {
 pub fn needs_resync(count: usize) {
     METRICS
         .needs_resync
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+pub fn drifted_clients(count: usize) {
+    METRICS
+        .drifted_clients
         .set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 

@@ -63,6 +63,11 @@ pub struct RotationArgs {
     /// Rotations each client's ledger record keeps for ListRotations (1 to 100).
     #[arg(long, env = "ROTATOR_HISTORY_KEPT", default_value_t = 20)]
     pub history_kept: usize,
+
+    /// Compare every client Vault holds with Auth0 this often, on the replica that scans
+    /// (rounded up to ROTATOR_RECONCILE_INTERVAL) [default: never].
+    #[arg(long, env = "ROTATOR_DRIFT_SCAN_INTERVAL", value_parser = duration)]
+    pub drift_scan_interval: Option<Duration>,
 }
 
 impl RotationArgs {
@@ -113,6 +118,7 @@ impl RotationArgs {
             distribute_for: self.staged_distribute_for,
             max_distribute_for: self.staged_max_distribute_for,
             history_kept: self.history_kept,
+            drift_scan_interval: self.drift_scan_interval.filter(|d| !d.is_zero()),
         })
     }
 }

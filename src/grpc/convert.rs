@@ -125,12 +125,7 @@ impl From<RotationStatus> for pb::GetRotationStatusResponse {
                 caller: i.caller.unwrap_or_default(),
                 lease_active: s.lease_active,
             }),
-            drift: match s.drift {
-                None => pb::DriftState::Unspecified,
-                Some(Drift::InSync) => pb::DriftState::InSync,
-                Some(Drift::Drifted) => pb::DriftState::Drifted,
-                Some(Drift::Unknown) => pb::DriftState::Unknown,
-            } as i32,
+            drift: drift_state(s.drift) as i32,
         }
     }
 }
@@ -157,6 +152,15 @@ pub(super) fn page_cursor(token: &str) -> Result<Option<PageCursor>, RotationErr
     match decoded.as_deref().and_then(|t| t.strip_prefix("v1.")) {
         Some(cursor) => Ok(Some(PageCursor::parse(cursor)?)),
         None => Err(ValidationError::PageToken.into()),
+    }
+}
+
+fn drift_state(drift: Option<Drift>) -> pb::DriftState {
+    match drift {
+        None => pb::DriftState::Unspecified,
+        Some(Drift::InSync) => pb::DriftState::InSync,
+        Some(Drift::Drifted) => pb::DriftState::Drifted,
+        Some(Drift::Unknown) => pb::DriftState::Unknown,
     }
 }
 
@@ -200,7 +204,7 @@ impl From<Inventory> for pb::ListClientsResponse {
                     last_rotation: e.last.map(last_rotation),
                     last_rotation_age: e.age.and_then(|a| prost_types::Duration::try_from(a).ok()),
                     next_rotation_at: None,
-                    drift: pb::DriftState::Unspecified as i32,
+                    drift: drift_state(e.drift) as i32,
                     client_metadata: e
                         .client
                         .client_metadata

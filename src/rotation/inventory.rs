@@ -10,7 +10,7 @@ use super::{
     Ledger, RotationError, RotationService, SecretIssuer, SecretStore,
     client::Client,
     ids::{ClientId, ValidationError},
-    records::{RotationMetadata, StoredSecret},
+    records::{Drift, RotationMetadata, StoredSecret},
 };
 
 /// Ledger records read at once for one page.
@@ -55,6 +55,8 @@ pub struct InventoryEntry {
     pub last: Option<(RotationMetadata, StoredSecret)>,
     /// How long ago `last` was stored.
     pub age: Option<std::time::Duration>,
+    /// What the last drift check on this replica found.
+    pub drift: Option<Drift>,
 }
 
 /// A page of [`InventoryEntry`].
@@ -108,6 +110,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     (l.metadata, self.stored(path, l.kv_version))
                 });
                 Ok(InventoryEntry {
+                    drift: self.known_drift(&client_id),
                     rotatable: secret_based(&client),
                     age,
                     client_id,

@@ -22,6 +22,7 @@
 //! - `store`: storing a secret Auth0 now holds, and closing the rotation that got it;
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
+//! - `drift`: whether Vault holds Auth0's secret, on demand and by the scanner's passes;
 //! - `history`: each client's last rotations, kept in its ledger record;
 //! - `inventory`: the tenant's clients with their last rotations (ListClients);
 //! - `notify`: notifications for a webhook, recorded with the step they report;
@@ -31,6 +32,7 @@
 //! - `tests`: in-memory fakes of the ports and the protocol's tests.
 
 pub mod client;
+mod drift;
 mod error;
 mod history;
 mod idempotency;

@@ -125,6 +125,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut renewed = Instant::now();
         let mut healed = 0;
+        // Only the scanner's paced passes check drift.
+        let drift_pass = scanner.is_some() && self.drift_pass_due();
         for (n, client_id) in clients.into_iter().enumerate() {
             if let Some(version) = scanner
                 && n % burst as usize == 0
@@ -148,6 +150,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 }
             };
             self.scanned(&client_id, &record.value);
+            if drift_pass {
+                self.scan_drift(&client_id, &record.value).await;
+            }
             if let Some(staged) = &record.value.staged {
                 // Promoted by this replica's timer when due.
                 self.note_staged(&client_id, staged.rotation_id, staged.promote_after);

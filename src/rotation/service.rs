@@ -53,6 +53,9 @@ pub struct Settings {
     pub max_distribute_for: Duration,
     /// How many rotations each client's record keeps for ListRotations.
     pub history_kept: usize,
+    /// How often the scanning replica compares every client Vault holds with Auth0; `None`:
+    /// never (only GetRotationStatus with check_drift does).
+    pub drift_scan_interval: Option<Duration>,
 }
 
 pub struct RotationService<I, S, L> {
@@ -75,6 +78,10 @@ pub struct RotationService<I, S, L> {
     /// Intents this replica left open, by client: the rotation id it left (see `reconciler`).
     pub(super) left_open: Mutex<HashMap<ClientId, Uuid>>,
     pub(super) left_open_added: Notify,
+    /// What the last drift check of each client found, and when (`drift.rs`).
+    pub(super) drift: Mutex<HashMap<ClientId, (Drift, SystemTime)>>,
+    /// When this replica's scans last checked drift.
+    pub(super) drift_scanned: Mutex<Option<SystemTime>>,
     /// Rotations and heals in flight, so that shutdown can wait for them.
     pub(super) tasks: TaskTracker,
     slots: Arc<tokio::sync::Semaphore>,
@@ -91,6 +98,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             known: Mutex::new(HashMap::new()),
             left_open: Mutex::new(HashMap::new()),
             left_open_added: Notify::new(),
+            drift: Mutex::new(HashMap::new()),
+            drift_scanned: Mutex::new(None),
             staged_due: Mutex::new(HashMap::new()),
             notify: Mutex::new(None),
             staged_added: Notify::new(),
@@ -245,17 +254,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             open_intent: state.intent,
             drift: match check_drift {
                 false => None,
-                true => Some(match self.in_sync(client_id).await {
-                    Ok(true) => Drift::InSync,
-                    Ok(false) => {
-                        self.drift_found(client_id).await;
-                        Drift::Drifted
-                    }
-                    Err(e) => {
-                        warn!(%client_id, error = %e, "drift could not be checked");
-                        Drift::Unknown
-                    }
-                }),
+                true => Some(self.check_drift(client_id).await),
             },
         })
     }
@@ -332,7 +331,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 
     /// Whether Vault's `client_secret` is the secret Auth0 accepts now.
-    async fn in_sync(&self, client_id: &ClientId) -> Result<bool, RotationError> {
+    pub(super) async fn in_sync(&self, client_id: &ClientId) -> Result<bool, RotationError> {
         let live = self.issuer.read_secret(client_id).await?;
         let path = self.settings.path.render(client_id);
         let held = self

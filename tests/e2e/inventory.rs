@@ -1,13 +1,17 @@
 //! ListClients through the real grpcurl against the emulator's client list: every client once
 //! across pages, rotatable or not, each rotated one with its last rotation and age; nothing
-//! secret asked of Auth0 or answered; bad paging refused before Auth0 is asked.
+//! secret asked of Auth0 or answered; bad paging refused before Auth0 is asked. And the
+//! periodic drift scan, whose findings ListClients shows.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
-use secret_rotator::emulator::fleet_clients;
+use secret_rotator::{
+    emulator::{fleet_clients, random_client_id, regular_client},
+    proto::{ClientSummary, DriftState, ListClientsRequest},
+};
 use serde_json::Value;
 
-use crate::helpers::{Stack, tool};
+use crate::helpers::{Stack, StackOptions, eventually, tool};
 
 const LIST: &str = "secretrotator.v1.SecretRotationService/ListClients";
 const FLEET: usize = 120;
@@ -105,4 +109,61 @@ async fn list_clients_pages_through_the_tenant_with_last_rotations() {
         assert!(refused.contains("InvalidArgument"), "{bad}: {refused}");
     }
     assert_eq!(stack.emulator.stats().list_requests, asked);
+}
+
+#[tokio::test]
+async fn the_drift_scan_finds_a_secret_changed_outside_the_service() {
+    let stack = Stack::start_with(StackOptions {
+        extra_args: vec![
+            "--reconcile-interval".into(),
+            "1s".into(),
+            "--drift-scan-interval".into(),
+            "1s".into(),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    let kept = stack.seed(regular_client(&random_client_id(), "Kept in sync"));
+    let changed = stack.seed(regular_client(&random_client_id(), "Rotated outside"));
+    stack.rotate_ok(&kept).await;
+    stack.rotate_ok(&changed).await;
+    stack
+        .emulator
+        .rotate_outside(&changed)
+        .expect("the dashboard's Rotate button");
+
+    let drift_of = |clients: &[ClientSummary], id: &str| {
+        clients
+            .iter()
+            .find(|c| c.client_id == id)
+            .map(|c| DriftState::try_from(c.drift).unwrap())
+    };
+    let clients = eventually(
+        "the scan to find the drift",
+        Duration::from_secs(30),
+        || async {
+            let page = stack
+                .client()
+                .await
+                .list_clients(ListClientsRequest {
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (drift_of(&page.clients, &changed) == Some(DriftState::Drifted)).then_some(page.clients)
+        },
+    )
+    .await;
+    assert_eq!(drift_of(&clients, &kept), Some(DriftState::InSync));
+    // Only clients the service rotated are compared: Vault holds nothing of the others.
+    let m2m = clients
+        .iter()
+        .find(|c| c.client_id != kept && c.client_id != changed)
+        .expect("the service's own application");
+    assert_eq!(
+        DriftState::try_from(m2m.drift).unwrap(),
+        DriftState::Unspecified
+    );
 }

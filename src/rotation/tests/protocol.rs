@@ -45,6 +45,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         distribute_for: Duration::from_secs(300),
         max_distribute_for: Duration::from_secs(86_400),
         history_kept: 3,
+        drift_scan_interval: None,
     };
     tweak(&mut settings);
     Arc::new(RotationService::new(
