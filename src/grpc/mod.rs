@@ -1,6 +1,7 @@
 //! tonic layer: request -> one domain call -> response. Validation errors and domain errors
 //! become a `Status` in `status.rs` only.
 
+mod batch;
 mod convert;
 mod status;
 
@@ -283,6 +284,16 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
             Ok(Response::new(status.into()))
         })
         .await
+    }
+
+    type RotateSecretsStream = batch::Stream;
+
+    async fn rotate_secrets(
+        &self,
+        request: Request<proto::RotateSecretsRequest>,
+    ) -> Result<Response<Self::RotateSecretsStream>, Status> {
+        let call = Call::start("RotateSecrets", &request);
+        call.run(self.batch(&call, request)).await
     }
 
     async fn list_clients(

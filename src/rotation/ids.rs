@@ -65,6 +65,20 @@ pub enum ValidationError {
     PageToken,
     #[error("page_size must not be negative")]
     PageSize,
+    #[error("selector holds a pattern that is not a valid glob")]
+    Selector,
+    #[error("a batch names or selects at most 1000 clients")]
+    BatchTooLarge,
+    #[error("set either client_ids or selector")]
+    BatchClients,
+    #[error("client_ids[{0}] is not a client id: letters, digits and underscores, 1 to 64")]
+    BatchClientId(usize),
+    #[error("max_concurrency must be from 0 to 32")]
+    BatchConcurrency,
+    #[error(
+        "idempotency_key_prefix must be at most 64 characters of letters, digits, '.', '_', ':' and '-'"
+    )]
+    BatchKeyPrefix,
 }
 
 /// An idempotency key as its caller owns it: the same string sent by two callers is two keys,

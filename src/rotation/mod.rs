@@ -22,6 +22,7 @@
 //! - `store`: storing a secret Auth0 now holds, and closing the rotation that got it;
 //! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
 //! - `idempotency`: binding idempotency keys to answers;
+//! - `batch`: many rotations a bounded number at a time, and selecting clients (RotateSecrets);
 //! - `drift`: whether Vault holds Auth0's secret, on demand and by the scanner's passes;
 //! - `history`: each client's last rotations, kept in its ledger record;
 //! - `inventory`: the tenant's clients with their last rotations (ListClients);
@@ -31,6 +32,7 @@
 //! - `reconciler`: finding open intents: this replica's own at once, everyone's by one scanner;
 //! - `tests`: in-memory fakes of the ports and the protocol's tests.
 
+mod batch;
 pub mod client;
 mod drift;
 mod error;
@@ -50,6 +52,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use batch::{BATCH_MAX, Selector};
 pub use client::Client;
 pub use error::{
     IssuerError, IssuerErrorKind, Reached, RotationError, StoreError, StoreErrorKind, Transport,

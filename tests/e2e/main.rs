@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod batch;
 mod cli;
 mod concurrency;
 mod cost;

@@ -1,0 +1,245 @@
+//! RotateSecrets: the request checked and translated (clients named or selected, each
+//! authorized on its own), the domain's rotations streamed back as they finish, then a summary.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span};
+
+use super::{Call, RotationApi, convert, within_deadline};
+use crate::{
+    auth::Rpc,
+    proto,
+    rotation::{
+        BATCH_MAX, ClientId, IdempotencyKey, Ledger, RotateCommand, Rotation, RotationError,
+        SecretIssuer, SecretStore, Selector, ValidationError,
+    },
+    upstream::{Call as UpstreamCall, Priority},
+};
+
+pub(super) type Stream = ReceiverStream<Result<proto::RotateSecretsResponse, Status>>;
+
+/// The most rotations of one batch at once, and how many when the request does not say.
+const MOST_AT_ONCE: usize = 32;
+const DEFAULT_AT_ONCE: usize = 4;
+
+impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
+    pub(super) async fn batch(
+        &self,
+        call: &Call,
+        request: Request<proto::RotateSecretsRequest>,
+    ) -> Result<Response<Stream>, Status> {
+        let (origin, caller) = self.authenticate(call, &request, "")?;
+        let deadline =
+            tokio::time::Instant::now() + super::deadline(request.metadata(), self.deadlines);
+        let body = request.into_inner();
+        let concurrency = match usize::try_from(body.max_concurrency) {
+            Ok(0) => DEFAULT_AT_ONCE,
+            Ok(n) if n <= MOST_AT_ONCE => n,
+            _ => return Err(RotationError::from(ValidationError::BatchConcurrency).into()),
+        };
+        let prefix = body.idempotency_key_prefix.as_str();
+        if prefix.len() > 64 || (!prefix.is_empty() && IdempotencyKey::parse(prefix).is_err()) {
+            return Err(RotationError::from(ValidationError::BatchKeyPrefix).into());
+        }
+        // Reason, strategy and distribute_for, checked as RotateSecret checks them, once for
+        // all; the client id is each client's.
+        let mut template =
+            RotateCommand::parse("batch", &body.reason, "").map_err(RotationError::from)?;
+        template.strategy = convert::strategy_from(body.strategy)?;
+        template.distribute_for = body
+            .distribute_for
+            .map(convert::duration_from)
+            .transpose()?;
+        self.service
+            .distribute_for(&template)
+            .map_err(RotationError::from)?;
+        let selector = body
+            .selector
+            .map(|s| {
+                Selector::parse(
+                    &s.clients,
+                    &s.app_types,
+                    &s.name,
+                    s.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+                )
+            })
+            .transpose()
+            .map_err(RotationError::from)?;
+        let named = body
+            .client_ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| ClientId::parse(id).map_err(|_| ValidationError::BatchClientId(n)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RotationError::from)?;
+        // One admission for the batch: Auth0's rate limit paces its rotations.
+        self.gate
+            .admit_rotation(&caller)
+            .map_err(|e| self.refuse(&origin, "", e))?;
+        let clients = match (named.is_empty(), selector) {
+            (false, None) => named,
+            (true, Some(selector)) => {
+                within_deadline(deadline, self.service.select(&selector)).await?
+            }
+            _ => return Err(RotationError::from(ValidationError::BatchClients).into()),
+        };
+        if clients.len() > BATCH_MAX {
+            return Err(RotationError::from(ValidationError::BatchTooLarge).into());
+        }
+
+        let mut refused = Vec::new();
+        let mut commands = Vec::new();
+        for client_id in clients {
+            if let Err(e) = self
+                .gate
+                .authorize(&caller, Rpc::RotateSecret, client_id.as_str())
+            {
+                // Audited like any refusal, but not counted against the caller's address: a
+                // batch over a wide selector is not an attack.
+                self.refusals
+                    .denied(&origin, client_id.as_str(), e.kind().as_str());
+                refused.push((client_id, Status::from(e)));
+                continue;
+            }
+            let key = match prefix.is_empty() {
+                true => None,
+                false => Some(
+                    IdempotencyKey::parse(&format!("{prefix}{}", client_id.as_str()))
+                        .map_err(RotationError::from)?
+                        .expect("not empty"),
+                ),
+            };
+            commands.push(RotateCommand {
+                client_id,
+                idempotency_key: key,
+                origin: origin.clone(),
+                ..template.clone()
+            });
+        }
+
+        let (answers, stream) = mpsc::channel(16);
+        let service = Arc::clone(&self.service);
+        let each = self.deadlines.default;
+        let span = Span::current();
+        tokio::spawn(
+            async move {
+                let mut summary = Summary::new(refused.len() + commands.len());
+                for (client_id, status) in refused {
+                    summary.send(&answers, client_id, Err(status)).await;
+                }
+                let (done, finished) = mpsc::channel(concurrency);
+                // Batches are background work: they leave callers Auth0's reserve.
+                let background = UpstreamCall {
+                    priority: Priority::Background,
+                    deadline: None,
+                };
+                let run = crate::upstream::within(
+                    background,
+                    service.rotate_many(commands, concurrency, each, done),
+                );
+                let forward = async {
+                    // Owned here: dropped when the caller hangs up, which stops new rotations.
+                    let mut finished = finished;
+                    loop {
+                        tokio::select! {
+                            // The caller hung up: closing `finished` stops new rotations.
+                            () = answers.closed() => return,
+                            next = finished.recv() => match next {
+                                Some((client_id, result)) => {
+                                    let result = result.map_err(Status::from);
+                                    summary.send(&answers, client_id, result).await;
+                                }
+                                None => return,
+                            },
+                        }
+                    }
+                };
+                tokio::join!(run, forward);
+                let _ = answers.send(Ok(summary.message())).await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+/// What a batch did so far.
+struct Summary(proto::BatchSummary);
+
+impl Summary {
+    fn new(total: usize) -> Self {
+        Self(proto::BatchSummary {
+            total: i32::try_from(total).unwrap_or(i32::MAX),
+            ..Default::default()
+        })
+    }
+
+    /// Counts one client's outcome and streams it (a caller who hung up is not told).
+    async fn send(
+        &mut self,
+        answers: &mpsc::Sender<Result<proto::RotateSecretsResponse, Status>>,
+        client_id: ClientId,
+        result: Result<Rotation, Status>,
+    ) {
+        use proto::client_outcome::Outcome;
+        let outcome = match result {
+            Ok(rotation) => {
+                self.0.rotated += 1;
+                self.0.replayed += i32::from(rotation.replayed);
+                Outcome::Rotated(rotation.into())
+            }
+            Err(status) => {
+                self.0.failed += 1;
+                *self
+                    .0
+                    .failed_by_code
+                    .entry(code_name(status.code()))
+                    .or_default() += 1;
+                Outcome::Error(rpc_status(&status))
+            }
+        };
+        let message = proto::RotateSecretsResponse {
+            event: Some(proto::rotate_secrets_response::Event::Client(
+                proto::ClientOutcome {
+                    client_id: client_id.as_str().to_owned(),
+                    outcome: Some(outcome),
+                },
+            )),
+        };
+        let _ = answers.send(Ok(message)).await;
+    }
+
+    fn message(self) -> proto::RotateSecretsResponse {
+        proto::RotateSecretsResponse {
+            event: Some(proto::rotate_secrets_response::Event::Summary(self.0)),
+        }
+    }
+}
+
+/// A status as google.rpc.Status, with its details (RetryInfo and the like).
+fn rpc_status(status: &Status) -> tonic_types::pb::Status {
+    tonic_types::pb::Status::decode(status.details())
+        .ok()
+        .filter(|s| s.code == status.code() as i32)
+        .unwrap_or_else(|| tonic_types::pb::Status {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: Vec::new(),
+        })
+}
+
+/// `PermissionDenied` as gRPC's canonical `PERMISSION_DENIED`.
+fn code_name(code: tonic::Code) -> String {
+    let mut name = String::new();
+    for (n, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && n > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
