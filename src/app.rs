@@ -142,7 +142,8 @@ pub async fn serve(
             max: config.server.max_deadline,
         },
     ))
-    .max_decoding_message_size(config.server.max_request_bytes);
+    // Batches may be larger; every other RPC's body is capped by `request_limits`.
+    .max_decoding_message_size(grpc::BATCH_REQUEST_BYTES.max(config.server.max_request_bytes));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -230,6 +231,7 @@ pub async fn serve(
         .http2_max_pending_accept_reset_streams(Some(64))
         .layer(connections.layer())
         .layer(grpc::decode_refusals(config.server.max_request_bytes))
+        .layer(grpc::request_limits(config.server.max_request_bytes))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

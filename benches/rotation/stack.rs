@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 pub const M2M_SECRET: &str = "m2m-secret-of-the-benchmark-0123456789abcdef";
 const VAULT_TOKEN: &str = "bench-root-token";
-const SCOPES: &[&str] = &["read:clients", "read:client_keys", "update:client_keys"];
+pub const SCOPES: &[&str] = &["read:clients", "read:client_keys", "update:client_keys"];
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -69,6 +69,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
             })
             .transpose()
             .map_err(RotationError::from)?;
+        if body.client_ids.len() > BATCH_MAX {
+            return Err(RotationError::from(ValidationError::BatchTooLarge).into());
+        }
         let named = body
             .client_ids
             .iter()
@@ -123,7 +126,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
 
         let (answers, stream) = mpsc::channel(16);
         let service = Arc::clone(&self.service);
-        let each = self.deadlines.default;
+        // Nobody waits on each rotation: the longest deadline a caller could ask for.
+        let each = self.deadlines.max;
         let span = Span::current();
         tokio::spawn(
             async move {

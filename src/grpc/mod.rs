@@ -350,6 +350,29 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     }
 }
 
+/// The largest RotateSecrets request: a thousand client ids and the rest. Every other request
+/// stays within ROTATOR_MAX_REQUEST_BYTES (`request_limits`).
+pub const BATCH_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Caps the body of every request to the rotation service at `limit` bytes (and its gRPC frame
+/// header), but RotateSecrets', which the service's decoding limit caps at
+/// [`BATCH_REQUEST_BYTES`]: a batch names many clients, nothing else needs more than a few
+/// hundred bytes. Health and reflection keep their own limits.
+pub fn request_limits(
+    limit: usize,
+) -> tower::util::MapRequestLayer<impl Fn(http::Request<Body>) -> http::Request<Body> + Clone> {
+    use proto::secret_rotation_service_server::SERVICE_NAME;
+    let service = format!("/{SERVICE_NAME}/");
+    let batch = format!("/{SERVICE_NAME}/RotateSecrets");
+    tower::util::MapRequestLayer::new(move |request: http::Request<Body>| {
+        let path = request.uri().path();
+        if !path.starts_with(&service) || path == batch {
+            return request;
+        }
+        request.map(|body| Body::new(http_body_util::Limited::new(body, limit + 5)))
+    })
+}
+
 /// Tonic refuses a request it cannot decode (over the size cap, or not the RPC's message)
 /// before any handler runs, in its own words and, for bad bytes, as INTERNAL; this layer puts
 /// the service's refusal in its place, like every other refusal.
@@ -365,8 +388,10 @@ pub fn decode_refusals(
             tonic::Code::OutOfRange
                 if message.starts_with("Error, decoded message length too large") =>
             {
-                status::too_large(limit).into_http()
+                status::batch_too_large(BATCH_REQUEST_BYTES.max(limit)).into_http()
             }
+            // `request_limits` cut the body off.
+            _ if message.contains("length limit exceeded") => status::too_large(limit).into_http(),
             tonic::Code::Internal
                 if message.starts_with("failed to decode Protobuf message")
                     || message.starts_with("protocol error: received message with") =>

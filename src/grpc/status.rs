@@ -56,6 +56,13 @@ pub fn too_large(limit: usize) -> Status {
     ))
 }
 
+/// A RotateSecrets request over the batch limit.
+pub fn batch_too_large(limit: usize) -> Status {
+    Status::out_of_range(format!(
+        "the batch request is larger than {limit} bytes (name at most 1000 clients, or use a selector); nothing was rotated"
+    ))
+}
+
 /// Request bytes that are not the RPC's request message.
 pub fn undecodable() -> Status {
     Status::invalid_argument(

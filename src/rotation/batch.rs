@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    Ledger, RotationError, RotationService, SecretIssuer, SecretStore,
+    IssuerErrorKind, Ledger, RotationError, RotationService, SecretIssuer, SecretStore,
     client::Client,
     ids::{ClientId, ValidationError},
     inventory::{PageCursor, secret_based},
@@ -19,6 +19,9 @@ use super::{
 
 /// The most clients one batch names or selects.
 pub const BATCH_MAX: usize = 1000;
+
+/// How often one client of a batch is tried while Auth0's budget has no room for it.
+const RATE_LIMITED_ATTEMPTS: u32 = 5;
 
 /// Picks clients by id, application type, name and `client_metadata`; every part given must
 /// match.
@@ -109,7 +112,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 
     /// Rotates every command, `concurrency` at a time, each with `each` to finish once
-    /// started, and reports each as it finishes. Stops starting new rotations once `done` is
+    /// started (tried again, up to five times, when Auth0's budget had no room in time), and
+    /// reports each as it finishes. Stops starting new rotations once `done` is
     /// closed (the caller hung up); those started finish, as RotateSecret's do.
     pub async fn rotate_many(
         self: &Arc<Self>,
@@ -126,8 +130,23 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 let this = Arc::clone(self);
                 running.push(async move {
                     let client_id = command.client_id.clone();
-                    let result = this.rotate(command, Instant::now() + each).await;
-                    (client_id, result)
+                    let mut attempts = 1;
+                    loop {
+                        let result = this.rotate(command.clone(), Instant::now() + each).await;
+                        // Auth0's budget had no room in time: nothing was sent, the key was
+                        // released; a batch has no caller waiting, so it tries again later.
+                        match &result {
+                            Err(RotationError::Issuer(e))
+                                if e.kind() == IssuerErrorKind::RateLimited
+                                    && attempts < RATE_LIMITED_ATTEMPTS =>
+                            {
+                                attempts += 1;
+                                let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
+                                tokio::time::sleep(wait).await;
+                            }
+                            _ => return (client_id, result),
+                        }
+                    }
                 });
             }
             match running.next().await {

@@ -9,11 +9,15 @@ use secret_rotator::{
     proto::{
         BatchSummary, ClientOutcome, ClientSelector, RotateSecretsRequest, client_outcome::Outcome,
         rotate_secrets_response::Event,
+        secret_rotation_service_client::SecretRotationServiceClient,
     },
 };
 use tokio_stream::StreamExt;
 
-use crate::helpers::{Stack, eventually, vault_path};
+use crate::{
+    helpers::{ServiceProcess, Stack, authed, bare_stack, connect, eventually, vault_path},
+    pki::{AUDIENCE, Pki},
+};
 
 /// Runs a batch to its end: the client messages and the summary.
 async fn run(stack: &Stack, request: RotateSecretsRequest) -> (Vec<ClientOutcome>, BatchSummary) {
@@ -193,5 +197,94 @@ async fn a_caller_who_hangs_up_stops_new_rotations_and_loses_none() {
     assert!(
         (2..=4).contains(&rotated),
         "{rotated} of 10 rotated after the hang-up"
+    );
+}
+
+#[tokio::test]
+async fn clients_the_caller_may_not_rotate_are_reported_permission_denied() {
+    const POLICY: &str = r#"
+[[allow]]
+callers = ["jwt:release@corp.example"]
+clients = ["Allowed*"]
+rpcs = ["RotateSecret"]
+"#;
+    let (bao, emulator, m2m) = bare_stack().await;
+    let allowed = format!("Allowed{}", &random_client_id()[..20]);
+    let other = random_client_id();
+    emulator.add_client(regular_client(&allowed, "Allowed app"));
+    emulator.add_client(regular_client(&other, "Someone else's app"));
+    let pki = Pki::new(POLICY);
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.extend(pki.env());
+    let service = ServiceProcess::start_tls(&env, Some(pki.tls())).await;
+    let token = pki.signer.token("release@corp.example", AUDIENCE, 300);
+    let mut client =
+        SecretRotationServiceClient::new(connect(service.addr, Some(pki.tls())).await.unwrap());
+    let mut stream = client
+        .rotate_secrets(authed(
+            RotateSecretsRequest {
+                client_ids: vec![allowed.clone(), other.clone()],
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("the batch itself is allowed")
+        .into_inner();
+    let mut outcomes = Vec::new();
+    let mut summary = None;
+    while let Some(message) = stream.next().await {
+        match message.unwrap().event.unwrap() {
+            Event::Client(outcome) => outcomes.push(outcome),
+            Event::Summary(s) => summary = Some(s),
+        }
+    }
+    let of = |id: &str| outcomes.iter().find(|o| o.client_id == id).unwrap();
+    assert!(matches!(of(&allowed).outcome, Some(Outcome::Rotated(_))));
+    match &of(&other).outcome {
+        Some(Outcome::Error(status)) => {
+            assert_eq!(
+                status.code,
+                tonic::Code::PermissionDenied as i32,
+                "{status:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let summary = summary.expect("a summary");
+    assert_eq!(summary.failed_by_code.get("PERMISSION_DENIED"), Some(&1));
+    assert_eq!(emulator.client(&other).unwrap().rotations, 0, "not touched");
+}
+
+#[tokio::test]
+async fn a_batch_may_name_a_thousand_clients_and_no_more() {
+    let stack = Stack::start().await;
+    // 1001 ids: some 35 KB, far over ROTATOR_MAX_REQUEST_BYTES (4096), within a batch's limit.
+    let ids: Vec<String> = (0..1001).map(|_| random_client_id()).collect();
+    let status = stack
+        .client()
+        .await
+        .rotate_secrets(RotateSecretsRequest {
+            client_ids: ids,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("at most 1000 clients"),
+        "{status:?}"
+    );
+    let neither = stack
+        .client()
+        .await
+        .rotate_secrets(RotateSecretsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(neither.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        stack.emulator.stats().requests,
+        1,
+        "only the start-up token request"
     );
 }
