@@ -5,7 +5,7 @@ use std::{num::NonZeroU32, time::Duration};
 use clap::Args;
 
 use super::{ConfigError, duration, nonzero_duration};
-use crate::rotation::{PathTemplate, Settings};
+use crate::rotation::{ClientId, PathTemplate, Settings};
 
 #[derive(Debug, Args)]
 pub struct RotationArgs {
@@ -77,6 +77,7 @@ impl RotationArgs {
         self,
         path: PathTemplate,
         longest_call: Duration,
+        own_client: Option<ClientId>,
     ) -> Result<Settings, ConfigError> {
         if self.max_concurrent_rotations == 0 {
             return Err(ConfigError::Zero("ROTATOR_MAX_CONCURRENT_ROTATIONS"));
@@ -103,6 +104,7 @@ impl RotationArgs {
         let reconcile_rate = NonZeroU32::new(self.reconcile_rate)
             .ok_or(ConfigError::Zero("ROTATOR_RECONCILE_RATE"))?;
         Ok(Settings {
+            own_client,
             path,
             replica: self
                 .replica_id

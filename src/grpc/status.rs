@@ -138,6 +138,11 @@ impl From<RotationError> for Status {
                      stored in Vault ({source}); the reconciler will store the live secret: do not rotate again"
                 ))
             }
+            RotationError::OwnClient { client_id } => Status::failed_precondition(format!(
+                "{client_id} is this service's own Auth0 application (AUTH0_CLIENT_ID): rotating \
+                 it would cut the service off from Auth0; nothing was rotated. Rotate it by hand \
+                 and update AUTH0_CLIENT_SECRET"
+            )),
             RotationError::Drifted { client_id } => Status::failed_precondition(format!(
                 "Vault does not hold the secret Auth0 accepts for {client_id} (changed outside the \
                  service, or a rotation is still open); nothing was rotated. Rotate without \

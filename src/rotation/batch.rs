@@ -97,7 +97,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 else {
                     continue;
                 };
-                if secret_based(client) && selector.matches(&id, client) {
+                if secret_based(client) && !self.is_own(&id) && selector.matches(&id, client) {
                     picked.push(id);
                 }
             }

@@ -253,6 +253,10 @@ pub enum RotationError {
     /// The caller asked for Vault to be in sync with Auth0 first, and it was not.
     #[error("Vault does not hold the secret Auth0 accepts for client {client_id}")]
     Drifted { client_id: ClientId },
+    /// The client is the service's own Auth0 application: rotating it would cut the service
+    /// off from Auth0 (it reads its secret from its own configuration, not from Vault).
+    #[error("client {client_id} is the service's own Auth0 application")]
+    OwnClient { client_id: ClientId },
     /// A staged rotation of the client waits for promotion: no other rotation may start.
     #[error("staged rotation {rotation_id} of client {client_id} is waiting for promotion")]
     StagedPending {
@@ -296,6 +300,7 @@ impl RotationError {
             Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::StoreAfterRotation { .. } => "store_failed_after_rotation",
             Self::Drifted { .. } => "drifted",
+            Self::OwnClient { .. } => "own_client",
             Self::StagedPending { .. } => "staged_pending",
             Self::NotStaged { .. } => "not_staged",
             Self::AlreadyPromoted { .. } => "already_promoted",

@@ -111,7 +111,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 });
                 Ok(InventoryEntry {
                     drift: self.known_drift(&client_id),
-                    rotatable: secret_based(&client),
+                    rotatable: secret_based(&client) && !self.is_own(&client_id),
                     age,
                     client_id,
                     client,

@@ -51,6 +51,9 @@ pub struct Settings {
     pub distribute_for: Duration,
     /// The longest a request may ask for.
     pub max_distribute_for: Duration,
+    /// The service's own Auth0 application, if it has one (client credentials): never rotated,
+    /// listed as not rotatable, never selected.
+    pub own_client: Option<ClientId>,
     /// How many rotations each client's record keeps for ListRotations.
     pub history_kept: usize,
     /// How often the scanning replica compares every client Vault holds with Auth0; `None`:
@@ -167,6 +170,26 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
         let rotation_id = Uuid::new_v4();
+        if self.is_own(&command.client_id) {
+            let refused = RotationError::OwnClient {
+                client_id: command.client_id.clone(),
+            };
+            crate::metrics::rotation(
+                refused.outcome(),
+                command.strategy.as_str(),
+                command.client_id.as_str(),
+            );
+            audit_rotation(
+                Event::Failed,
+                &command.origin,
+                &command.client_id,
+                command.reason.as_ref(),
+                rotation_id,
+                refused.outcome(),
+                None,
+            );
+            return Err(refused);
+        }
         let strategy = command.strategy.as_str();
         let event = |event, outcome: &str, rotation_id: Uuid, kv_version| {
             if event != Event::Started {
@@ -264,6 +287,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// exists and has a secret to rotate (not private_key_jwt or mTLS), Vault may write its key,
     /// no rotation holds its lease, and (when asked) Vault is in sync with Auth0.
     pub async fn validate(&self, command: &RotateCommand) -> Result<Validated, RotationError> {
+        if self.is_own(&command.client_id) {
+            return Err(RotationError::OwnClient {
+                client_id: command.client_id.clone(),
+            });
+        }
         self.recovery_possible()?;
         let client_id = &command.client_id;
         let client = self.issuer.read_client(client_id).await?;
@@ -459,6 +487,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .await?;
         info!(%rotation_id, vault.version = %rotation.stored.version, "rotation stored");
         Ok(rotation)
+    }
+
+    /// Whether `client_id` is the service's own Auth0 application.
+    pub fn is_own(&self, client_id: &ClientId) -> bool {
+        self.settings.own_client.as_ref() == Some(client_id)
     }
 
     pub(super) fn stored(&self, path: String, version: KvVersion) -> StoredSecret {

@@ -288,3 +288,44 @@ async fn a_batch_may_name_a_thousand_clients_and_no_more() {
         "only the start-up token request"
     );
 }
+
+#[tokio::test]
+async fn the_services_own_application_is_never_rotated() {
+    let stack = Stack::start().await;
+    let own = stack.m2m_client_id.clone();
+    let other = stack.seed(regular_client(&random_client_id(), "Batch app"));
+    let refused = stack.rotate_refused(&own).await;
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("own Auth0 application"),
+        "{refused:?}"
+    );
+    // A selector over everything passes it by; ListClients says it is not rotatable.
+    let (clients, _) = run(
+        &stack,
+        RotateSecretsRequest {
+            selector: Some(ClientSelector {
+                clients: vec!["*".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let rotated: Vec<&str> = clients.iter().map(|c| c.client_id.as_str()).collect();
+    assert_eq!(rotated, [other.as_str()]);
+    let listed = stack
+        .client()
+        .await
+        .list_clients(secret_rotator::proto::ListClientsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let own_entry = listed.clients.iter().find(|c| c.client_id == own).unwrap();
+    assert!(!own_entry.rotatable);
+    assert_eq!(stack.emulator.client(&own).unwrap().rotations, 0);
+}

@@ -46,6 +46,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         max_distribute_for: Duration::from_secs(86_400),
         history_kept: 3,
         drift_scan_interval: None,
+        own_client: None,
     };
     tweak(&mut settings);
     Arc::new(RotationService::new(

@@ -58,6 +58,8 @@ pub struct Stack {
     pub bao: Bao,
     pub emulator: RunningEmulator,
     pub addr: SocketAddr,
+    /// The service's own Auth0 application.
+    pub m2m_client_id: String,
     tls: Option<ClientTlsConfig>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), app::AppError>>>,
@@ -149,6 +151,7 @@ impl Stack {
         }));
         let stack = Self {
             bao,
+            m2m_client_id: m2m_client_id.clone(),
             emulator,
             addr,
             tls: options.tls.clone(),
