@@ -195,16 +195,7 @@ impl Auth0Client {
     /// `GET /api/v2/clients/{id}`: the answer's bytes.
     async fn get_client(&self, client_id: &ClientId) -> Result<bytes::Bytes, IssuerError> {
         let url = self.url(&["api", "v2", "clients", client_id.as_str()]);
-        let response = self
-            .send(Method::GET, &url, "get-client")
-            .await
-            .map_err(|e| match e {
-                SendError::Token(e) => e,
-                SendError::Transport(e) => transport_error(e),
-            })?;
-        if !response.status().is_success() {
-            return Err(api_error(response, READ_KEYS_SCOPE, false).await);
-        }
+        let response = self.get(&url, "get-client", READ_KEYS_SCOPE).await?;
         let at = reached(response.url(), None);
         response
             .bytes()
@@ -230,16 +221,7 @@ impl Auth0Client {
         if let Some(from) = from {
             url.query_pairs_mut().append_pair("from", from.as_str());
         }
-        let response = self
-            .send(Method::GET, &url, "list-clients")
-            .await
-            .map_err(|e| match e {
-                SendError::Token(e) => e,
-                SendError::Transport(e) => transport_error(e),
-            })?;
-        if !response.status().is_success() {
-            return Err(api_error(response, LIST_SCOPE, false).await);
-        }
+        let response = self.get(&url, "list-clients", LIST_SCOPE).await?;
         #[derive(Deserialize)]
         struct Page {
             clients: Vec<Client>,
@@ -258,6 +240,27 @@ impl Auth0Client {
             clients: page.clients,
             next,
         })
+    }
+
+    /// A Management API read: the response when it succeeded. A read changes nothing at
+    /// Auth0, so no failure of it hides an outcome; a refusal names `scope`.
+    async fn get(
+        &self,
+        url: &Url,
+        operation: &'static str,
+        scope: &'static str,
+    ) -> Result<Response, IssuerError> {
+        let response = self
+            .send(Method::GET, url, operation)
+            .await
+            .map_err(|e| match e {
+                SendError::Token(e) => e,
+                SendError::Transport(e) => transport_error(e),
+            })?;
+        if !response.status().is_success() {
+            return Err(api_error(response, scope, false).await);
+        }
+        Ok(response)
     }
 
     /// Sends a Management API request with the current token, when the tenant's rate limit

@@ -33,8 +33,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
         request: Request<proto::RotateSecretsRequest>,
     ) -> Result<Response<Stream>, Status> {
         let (origin, caller) = self.authenticate(call, &request, "")?;
-        let deadline =
-            tokio::time::Instant::now() + super::deadline(request.metadata(), self.deadlines);
+        let deadline = self.deadline_of(&request);
         let body = request.into_inner();
         let concurrency = match usize::try_from(body.max_concurrency) {
             Ok(0) => DEFAULT_AT_ONCE,

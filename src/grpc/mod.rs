@@ -121,6 +121,46 @@ impl<I, S, L> RotationApi<I, S, L> {
             .authorize(caller, rpc, client_id.as_str())
             .and_then(|()| self.gate.admit_rotation(caller))
     }
+
+    /// A read-only call about one client (GetRotationStatus, ListRotations): the caller
+    /// authenticated, the client id parsed, the call authorized and counted against the
+    /// caller's status rate.
+    fn admit_read<T>(
+        &self,
+        call: &Call,
+        request: &Request<T>,
+        client_id: &str,
+        rpc: Rpc,
+    ) -> Result<ClientId, Status> {
+        let (origin, caller) = self.authenticate(call, request, client_id)?;
+        let client_id = ClientId::parse(client_id).map_err(RotationError::from)?;
+        self.gate
+            .authorize(&caller, rpc, client_id.as_str())
+            .and_then(|()| self.gate.admit_status(&caller))
+            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+        Ok(client_id)
+    }
+
+    /// A step of a staged rotation (CompleteRotation, CancelRotation): the caller
+    /// authenticated, the ids parsed, the step authorized and counted as a rotation.
+    fn admit_step<T>(
+        &self,
+        call: &Call,
+        request: &Request<T>,
+        (client_id, rotation_id): (&str, &str),
+        rpc: Rpc,
+    ) -> Result<(Origin, ClientId, Uuid), Status> {
+        let (origin, caller) = self.authenticate(call, request, client_id)?;
+        let (client_id, rotation_id) = parse_step(client_id, rotation_id)?;
+        self.admit(&caller, rpc, &client_id)
+            .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+        Ok((origin, client_id, rotation_id))
+    }
+
+    /// When a call must be answered by: the caller's `grpc-timeout` within the service's caps.
+    fn deadline_of<T>(&self, request: &Request<T>) -> Instant {
+        Instant::now() + deadline(request.metadata(), self.deadlines)
+    }
 }
 
 /// One RPC: its server span (the caller's `traceparent` its parent), the trace id its audit
@@ -190,7 +230,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     ) -> Result<Response<proto::RotateSecretResponse>, Status> {
         let call = Call::start("RotateSecret", &request);
         call.run(async {
-            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+            let deadline = self.deadline_of(&request);
             let (origin, caller) =
                 self.authenticate(&call, &request, &request.get_ref().client_id)?;
             let body = request.into_inner();
@@ -225,13 +265,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     ) -> Result<Response<proto::CompleteRotationResponse>, Status> {
         let call = Call::start("CompleteRotation", &request);
         call.run(async {
-            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
-            let (origin, caller) =
-                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let deadline = self.deadline_of(&request);
             let body = request.get_ref();
-            let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
-            self.admit(&caller, Rpc::CompleteRotation, &client_id)
-                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+            let ids = (body.client_id.as_str(), body.rotation_id.as_str());
+            let (origin, client_id, rotation_id) =
+                self.admit_step(&call, &request, ids, Rpc::CompleteRotation)?;
             let promoted = self
                 .service
                 .complete(client_id, rotation_id, origin, deadline)
@@ -247,13 +285,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     ) -> Result<Response<proto::CancelRotationResponse>, Status> {
         let call = Call::start("CancelRotation", &request);
         call.run(async {
-            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
-            let (origin, caller) =
-                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let deadline = self.deadline_of(&request);
             let body = request.get_ref();
-            let (client_id, rotation_id) = parse_step(&body.client_id, &body.rotation_id)?;
-            self.admit(&caller, Rpc::CancelRotation, &client_id)
-                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+            let ids = (body.client_id.as_str(), body.rotation_id.as_str());
+            let (origin, client_id, rotation_id) =
+                self.admit_step(&call, &request, ids, Rpc::CancelRotation)?;
             let cancelled = self
                 .service
                 .cancel(&client_id, rotation_id, &origin, deadline)
@@ -269,16 +305,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     ) -> Result<Response<proto::GetRotationStatusResponse>, Status> {
         let call = Call::start("GetRotationStatus", &request);
         call.run(async {
-            let (origin, caller) =
-                self.authenticate(&call, &request, &request.get_ref().client_id)?;
+            let body = request.get_ref();
             let client_id =
-                ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
-            self.gate
-                .authorize(&caller, Rpc::GetRotationStatus, client_id.as_str())
-                .and_then(|()| self.gate.admit_status(&caller))
-                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
-            let check_drift = request.get_ref().check_drift;
-            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+                self.admit_read(&call, &request, &body.client_id, Rpc::GetRotationStatus)?;
+            let check_drift = body.check_drift;
+            let deadline = self.deadline_of(&request);
             let status =
                 within_deadline(deadline, self.service.status(&client_id, check_drift)).await?;
             Ok(Response::new(status.into()))
@@ -315,7 +346,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
                     .authorize(&caller, Rpc::ListClients, id.as_str())
                     .is_ok()
             };
-            let deadline = Instant::now() + deadline(request.metadata(), self.deadlines);
+            let deadline = self.deadline_of(&request);
             let page = within_deadline(
                 deadline,
                 self.service.inventory(from.as_ref(), size, visible),
@@ -332,15 +363,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     ) -> Result<Response<proto::ListRotationsResponse>, Status> {
         let call = Call::start("ListRotations", &request);
         call.run(async {
-            let (origin, caller) =
-                self.authenticate(&call, &request, &request.get_ref().client_id)?;
-            let client_id =
-                ClientId::parse(&request.get_ref().client_id).map_err(RotationError::from)?;
             // Read-only, one Vault read: counted with status calls.
-            self.gate
-                .authorize(&caller, Rpc::ListRotations, client_id.as_str())
-                .and_then(|()| self.gate.admit_status(&caller))
-                .map_err(|e| self.refuse(&origin, client_id.as_str(), e))?;
+            let client_id = self.admit_read(
+                &call,
+                &request,
+                &request.get_ref().client_id,
+                Rpc::ListRotations,
+            )?;
             let history = self.service.history(&client_id).await?;
             Ok(Response::new(proto::ListRotationsResponse {
                 rotations: history.into_iter().map(Into::into).collect(),

@@ -1,72 +1,49 @@
 //! ListRotations through the real grpcurl: a client's rotations newest first, each with how it
 //! ended, what it stored and who asked, kept in the ledger record the protocol writes anyway.
 
+use crate::helpers::Stack;
 use secret_rotator::emulator::{random_client_id, regular_client};
-use serde_json::Value;
-
-use crate::helpers::{Stack, tool};
-
-const SERVICE: &str = "secretrotator.v1.SecretRotationService";
-
-/// `grpcurl -plaintext -d <body> <addr> <service>/<rpc>`: the answer as JSON, or the error.
-async fn call(stack: &Stack, rpc: &str, body: &str) -> Result<Value, String> {
-    let out = tokio::process::Command::new(tool("grpcurl"))
-        .args(["-plaintext", "-d", body, &stack.addr.to_string()])
-        .arg(format!("{SERVICE}/{rpc}"))
-        .output()
-        .await
-        .expect("run grpcurl");
-    match out.status.success() {
-        true => Ok(serde_json::from_slice(&out.stdout).expect("JSON answer")),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
-}
 
 #[tokio::test]
 async fn list_rotations_shows_each_rotation_newest_first() {
     let stack = Stack::start().await;
     let id = stack.seed(regular_client(&random_client_id(), "History app"));
-    let first = call(
-        &stack,
-        "RotateSecret",
-        &format!(r#"{{"client_id": "{id}", "reason": "first"}}"#),
-    )
-    .await
-    .unwrap();
-    let staged = call(
-        &stack,
-        "RotateSecret",
+    let first = stack
+        .grpcurl(
+            "RotateSecret",
+            &format!(r#"{{"client_id": "{id}", "reason": "first"}}"#),
+        )
+        .await
+        .unwrap();
+    let staged = stack.grpcurl("RotateSecret",
         &format!(r#"{{"client_id": "{id}", "strategy": "ROTATION_STRATEGY_STAGED", "reason": "quarterly"}}"#),
     )
     .await
     .unwrap();
     let staged_id = staged["rotationId"].as_str().unwrap();
-    call(
-        &stack,
-        "CompleteRotation",
-        &format!(r#"{{"client_id": "{id}", "rotation_id": "{staged_id}"}}"#),
-    )
-    .await
-    .unwrap();
+    stack
+        .grpcurl(
+            "CompleteRotation",
+            &format!(r#"{{"client_id": "{id}", "rotation_id": "{staged_id}"}}"#),
+        )
+        .await
+        .unwrap();
     // A rotation refused under the lease is history too: the dashboard's Rotate button left
     // Vault behind, and this caller rotates only a client in sync.
     stack.emulator.rotate_outside(&id).expect("rotated outside");
-    let refused = call(
-        &stack,
-        "RotateSecret",
-        &format!(r#"{{"client_id": "{id}", "require_in_sync": true}}"#),
-    )
-    .await
-    .unwrap_err();
+    let refused = stack
+        .grpcurl(
+            "RotateSecret",
+            &format!(r#"{{"client_id": "{id}", "require_in_sync": true}}"#),
+        )
+        .await
+        .unwrap_err();
     assert!(refused.contains("FailedPrecondition"), "{refused}");
 
-    let listed = call(
-        &stack,
-        "ListRotations",
-        &format!(r#"{{"client_id": "{id}"}}"#),
-    )
-    .await
-    .unwrap();
+    let listed = stack
+        .grpcurl("ListRotations", &format!(r#"{{"client_id": "{id}"}}"#))
+        .await
+        .unwrap();
     let rotations = listed["rotations"].as_array().expect("rotations");
     let outcomes: Vec<&str> = rotations
         .iter()
@@ -95,15 +72,13 @@ async fn list_rotations_shows_each_rotation_newest_first() {
 
     // A client the service never rotated has no history; a bad id is refused.
     let other = stack.seed(regular_client(&random_client_id(), "Untouched app"));
-    let empty = call(
-        &stack,
-        "ListRotations",
-        &format!(r#"{{"client_id": "{other}"}}"#),
-    )
-    .await
-    .unwrap();
+    let empty = stack
+        .grpcurl("ListRotations", &format!(r#"{{"client_id": "{other}"}}"#))
+        .await
+        .unwrap();
     assert!(empty.get("rotations").is_none(), "{empty}");
-    let bad = call(&stack, "ListRotations", r#"{"client_id": "../x"}"#)
+    let bad = stack
+        .grpcurl("ListRotations", r#"{"client_id": "../x"}"#)
         .await
         .unwrap_err();
     assert!(bad.contains("InvalidArgument"), "{bad}");

@@ -9,24 +9,10 @@ use secret_rotator::{
     emulator::{fleet_clients, random_client_id, regular_client},
     proto::{ClientSummary, DriftState, ListClientsRequest},
 };
-use serde_json::Value;
 
-use crate::helpers::{Stack, StackOptions, eventually, tool};
+use crate::helpers::{Stack, StackOptions, eventually};
 
-const LIST: &str = "secretrotator.v1.SecretRotationService/ListClients";
 const FLEET: usize = 120;
-
-async fn list(stack: &Stack, body: &str) -> Result<Value, String> {
-    let out = tokio::process::Command::new(tool("grpcurl"))
-        .args(["-plaintext", "-d", body, &stack.addr.to_string(), LIST])
-        .output()
-        .await
-        .expect("run grpcurl");
-    match out.status.success() {
-        true => Ok(serde_json::from_slice(&out.stdout).expect("JSON answer")),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
-}
 
 #[tokio::test]
 async fn list_clients_pages_through_the_tenant_with_last_rotations() {
@@ -46,12 +32,13 @@ async fn list_clients_pages_through_the_tenant_with_last_rotations() {
     let mut token = String::new();
     let mut pages = 0;
     loop {
-        let page = list(
-            &stack,
-            &format!(r#"{{"page_size": 50, "page_token": "{token}"}}"#),
-        )
-        .await
-        .unwrap();
+        let page = stack
+            .grpcurl(
+                "ListClients",
+                &format!(r#"{{"page_size": 50, "page_token": "{token}"}}"#),
+            )
+            .await
+            .unwrap();
         pages += 1;
         seen.extend(page["clients"].as_array().cloned().unwrap_or_default());
         match page["nextPageToken"].as_str() {
@@ -105,7 +92,7 @@ async fn list_clients_pages_through_the_tenant_with_last_rotations() {
     // Bad paging is refused before Auth0 is asked.
     let asked = stack.emulator.stats().list_requests;
     for bad in [r#"{"page_size": -1}"#, r#"{"page_token": "not-a-token"}"#] {
-        let refused = list(&stack, bad).await.unwrap_err();
+        let refused = stack.grpcurl("ListClients", bad).await.unwrap_err();
         assert!(refused.contains("InvalidArgument"), "{bad}: {refused}");
     }
     assert_eq!(stack.emulator.stats().list_requests, asked);

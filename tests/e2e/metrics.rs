@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use secret_rotator::{
     emulator::{random_client_id, regular_client},
-    proto::{CompleteRotationRequest, RotateSecretRequest, RotationStrategy},
+    proto::CompleteRotationRequest,
 };
 
-use crate::helpers::{ServiceProcess, bare_stack, free_port, keyed, rotate};
+use crate::helpers::{ServiceProcess, bare_stack, free_port, keyed, rotate, rotate_staged};
 
 /// `name{labels} value` lines of an OpenMetrics text, by `name{labels}`.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -38,10 +38,7 @@ async fn a_scrape_after_a_few_rotations_counts_them() {
     client.rotate_secret(keyed(&id, "deploy-9")).await.unwrap();
     client.rotate_secret(keyed(&id, "deploy-9")).await.unwrap();
     let staged = client
-        .rotate_secret(RotateSecretRequest {
-            strategy: RotationStrategy::Staged as i32,
-            ..rotate(&id)
-        })
+        .rotate_secret(rotate_staged(&id))
         .await
         .unwrap()
         .into_inner();

@@ -15,13 +15,13 @@ use aws_lc_rs::hmac;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use secret_rotator::{
     emulator::{random_client_id, regular_client},
-    proto::{GetRotationStatusRequest, RotateSecretRequest, RotationStrategy},
+    proto::GetRotationStatusRequest,
 };
 use serde_json::Value;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
 
 use crate::{
-    helpers::{ServiceProcess, bare_stack, eventually, rotate},
+    helpers::{ServiceProcess, bare_stack, eventually, rotate, rotate_staged},
     staged::complete,
 };
 
@@ -174,10 +174,7 @@ async fn notifications_are_signed_and_survive_a_restart_while_the_receiver_is_do
     // A staged rotation, promoted on request; then drift from the dashboard.
     let mut client = second.client().await;
     let staged = client
-        .rotate_secret(RotateSecretRequest {
-            strategy: RotationStrategy::Staged as i32,
-            ..rotate(&id)
-        })
+        .rotate_secret(rotate_staged(&id))
         .await
         .unwrap()
         .into_inner();

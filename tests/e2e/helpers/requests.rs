@@ -2,7 +2,7 @@
 
 use secret_rotator::{
     emulator::{Faults, RotateFault},
-    proto::RotateSecretRequest,
+    proto::{RotateSecretRequest, RotationStrategy},
 };
 
 /// RotateSecret for `client_id`, nothing else set.
@@ -25,6 +25,14 @@ pub fn rotate_because(client_id: &str, reason: &str) -> RotateSecretRequest {
 pub fn keyed(client_id: &str, key: &str) -> RotateSecretRequest {
     RotateSecretRequest {
         idempotency_key: key.to_owned(),
+        ..rotate(client_id)
+    }
+}
+
+/// A staged RotateSecret for `client_id`, with the service's default distribution time.
+pub fn rotate_staged(client_id: &str) -> RotateSecretRequest {
+    RotateSecretRequest {
+        strategy: RotationStrategy::Staged as i32,
         ..rotate(client_id)
     }
 }
