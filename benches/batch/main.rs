@@ -91,11 +91,7 @@ async fn run(replicas: usize, clients: usize, learn: bool, logs: &std::path::Pat
         let log = logs.join(format!("batch-{replicas}-{n}.log"));
         services.push(Service::start(&bao, &emulator, &m2m, &extra, &log).await);
     }
-    // Start-up asked Auth0 for tokens only: the bucket is full. Give it a moment anyway.
-    tokio::time::sleep(Duration::from_secs(
-        f64::from(BURST).div_euclid(f64::from(RATE)) as u64,
-    ))
-    .await;
+    // Start-up asks Auth0 for tokens only, which the bucket does not count: it is full.
     let before = emulator.stats().rate_limited;
     let shares: Vec<Vec<String>> = (0..replicas)
         .map(|n| ids.iter().skip(n).step_by(replicas).cloned().collect())

@@ -4,7 +4,7 @@
 //! each check found is kept for ListClients and counted in `secret_rotator_drifted_clients`;
 //! a drift found is notified (`drift.detected`).
 
-use std::time::SystemTime;
+use std::{collections::HashMap, time::SystemTime};
 
 use tracing::warn;
 
@@ -13,6 +13,26 @@ use super::{
     ids::ClientId,
     records::{ClientState, Drift},
 };
+
+/// What the last check of each client found, and how many of them found drift (kept as the
+/// checks come in: a scan checks every client, and must not count them all each time).
+#[derive(Debug, Default)]
+pub(super) struct DriftBook {
+    by_client: HashMap<ClientId, Drift>,
+    drifted: usize,
+}
+
+impl DriftBook {
+    fn found(&mut self, client_id: &ClientId, drift: Drift) {
+        let was = self.by_client.insert(client_id.clone(), drift);
+        if was == Some(Drift::Drifted) {
+            self.drifted -= 1;
+        }
+        if drift == Drift::Drifted {
+            self.drifted += 1;
+        }
+    }
+}
 
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Compares the client's Vault secret with Auth0's and remembers what it found.
@@ -28,11 +48,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 Drift::Unknown
             }
         };
-        let mut known = self.drift.lock().expect("drift map poisoned");
-        known.insert(client_id.clone(), (drift, SystemTime::now()));
-        crate::metrics::drifted_clients(
-            known.values().filter(|(d, _)| *d == Drift::Drifted).count(),
-        );
+        let mut book = self.drift.lock().expect("drift book poisoned");
+        book.found(client_id, drift);
+        crate::metrics::drifted_clients(book.drifted);
         drift
     }
 
@@ -40,9 +58,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     pub fn known_drift(&self, client_id: &ClientId) -> Option<Drift> {
         self.drift
             .lock()
-            .expect("drift map poisoned")
+            .expect("drift book poisoned")
+            .by_client
             .get(client_id)
-            .map(|(d, _)| *d)
+            .copied()
     }
 
     /// Whether this pass of the scanner checks drift: scans are on and the last is an

@@ -16,12 +16,13 @@ use tracing::{Instrument, debug, error, field, info, info_span, warn};
 use uuid::Uuid;
 
 use super::{
+    drift::DriftBook,
     error::{IssuerError, RotationError, StoreError},
     ids::{ClientId, PathTemplate, Reason},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        ClientState, Drift, Intent, KeySecrets, KvVersion, RotateCommand, Rotation,
-        RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated, Versioned,
+        ClientState, Intent, KeySecrets, KvVersion, RotateCommand, Rotation, RotationMetadata,
+        RotationStatus, Step, StoredSecret, Strategy, Validated, Versioned,
     },
 };
 use crate::audit::{self, Event, Origin};
@@ -82,7 +83,7 @@ pub struct RotationService<I, S, L> {
     pub(super) left_open: Mutex<HashMap<ClientId, Uuid>>,
     pub(super) left_open_added: Notify,
     /// What the last drift check of each client found, and when (`drift.rs`).
-    pub(super) drift: Mutex<HashMap<ClientId, (Drift, SystemTime)>>,
+    pub(super) drift: Mutex<DriftBook>,
     /// When this replica's scans last checked drift.
     pub(super) drift_scanned: Mutex<Option<SystemTime>>,
     /// Rotations and heals in flight, so that shutdown can wait for them.
@@ -101,7 +102,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             known: Mutex::new(HashMap::new()),
             left_open: Mutex::new(HashMap::new()),
             left_open_added: Notify::new(),
-            drift: Mutex::new(HashMap::new()),
+            drift: Mutex::new(DriftBook::default()),
             drift_scanned: Mutex::new(None),
             staged_due: Mutex::new(HashMap::new()),
             notify: Mutex::new(None),
@@ -170,26 +171,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
         let rotation_id = Uuid::new_v4();
-        if self.is_own(&command.client_id) {
-            let refused = RotationError::OwnClient {
-                client_id: command.client_id.clone(),
-            };
-            crate::metrics::rotation(
-                refused.outcome(),
-                command.strategy.as_str(),
-                command.client_id.as_str(),
-            );
-            audit_rotation(
-                Event::Failed,
-                &command.origin,
-                &command.client_id,
-                command.reason.as_ref(),
-                rotation_id,
-                refused.outcome(),
-                None,
-            );
-            return Err(refused);
-        }
         let strategy = command.strategy.as_str();
         let event = |event, outcome: &str, rotation_id: Uuid, kv_version| {
             if event != Event::Started {
@@ -210,6 +191,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 kv_version,
             );
         };
+        if self.is_own(&command.client_id) {
+            let refused = RotationError::OwnClient {
+                client_id: command.client_id.clone(),
+            };
+            event(Event::Failed, refused.outcome(), rotation_id, None);
+            return Err(refused);
+        }
         event(Event::Started, "started", rotation_id, None);
         let result = self
             .rotate_idempotent(command.clone(), rotation_id, deadline)
