@@ -254,7 +254,7 @@ pub fn accept(
             match accepted {
                 Ok((tcp, remote)) => {
                     if failed > 0 {
-                        warn!(failed, "accepting connections again");
+                        info!(failed, "accepting connections again");
                         failed = 0;
                         backoff = ACCEPT_BACKOFF.0;
                     }
