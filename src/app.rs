@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     audit,
-    auth::{Security, SecurityError},
+    auth::{Reloadable, Security, SecurityError, Trigger, reload::Refresh},
     auth0::{Auth0Client, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::Config,
     grpc::{self, Deadlines, RotationApi},
@@ -41,6 +41,8 @@ pub enum AppError {
     VaultClient(StoreError),
     #[error("cannot build the webhook client: {0}")]
     Webhook(#[from] WebhookError),
+    #[error("schedule: {0}")]
+    Schedule(String),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -131,6 +133,27 @@ pub async fn serve(
         }
         None => None,
     };
+    // The schedule, reloaded with the policy; every replica runs the scheduler.
+    let mut watched: Vec<Arc<dyn Refresh>> = Vec::new();
+    let schedule_interval = match &config.schedule {
+        None => None,
+        Some(settings) => {
+            let file = settings.file.clone();
+            let schedule = Arc::new(
+                Reloadable::new("schedule", Trigger::Files(vec![file.clone()]), move || {
+                    let loaded = crate::config::load_schedule(&file);
+                    async move { loaded }
+                })
+                .await
+                .map_err(|e| AppError::Schedule(e.to_string()))?,
+            );
+            info!(rules = schedule.get().rules.len(), "schedule loaded");
+            let source = Arc::clone(&schedule);
+            rotations.use_schedule(Box::new(move || source.get()));
+            watched.push(schedule);
+            Some(settings.interval)
+        }
+    };
     let security = Security::build(&config.security).await?;
     let refusals = Arc::new(audit::Refusals::new(config.security.refusal_audit_window));
     let api = SecretRotationServiceServer::new(RotationApi::new(
@@ -172,20 +195,31 @@ pub async fn serve(
                 async {
                     // The reconciler starts once the start-up checks have passed.
                     ready_rx.await.ok();
-                    // Healing and scans are background work: they leave callers Auth0's
-                    // reserve.
+                    // Healing, scans and schedules are background work: they leave callers
+                    // Auth0's reserve.
                     let background = crate::upstream::Call {
                         priority: crate::upstream::Priority::Background,
                         deadline: None,
                     };
-                    crate::upstream::within(background, Arc::clone(&rotations).reconcile_forever())
-                        .await;
+                    let scheduler = async {
+                        if let Some(interval) = schedule_interval {
+                            Arc::clone(&rotations).schedule_forever(interval).await;
+                        }
+                    };
+                    crate::upstream::within(
+                        background,
+                        futures_util::future::join(
+                            Arc::clone(&rotations).reconcile_forever(),
+                            scheduler,
+                        ),
+                    )
+                    .await;
                 }
             );
         }
     });
     let tls = security.tls.clone();
-    let watcher = tokio::spawn(security.watch());
+    let watcher = tokio::spawn(security.watch(watched));
     // Writes the counts of repeated refusals as their windows end, and lets the rate
     // limiters forget whoever's budget is full again.
     let gate = Arc::clone(&security.gate);

@@ -56,6 +56,12 @@ struct Result_ {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Scheduled {
+    rule: String,
+    dry_run: String,
+}
+
 struct Metrics {
     registry: Registry,
     rotations: Family<Rotation, Counter>,
@@ -69,6 +75,7 @@ struct Metrics {
     rate_limited: Family<By, Counter>,
     reconciler_runs: Family<Result_, Counter>,
     ready: Gauge,
+    schedule_due: Family<Scheduled, Gauge>,
 }
 
 /// Latencies from 1 ms to about 33 s.
@@ -92,6 +99,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let rate_limited = Family::<By, Counter>::default();
     let reconciler_runs = Family::<Result_, Counter>::default();
     let ready = Gauge::default();
+    let schedule_due = Family::<Scheduled, Gauge>::default();
     registry.register(
         "secret_rotator_rotations",
         "Rotation steps by outcome (ok, staged, promoted, cancelled, replayed, recovered, or the failure) and strategy",
@@ -147,7 +155,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 while the readiness checks pass (health SERVING), else 0",
         ready.clone(),
     );
+    registry.register(
+        "secret_rotator_schedule_due_clients",
+        "Clients each schedule rule found due at this replica's last pass (dry_run=\"true\": what a dry-run rule would rotate)",
+        schedule_due.clone(),
+    );
     Metrics {
+        schedule_due,
         registry,
         rotations,
         client_rotations,
@@ -233,6 +247,22 @@ pub fn drifted_clients(count: usize) {
     METRICS
         .drifted_clients
         .set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+/// The due clients each rule found at a scheduler pass: `(rule, dry_run, count)`; rules not
+/// named are gone from the schedule.
+pub fn schedule_due(counts: &[(String, bool, usize)]) {
+    let family = &METRICS.schedule_due;
+    family.clear();
+    for (rule, dry_run, count) in counts {
+        let labels = Scheduled {
+            rule: rule.clone(),
+            dry_run: dry_run.to_string(),
+        };
+        family
+            .get_or_create(&labels)
+            .set(i64::try_from(*count).unwrap_or(i64::MAX));
+    }
 }
 
 pub fn token_refreshed() {

@@ -152,7 +152,7 @@ pub async fn watch(items: Vec<Arc<dyn Refresh>>, interval: Duration) {
                     None => std::future::pending().await,
                 }
             } => {
-                info!("SIGHUP received: reloading the policy, TLS files and JWKS");
+                info!("SIGHUP received: reloading the policy, TLS files, JWKS and schedule");
                 true
             }
         };

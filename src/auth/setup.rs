@@ -21,6 +21,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Refusals of one kind are audited once per this window, then as one event with a count.
     pub refusal_audit_window: Duration,
+    /// How often the watched files are checked for changes.
+    pub reload_interval: Duration,
 }
 
 /// The rate limits of the front door.
@@ -47,8 +49,6 @@ pub struct TlsSettings {
     /// Bearer-token callers, when a JWKS is configured.
     pub jwt: Option<JwtSettings>,
     pub policy: PathBuf,
-    /// How often the files are checked for changes.
-    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -95,8 +95,8 @@ pub struct Security {
 impl Security {
     /// Loads policy, TLS files and JWKS once; fails when any cannot be loaded.
     pub async fn build(settings: &Settings) -> Result<Self, SecurityError> {
-        let (mode, tls, watched, reload_interval) = match &settings.tls {
-            None => (Mode::Insecure, None, Vec::new(), Duration::from_secs(3600)),
+        let (mode, tls, watched) = match &settings.tls {
+            None => (Mode::Insecure, None, Vec::new()),
             Some(secure) => {
                 let tls = Arc::new(secure.files.clone().reloadable().await?);
                 let policy_file = secure.policy.clone();
@@ -135,7 +135,7 @@ impl Security {
                 ];
                 watched.extend(jwt.clone().map(|j| j as Arc<dyn Refresh>));
                 let mode = Mode::Secure { jwt, policy };
-                (mode, Some(tls), watched, secure.reload_interval)
+                (mode, Some(tls), watched)
             }
         };
         let gate = Gate::new(mode, settings.limits);
@@ -143,13 +143,16 @@ impl Security {
             gate: Arc::new(gate),
             tls,
             watched,
-            reload_interval,
+            reload_interval: settings.reload_interval,
         })
     }
 
     /// Reloads the policy, TLS files and JWKS when they change (a JWKS URL when it is due), and
-    /// all of them on SIGHUP. Runs for ever; returns at once in development mode.
-    pub fn watch(&self) -> impl Future<Output = ()> + Send + 'static {
-        watch(self.watched.clone(), self.reload_interval)
+    /// all of them on SIGHUP, with `also` (the schedule). Runs for ever; returns at once when
+    /// there is nothing to watch.
+    pub fn watch(&self, also: Vec<Arc<dyn Refresh>>) -> impl Future<Output = ()> + Send + 'static {
+        let mut items = self.watched.clone();
+        items.extend(also);
+        watch(items, self.reload_interval)
     }
 }

@@ -9,6 +9,7 @@
 mod auth0;
 mod log;
 mod rotation;
+mod schedule;
 mod security;
 mod vault;
 mod webhook;
@@ -24,7 +25,8 @@ use reqwest::Url;
 use secrecy::SecretString;
 
 pub use self::{
-    auth0::Auth0Args, log::LogArgs, rotation::RotationArgs, security::SecurityArgs,
+    auth0::Auth0Args, log::LogArgs, rotation::RotationArgs, schedule::ScheduleArgs,
+    schedule::ScheduleSettings, schedule::load as load_schedule, security::SecurityArgs,
     vault::VaultArgs, webhook::WebhookArgs,
 };
 use crate::telemetry;
@@ -124,6 +126,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    #[command(flatten)]
     pub webhook: WebhookArgs,
     #[command(flatten)]
     pub log: LogArgs,
@@ -198,6 +202,8 @@ pub struct Config {
     pub auth0: crate::auth0::Settings,
     pub vault: crate::vault::Settings,
     pub rotation: crate::rotation::Settings,
+    /// Scheduled rotations, when a schedule file is configured.
+    pub schedule: Option<ScheduleSettings>,
     /// Notifications, when a webhook is configured.
     pub webhook: Option<crate::webhook::Settings>,
     pub log: telemetry::Settings,
@@ -273,6 +279,8 @@ pub enum ConfigError {
     HistoryKept,
     #[error("{0}")]
     Budget(&'static str),
+    #[error("ROTATOR_SCHEDULE_FILE: {0}")]
+    Schedule(String),
 }
 
 impl ServeArgs {
@@ -284,6 +292,7 @@ impl ServeArgs {
             vault,
             rotation,
             security,
+            schedule,
             webhook,
             log,
         } = self;
@@ -307,6 +316,7 @@ impl ServeArgs {
             auth0,
             vault,
             rotation,
+            schedule: schedule.into_settings()?,
             webhook,
             log: log.into_settings()?,
         })

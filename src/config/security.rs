@@ -60,7 +60,7 @@ pub struct SecurityArgs {
     #[arg(long, env = "ROTATOR_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
 
-    /// How often the policy, TLS and JWKS files are checked for changes.
+    /// How often the policy, TLS, JWKS and schedule files are checked for changes.
     #[arg(long, env = "ROTATOR_RELOAD_INTERVAL", default_value = "5s", value_parser = duration)]
     pub reload_interval: Duration,
 
@@ -121,6 +121,7 @@ impl SecurityArgs {
             Some(self.tls_settings()?)
         };
         nonzero_duration(self.refusal_audit_window, "ROTATOR_REFUSAL_AUDIT_WINDOW")?;
+        nonzero_duration(self.reload_interval, "ROTATOR_RELOAD_INTERVAL")?;
         let nonzero = |v: u32, name| NonZeroU32::new(v).ok_or(ConfigError::Zero(name));
         let rate = |per_minute, per_minute_name, burst, burst_name| {
             Ok::<_, ConfigError>(Rate {
@@ -151,6 +152,7 @@ impl SecurityArgs {
                 )?,
             },
             refusal_audit_window: self.refusal_audit_window,
+            reload_interval: self.reload_interval,
         })
     }
 
@@ -194,12 +196,7 @@ impl SecurityArgs {
                 refresh: self.jwks_refresh,
             }),
         };
-        for (value, name) in [
-            (self.reload_interval, "ROTATOR_RELOAD_INTERVAL"),
-            (self.jwks_refresh, "ROTATOR_JWKS_REFRESH"),
-        ] {
-            nonzero_duration(value, name)?;
-        }
+        nonzero_duration(self.jwks_refresh, "ROTATOR_JWKS_REFRESH")?;
         Ok(TlsSettings {
             files: TlsFiles {
                 cert,
@@ -208,7 +205,6 @@ impl SecurityArgs {
             },
             jwt,
             policy,
-            reload_interval: self.reload_interval,
         })
     }
 }

@@ -203,7 +203,16 @@ impl From<Inventory> for pb::ListClientsResponse {
                     rotatable: e.rotatable,
                     last_rotation: e.last.map(last_rotation),
                     last_rotation_age: e.age.and_then(|a| prost_types::Duration::try_from(a).ok()),
-                    next_rotation_at: None,
+                    next_rotation_at: e
+                        .next_rotation
+                        .as_ref()
+                        .map(|n| prost_types::Timestamp::from(n.at)),
+                    schedule_rule: e
+                        .next_rotation
+                        .as_ref()
+                        .map(|n| n.rule.clone())
+                        .unwrap_or_default(),
+                    schedule_dry_run: e.next_rotation.is_some_and(|n| n.dry_run),
                     drift: drift_state(e.drift) as i32,
                     client_metadata: e
                         .client

@@ -155,6 +155,9 @@ impl From<RotationError> for Status {
                 "staged rotation {rotation_id} of {client_id} is waiting for promotion; nothing was \
                  rotated. Complete it (CompleteRotation) or cancel it (CancelRotation) first"
             )),
+            RotationError::Superseded { client_id } => Status::aborted(format!(
+                "{client_id} was rotated since it was found due; nothing was rotated"
+            )),
             RotationError::NotStaged {
                 client_id,
                 rotation_id,

@@ -13,7 +13,6 @@ use super::{
     IssuerErrorKind, Ledger, RotationError, RotationService, SecretIssuer, SecretStore,
     client::Client,
     ids::{ClientId, ValidationError},
-    inventory::{PageCursor, secret_based},
     records::{RotateCommand, Rotation},
 };
 
@@ -84,31 +83,11 @@ impl Selector {
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// The rotatable clients `selector` picks, from every page of the tenant's client list.
     pub async fn select(&self, selector: &Selector) -> Result<Vec<ClientId>, RotationError> {
-        let mut picked = Vec::new();
-        let mut from: Option<PageCursor> = None;
-        loop {
-            let page = self.issuer.list_clients(from.as_ref(), 100).await?;
-            for client in &page.clients {
-                let Some(id) = client
-                    .client_id
-                    .0
-                    .as_deref()
-                    .and_then(|id| ClientId::parse(id).ok())
-                else {
-                    continue;
-                };
-                if secret_based(client) && !self.is_own(&id) && selector.matches(&id, client) {
-                    picked.push(id);
-                }
-            }
-            if picked.len() > BATCH_MAX {
-                return Err(ValidationError::BatchTooLarge.into());
-            }
-            match page.next {
-                Some(next) => from = Some(next),
-                None => return Ok(picked),
-            }
-        }
+        self.rotatable_clients(BATCH_MAX, |id, client| {
+            selector.matches(&id, client).then_some(id)
+        })
+        .await?
+        .ok_or_else(|| ValidationError::BatchTooLarge.into())
     }
 
     /// Rotates every command, `concurrency` at a time, each with `each` to finish once

@@ -263,6 +263,9 @@ pub enum RotationError {
         client_id: ClientId,
         rotation_id: Uuid,
     },
+    /// The client was rotated since whoever asked found it due (`RotateCommand::if_last`).
+    #[error("client {client_id} was rotated since it was found due")]
+    Superseded { client_id: ClientId },
     /// CompleteRotation or CancelRotation named no staged rotation of the client.
     #[error("client {client_id} has no staged rotation {rotation_id}")]
     NotStaged {
@@ -302,6 +305,7 @@ impl RotationError {
             Self::Drifted { .. } => "drifted",
             Self::OwnClient { .. } => "own_client",
             Self::StagedPending { .. } => "staged_pending",
+            Self::Superseded { .. } => "superseded",
             Self::NotStaged { .. } => "not_staged",
             Self::AlreadyPromoted { .. } => "already_promoted",
             Self::NothingToStage { .. } => "nothing_to_stage",

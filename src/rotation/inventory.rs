@@ -11,6 +11,7 @@ use super::{
     client::Client,
     ids::{ClientId, ValidationError},
     records::{Drift, RotationMetadata, StoredSecret},
+    scheduler::ScheduledRotation,
 };
 
 /// Ledger records read at once for one page.
@@ -57,6 +58,8 @@ pub struct InventoryEntry {
     pub age: Option<std::time::Duration>,
     /// What the last drift check on this replica found.
     pub drift: Option<Drift>,
+    /// When a schedule rotates it next.
+    pub next_rotation: Option<ScheduledRotation>,
 }
 
 /// A page of [`InventoryEntry`].
@@ -75,6 +78,40 @@ pub fn secret_based(client: &Client) -> bool {
 }
 
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
+    /// What `pick` makes of each rotatable client (secret-based, not the service's own), from
+    /// every page of the tenant's client list; `None` once more than `limit` were picked.
+    pub(super) async fn rotatable_clients<T>(
+        &self,
+        limit: usize,
+        mut pick: impl FnMut(ClientId, &Client) -> Option<T>,
+    ) -> Result<Option<Vec<T>>, RotationError> {
+        let mut picked = Vec::new();
+        let mut from: Option<PageCursor> = None;
+        loop {
+            let page = self.issuer.list_clients(from.as_ref(), 100).await?;
+            for client in &page.clients {
+                let Some(id) = client
+                    .client_id
+                    .0
+                    .as_deref()
+                    .and_then(|id| ClientId::parse(id).ok())
+                else {
+                    continue;
+                };
+                if secret_based(client) && !self.is_own(&id) {
+                    picked.extend(pick(id, client));
+                }
+            }
+            if picked.len() > limit {
+                return Ok(None);
+            }
+            match page.next {
+                Some(next) => from = Some(next),
+                None => return Ok(Some(picked)),
+            }
+        }
+    }
+
     /// A page of the tenant's clients (at most `size`, from `from` on), those `visible` keeps,
     /// each with its last rotation: one Management API request and one ledger read per client
     /// shown.
@@ -101,7 +138,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             })
             .buffered(READS_AT_ONCE)
             .map(|(client_id, client, record)| {
-                let last = record.map_err(RotationError::Vault)?.value.last;
+                let state = record.map_err(RotationError::Vault)?.value;
+                let rotatable = secret_based(&client) && !self.is_own(&client_id);
+                let next_rotation = rotatable
+                    .then(|| self.next_rotation(&client_id, &client, &state))
+                    .flatten();
+                let last = state.last;
                 let age = last
                     .as_ref()
                     .and_then(|l| now.duration_since(l.metadata.rotated_at).ok());
@@ -111,7 +153,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 });
                 Ok(InventoryEntry {
                     drift: self.known_drift(&client_id),
-                    rotatable: secret_based(&client) && !self.is_own(&client_id),
+                    next_rotation,
+                    rotatable,
                     age,
                     client_id,
                     client,

@@ -26,6 +26,8 @@
 //! - `drift`: whether Vault holds Auth0's secret, on demand and by the scanner's passes;
 //! - `history`: each client's last rotations, kept in its ledger record;
 //! - `inventory`: the tenant's clients with their last rotations (ListClients);
+//! - `schedule`: schedule rules and when each client is due; `scheduler`: every replica's
+//!   passes that rotate the due clients;
 //! - `notify`: notifications for a webhook, recorded with the step they report;
 //! - `staged`: staged rotations: stage the next secret in Vault, promote it at Auth0, cancel;
 //! - `recovery`: healing an open intent from Auth0's live secret;
@@ -46,6 +48,8 @@ mod ports;
 mod reconciler;
 mod records;
 mod recovery;
+mod schedule;
+mod scheduler;
 mod service;
 mod staged;
 mod store;
@@ -67,9 +71,11 @@ pub use notify::{Notification, NotificationKind};
 pub use ports::{Ledger, SecretIssuer, SecretStore};
 pub use records::{
     Acquired, ClientState, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret,
-    KeySecrets, KvVersion, LastRotation, Lease, PreviousSecret, RotateCommand, Rotation,
+    KeySecrets, KvVersion, LastRotation, LastSeen, Lease, PreviousSecret, RotateCommand, Rotation,
     RotationMetadata, RotationStatus, Staged, Step, StoredSecret, Strategy, Validated, Versioned,
     millis,
 };
-pub use service::{RotationService, Settings};
+pub use schedule::{Rule, Schedule, Window, WindowError};
+pub use scheduler::{SCHEDULER_CALLER, ScheduledRotation};
+pub use service::{RotationService, ScheduleSource, Settings};
 pub use staged::Cancelled;

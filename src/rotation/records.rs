@@ -78,7 +78,14 @@ pub struct RotateCommand {
     pub distribute_for: Option<Duration>,
     /// Who asked, from where, under which trace (for the intent and the audit trail).
     pub origin: Origin,
+    /// Rotate only while the client's last stored rotation is still the one seen: a scheduler
+    /// that found the client due does not rotate it again once anyone else has.
+    pub if_last: Option<LastSeen>,
 }
+
+/// The client's last stored rotation as someone saw it: its id, `None` when it had none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastSeen(pub Option<Uuid>);
 
 impl RotateCommand {
     pub fn parse(
@@ -94,6 +101,7 @@ impl RotateCommand {
             strategy: Strategy::Immediate,
             distribute_for: None,
             origin: Origin::default(),
+            if_last: None,
         })
     }
 }

@@ -21,9 +21,10 @@ use super::{
     ids::{ClientId, PathTemplate, Reason},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        ClientState, Intent, KeySecrets, KvVersion, RotateCommand, Rotation, RotationMetadata,
-        RotationStatus, Step, StoredSecret, Strategy, Validated, Versioned,
+        ClientState, Intent, KeySecrets, KvVersion, LastSeen, RotateCommand, Rotation,
+        RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated, Versioned,
     },
+    schedule::Schedule,
 };
 use crate::audit::{self, Event, Origin};
 
@@ -62,6 +63,9 @@ pub struct Settings {
     pub drift_scan_interval: Option<Duration>,
 }
 
+/// Where the schedule in force is read from (it is reloaded while the service runs).
+pub type ScheduleSource = Box<dyn Fn() -> Arc<Schedule> + Send + Sync>;
+
 pub struct RotationService<I, S, L> {
     pub(super) issuer: I,
     pub(super) store: S,
@@ -86,6 +90,10 @@ pub struct RotationService<I, S, L> {
     pub(super) drift: Mutex<DriftBook>,
     /// When this replica's scans last checked drift.
     pub(super) drift_scanned: Mutex<Option<SystemTime>>,
+    /// The schedule in force, once one is configured (`use_schedule`).
+    pub(super) schedule: std::sync::OnceLock<ScheduleSource>,
+    /// When this replica started: a client with no rotation on record is due from then on.
+    pub(super) started: SystemTime,
     /// Rotations and heals in flight, so that shutdown can wait for them.
     pub(super) tasks: TaskTracker,
     slots: Arc<tokio::sync::Semaphore>,
@@ -107,6 +115,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             staged_due: Mutex::new(HashMap::new()),
             notify: Mutex::new(None),
             staged_added: Notify::new(),
+            schedule: std::sync::OnceLock::new(),
+            started: SystemTime::now(),
             tasks: TaskTracker::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent.max(1))),
             settings,
@@ -312,12 +322,20 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 
     /// Refuses a rotation the client's record does not allow: any rotation while a staged one
-    /// waits (complete or cancel it first), and a distribution time outside the bounds.
+    /// waits (complete or cancel it first), and one whose caller's view of the last rotation is
+    /// out of date (`if_last`).
     pub(super) fn check_strategy(
         &self,
         command: &RotateCommand,
         state: &ClientState,
     ) -> Result<(), RotationError> {
+        if let Some(LastSeen(seen)) = command.if_last
+            && state.last.as_ref().map(|l| l.metadata.rotation_id) != seen
+        {
+            return Err(RotationError::Superseded {
+                client_id: command.client_id.clone(),
+            });
+        }
         if let Some(staged) = &state.staged {
             return Err(RotationError::StagedPending {
                 client_id: command.client_id.clone(),

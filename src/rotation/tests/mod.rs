@@ -6,4 +6,5 @@ mod idempotency;
 mod inventory;
 mod notify;
 mod protocol;
+mod schedule;
 mod staged;

@@ -1,0 +1,313 @@
+//! The scheduler: every replica's passes over the tenant's clients. A pass lists the clients,
+//! finds the rule that governs each rotatable one, reads its ledger record and rotates those
+//! due. Every replica runs passes, and a due client is still rotated once: each scheduled
+//! rotation carries an idempotency key and a precondition (`if_last`) made of the last rotation
+//! the pass saw. A second replica that found the same client due replays the first one's
+//! answer; one that acts after anyone else rotated the client is refused (`Superseded`).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures_util::{StreamExt, stream};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, debug_span, info, warn};
+use uuid::Uuid;
+
+use super::{
+    IssuerErrorKind, Ledger, RotationError, RotationService, SecretIssuer, SecretStore,
+    client::Client,
+    ids::{ClientId, IdempotencyKey, Reason},
+    records::{ClientState, LastSeen, RotateCommand, Rotation},
+    schedule::{Rule, Schedule},
+    service::ScheduleSource,
+};
+use crate::{
+    audit::Origin,
+    upstream::{Call, Priority},
+};
+
+/// The caller scheduled rotations are audited as.
+pub const SCHEDULER_CALLER: &str = "scheduler";
+
+/// Scheduled rotations one replica runs at once; Auth0's budget paces them further.
+const AT_ONCE: usize = 4;
+/// Ledger records a pass reads at once.
+const READS_AT_ONCE: usize = 16;
+/// How long one scheduled rotation may wait for Auth0's budget and the client's lease.
+const ROTATION_DEADLINE: Duration = Duration::from_secs(300);
+/// The longest a client whose scheduled rotation failed waits before it is tried again.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
+
+/// When a schedule rotates a client next, and which rule says so (ListClients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRotation {
+    pub at: SystemTime,
+    pub rule: String,
+    pub dry_run: bool,
+}
+
+/// A client a pass found due.
+struct Due {
+    client_id: ClientId,
+    rule: Rule,
+    at: SystemTime,
+    /// Its last stored rotation when the pass read its record.
+    last: Option<Uuid>,
+}
+
+/// What one replica's scheduler remembers between passes.
+#[derive(Default)]
+pub(super) struct Memory {
+    /// Clients whose scheduled rotation failed: failures in a row, and when to try again.
+    failed: HashMap<ClientId, (u32, SystemTime)>,
+    /// Dry-run findings already logged, so that each is logged once.
+    reported: HashSet<(ClientId, SystemTime)>,
+}
+
+impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
+    /// Reads the schedule in force from `source` from now on (ListClients and the scheduler).
+    pub fn use_schedule(&self, source: ScheduleSource) {
+        let _ = self.schedule.set(source);
+    }
+
+    fn schedule(&self) -> Option<Arc<Schedule>> {
+        self.schedule.get().map(|source| source())
+    }
+
+    /// When the schedule rotates `client` next: `None` when no rule governs it or it is not
+    /// rotatable.
+    pub(super) fn next_rotation(
+        &self,
+        client_id: &ClientId,
+        client: &Client,
+        state: &ClientState,
+    ) -> Option<ScheduledRotation> {
+        let schedule = self.schedule()?;
+        let rule = schedule.rule_for(client_id, client)?;
+        let last = state.last.as_ref().map(|l| l.metadata.rotated_at);
+        Some(ScheduledRotation {
+            at: rule.due(client_id, last, self.started),
+            rule: rule.label.clone(),
+            dry_run: rule.dry_run,
+        })
+    }
+
+    /// Runs a pass every `interval`, for ever (as background work: it leaves callers Auth0's
+    /// reserve).
+    pub async fn schedule_forever(self: Arc<Self>, interval: Duration) {
+        let mut memory = Memory::default();
+        loop {
+            if let Some(schedule) = self.schedule()
+                && let Err(e) = self.schedule_pass(&schedule, interval, &mut memory).await
+            {
+                warn!(error = %e, "scheduler pass failed; the next pass tries again");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    pub(super) async fn schedule_pass(
+        self: &Arc<Self>,
+        schedule: &Schedule,
+        interval: Duration,
+        memory: &mut Memory,
+    ) -> Result<(), RotationError> {
+        let due = self.find_due(schedule).await?;
+        let mut counts: BTreeMap<(String, bool), usize> = schedule
+            .rules
+            .iter()
+            .map(|r| ((r.label.clone(), r.dry_run), 0))
+            .collect();
+        for d in &due {
+            *counts
+                .entry((d.rule.label.clone(), d.rule.dry_run))
+                .or_default() += 1;
+        }
+        crate::metrics::schedule_due(
+            &counts
+                .into_iter()
+                .map(|((rule, dry_run), n)| (rule, dry_run, n))
+                .collect::<Vec<_>>(),
+        );
+        let now = SystemTime::now();
+        let (dry, live): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.rule.dry_run);
+        let still: HashSet<&ClientId> = live.iter().map(|d| &d.client_id).collect();
+        memory.failed.retain(|id, _| still.contains(id));
+        memory
+            .reported
+            .retain(|(id, at)| dry.iter().any(|d| d.client_id == *id && d.at == *at));
+        for d in &dry {
+            if memory.reported.insert((d.client_id.clone(), d.at)) {
+                info!(
+                    client_id = %d.client_id,
+                    rule = %d.rule.label,
+                    due = %humantime::format_rfc3339_seconds(d.at),
+                    "schedule dry run: would rotate this client now"
+                );
+            }
+        }
+        let ready: Vec<Due> = live
+            .into_iter()
+            .filter(|d| {
+                memory
+                    .failed
+                    .get(&d.client_id)
+                    .is_none_or(|(_, at)| *at <= now)
+            })
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let count = ready.len();
+        let results: Vec<(Due, Result<Rotation, RotationError>)> = stream::iter(ready)
+            .map(|d| async move {
+                let result = self.rotate_scheduled(&d).await;
+                (d, result)
+            })
+            .buffer_unordered(AT_ONCE)
+            .collect()
+            .await;
+        let mut rotated = 0;
+        for (d, result) in results {
+            match result {
+                Ok(_) => {
+                    rotated += 1;
+                    memory.failed.remove(&d.client_id);
+                }
+                Err(e) if someone_else_is_on_it(&e) => {
+                    debug!(client_id = %d.client_id, error = %e, "scheduled rotation not needed");
+                    memory.failed.remove(&d.client_id);
+                }
+                Err(e) if waits_for_room(&e) => {
+                    debug!(client_id = %d.client_id, error = %e, "scheduled rotation waits for the next pass");
+                }
+                Err(e) => {
+                    let failures = memory.failed.get(&d.client_id).map_or(0, |(n, _)| *n);
+                    let wait = interval
+                        .saturating_mul(2_u32.saturating_pow(failures))
+                        .min(MAX_RETRY_WAIT);
+                    memory
+                        .failed
+                        .insert(d.client_id.clone(), (failures + 1, now + wait));
+                    warn!(
+                        client_id = %d.client_id,
+                        rule = %d.rule.label,
+                        error = %e,
+                        retry_in = %humantime::format_duration(wait),
+                        "scheduled rotation failed"
+                    );
+                }
+            }
+        }
+        info!(due = count, rotated, "scheduler pass done");
+        Ok(())
+    }
+
+    /// Every rotatable client a rule governs whose due time has come, unless a rotation of it
+    /// is open or staged (it is then in someone's hands).
+    async fn find_due(&self, schedule: &Schedule) -> Result<Vec<Due>, RotationError> {
+        let governed = self
+            .rotatable_clients(usize::MAX, |id, client| {
+                schedule
+                    .rule_for(&id, client)
+                    .map(|rule| (id, rule.clone()))
+            })
+            .await?
+            .unwrap_or_default();
+        let now = SystemTime::now();
+        let read: Vec<_> = stream::iter(governed)
+            .map(|(client_id, rule)| async move {
+                let state = self.ledger.read_state(&client_id).await;
+                (client_id, rule, state)
+            })
+            .buffered(READS_AT_ONCE)
+            .collect()
+            .await;
+        let mut due = Vec::new();
+        for (client_id, rule, state) in read {
+            let state = state.map_err(RotationError::Vault)?.value;
+            if state.intent.is_some() || state.staged.is_some() {
+                continue;
+            }
+            let last = state.last.as_ref();
+            let at = rule.due(
+                &client_id,
+                last.map(|l| l.metadata.rotated_at),
+                self.started,
+            );
+            if at <= now {
+                due.push(Due {
+                    last: last.map(|l| l.metadata.rotation_id),
+                    client_id,
+                    rule,
+                    at,
+                });
+            }
+        }
+        Ok(due)
+    }
+
+    /// One scheduled rotation, in a trace of its own, audited as the scheduler's.
+    async fn rotate_scheduled(self: &Arc<Self>, due: &Due) -> Result<Rotation, RotationError> {
+        let span = debug_span!(
+            "scheduled rotation",
+            otel.kind = "internal",
+            client_id = %due.client_id,
+            rule = %due.rule.label,
+        );
+        let origin = Origin {
+            caller: Some(SCHEDULER_CALLER.into()),
+            peer: None,
+            trace_id: crate::trace::start(&span),
+        };
+        // The same on every replica that found this client due after this last rotation.
+        let after = due
+            .last
+            .map_or_else(|| "first".to_owned(), |id| id.simple().to_string());
+        let key = IdempotencyKey::parse(&format!("schedule:{}:{after}", due.client_id))?;
+        let reason = format!(
+            "scheduled by rule {:?}: due every {}",
+            due.rule.label,
+            humantime::format_duration(due.rule.max_age)
+        );
+        let command = RotateCommand {
+            client_id: due.client_id.clone(),
+            reason: Reason::parse(&reason).ok().flatten(),
+            idempotency_key: key,
+            require_in_sync: false,
+            strategy: due.rule.strategy,
+            distribute_for: None,
+            origin,
+            if_last: Some(LastSeen(due.last)),
+        };
+        let deadline = Instant::now() + ROTATION_DEADLINE;
+        let background = Call {
+            priority: Priority::Background,
+            deadline: Some(deadline),
+        };
+        crate::upstream::within(background, self.rotate(command, deadline).instrument(span)).await
+    }
+}
+
+/// Another replica or a caller rotated the client, or is rotating it.
+fn someone_else_is_on_it(e: &RotationError) -> bool {
+    matches!(
+        e,
+        RotationError::Superseded { .. }
+            | RotationError::Busy
+            | RotationError::IdempotencyInProgress
+            | RotationError::StagedPending { .. }
+    )
+}
+
+/// Auth0's budget or this replica's rotation slots had no room in time: nothing was done.
+fn waits_for_room(e: &RotationError) -> bool {
+    match e {
+        RotationError::Overloaded => true,
+        RotationError::Issuer(e) => e.kind() == IssuerErrorKind::RateLimited,
+        _ => false,
+    }
+}

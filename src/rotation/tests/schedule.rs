@@ -1,0 +1,161 @@
+//! Scheduled rotations: a pass rotates the clients a rule finds due, once each, as the
+//! scheduler; a dry-run rule rotates nothing; a rotation whose view of the client is out of
+//! date is refused before Auth0 is called.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use super::{
+    fakes::FakeVault,
+    protocol::{Svc, command, service, soon},
+};
+use crate::rotation::{
+    ClientId, LastSeen, RotateCommand, RotationError, Rule, Schedule, Selector, Strategy,
+    scheduler::Memory,
+};
+
+fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
+    Rule {
+        label: format!("rotate {clients}"),
+        selector: Selector::parse(&[clients.into()], &[], "", BTreeMap::new()).unwrap(),
+        max_age,
+        strategy: Strategy::Immediate,
+        window: None,
+        jitter: Duration::ZERO,
+        dry_run,
+    }
+}
+
+/// The issuer also holds c1, c2 and c3 (beside abc and other); `rules` are in force.
+fn scheduled(rules: Vec<Rule>) -> Arc<Svc> {
+    let svc = service(FakeVault::default());
+    for id in ["c1", "c2", "c3"] {
+        svc.issuer
+            .live
+            .lock()
+            .unwrap()
+            .insert(id.into(), "secret-0".into());
+    }
+    let schedule = Arc::new(Schedule { rules });
+    svc.use_schedule(Box::new(move || Arc::clone(&schedule)));
+    svc
+}
+
+async fn pass(svc: &Arc<Svc>, schedule: &Schedule) {
+    svc.schedule_pass(schedule, Duration::from_secs(1), &mut Memory::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_pass_rotates_each_due_client_once_as_the_scheduler_and_the_next_pass_nothing() {
+    let rules = vec![rule("c*", Duration::from_secs(3600), false)];
+    let schedule = Schedule {
+        rules: rules.clone(),
+    };
+    let svc = scheduled(rules);
+    svc.rotate(command("c2"), soon(10_000)).await.unwrap();
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+
+    // Two passes at once, as two replicas' would be: c1 and c3 have no rotation on record and
+    // are due; c2 was rotated a moment ago.
+    tokio::join!(pass(&svc, &schedule), pass(&svc, &schedule));
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        3,
+        "c1 and c3 once each, c2 not at all"
+    );
+    for id in ["c1", "c3"] {
+        let history = svc.history(&ClientId::parse(id).unwrap()).await.unwrap();
+        assert_eq!(history.len(), 1, "{id}: {history:?}");
+        assert_eq!(history[0].caller.as_deref(), Some("scheduler"));
+        assert_eq!(history[0].outcome, "ok");
+        let reason = history[0].reason.as_ref().unwrap().as_str();
+        assert!(
+            reason.contains("rotate c*") && reason.contains("1h"),
+            "{reason}"
+        );
+    }
+    for id in ["abc", "other"] {
+        let history = svc.history(&ClientId::parse(id).unwrap()).await.unwrap();
+        assert!(history.is_empty(), "{id} is no rule's");
+    }
+
+    pass(&svc, &schedule).await;
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        3,
+        "none is due again yet"
+    );
+
+    // ListClients shows when each is due next: an hour after its last rotation.
+    let page = svc.inventory(None, 10, |_| true).await.unwrap();
+    for entry in &page.entries {
+        let next = entry.next_rotation.as_ref();
+        match entry.client_id.as_str() {
+            "abc" | "other" => assert!(next.is_none()),
+            _ => {
+                let next = next.expect("governed");
+                let (last, _) = entry.last.as_ref().unwrap();
+                assert_eq!(next.at, last.rotated_at + Duration::from_secs(3600));
+                assert_eq!(next.rule, "rotate c*");
+                assert!(!next.dry_run);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_rule_rotates_nothing_and_the_first_matching_rule_governs() {
+    // c1 matches the dry run first; the live rule behind it never applies to c1.
+    let rules = vec![
+        rule("c1", Duration::from_secs(3600), true),
+        rule("c*", Duration::from_secs(3600), false),
+    ];
+    let schedule = Schedule {
+        rules: rules.clone(),
+    };
+    let svc = scheduled(rules);
+    pass(&svc, &schedule).await;
+    let c1 = svc.history(&ClientId::parse("c1").unwrap()).await.unwrap();
+    assert!(c1.is_empty(), "dry run: {c1:?}");
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 2, "c2 and c3");
+    let page = svc.inventory(None, 10, |_| true).await.unwrap();
+    let c1 = page
+        .entries
+        .iter()
+        .find(|e| e.client_id.as_str() == "c1")
+        .unwrap();
+    let next = c1.next_rotation.as_ref().unwrap();
+    assert!(next.dry_run && next.rule == "rotate c1");
+}
+
+#[tokio::test]
+async fn a_rotation_for_a_last_rotation_that_is_no_longer_the_last_is_refused_unsent() {
+    let svc = service(FakeVault::default());
+    let first = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
+    let sent = svc.issuer.rotations.load(Ordering::SeqCst);
+    let stale = RotateCommand {
+        if_last: Some(LastSeen(None)),
+        ..command("abc")
+    };
+    let refused = svc.rotate(stale, soon(10_000)).await;
+    assert!(
+        matches!(refused, Err(RotationError::Superseded { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        svc.issuer.rotations.load(Ordering::SeqCst),
+        sent,
+        "Auth0 not called"
+    );
+    let current = RotateCommand {
+        if_last: Some(LastSeen(Some(first.metadata.rotation_id))),
+        ..command("abc")
+    };
+    svc.rotate(current, soon(10_000)).await.unwrap();
+    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), sent + 1);
+}
