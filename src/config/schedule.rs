@@ -1,19 +1,8 @@
 //! The schedule file (`ROTATOR_SCHEDULE_FILE`): TOML rules, checked whole at start and at each
 //! reload; a file that does not load is refused with the rule and the field at fault.
 //!
-//! ```toml
-//! [[rule]]
-//! label = "machine-to-machine"           # names the rule in logs, metrics and ListClients
-//! clients = ["*"]                        # client id globs, as in the policy
-//! app_types = ["non_interactive"]        # optional Auth0 attribute filters
-//! name = "billing-*"                     # optional glob on the application's name
-//! metadata = { rotation = "auto" }       # optional client_metadata key/value filter
-//! max_age = "90d"
-//! strategy = "staged"                    # or "immediate" (the default)
-//! window = { days = ["Mon", "Tue", "Wed", "Thu", "Fri"], hours = "09:00-17:00", time_zone = "Europe/Berlin" }
-//! jitter = "1h"
-//! dry_run = false
-//! ```
+//! The README's "Schedules" shows the form (its example is loaded by a test here). A rule
+//! without `label` is named `rule <n>`.
 
 use std::{
     collections::BTreeMap,
@@ -249,35 +238,26 @@ fn period(field: &str, value: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
-        [[rule]]
-        label = "machine-to-machine"
-        clients = ["*"]
-        app_types = ["non_interactive"]
-        metadata = { rotation = "auto" }
-        max_age = "90d"
-        strategy = "staged"
-        window = { days = ["Mon", "Tue", "Wed", "Thu", "Fri"], hours = "09:00-17:00", time_zone = "Europe/Berlin" }
-        jitter = "1h"
-
-        [[rule]]
-        name = "legacy-*"
-        max_age = "30d"
-        dry_run = true
-    "#;
+    /// The example file in the README's "Schedules".
+    fn readme_example() -> &'static str {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Schedules").expect("a Schedules section")..];
+        let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
+        &section[start..start + section[start..].find("```").unwrap()]
+    }
 
     #[test]
     fn the_readme_example_loads_with_its_defaults() {
-        let schedule = parse(EXAMPLE).unwrap();
+        let schedule = parse(readme_example()).unwrap();
         let [first, second] = &schedule.rules[..] else {
             panic!("two rules")
         };
-        assert_eq!(first.label, "machine-to-machine");
+        assert_eq!(first.label, "m2m-auto");
         assert_eq!(first.max_age, Duration::from_secs(90 * 86_400));
         assert_eq!(first.strategy, Strategy::Staged);
         assert_eq!(first.jitter, Duration::from_secs(3600));
         assert!(first.window.is_some() && !first.dry_run);
-        assert_eq!(second.label, "rule 2");
+        assert_eq!(second.label, "legacy");
         assert_eq!(second.strategy, Strategy::Immediate);
         assert_eq!(second.jitter, Duration::ZERO);
         assert!(second.window.is_none() && second.dry_run);

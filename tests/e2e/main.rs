@@ -22,6 +22,7 @@ mod operator;
 mod pki;
 mod refusals;
 mod rotate;
+mod schedule;
 mod security;
 mod staged;
 mod traces;

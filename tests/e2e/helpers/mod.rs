@@ -22,7 +22,7 @@ pub use bao::Bao;
 pub use collector::{Collector, ExportedSpan};
 pub use process::{ServiceProcess, bare_stack};
 pub use requests::*;
-pub use stack::{Stack, StackOptions};
+pub use stack::{Stack, StackOptions, grpcurl_at};
 
 pub const VAULT_TOKEN: &str = "root-token-for-tests";
 pub const M2M_SECRET: &str = "m2m-secret-of-the-rotator-service-0123456789";

@@ -190,19 +190,9 @@ impl Stack {
             .into_inner()
     }
 
-    /// `grpcurl -plaintext -d <body>` of `rpc` of the rotation service, through the real
-    /// grpcurl and reflection: the answer as JSON, or grpcurl's error output.
+    /// `grpcurl -plaintext -d <body>` of `rpc` of the rotation service (see [`grpcurl_at`]).
     pub async fn grpcurl(&self, rpc: &str, body: &str) -> Result<serde_json::Value, String> {
-        let out = tokio::process::Command::new(super::tool("grpcurl"))
-            .args(["-plaintext", "-d", body, &self.addr.to_string()])
-            .arg(format!("secretrotator.v1.SecretRotationService/{rpc}"))
-            .output()
-            .await
-            .expect("run grpcurl");
-        match out.status.success() {
-            true => Ok(serde_json::from_slice(&out.stdout).expect("JSON answer")),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
+        grpcurl_at(self.addr, rpc, body).await
     }
 
     /// Rotates `client_id`, expecting a refusal.
@@ -304,5 +294,24 @@ impl Stack {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// `grpcurl -plaintext -d <body>` of `rpc` of the rotation service at `addr`, through the real
+/// grpcurl and reflection: the answer as JSON, or grpcurl's error output.
+pub async fn grpcurl_at(
+    addr: SocketAddr,
+    rpc: &str,
+    body: &str,
+) -> Result<serde_json::Value, String> {
+    let out = tokio::process::Command::new(super::tool("grpcurl"))
+        .args(["-plaintext", "-d", body, &addr.to_string()])
+        .arg(format!("secretrotator.v1.SecretRotationService/{rpc}"))
+        .output()
+        .await
+        .expect("run grpcurl");
+    match out.status.success() {
+        true => Ok(serde_json::from_slice(&out.stdout).expect("JSON answer")),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
     }
 }

@@ -1,0 +1,324 @@
+//! Schedules, against real OpenBao, the emulator and the real binary: two replicas rotate each
+//! due client once per max_age (never twice for one due time), as the scheduler; a dry-run rule
+//! reports and rotates nothing until a reload makes it live; a window that is closed defers the
+//! rotation to its opening; ListClients shows when each client is due; a broken schedule is
+//! refused at start and at reload.
+
+use std::{collections::HashMap, time::Duration};
+
+use secret_rotator::{
+    emulator::{fleet_clients, random_client_id, regular_client},
+    proto::{ListRotationsRequest, RotationRecord},
+};
+
+use crate::helpers::{ServiceProcess, bare_stack, eventually, grpcurl_at};
+
+/// Time of a record as seconds since the epoch (protobuf Timestamp).
+fn at(t: &Option<prost_types::Timestamp>) -> f64 {
+    let t = t.as_ref().expect("a time");
+    t.seconds as f64 + f64::from(t.nanos) / 1e9
+}
+
+async fn history(service: &ServiceProcess, client_id: &str) -> Vec<RotationRecord> {
+    service
+        .client()
+        .await
+        .list_rotations(ListRotationsRequest {
+            client_id: client_id.into(),
+        })
+        .await
+        .expect("ListRotations")
+        .into_inner()
+        .rotations
+}
+
+/// WARN and ERROR lines of a JSON log.
+fn complaints(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        // Insecure mode says so once, by design.
+        .filter(|l| !l.contains("WITHOUT TLS"))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_replicas_rotate_each_due_client_once_per_max_age_as_the_scheduler() {
+    let (bao, emulator, m2m) = bare_stack().await;
+    let fleet = fleet_clients(12);
+    for client in fleet.clone() {
+        emulator.add_client(client);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.toml");
+    std::fs::write(
+        &schedule,
+        r#"
+[[rule]]
+label = "fleet-auto"
+clients = ["Fleet*"]
+app_types = ["non_interactive"]
+metadata = { rotation = "auto" }
+max_age = "3s"
+"#,
+    )
+    .unwrap();
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
+    env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
+    let (a, b) = tokio::join!(ServiceProcess::start(&env), ServiceProcess::start(&env));
+
+    let ids: Vec<String> = fleet
+        .iter()
+        .map(|c| c.doc["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    // Fleet clients i % 4 == 3 are manual, i % 10 == 9 authenticate with private_key_jwt.
+    let picked = |i: usize| i % 4 != 3 && i % 10 != 9;
+    let governed: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| picked(*i))
+        .map(|(_, id)| id)
+        .collect();
+    let others: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !picked(*i))
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(governed.len(), 8);
+
+    // Three rotations each: the first at once (no rotation on record), then every 3 s.
+    eventually(
+        "three scheduled rotations of every governed client",
+        Duration::from_secs(90),
+        || {
+            let done = governed
+                .iter()
+                .all(|id| emulator.client(id).unwrap().rotations >= 3);
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    a.signal("-TERM");
+    b.signal("-TERM");
+    let (mut a, mut b) = (a, b);
+    assert!(a.wait_exit().await.success() && b.wait_exit().await.success());
+
+    // Read the records with a third process, after both replicas stopped.
+    let reader = ServiceProcess::start(&ServiceProcess::env_for(&bao, &emulator, &m2m)).await;
+    let mut by_replica: HashMap<&str, usize> = HashMap::new();
+    for id in &governed {
+        let auth0 = emulator.client(id).unwrap();
+        let records = history(&reader, id).await;
+        assert_eq!(
+            records.len() as u64,
+            auth0.rotations,
+            "{id}: every rotation Auth0 made is on record, none lost: {records:?}"
+        );
+        for r in &records {
+            assert_eq!(r.rotated_by, "scheduler", "{id}: {r:?}");
+            assert_eq!(r.outcome, "ok", "{id}: {r:?}");
+            assert!(r.reason.contains("fleet-auto"), "{r:?}");
+        }
+        // Newest first: each rotation started no sooner than max_age after the one before
+        // was stored. A due client rotated twice would show two rotations moments apart.
+        for pair in records.windows(2) {
+            let gap = at(&pair[0].started_at) - at(&pair[1].stored_at);
+            assert!(
+                gap >= 2.95,
+                "{id}: rotated again after {gap:.3} s: {pair:?}"
+            );
+        }
+        let held = bao.kv_data(&crate::helpers::vault_path(id)).await.unwrap();
+        assert_eq!(
+            held["client_secret"],
+            auth0.client_secret.unwrap().as_str(),
+            "{id}: Vault holds Auth0's secret"
+        );
+    }
+    for id in &others {
+        assert_eq!(
+            emulator.client(id).unwrap().rotations,
+            0,
+            "{id} is no rule's"
+        );
+    }
+    for (name, replica) in [("a", &a), ("b", &b)] {
+        let log = replica.output();
+        assert!(
+            complaints(&log).is_empty(),
+            "replica {name}: {:?}",
+            complaints(&log)
+        );
+        *by_replica.entry(name).or_default() +=
+            log.matches("\"message\":\"rotation stored\"").count();
+    }
+    // Both replicas ran passes and each rotated some: the once-only guarantee was exercised.
+    assert!(
+        by_replica.values().all(|n| *n > 0),
+        "rotations stored by replica: {by_replica:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_a_closed_window_defers_and_a_reload_makes_the_rule_live() {
+    let (bao, emulator, m2m) = bare_stack().await;
+    let (reported, windowed, ungoverned) =
+        (random_client_id(), random_client_id(), random_client_id());
+    for id in [&reported, &windowed, &ungoverned] {
+        emulator.add_client(regular_client(id, "Scheduled app"));
+    }
+    // The window opens the day after tomorrow (UTC), all day.
+    let opens = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(jiff::Span::new().days(2))
+        .unwrap();
+    let day = format!("{:?}", opens.weekday());
+    let rules = |dry_run: bool| {
+        format!(
+            r#"
+[[rule]]
+label = "report-only"
+clients = ["{reported}"]
+max_age = "1h"
+dry_run = {dry_run}
+
+[[rule]]
+label = "windowed"
+clients = ["{windowed}"]
+max_age = "1h"
+window = {{ days = ["{day}"], time_zone = "UTC" }}
+"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.toml");
+    std::fs::write(&schedule, rules(true)).unwrap();
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
+    env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
+    env.push(("ROTATOR_RELOAD_INTERVAL", "100ms".into()));
+    let admin = crate::helpers::free_port();
+    env.push(("ROTATOR_ADMIN_ADDR", format!("127.0.0.1:{admin}")));
+    let service = ServiceProcess::start(&env).await;
+
+    eventually("the dry run's report", Duration::from_secs(30), || {
+        let log = service.output();
+        let found = log.lines().any(|l| {
+            l.contains("schedule dry run: would rotate this client now") && l.contains(&reported)
+        });
+        async move { found.then_some(()) }
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "secret_rotator_schedule_due_clients{rule=\"report-only\",dry_run=\"true\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // ListClients, through grpcurl: when each is due and by which rule.
+    let listed = grpcurl_at(service.addr, "ListClients", r#"{"page_size": 50}"#)
+        .await
+        .unwrap();
+    let entry = |id: &str| {
+        listed["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["clientId"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} listed: {listed}"))
+    };
+    let dry = entry(&reported);
+    assert_eq!(dry["scheduleRule"], "report-only");
+    assert_eq!(dry["scheduleDryRun"], true);
+    let due: jiff::Timestamp = dry["nextRotationAt"].as_str().unwrap().parse().unwrap();
+    assert!(due <= jiff::Timestamp::now(), "due now: {dry}");
+    let deferred = entry(&windowed);
+    assert_eq!(deferred["scheduleRule"], "windowed");
+    assert_eq!(
+        deferred["nextRotationAt"].as_str().unwrap(),
+        format!("{opens}T00:00:00Z"),
+        "the window's opening: {deferred}"
+    );
+    let none = entry(&ungoverned);
+    assert!(
+        none.get("nextRotationAt").is_none() && none.get("scheduleRule").is_none(),
+        "{none}"
+    );
+
+    // A broken file is refused and the schedule in force stays; the fixed one goes live.
+    std::fs::write(&schedule, "[[rule]]\nmax_age = \"soon\"\n").unwrap();
+    eventually(
+        "the broken schedule refused",
+        Duration::from_secs(30),
+        || {
+            let refused = service.output().contains("schedule NOT reloaded");
+            async move { refused.then_some(()) }
+        },
+    )
+    .await;
+    std::fs::write(&schedule, rules(false)).unwrap();
+    eventually(
+        "the rule, now live, to rotate",
+        Duration::from_secs(30),
+        || {
+            let rotations = emulator.client(&reported).unwrap().rotations;
+            async move { (rotations == 1).then_some(()) }
+        },
+    )
+    .await;
+    let records = history(&service, &reported).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].rotated_by, "scheduler");
+    assert!(records[0].reason.contains("report-only"), "{records:?}");
+    assert_eq!(
+        emulator.client(&windowed).unwrap().rotations,
+        0,
+        "its window is closed"
+    );
+    assert_eq!(emulator.client(&ungoverned).unwrap().rotations, 0);
+    let audit = service.output();
+    assert!(
+        audit.lines().any(|l| l.contains("\"target\":\"audit\"")
+            && l.contains(&reported)
+            && l.contains("\"caller\":\"scheduler\"")),
+        "audited as the scheduler"
+    );
+}
+
+#[test]
+fn a_broken_schedule_is_refused_at_start_with_the_rule_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.toml");
+    std::fs::write(
+        &schedule,
+        "[[rule]]\nlabel = \"nightly\"\nmax_age = \"1d\"\nwindow = { hours = \"22:00\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
+        .arg("serve")
+        .env("AUTH0_DOMAIN", "acme.eu.auth0.com")
+        .env("AUTH0_MANAGEMENT_TOKEN", "token-value")
+        .env("VAULT_ADDR", "http://127.0.0.1:1")
+        .env("VAULT_TOKEN", "vault-token-value")
+        .env("ROTATOR_INSECURE", "true")
+        .env("ROTATOR_LISTEN_ADDR", "127.0.0.1:0")
+        .env("ROTATOR_SCHEDULE_FILE", &schedule)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("ROTATOR_SCHEDULE_FILE: rule 1 (nightly): window: hours must be HH:MM-HH:MM"),
+        "{err}"
+    );
+}
