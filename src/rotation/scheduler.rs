@@ -170,15 +170,21 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .buffer_unordered(AT_ONCE)
             .collect()
             .await;
-        let mut rotated = 0;
+        // `by_others`: rotated by another replica (or a caller) meanwhile.
+        let (mut rotated, mut by_others) = (0, 0);
         for (d, result) in results {
             match result {
-                Ok(_) => {
-                    rotated += 1;
+                Ok(rotation) => {
+                    // Replayed: another replica found it due at the same moment and rotated it.
+                    match rotation.replayed {
+                        true => by_others += 1,
+                        false => rotated += 1,
+                    }
                     memory.failed.remove(&d.client_id);
                 }
                 Err(e) if someone_else_is_on_it(&e) => {
                     debug!(client_id = %d.client_id, error = %e, "scheduled rotation not needed");
+                    by_others += 1;
                     memory.failed.remove(&d.client_id);
                 }
                 Err(e) if waits_for_room(&e) => {
@@ -202,7 +208,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 }
             }
         }
-        info!(due = count, rotated, "scheduler pass done");
+        info!(due = count, rotated, by_others, "scheduler pass done");
         Ok(())
     }
 

@@ -295,6 +295,106 @@ window = {{ days = ["{day}"], time_zone = "UTC" }}
     );
 }
 
+#[tokio::test]
+async fn a_staged_rule_stages_then_promotes_and_one_with_nothing_in_vault_says_why() {
+    let (bao, emulator, m2m) = bare_stack().await;
+    let (held, unheld) = (random_client_id(), random_client_id());
+    for id in [&held, &unheld] {
+        emulator.add_client(regular_client(id, "Staged app"));
+    }
+    // A caller's rotation stores `held`'s secret in Vault; `unheld` has none there.
+    let plain = ServiceProcess::start(&ServiceProcess::env_for(&bao, &emulator, &m2m)).await;
+    plain
+        .client()
+        .await
+        .rotate_secret(crate::helpers::rotate(&held))
+        .await
+        .expect("a caller's rotation");
+    drop(plain);
+
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.toml");
+    std::fs::write(
+        &schedule,
+        format!(
+            r#"
+[[rule]]
+label = "staged"
+clients = ["{held}", "{unheld}"]
+max_age = "2s"
+strategy = "staged"
+"#
+        ),
+    )
+    .unwrap();
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
+    env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
+    env.push(("ROTATOR_STAGED_DISTRIBUTE_FOR", "1s".into()));
+    // The test polls ListRotations.
+    env.push(("ROTATOR_CALLER_STATUS_PER_MINUTE", "100000".into()));
+    env.push(("ROTATOR_CALLER_STATUS_BURST", "100000".into()));
+    let service = ServiceProcess::start(&env).await;
+
+    // Due 2 s after the caller's rotation: staged, distributed for 1 s, promoted by the timer.
+    let promoted = eventually(
+        "a scheduled staged rotation promoted",
+        Duration::from_secs(30),
+        || {
+            let service = &service;
+            let held = &held;
+            async move {
+                history(service, held)
+                    .await
+                    .into_iter()
+                    .find(|r| r.rotated_by == "scheduler" && r.outcome == "promoted")
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        promoted.strategy,
+        secret_rotator::proto::RotationStrategy::Staged as i32
+    );
+    assert!(promoted.reason.contains("staged"), "{promoted:?}");
+    eventually(
+        "Vault to hold the promoted secret",
+        Duration::from_secs(10),
+        || {
+            let live = emulator.client(&held).unwrap().client_secret;
+            let bao = &bao;
+            let held = &held;
+            async move {
+                let stored = bao.kv_data(&crate::helpers::vault_path(held)).await?;
+                (stored["client_secret"].as_str() == live.as_deref()).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // A staged rule cannot rotate a client Vault holds nothing for: it says so, and Auth0 is
+    // not touched.
+    let warned = eventually("the scheduler to say why", Duration::from_secs(30), || {
+        let log = service.output();
+        async move {
+            log.lines()
+                .find(|l| l.contains("scheduled rotation failed"))
+                .map(str::to_owned)
+        }
+    })
+    .await;
+    assert!(
+        warned.contains(&unheld) && warned.contains("Vault holds no secret"),
+        "{warned}"
+    );
+    assert_eq!(emulator.client(&unheld).unwrap().rotations, 0);
+    assert_eq!(
+        emulator.client(&unheld).unwrap().issued_secrets.len(),
+        1,
+        "unchanged"
+    );
+}
+
 #[test]
 fn a_broken_schedule_is_refused_at_start_with_the_rule_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
