@@ -265,67 +265,42 @@ mod tests {
 
     #[test]
     fn a_broken_rule_is_refused_with_its_number_and_what_is_wrong() {
-        let refused = |rule: &str| parse(&format!("[[rule]]\n{rule}")).unwrap_err().to_string();
-        assert!(
-            refused(r#"max_age = "soon""#).contains("rule 1 (rule 1): max_age must be a duration")
-        );
-        assert!(
-            refused(
-                r#"max_age = "1h"
-jitter = "2h""#
-            )
-            .contains("jitter must be shorter than max_age")
-        );
-        assert!(
-            refused(
-                r#"max_age = "1h"
-strategy = "gradual""#
-            )
-            .contains("not valid TOML")
-        );
-        assert!(
-            refused(
-                r#"max_age = "1h"
-max_agee = "2h""#
-            )
-            .contains("unknown")
-        );
-        assert!(
-            refused(
-                r#"max_age = "1h"
-window = { days = ["Funday"] }"#
-            )
-            .contains("unknown day \"Funday\"")
-        );
-        assert!(
-            refused(
-                r#"max_age = "1h"
-window = { hours = "9-5" }"#
-            )
-            .contains("hours must be HH:MM-HH:MM")
-        );
-        assert!(
-            refused(
-                r#"max_age = "1h"
-window = { time_zone = "Berlin" }"#
-            )
-            .contains("unknown time zone")
-        );
-        assert!(
-            refused(
-                r#"max_age = "1h"
-clients = ["[a"]"#
-            )
-            .contains("valid globs")
-        );
-        assert!(refused("clients = [\"*\"]").contains("max_age"));
+        let cases = [
+            (
+                r#"max_age = "soon""#,
+                "rule 1 (rule 1): max_age must be a duration",
+            ),
+            ("clients = [\"*\"]", "max_age"),
+            (
+                "max_age = \"1h\"\njitter = \"2h\"",
+                "jitter must be shorter than max_age",
+            ),
+            ("max_age = \"1h\"\nstrategy = \"gradual\"", "not valid TOML"),
+            ("max_age = \"1h\"\nmax_agee = \"2h\"", "unknown"),
+            (
+                "max_age = \"1h\"\nwindow = { days = [\"Funday\"] }",
+                "unknown day \"Funday\"",
+            ),
+            (
+                "max_age = \"1h\"\nwindow = { hours = \"9-5\" }",
+                "hours must be HH:MM-HH:MM",
+            ),
+            (
+                "max_age = \"1h\"\nwindow = { time_zone = \"Berlin\" }",
+                "unknown time zone",
+            ),
+            ("max_age = \"1h\"\nclients = [\"[a\"]", "valid globs"),
+        ];
+        for (rule, expected) in cases {
+            let refused = parse(&format!("[[rule]]\n{rule}")).unwrap_err().to_string();
+            assert!(refused.contains(expected), "{rule}: {refused}");
+        }
         let twice =
             "[[rule]]\nlabel = \"a\"\nmax_age = \"1h\"\n[[rule]]\nlabel = \"a\"\nmax_age = \"2h\"";
+        let refused = parse(twice).unwrap_err().to_string();
         assert!(
-            parse(twice)
-                .unwrap_err()
-                .to_string()
-                .contains("rules 1 and 2 have the same label")
+            refused.contains("rules 1 and 2 have the same label"),
+            "{refused}"
         );
     }
 

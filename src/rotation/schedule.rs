@@ -237,6 +237,16 @@ mod tests {
         }
     }
 
+    /// When a client without jitter that is `max_age` old at a time is due under `window`.
+    fn due_under(window: Window) -> impl Fn(&str) -> String {
+        let r = rule(Some(window), Duration::ZERO);
+        let id = ClientId::parse("abc").unwrap();
+        move |old_at| {
+            let last = utc(old_at) - r.max_age;
+            shown(r.due(&id, Some(last), utc("2026-01-01T00:00:00Z")))
+        }
+    }
+
     #[test]
     fn a_client_is_due_max_age_after_its_last_rotation_and_at_once_without_one() {
         let id = ClientId::parse("abc").unwrap();
@@ -277,10 +287,7 @@ mod tests {
     #[test]
     fn a_due_time_outside_the_window_moves_to_its_next_opening_in_the_time_zone() {
         let berlin = Window::new(&weekdays(), Some("09:00-17:00"), "Europe/Berlin").unwrap();
-        let r = rule(Some(berlin), Duration::ZERO);
-        let id = ClientId::parse("abc").unwrap();
-        let since = utc("2026-01-01T00:00:00Z");
-        let due = |last: &str| shown(r.due(&id, Some(utc(last) - r.max_age), since));
+        let due = due_under(berlin);
         // Wednesday 10:00 in Berlin (09:00 UTC in winter): inside.
         assert_eq!(due("2026-11-25T09:00:00Z"), "2026-11-25T09:00:00Z");
         // Wednesday 17:30 in Berlin: Thursday 09:00 Berlin = 08:00 UTC.
@@ -294,10 +301,7 @@ mod tests {
     #[test]
     fn a_window_past_midnight_is_open_until_it_closes_the_next_day() {
         let night = Window::new(&[Weekday::Saturday], Some("22:00-06:00"), "UTC").unwrap();
-        let r = rule(Some(night), Duration::ZERO);
-        let id = ClientId::parse("abc").unwrap();
-        let since = utc("2026-01-01T00:00:00Z");
-        let due = |last: &str| shown(r.due(&id, Some(utc(last) - r.max_age), since));
+        let due = due_under(night);
         // Sunday 03:00 belongs to Saturday's window.
         assert_eq!(due("2026-11-29T03:00:00Z"), "2026-11-29T03:00:00Z");
         // Sunday 07:00: next Saturday 22:00.

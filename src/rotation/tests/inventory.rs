@@ -3,20 +3,14 @@
 
 use super::{
     fakes::FakeVault,
-    protocol::{command, service, soon},
+    protocol::{command, seed, service, soon},
 };
 use crate::rotation::ClientId;
 
 #[tokio::test]
 async fn a_page_shows_visible_clients_with_their_last_rotation() {
     let svc = service(FakeVault::default());
-    for id in ["c1", "c2", "c3"] {
-        svc.issuer
-            .live
-            .lock()
-            .unwrap()
-            .insert(id.into(), "secret-0".into());
-    }
+    seed(&svc, &["c1", "c2", "c3"]);
     let rotated = svc.rotate(command("c2"), soon(10_000)).await.unwrap();
 
     // Seeded: abc, c1, c2, c3, other. Two pages of three, "c1" hidden from this caller.

@@ -57,6 +57,14 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
     ))
 }
 
+/// Adds clients, each with a secret, to the issuer (beside abc and other).
+pub(super) fn seed(svc: &Svc, ids: &[&str]) {
+    let mut live = svc.issuer.live.lock().unwrap();
+    for id in ids {
+        live.insert((*id).into(), "secret-0".into());
+    }
+}
+
 pub(super) fn command(id: &str) -> RotateCommand {
     RotateCommand::parse(id, "", "").unwrap()
 }

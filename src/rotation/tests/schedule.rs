@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     fakes::FakeVault,
-    protocol::{Svc, command, service, soon},
+    protocol::{Svc, command, seed, service, soon},
 };
 use crate::rotation::{
     ClientId, LastSeen, RotateCommand, RotationError, Rule, Schedule, Selector, Strategy,
@@ -32,13 +32,7 @@ fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
 /// The issuer also holds c1, c2 and c3 (beside abc and other); `rules` are in force.
 fn scheduled(rules: Vec<Rule>) -> Arc<Svc> {
     let svc = service(FakeVault::default());
-    for id in ["c1", "c2", "c3"] {
-        svc.issuer
-            .live
-            .lock()
-            .unwrap()
-            .insert(id.into(), "secret-0".into());
-    }
+    seed(&svc, &["c1", "c2", "c3"]);
     let schedule = Arc::new(Schedule { rules });
     svc.use_schedule(Box::new(move || Arc::clone(&schedule)));
     svc
