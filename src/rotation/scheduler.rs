@@ -63,6 +63,11 @@ struct Due {
 pub(super) struct Memory {
     /// Clients whose scheduled rotation failed: failures in a row, and when to try again.
     failed: HashMap<ClientId, (u32, SystemTime)>,
+    /// When each client checked is due, as its record said: it is not read again before then
+    /// (a rotation by anyone only makes it later). Forgotten when the schedule changes.
+    due_at: HashMap<ClientId, SystemTime>,
+    /// The schedule `due_at` was computed under.
+    computed_under: Option<Arc<Schedule>>,
     /// Dry-run findings already logged, so that each is logged once.
     reported: HashSet<(ClientId, SystemTime)>,
 }
@@ -111,11 +116,19 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
 
     pub(super) async fn schedule_pass(
         self: &Arc<Self>,
-        schedule: &Schedule,
+        schedule: &Arc<Schedule>,
         interval: Duration,
         memory: &mut Memory,
     ) -> Result<(), RotationError> {
-        let due = self.find_due(schedule).await?;
+        if !memory
+            .computed_under
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, schedule))
+        {
+            memory.due_at.clear();
+            memory.computed_under = Some(Arc::clone(schedule));
+        }
+        let due = self.find_due(schedule, &mut memory.due_at).await?;
         let mut counts: BTreeMap<(String, bool), usize> = schedule
             .rules
             .iter()
@@ -213,17 +226,22 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 
     /// Every rotatable client a rule governs whose due time has come, unless a rotation of it
-    /// is open or staged (it is then in someone's hands).
-    async fn find_due(&self, schedule: &Schedule) -> Result<Vec<Due>, RotationError> {
+    /// is open or staged (it is then in someone's hands). Reads the record only of clients
+    /// not known to be due later (`due_at`).
+    async fn find_due(
+        &self,
+        schedule: &Schedule,
+        due_at: &mut HashMap<ClientId, SystemTime>,
+    ) -> Result<Vec<Due>, RotationError> {
+        let now = SystemTime::now();
         let governed = self
             .rotatable_clients(usize::MAX, |id, client| {
-                schedule
-                    .rule_for(&id, client)
-                    .map(|rule| (id, rule.clone()))
+                let rule = schedule.rule_for(&id, client)?;
+                let later = due_at.get(&id).is_some_and(|at| *at > now);
+                (!later).then(|| (id, rule.clone()))
             })
             .await?
             .unwrap_or_default();
-        let now = SystemTime::now();
         let read: Vec<_> = stream::iter(governed)
             .map(|(client_id, rule)| async move {
                 let state = self.ledger.read_state(&client_id).await;
@@ -244,7 +262,10 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 last.map(|l| l.metadata.rotated_at),
                 self.started,
             );
-            if at <= now {
+            if at > now {
+                due_at.insert(client_id, at);
+            } else {
+                due_at.remove(&client_id);
                 due.push(Due {
                     last: last.map(|l| l.metadata.rotation_id),
                     client_id,

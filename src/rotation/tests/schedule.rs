@@ -30,27 +30,29 @@ fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
 }
 
 /// The issuer also holds c1, c2 and c3 (beside abc and other); `rules` are in force.
-fn scheduled(rules: Vec<Rule>) -> Arc<Svc> {
+fn scheduled(rules: Vec<Rule>) -> (Arc<Svc>, Arc<Schedule>) {
     let svc = service(FakeVault::default());
     seed(&svc, &["c1", "c2", "c3"]);
     let schedule = Arc::new(Schedule { rules });
-    svc.use_schedule(Box::new(move || Arc::clone(&schedule)));
-    svc
+    let source = Arc::clone(&schedule);
+    svc.use_schedule(Box::new(move || Arc::clone(&source)));
+    (svc, schedule)
 }
 
-async fn pass(svc: &Arc<Svc>, schedule: &Schedule) {
-    svc.schedule_pass(schedule, Duration::from_secs(1), &mut Memory::default())
+/// A pass of a scheduler that remembers nothing (a replica just started).
+async fn pass(svc: &Arc<Svc>, schedule: &Arc<Schedule>) {
+    pass_with(svc, schedule, &mut Memory::default()).await;
+}
+
+async fn pass_with(svc: &Arc<Svc>, schedule: &Arc<Schedule>, memory: &mut Memory) {
+    svc.schedule_pass(schedule, Duration::from_secs(1), memory)
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn a_pass_rotates_each_due_client_once_as_the_scheduler_and_the_next_pass_nothing() {
-    let rules = vec![rule("c*", Duration::from_secs(3600), false)];
-    let schedule = Schedule {
-        rules: rules.clone(),
-    };
-    let svc = scheduled(rules);
+    let (svc, schedule) = scheduled(vec![rule("c*", Duration::from_secs(3600), false)]);
     svc.rotate(command("c2"), soon(10_000)).await.unwrap();
     assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
 
@@ -105,14 +107,10 @@ async fn a_pass_rotates_each_due_client_once_as_the_scheduler_and_the_next_pass_
 #[tokio::test]
 async fn a_dry_run_rule_rotates_nothing_and_the_first_matching_rule_governs() {
     // c1 matches the dry run first; the live rule behind it never applies to c1.
-    let rules = vec![
+    let (svc, schedule) = scheduled(vec![
         rule("c1", Duration::from_secs(3600), true),
         rule("c*", Duration::from_secs(3600), false),
-    ];
-    let schedule = Schedule {
-        rules: rules.clone(),
-    };
-    let svc = scheduled(rules);
+    ]);
     pass(&svc, &schedule).await;
     let c1 = svc.history(&ClientId::parse("c1").unwrap()).await.unwrap();
     assert!(c1.is_empty(), "dry run: {c1:?}");
