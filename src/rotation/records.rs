@@ -219,7 +219,11 @@ pub struct ClientState {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Notification>,
     /// The last rotations, newest first (`history.rs`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        with = "super::history::packed",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub history: Vec<HistoryEntry>,
 }
 
