@@ -268,9 +268,9 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn an_entry_is_written_compactly_and_one_written_in_the_long_form_still_reads() {
-        let entry = HistoryEntry {
+    /// An immediate rotation stored as KV version 2.
+    fn stored() -> HistoryEntry {
+        HistoryEntry {
             rotation_id: Uuid::parse_str("63a206d6-b2c5-4540-a10e-8bac899bcbd3").unwrap(),
             strategy: Strategy::Immediate,
             started_at: UNIX_EPOCH + Duration::from_millis(1_795_812_291_227),
@@ -280,7 +280,12 @@ mod tests {
             recovered: false,
             kv_version: Some(KvVersion(2)),
             outcome: "ok".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn an_entry_is_written_compactly_and_one_written_in_the_long_form_still_reads() {
+        let entry = stored();
         let written = serde_json::to_string(&entry).unwrap();
         assert_eq!(
             written,
@@ -318,15 +323,12 @@ mod tests {
     #[test]
     fn the_record_holds_the_history_as_one_string_and_a_record_holding_a_list_still_reads() {
         let entry = HistoryEntry {
-            rotation_id: Uuid::parse_str("63a206d6-b2c5-4540-a10e-8bac899bcbd3").unwrap(),
             strategy: Strategy::Staged,
-            started_at: UNIX_EPOCH + Duration::from_secs(1_795_812_291),
             stored_at: None,
             caller: Some("scheduler".into()),
-            reason: None,
-            recovered: false,
             kv_version: None,
             outcome: "staged".into(),
+            ..stored()
         };
         let state = ClientState {
             history: vec![entry.clone(), entry.clone()],
