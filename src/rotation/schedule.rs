@@ -21,9 +21,14 @@ pub struct Schedule {
 impl Schedule {
     /// The rule that governs `client`: the first that selects it.
     pub fn rule_for(&self, client_id: &ClientId, client: &Client) -> Option<&Rule> {
+        self.governing(client_id, client).map(|at| &self.rules[at])
+    }
+
+    /// Where in `rules` the rule that governs `client` is.
+    pub fn governing(&self, client_id: &ClientId, client: &Client) -> Option<usize> {
         self.rules
             .iter()
-            .find(|rule| rule.selector.matches(client_id, client))
+            .position(|rule| rule.selector.matches(client_id, client))
     }
 }
 

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::{StreamExt, stream};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -52,17 +53,26 @@ pub struct ScheduledRotation {
 /// A client a pass found due.
 struct Due {
     client_id: ClientId,
-    rule: Rule,
+    /// The schedule the pass ran, and where in it the rule that governs the client is.
+    schedule: Arc<Schedule>,
+    rule_at: usize,
     at: SystemTime,
     /// Its last stored rotation when the pass read its record.
     last: Option<Uuid>,
 }
 
+impl Due {
+    fn rule(&self) -> &Rule {
+        &self.schedule.rules[self.rule_at]
+    }
+}
+
 /// What one replica's scheduler remembers between passes.
 #[derive(Default)]
 pub(super) struct Memory {
-    /// Clients whose scheduled rotation failed: failures in a row, and when to try again.
-    failed: HashMap<ClientId, (u32, SystemTime)>,
+    /// Clients whose scheduled rotation failed: the waits before the next tries, and when to
+    /// try again.
+    failed: HashMap<ClientId, (ExponentialBackoff, SystemTime)>,
     /// When each client checked is due, as its record said: it is not read again before then
     /// (a rotation by anyone only makes it later). Forgotten when the schedule changes.
     due_at: HashMap<ClientId, SystemTime>,
@@ -114,6 +124,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         }
     }
 
+    /// Finds the due clients, reports them (and the dry runs' once), and rotates those not
+    /// waiting to be tried again.
     pub(super) async fn schedule_pass(
         self: &Arc<Self>,
         schedule: &Arc<Schedule>,
@@ -129,39 +141,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             memory.computed_under = Some(Arc::clone(schedule));
         }
         let due = self.find_due(schedule, &mut memory.due_at).await?;
-        let mut counts: BTreeMap<(String, bool), usize> = schedule
-            .rules
-            .iter()
-            .map(|r| ((r.label.clone(), r.dry_run), 0))
-            .collect();
-        for d in &due {
-            *counts
-                .entry((d.rule.label.clone(), d.rule.dry_run))
-                .or_default() += 1;
-        }
-        crate::metrics::schedule_due(
-            &counts
-                .into_iter()
-                .map(|((rule, dry_run), n)| (rule, dry_run, n))
-                .collect::<Vec<_>>(),
-        );
+        count_due(schedule, &due);
+        let (dry, live): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.rule().dry_run);
+        report_dry_runs(&dry, &mut memory.reported);
         let now = SystemTime::now();
-        let (dry, live): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.rule.dry_run);
-        let still: HashSet<&ClientId> = live.iter().map(|d| &d.client_id).collect();
-        memory.failed.retain(|id, _| still.contains(id));
         memory
-            .reported
-            .retain(|(id, at)| dry.iter().any(|d| d.client_id == *id && d.at == *at));
-        for d in &dry {
-            if memory.reported.insert((d.client_id.clone(), d.at)) {
-                info!(
-                    client_id = %d.client_id,
-                    rule = %d.rule.label,
-                    due = %humantime::format_rfc3339_seconds(d.at),
-                    "schedule dry run: would rotate this client now"
-                );
-            }
-        }
+            .failed
+            .retain(|id, _| live.iter().any(|d| d.client_id == *id));
         let ready: Vec<Due> = live
             .into_iter()
             .filter(|d| {
@@ -171,10 +157,20 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                     .is_none_or(|(_, at)| *at <= now)
             })
             .collect();
-        if ready.is_empty() {
-            return Ok(());
+        if !ready.is_empty() {
+            self.rotate_due(ready, interval, &mut memory.failed).await;
         }
-        let count = ready.len();
+        Ok(())
+    }
+
+    /// Rotates `ready`, a few at a time, and remembers which failed and when to try them again.
+    async fn rotate_due(
+        self: &Arc<Self>,
+        ready: Vec<Due>,
+        interval: Duration,
+        failed: &mut HashMap<ClientId, (ExponentialBackoff, SystemTime)>,
+    ) {
+        let due = ready.len();
         let results: Vec<(Due, Result<Rotation, RotationError>)> = stream::iter(ready)
             .map(|d| async move {
                 let result = self.rotate_scheduled(&d).await;
@@ -193,27 +189,25 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                         true => by_others += 1,
                         false => rotated += 1,
                     }
-                    memory.failed.remove(&d.client_id);
+                    failed.remove(&d.client_id);
                 }
                 Err(e) if someone_else_is_on_it(&e) => {
                     debug!(client_id = %d.client_id, error = %e, "scheduled rotation not needed");
                     by_others += 1;
-                    memory.failed.remove(&d.client_id);
+                    failed.remove(&d.client_id);
                 }
                 Err(e) if waits_for_room(&e) => {
                     debug!(client_id = %d.client_id, error = %e, "scheduled rotation waits for the next pass");
                 }
                 Err(e) => {
-                    let failures = memory.failed.get(&d.client_id).map_or(0, |(n, _)| *n);
-                    let wait = interval
-                        .saturating_mul(2_u32.saturating_pow(failures))
-                        .min(MAX_RETRY_WAIT);
-                    memory
-                        .failed
-                        .insert(d.client_id.clone(), (failures + 1, now + wait));
+                    let (waits, at) = failed
+                        .entry(d.client_id.clone())
+                        .or_insert_with(|| (retry_waits(interval), SystemTime::now()));
+                    let wait = waits.next().unwrap_or(MAX_RETRY_WAIT);
+                    *at = SystemTime::now() + wait;
                     warn!(
                         client_id = %d.client_id,
-                        rule = %d.rule.label,
+                        rule = %d.rule().label,
                         error = %e,
                         retry_in = %humantime::format_duration(wait),
                         "scheduled rotation failed"
@@ -221,8 +215,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 }
             }
         }
-        info!(due = count, rotated, by_others, "scheduler pass done");
-        Ok(())
+        info!(due, rotated, by_others, "scheduler pass done");
     }
 
     /// Every rotatable client a rule governs whose due time has come, unless a rotation of it
@@ -230,28 +223,29 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// not known to be due later (`due_at`).
     async fn find_due(
         &self,
-        schedule: &Schedule,
+        schedule: &Arc<Schedule>,
         due_at: &mut HashMap<ClientId, SystemTime>,
     ) -> Result<Vec<Due>, RotationError> {
         let now = SystemTime::now();
         let governed = self
             .rotatable_clients(usize::MAX, |id, client| {
-                let rule = schedule.rule_for(&id, client)?;
+                let rule_at = schedule.governing(&id, client)?;
                 let later = due_at.get(&id).is_some_and(|at| *at > now);
-                (!later).then(|| (id, rule.clone()))
+                (!later).then_some((id, rule_at))
             })
             .await?
             .unwrap_or_default();
         let read: Vec<_> = stream::iter(governed)
-            .map(|(client_id, rule)| async move {
+            .map(|(client_id, rule_at)| async move {
                 let state = self.ledger.read_state(&client_id).await;
-                (client_id, rule, state)
+                (client_id, rule_at, state)
             })
             .buffered(READS_AT_ONCE)
             .collect()
             .await;
         let mut due = Vec::new();
-        for (client_id, rule, state) in read {
+        for (client_id, rule_at, state) in read {
+            let rule = &schedule.rules[rule_at];
             let state = state.map_err(RotationError::Vault)?.value;
             if state.intent.is_some() || state.staged.is_some() {
                 continue;
@@ -269,7 +263,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 due.push(Due {
                     last: last.map(|l| l.metadata.rotation_id),
                     client_id,
-                    rule,
+                    schedule: Arc::clone(schedule),
+                    rule_at,
                     at,
                 });
             }
@@ -283,7 +278,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             "scheduled rotation",
             otel.kind = "internal",
             client_id = %due.client_id,
-            rule = %due.rule.label,
+            rule = %due.rule().label,
         );
         let origin = Origin {
             caller: Some(SCHEDULER_CALLER.into()),
@@ -297,15 +292,15 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let key = IdempotencyKey::parse(&format!("schedule:{}:{after}", due.client_id))?;
         let reason = format!(
             "scheduled by rule {:?}: due every {}",
-            due.rule.label,
-            humantime::format_duration(due.rule.max_age)
+            due.rule().label,
+            humantime::format_duration(due.rule().max_age)
         );
         let command = RotateCommand {
             client_id: due.client_id.clone(),
             reason: Reason::parse(&reason).ok().flatten(),
             idempotency_key: key,
             require_in_sync: false,
-            strategy: due.rule.strategy,
+            strategy: due.rule().strategy,
             distribute_for: None,
             origin,
             if_last: Some(LastSeen(due.last)),
@@ -317,6 +312,52 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         crate::upstream::within(background, self.rotate(command, deadline).instrument(span)).await
     }
+}
+
+/// The due clients each rule found, in `secret_rotator_schedule_due_clients` (every rule of
+/// the schedule, none found included; rules gone from it are dropped).
+fn count_due(schedule: &Schedule, due: &[Due]) {
+    let mut counts: BTreeMap<(&str, bool), usize> = schedule
+        .rules
+        .iter()
+        .map(|r| ((r.label.as_str(), r.dry_run), 0))
+        .collect();
+    for d in due {
+        *counts
+            .entry((d.rule().label.as_str(), d.rule().dry_run))
+            .or_default() += 1;
+    }
+    let counts: Vec<(String, bool, usize)> = counts
+        .into_iter()
+        .map(|((rule, dry_run), n)| (rule.to_owned(), dry_run, n))
+        .collect();
+    crate::metrics::schedule_due(&counts);
+}
+
+/// Logs each dry-run finding once: `reported` keeps those still due.
+fn report_dry_runs(dry: &[Due], reported: &mut HashSet<(ClientId, SystemTime)>) {
+    reported.retain(|(id, at)| dry.iter().any(|d| d.client_id == *id && d.at == *at));
+    for d in dry {
+        if reported.insert((d.client_id.clone(), d.at)) {
+            info!(
+                client_id = %d.client_id,
+                rule = %d.rule().label,
+                due = %humantime::format_rfc3339_seconds(d.at),
+                "schedule dry run: would rotate this client now"
+            );
+        }
+    }
+}
+
+/// The waits before a failed scheduled rotation is tried again: the pass interval, doubling
+/// up to an hour.
+fn retry_waits(interval: Duration) -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(interval)
+        .with_factor(2.0)
+        .with_max_delay(MAX_RETRY_WAIT)
+        .without_max_times()
+        .build()
 }
 
 /// Another replica or a caller rotated the client, or is rotating it.
@@ -336,5 +377,19 @@ fn waits_for_room(e: &RotationError) -> bool {
         RotationError::Overloaded => true,
         RotationError::Issuer(e) => e.kind() == IssuerErrorKind::RateLimited,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_rotation_waits_the_interval_then_twice_as_long_up_to_an_hour() {
+        let waits: Vec<u64> = retry_waits(Duration::from_secs(60))
+            .take(8)
+            .map(|d| d.as_secs())
+            .collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
     }
 }
