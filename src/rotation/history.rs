@@ -51,6 +51,23 @@ pub struct HistoryEntry {
     pub outcome: String,
 }
 
+impl HistoryEntry {
+    /// A rotation under way: nothing stored yet, no caller or reason known.
+    fn running(rotation_id: Uuid, strategy: Strategy, started_at: SystemTime) -> Self {
+        Self {
+            rotation_id,
+            strategy,
+            started_at,
+            stored_at: None,
+            caller: None,
+            reason: None,
+            recovered: false,
+            kv_version: None,
+            outcome: RUNNING.to_owned(),
+        }
+    }
+}
+
 fn is_immediate(strategy: &Strategy) -> bool {
     *strategy == Strategy::Immediate
 }
@@ -134,15 +151,9 @@ impl ClientState {
         self.history.insert(
             0,
             HistoryEntry {
-                rotation_id: intent.rotation_id,
-                strategy,
-                started_at: intent.started_at,
-                stored_at: None,
                 caller: intent.caller.clone(),
                 reason: intent.reason.clone(),
-                recovered: false,
-                kv_version: None,
-                outcome: RUNNING.to_owned(),
+                ..HistoryEntry::running(intent.rotation_id, strategy, intent.started_at)
             },
         );
         self.history.truncate(keep.max(1));
@@ -211,20 +222,8 @@ impl ClientState {
         {
             Some(at) => &mut self.history[at],
             None => {
-                self.history.insert(
-                    0,
-                    HistoryEntry {
-                        rotation_id,
-                        strategy,
-                        started_at,
-                        stored_at: None,
-                        caller: None,
-                        reason: None,
-                        recovered: false,
-                        kv_version: None,
-                        outcome: RUNNING.to_owned(),
-                    },
-                );
+                self.history
+                    .insert(0, HistoryEntry::running(rotation_id, strategy, started_at));
                 &mut self.history[0]
             }
         }

@@ -154,25 +154,36 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             rotation_id = field::Empty,
             outcome = field::Empty,
         );
-        // The spawned task waits for Auth0's budget as its caller would (`upstream::Call`).
+        self.detached(deadline, span, async move {
+            let _slot = slot;
+            let _open = InFlight::start();
+            this.rotate_audited(command, deadline).await
+        })
+        .await
+    }
+
+    /// Runs `work` in `span` in a task of its own, so that a caller who hangs up cannot cut it
+    /// off between Auth0 and Vault. It waits for Auth0's budget as its caller would, until
+    /// `deadline` (`upstream::Call`).
+    /// Spawned at once, not when awaited: the work's future (several kilobytes) is boxed
+    /// before it could become part of the caller's.
+    pub(super) fn detached<T, W>(
+        &self,
+        deadline: Instant,
+        span: tracing::Span,
+        work: W,
+    ) -> impl Future<Output = Result<T, RotationError>> + use<T, W, I, S, L>
+    where
+        T: Send + 'static,
+        W: Future<Output = Result<T, RotationError>> + Send + 'static,
+    {
         let call = crate::upstream::Call {
             deadline: Some(deadline),
             ..crate::upstream::current()
         };
-        // Boxed: spawning moves the future, and a rotation's is several kilobytes.
-        let rotation = Box::pin(crate::upstream::within(
-            call,
-            async move {
-                let _slot = slot;
-                let _open = InFlight::start();
-                this.rotate_audited(command, deadline).await
-            }
-            .instrument(span),
-        ));
-        self.tasks
-            .spawn(rotation)
-            .await
-            .map_err(|_| RotationError::Internal)?
+        let work = Box::pin(crate::upstream::within(call, work.instrument(span)));
+        let task = self.tasks.spawn(work);
+        async move { task.await.map_err(|_| RotationError::Internal)? }
     }
 
     async fn rotate_audited(

@@ -184,48 +184,37 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             trace_id = %origin.trace_id,
             outcome = field::Empty,
         );
-        let call = crate::upstream::Call {
-            deadline: Some(deadline),
-            ..crate::upstream::current()
-        };
         // In its own task: a caller who hangs up cannot cut it off between Auth0 and Vault.
-        let promotion = Box::pin(crate::upstream::within(
-            call,
-            async move {
-                this.recovery_possible()?;
-                let result = this
-                    .locked(
-                        &client_id,
-                        rotation_id,
-                        this.promote_under_lease(&client_id, rotation_id, &origin, deadline),
-                    )
-                    .await;
-                let (event, outcome) = match &result {
-                    Ok(r) if r.replayed => (Event::Succeeded, "replayed"),
-                    Ok(r) if r.metadata.recovered => (Event::Recovered, "recovered"),
-                    Ok(_) => (Event::Succeeded, "promoted"),
-                    Err(e) => (Event::Failed, e.outcome()),
-                };
-                let version = result.as_ref().ok().map(|r| r.stored.version);
-                tracing::Span::current().record("outcome", outcome);
-                crate::metrics::rotation(outcome, "staged", client_id.as_str());
-                audit_rotation(
-                    event,
-                    &origin,
+        self.detached(deadline, span, async move {
+            this.recovery_possible()?;
+            let result = this
+                .locked(
                     &client_id,
-                    None,
                     rotation_id,
-                    outcome,
-                    version,
-                );
-                result
-            }
-            .instrument(span),
-        ));
-        self.tasks
-            .spawn(promotion)
-            .await
-            .map_err(|_| RotationError::Internal)?
+                    this.promote_under_lease(&client_id, rotation_id, &origin, deadline),
+                )
+                .await;
+            let (event, outcome) = match &result {
+                Ok(r) if r.replayed => (Event::Succeeded, "replayed"),
+                Ok(r) if r.metadata.recovered => (Event::Recovered, "recovered"),
+                Ok(_) => (Event::Succeeded, "promoted"),
+                Err(e) => (Event::Failed, e.outcome()),
+            };
+            let version = result.as_ref().ok().map(|r| r.stored.version);
+            tracing::Span::current().record("outcome", outcome);
+            crate::metrics::rotation(outcome, "staged", client_id.as_str());
+            audit_rotation(
+                event,
+                &origin,
+                &client_id,
+                None,
+                rotation_id,
+                outcome,
+                version,
+            );
+            result
+        })
+        .await
     }
 
     async fn promote_under_lease(
