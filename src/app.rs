@@ -16,7 +16,7 @@ use crate::{
     listener::{self, Connections},
     metrics,
     proto::{self, secret_rotation_service_server::SecretRotationServiceServer},
-    rotation::{ClientId, IssuerError, RotationService, StoreError},
+    rotation::{self, ClientId, IssuerError, RotationService, StoreError},
     vault::VaultStore,
     webhook::{self, Webhook, WebhookError},
 };
@@ -195,23 +195,15 @@ pub async fn serve(
                 async {
                     // The reconciler starts once the start-up checks have passed.
                     ready_rx.await.ok();
-                    // Healing, scans and schedules are background work: they leave callers
-                    // Auth0's reserve.
-                    let background = crate::upstream::Call {
-                        priority: crate::upstream::Priority::Background,
-                        deadline: None,
-                    };
+                    // Healing, scans and schedules are background work (`rotation::background`).
                     let scheduler = async {
                         if let Some(interval) = schedule_interval {
-                            Arc::clone(&rotations).schedule_forever(interval).await;
+                            rotation::scheduler::run(Arc::clone(&rotations), interval).await;
                         }
                     };
-                    crate::upstream::within(
-                        background,
-                        futures_util::future::join(
-                            Arc::clone(&rotations).reconcile_forever(),
-                            scheduler,
-                        ),
+                    futures_util::future::join(
+                        rotation::reconciler::run(Arc::clone(&rotations)),
+                        scheduler,
                     )
                     .await;
                 }

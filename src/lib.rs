@@ -10,6 +10,8 @@
 //!   carry, `traceparent` on outgoing requests.
 //! - [`metrics`]: the Prometheus registry and the functions that record into it; imports
 //!   nothing.
+//! - [`work`]: the piece of work an upstream request belongs to (who waits, until when), carried
+//!   as a task-local; imports nothing.
 //! - [`upstream`]: sends every request to Auth0 and Vault, timed (metrics) and traced (a client
 //!   span, `traceparent`).
 //! - [`rotation`]: the protocol. Owns its ports (`SecretIssuer`, `SecretStore`, `Ledger`), their
@@ -50,6 +52,7 @@ pub mod trace;
 pub mod upstream;
 pub mod vault;
 pub mod webhook;
+pub mod work;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

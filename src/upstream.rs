@@ -4,46 +4,8 @@
 //! Calls outside any span (readiness checks every few seconds) are timed but not traced, so
 //! that they do not flood the trace backend with one-span traces.
 
-use std::future::Future;
-
 use reqwest::{RequestBuilder, Response};
-use tokio::time::Instant;
 use tracing::{Instrument, Span, debug_span, field::Empty};
-
-/// Who waits for the upstream requests of a piece of work, and until when: what a rate-limit
-/// governor needs to decide whether to wait for its budget or refuse at once. Carried with the
-/// work (a Tokio task-local, like a span) so that the protocol's ports need not pass it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Call {
-    pub priority: Priority,
-    /// The caller's deadline; none for work nobody waits on.
-    pub deadline: Option<Instant>,
-}
-
-/// Who is waiting for a request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Priority {
-    /// A caller waits for the answer (RotateSecret, CompleteRotation, GetRotationStatus).
-    #[default]
-    Interactive,
-    /// Work nobody waits on (a timer's promotion, healing, scans): it leaves interactive
-    /// calls a reserve and yields to them.
-    Background,
-}
-
-tokio::task_local! {
-    static CALL: Call;
-}
-
-/// Runs `work` as `call`. A task spawned inside it starts without: pass [`current`] on.
-pub async fn within<F: Future>(call: Call, work: F) -> F::Output {
-    CALL.scope(call, work).await
-}
-
-/// The call the current work runs as (interactive, without deadline, outside any).
-pub fn current() -> Call {
-    CALL.try_with(|c| *c).unwrap_or_default()
-}
 
 /// Sends `request` to `upstream` ("auth0" or "vault"); `operation` names it in spans and
 /// metrics. The span's attributes are HTTP semantic conventions and never the URL's path or

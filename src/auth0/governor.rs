@@ -22,7 +22,7 @@ use std::{sync::Mutex, time::Duration};
 use reqwest::header::HeaderMap;
 use tokio::{sync::Notify, time::Instant};
 
-pub use crate::upstream::Priority;
+pub use crate::work::Priority;
 
 /// How the governor spends the bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]

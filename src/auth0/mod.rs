@@ -285,7 +285,7 @@ impl Auth0Client {
         operation: &'static str,
         json: Option<Vec<u8>>,
     ) -> Result<Response, SendError> {
-        let call = crate::upstream::current();
+        let work = crate::work::current();
         let mut renewed = false;
         // Auth0 answered 429 this many times: another tool spends the tenant's budget.
         let mut refused = 0;
@@ -293,7 +293,7 @@ impl Auth0Client {
             let permit = self
                 .inner
                 .governor
-                .acquire(call.priority, call.deadline)
+                .acquire(work.priority, work.deadline)
                 .await
                 .map_err(|wait| {
                     crate::metrics::rate_limited("auth0_budget");
@@ -326,7 +326,7 @@ impl Auth0Client {
                 // sent again, if the caller can wait that long.
                 let wait = retry_after(response.headers()).unwrap_or(Duration::from_secs(1));
                 if refused < MAX_429_RETRIES
-                    && call
+                    && work
                         .deadline
                         .is_none_or(|d| tokio::time::Instant::now() + wait < d)
                 {

@@ -14,17 +14,12 @@ use crate::{
     auth::Rpc,
     proto,
     rotation::{
-        BATCH_MAX, ClientId, IdempotencyKey, Ledger, RotateCommand, Rotation, RotationError,
-        SecretIssuer, SecretStore, Selector, ValidationError,
+        BatchClients, BatchCommand, ClientId, Ledger, Rotation, RotationError, SecretIssuer,
+        SecretStore, Selector, batch,
     },
-    upstream::{Call as UpstreamCall, Priority},
 };
 
 pub(super) type Stream = ReceiverStream<Result<proto::RotateSecretsResponse, Status>>;
-
-/// The most rotations of one batch at once, and how many when the request does not say.
-const MOST_AT_ONCE: usize = 32;
-const DEFAULT_AT_ONCE: usize = 4;
 
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
     pub(super) async fn batch(
@@ -35,27 +30,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
         let (origin, caller) = self.authenticate(call, &request, "")?;
         let deadline = self.deadline_of(&request);
         let body = request.into_inner();
-        let concurrency = match usize::try_from(body.max_concurrency) {
-            Ok(0) => DEFAULT_AT_ONCE,
-            Ok(n) if n <= MOST_AT_ONCE => n,
-            _ => return Err(RotationError::from(ValidationError::BatchConcurrency).into()),
-        };
-        let prefix = body.idempotency_key_prefix.as_str();
-        if prefix.len() > 64 || (!prefix.is_empty() && IdempotencyKey::parse(prefix).is_err()) {
-            return Err(RotationError::from(ValidationError::BatchKeyPrefix).into());
-        }
-        // Reason, strategy and distribute_for, checked as RotateSecret checks them, once for
-        // all; the client id is each client's.
-        let mut template =
-            RotateCommand::parse("batch", &body.reason, "").map_err(RotationError::from)?;
-        template.strategy = convert::strategy_from(body.strategy)?;
-        template.distribute_for = body
-            .distribute_for
-            .map(convert::duration_from)
-            .transpose()?;
-        self.service
-            .distribute_for(&template)
-            .map_err(RotationError::from)?;
         let selector = body
             .selector
             .map(|s| {
@@ -68,30 +42,33 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
             })
             .transpose()
             .map_err(RotationError::from)?;
-        if body.client_ids.len() > BATCH_MAX {
-            return Err(RotationError::from(ValidationError::BatchTooLarge).into());
-        }
-        let named = body
-            .client_ids
-            .iter()
-            .enumerate()
-            .map(|(n, id)| ClientId::parse(id).map_err(|_| ValidationError::BatchClientId(n)))
-            .collect::<Result<Vec<_>, _>>()
+        let mut batch = BatchCommand::parse(
+            &body.client_ids,
+            selector,
+            &body.reason,
+            &body.idempotency_key_prefix,
+            body.max_concurrency,
+        )
+        .map_err(RotationError::from)?;
+        batch.strategy = convert::strategy_from(body.strategy)?;
+        batch.distribute_for = body
+            .distribute_for
+            .map(convert::duration_from)
+            .transpose()?;
+        // Checked as RotateSecret checks it, once for all.
+        self.service
+            .distribute_for(batch.strategy, batch.distribute_for)
             .map_err(RotationError::from)?;
         // One admission for the batch: Auth0's rate limit paces its rotations.
         self.gate
             .admit_rotation(&caller)
             .map_err(|e| self.refuse(&origin, "", e))?;
-        let clients = match (named.is_empty(), selector) {
-            (false, None) => named,
-            (true, Some(selector)) => {
-                within_deadline(deadline, self.service.select(&selector)).await?
+        let clients = match &batch.clients {
+            BatchClients::Named(named) => named.clone(),
+            BatchClients::Selected(selector) => {
+                within_deadline(deadline, batch::select(&self.service, selector)).await?
             }
-            _ => return Err(RotationError::from(ValidationError::BatchClients).into()),
         };
-        if clients.len() > BATCH_MAX {
-            return Err(RotationError::from(ValidationError::BatchTooLarge).into());
-        }
 
         let mut refused = Vec::new();
         let mut commands = Vec::new();
@@ -107,21 +84,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
                 refused.push((client_id, Status::from(e)));
                 continue;
             }
-            let key = match prefix.is_empty() {
-                true => None,
-                false => Some(
-                    IdempotencyKey::parse(&format!("{prefix}{}", client_id.as_str()))
-                        .map_err(RotationError::from)?
-                        .expect("not empty"),
-                ),
-            };
-            commands.push(RotateCommand {
-                client_id,
-                idempotency_key: key,
-                origin: origin.clone(),
-                ..template.clone()
-            });
+            commands.push(batch.command(client_id, origin.clone()));
         }
+        let concurrency = batch.concurrency;
 
         let (answers, stream) = mpsc::channel(16);
         let service = Arc::clone(&self.service);
@@ -136,14 +101,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
                 }
                 let (done, finished) = mpsc::channel(concurrency);
                 // Batches are background work: they leave callers Auth0's reserve.
-                let background = UpstreamCall {
-                    priority: Priority::Background,
-                    deadline: None,
-                };
-                let run = crate::upstream::within(
-                    background,
-                    service.rotate_many(commands, concurrency, each, done),
-                );
+                let run = batch::rotate_many(&service, commands, concurrency, each, done);
                 let forward = async {
                     // Owned here: dropped when the caller hangs up, which stops new rotations.
                     let mut finished = finished;

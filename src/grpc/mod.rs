@@ -244,7 +244,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
                 .map(convert::duration_from)
                 .transpose()?;
             self.service
-                .distribute_for(&command)
+                .distribute_for(command.strategy, command.distribute_for)
                 .map_err(RotationError::from)?;
             self.admit(&caller, Rpc::RotateSecret, &command.client_id)
                 .map_err(|e| self.refuse(&origin, command.client_id.as_str(), e))?;
@@ -349,7 +349,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
             let deadline = self.deadline_of(&request);
             let page = within_deadline(
                 deadline,
-                self.service.inventory(from.as_ref(), size, visible),
+                crate::rotation::inventory::page(&self.service, from.as_ref(), size, visible),
             )
             .await?;
             Ok(Response::new(page.into()))
@@ -433,13 +433,13 @@ pub fn decode_refusals(
 }
 
 /// Runs `work` as an interactive call until `deadline`: Auth0's rate-limit budget is waited
-/// for that long at most (`upstream::Call`).
-async fn within_deadline<F: Future>(deadline: Instant, work: F) -> F::Output {
-    let call = crate::upstream::Call {
-        priority: crate::upstream::Priority::Interactive,
+/// for that long at most (`work::Work`).
+async fn within_deadline<F: Future>(deadline: Instant, future: F) -> F::Output {
+    let work = crate::work::Work {
+        priority: crate::work::Priority::Interactive,
         deadline: Some(deadline),
     };
-    crate::upstream::within(call, work).await
+    crate::work::within(work, future).await
 }
 
 /// The caller's `grpc-timeout` capped at the maximum, or the default. A tenth of it (at most a

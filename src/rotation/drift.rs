@@ -1,76 +1,66 @@
 //! Drift: whether Vault holds the secret Auth0 accepts. Checked on demand (GetRotationStatus
 //! with check_drift) and, with `ROTATOR_DRIFT_SCAN_INTERVAL`, by the scanning replica's pass
 //! over every client record (`reconciler.rs`), as background work within Auth0's budget. What
-//! each check found is kept for ListClients and counted in `secret_rotator_drifted_clients`;
-//! a drift found is notified (`drift.detected`).
+//! each check found is kept in the [`DriftBook`] for ListClients and counted in
+//! `secret_rotator_drifted_clients`; a drift found is notified (`drift.detected`).
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
 
 use tracing::warn;
 
 use super::{
-    Ledger, RotationService, SecretIssuer, SecretStore,
     ids::ClientId,
-    records::{ClientState, Drift},
+    pipeline::Pipeline,
+    ports::{Ledger, SecretIssuer, SecretStore},
+    records::Drift,
+    state::ClientState,
 };
 
-/// What the last check of each client found, and how many of them found drift (kept as the
-/// checks come in: a scan checks every client, and must not count them all each time).
+/// What the last check of each client found on this replica, and when its scans last checked.
 #[derive(Debug, Default)]
 pub(super) struct DriftBook {
+    found: Mutex<Found>,
+    scanned: Mutex<Option<SystemTime>>,
+}
+
+/// What each client's last check found, and how many of them found drift (kept as the checks
+/// come in: a scan checks every client, and must not count them all each time).
+#[derive(Debug, Default)]
+struct Found {
     by_client: HashMap<ClientId, Drift>,
     drifted: usize,
 }
 
 impl DriftBook {
-    fn found(&mut self, client_id: &ClientId, drift: Drift) {
-        let was = self.by_client.insert(client_id.clone(), drift);
+    fn found(&self, client_id: &ClientId, drift: Drift) {
+        let mut found = self.found.lock().expect("drift book poisoned");
+        let was = found.by_client.insert(client_id.clone(), drift);
         if was == Some(Drift::Drifted) {
-            self.drifted -= 1;
+            found.drifted -= 1;
         }
         if drift == Drift::Drifted {
-            self.drifted += 1;
+            found.drifted += 1;
         }
-    }
-}
-
-impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
-    /// Compares the client's Vault secret with Auth0's and remembers what it found.
-    pub(super) async fn check_drift(&self, client_id: &ClientId) -> Drift {
-        let drift = match self.in_sync(client_id).await {
-            Ok(true) => Drift::InSync,
-            Ok(false) => {
-                self.drift_found(client_id).await;
-                Drift::Drifted
-            }
-            Err(e) => {
-                warn!(%client_id, error = %e, "drift could not be checked");
-                Drift::Unknown
-            }
-        };
-        let mut book = self.drift.lock().expect("drift book poisoned");
-        book.found(client_id, drift);
-        crate::metrics::drifted_clients(book.drifted);
-        drift
+        crate::metrics::drifted_clients(found.drifted);
     }
 
     /// What the last check of the client found, if one ran on this replica.
-    pub fn known_drift(&self, client_id: &ClientId) -> Option<Drift> {
-        self.drift
-            .lock()
-            .expect("drift book poisoned")
-            .by_client
-            .get(client_id)
-            .copied()
+    pub(super) fn known(&self, client_id: &ClientId) -> Option<Drift> {
+        let found = self.found.lock().expect("drift book poisoned");
+        found.by_client.get(client_id).copied()
     }
 
-    /// Whether this pass of the scanner checks drift: scans are on and the last is an
-    /// interval ago. Marks the pass as the last when it is.
-    pub(super) fn drift_pass_due(&self) -> bool {
-        let Some(interval) = self.settings.drift_scan_interval else {
+    /// Whether a scan now checks drift: scans check every `interval` (never without one).
+    /// Marks the scan as the last when it does.
+    pub(super) fn scan_due(&self, interval: Option<Duration>) -> bool {
+        let Some(interval) = interval else {
             return false;
         };
-        let mut last = self.drift_scanned.lock().expect("drift scan poisoned");
+        let mut last = self.scanned.lock().expect("drift scan poisoned");
         let now = SystemTime::now();
         let due = last.is_none_or(|l| now.duration_since(l).is_ok_and(|d| d >= interval));
         if due {
@@ -78,12 +68,38 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         }
         due
     }
+}
 
-    /// During a drift pass: a client whose secret the service stored, with no rotation under
-    /// way or staged (those change Vault on purpose), is checked.
-    pub(super) async fn scan_drift(&self, client_id: &ClientId, state: &ClientState) {
-        if state.last.is_some() && state.intent.is_none() && state.staged.is_none() {
-            self.check_drift(client_id).await;
+/// Compares the client's Vault secret with Auth0's and writes what it found in `book`.
+pub(super) async fn check<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    book: &DriftBook,
+    client_id: &ClientId,
+) -> Drift {
+    let drift = match p.in_sync(client_id).await {
+        Ok(true) => Drift::InSync,
+        Ok(false) => {
+            p.outbox.drift_found(&p.ledger, client_id).await;
+            Drift::Drifted
         }
+        Err(e) => {
+            warn!(%client_id, error = %e, "drift could not be checked");
+            Drift::Unknown
+        }
+    };
+    book.found(client_id, drift);
+    drift
+}
+
+/// During a drift scan: a client whose secret the service stored, with no rotation under way
+/// or staged (those change Vault on purpose), is checked.
+pub(super) async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    book: &DriftBook,
+    client_id: &ClientId,
+    state: &ClientState,
+) {
+    if state.last.is_some() && state.intent.is_none() && state.staged.is_none() {
+        check(p, book, client_id).await;
     }
 }

@@ -289,31 +289,6 @@ pub enum RotationError {
 }
 
 impl RotationError {
-    /// A short, stable name for the audit trail.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Self::InvalidArgument(_) => "invalid_argument",
-            Self::VaultBeforeRotation(_) | Self::Vault(_) => "vault_failed",
-            Self::Issuer(e) => e.kind().as_str(),
-            Self::Busy => "busy",
-            Self::IdempotencyInProgress => "idempotency_in_progress",
-            Self::RecoveryUnavailable => "recovery_unavailable",
-            Self::RecoveryFailed { .. } => "recovery_failed",
-            Self::Recovered { .. } => "recovered",
-            Self::OutcomeUnknown { .. } => "outcome_unknown",
-            Self::StoreAfterRotation { .. } => "store_failed_after_rotation",
-            Self::Drifted { .. } => "drifted",
-            Self::OwnClient { .. } => "own_client",
-            Self::StagedPending { .. } => "staged_pending",
-            Self::Superseded { .. } => "superseded",
-            Self::NotStaged { .. } => "not_staged",
-            Self::AlreadyPromoted { .. } => "already_promoted",
-            Self::NothingToStage { .. } => "nothing_to_stage",
-            Self::Overloaded => "overloaded",
-            Self::Internal => "internal",
-        }
-    }
-
     /// Whether the rotation's intent stays open for recovery (its idempotency key stays bound).
     pub(super) fn leaves_open_intent(&self) -> bool {
         matches!(
@@ -326,6 +301,7 @@ impl RotationError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rotation::outcome::Outcome;
 
     #[test]
     fn only_a_request_that_was_sent_can_have_an_unknown_outcome() {
@@ -363,7 +339,7 @@ mod tests {
             ),
         ];
         for (err, name) in cases {
-            assert_eq!(RotationError::from(err).outcome(), name);
+            assert_eq!(Outcome::of(&RotationError::from(err)).name(), name);
         }
         assert!(StoreError::Unavailable("503".into()).is_transient());
         assert!(!StoreError::CasMismatch.is_transient());

@@ -1,7 +1,7 @@
-//! A client's last rotations, newest first, kept in its ledger record: started by the write
-//! that takes the lease and records the intent, settled by the write that closes it. History
-//! costs no Vault request of its own, and a rotation healed by another replica settles the
-//! entry its first replica started.
+//! One entry of a client's history (its last rotations, newest first, kept in its ledger record
+//! by `state.rs`), and how the history is written compactly. History costs no Vault request of
+//! its own: it is started by the write that takes the lease and settled by the write that closes
+//! it, so a rotation healed by another replica settles the entry its first replica started.
 
 use std::time::SystemTime;
 
@@ -9,13 +9,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    Ledger, RotationError, RotationService,
-    ids::{ClientId, Reason},
-    records::{ClientState, Intent, KvVersion, Rotation, Step, Strategy},
+    ids::Reason,
+    outcome::Outcome,
+    records::{KvVersion, Strategy},
 };
-
-/// The outcome of a rotation still under way (or cut off and not healed yet).
-pub const RUNNING: &str = "running";
 
 /// One rotation of a client, as ListRotations shows it. No secret.
 ///
@@ -53,7 +50,7 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     /// A rotation under way: nothing stored yet, no caller or reason known.
-    fn running(rotation_id: Uuid, strategy: Strategy, started_at: SystemTime) -> Self {
+    pub(super) fn running(rotation_id: Uuid, strategy: Strategy, started_at: SystemTime) -> Self {
         Self {
             rotation_id,
             strategy,
@@ -63,7 +60,7 @@ impl HistoryEntry {
             reason: None,
             recovered: false,
             kv_version: None,
-            outcome: RUNNING.to_owned(),
+            outcome: Outcome::Running.name().to_owned(),
         }
     }
 }
@@ -122,114 +119,6 @@ mod epoch_nanos {
     }
 }
 
-impl<I, S, L: Ledger> RotationService<I, S, L> {
-    /// ListRotations: the client's last rotations, newest first. One read of its record.
-    pub async fn history(&self, client_id: &ClientId) -> Result<Vec<HistoryEntry>, RotationError> {
-        let state = self
-            .ledger
-            .read_state(client_id)
-            .await
-            .map_err(RotationError::Vault)?;
-        Ok(state.value.history)
-    }
-}
-
-impl ClientState {
-    /// The rotation `intent` starts, at the head of the history, which keeps `keep` entries.
-    /// A promotion or cancellation continues its staged rotation's entry instead.
-    pub(super) fn history_started(&mut self, intent: &Intent, keep: usize) {
-        let strategy = match intent.step {
-            Step::Rotate => Strategy::Immediate,
-            Step::Stage | Step::Promote | Step::Cancel => Strategy::Staged,
-        };
-        if matches!(intent.step, Step::Promote | Step::Cancel)
-            && self.history_entry(intent.rotation_id).is_some()
-        {
-            return;
-        }
-        self.history.retain(|e| e.rotation_id != intent.rotation_id);
-        self.history.insert(
-            0,
-            HistoryEntry {
-                caller: intent.caller.clone(),
-                reason: intent.reason.clone(),
-                ..HistoryEntry::running(intent.rotation_id, strategy, intent.started_at)
-            },
-        );
-        self.history.truncate(keep.max(1));
-    }
-
-    /// Settles the entry of `rotation.metadata.rotation_id` with what it stored.
-    pub(super) fn history_stored(&mut self, rotation: &Rotation, outcome: &str) {
-        let m = &rotation.metadata;
-        let entry = self.history_entry_or_new(m.rotation_id, m.strategy, m.rotated_at);
-        entry.stored_at = Some(m.rotated_at);
-        entry.kv_version = Some(rotation.stored.version);
-        entry.recovered |= m.recovered;
-        entry.caller = entry.caller.take().or_else(|| m.caller.clone());
-        entry.reason = entry.reason.take().or_else(|| m.reason.clone());
-        entry.outcome = outcome.to_owned();
-    }
-
-    /// Settles the entry of `rotation_id` with a failure, unless its rotation is still staged
-    /// (a failed promotion leaves the staged rotation as it was).
-    pub(super) fn history_failed(&mut self, rotation_id: Uuid, outcome: &str) {
-        if self
-            .staged
-            .as_ref()
-            .is_some_and(|s| s.rotation_id == rotation_id)
-        {
-            return;
-        }
-        if let Some(entry) = self.history_entry(rotation_id) {
-            entry.outcome = outcome.to_owned();
-        }
-    }
-
-    /// At the close of `rotation_id`: an entry still running was closed without an outcome
-    /// of its own (cut off, healed without a rotation): it failed. A staged rotation's entry
-    /// that a promotion or cancellation left running is staged again.
-    pub(super) fn history_closed(&mut self, rotation_id: Uuid) {
-        let staged = self
-            .staged
-            .as_ref()
-            .is_some_and(|s| s.rotation_id == rotation_id);
-        if let Some(entry) = self.history_entry(rotation_id)
-            && entry.outcome == RUNNING
-        {
-            entry.outcome = if staged { "staged" } else { "failed" }.to_owned();
-        }
-    }
-
-    fn history_entry(&mut self, rotation_id: Uuid) -> Option<&mut HistoryEntry> {
-        self.history
-            .iter_mut()
-            .find(|e| e.rotation_id == rotation_id)
-    }
-
-    /// The entry of `rotation_id`; a new one at the head for a record written before history
-    /// was kept.
-    fn history_entry_or_new(
-        &mut self,
-        rotation_id: Uuid,
-        strategy: Strategy,
-        started_at: SystemTime,
-    ) -> &mut HistoryEntry {
-        match self
-            .history
-            .iter()
-            .position(|e| e.rotation_id == rotation_id)
-        {
-            Some(at) => &mut self.history[at],
-            None => {
-                self.history
-                    .insert(0, HistoryEntry::running(rotation_id, strategy, started_at));
-                &mut self.history[0]
-            }
-        }
-    }
-}
-
 /// The history as one JSON string in the record: Vault (and its audit devices) handle one
 /// field instead of every field of every entry, which every write of the record would carry.
 /// Records that hold it as an array still read.
@@ -266,6 +155,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+    use crate::rotation::state::ClientState;
 
     /// An immediate rotation stored as KV version 2.
     fn stored() -> HistoryEntry {

@@ -1,63 +1,77 @@
 //! The rotation protocol, generic over its ports ([`SecretIssuer`], [`SecretStore`],
-//! [`Ledger`]). It owns its vocabulary (ids, records, the Client model, errors) and imports no
-//! adapter, no transport and no configuration: the adapters implement the ports, the gRPC layer
-//! translates, `app` composes.
+//! [`Ledger`]). It owns its vocabulary (ids, records, the Client model, errors, outcomes) and
+//! imports no adapter, no transport and no configuration: the adapters implement the ports, the
+//! gRPC layer translates, `app` composes.
 //!
-//! A rotation of client C:
-//! 1. takes C's lease in the ledger and records the intent, in one check-and-set write (an open
-//!    intent left by a dead rotation is healed first);
-//! 2. calls Auth0's rotate-secret;
-//! 3. writes the secret with check-and-set against the KV version observed under the lease;
-//! 4. closes the intent and releases the lease in one check-and-set write.
+//! Every kind of rotation is a sequence of steps, and every step runs through one pipeline
+//! (`pipeline.rs`): acquire the client's lease with the step's intent, act (Auth0, Vault), store
+//! or refuse, close (history entry and notification in the closing write), finish (metric,
+//! audit event). An intent that stays open (crash, lost answer, Vault failure) is healed by its
+//! step (`recovery.rs`): a lost secret is read back from Auth0, never rotated again.
 //!
-//! An intent that stays open (crash, lost answer, Vault failure) is healed by reading the live
-//! secret back from Auth0 and storing it: never by rotating again.
+//! # Reading order
 //!
-//! # Layout
-//! - `ports`: the three traits the protocol is generic over;
-//! - `error`: the ports' errors with their `kind()`, and [`RotationError`];
-//! - `ids`: validated ids and request values; `records`: versions, commands and stored records;
+//! Bottom-up: each file imports only files above it (`scripts/layout.py` checks it in CI).
+//!
+//! - `ids`: validated names and values (ClientId, Reason, IdempotencyKey, PathTemplate);
 //! - `client`: Auth0's Client object, tolerant of anything Auth0 sends;
-//! - `service`: [`RotationService`] and one rotation from request to answer;
-//! - `store`: storing a secret Auth0 now holds, and closing the rotation that got it;
-//! - `lease`: the per-client lease (local lock, ledger lease, fence) and waiting for it;
+//! - `records`: values the protocol reads and writes (versions, intents, leases, secrets);
+//! - `error`: the ports' errors with their `kind()`, and [`RotationError`];
+//! - `notify`: what a notification for a webhook holds;
+//! - `outcome`: [`Outcome`], how a step ended, and its one name;
+//! - `history`: one entry of a client's history, written compactly;
+//! - `state`: the per-client ledger record ([`ClientState`]) and what taking its lease yields;
+//! - `command`: what callers ask for, validated (RotateCommand, BatchCommand, Selector);
+//! - `ports`: the three traits the protocol is generic over;
+//! - `schedule`: schedule rules and when each client is due;
+//! - `locks`, `left_open`, `timer`, `outbox`: per-replica state, each with its own API (local
+//!   locks and remembered records, intents this replica left open, staged rotations' due
+//!   times, notifications to deliver);
+//! - `pipeline`: the settings, and acquire, settle, close, refuse, store, finish;
 //! - `idempotency`: binding idempotency keys to answers;
-//! - `batch`: many rotations a bounded number at a time, and selecting clients (RotateSecrets);
-//! - `drift`: whether Vault holds Auth0's secret, on demand and by the scanner's passes;
-//! - `history`: each client's last rotations, kept in its ledger record;
+//! - `recovery`: healing an open intent by its step; the heal of a lost answer;
+//! - `steps`: RotateSecret, and the steps of each kind (`immediate`, `staged`);
+//! - `drift`: whether Vault holds Auth0's secret, and the book of what checks found;
+//! - `background`: the one way to start work nobody waits for;
+//! - `service`: [`RotationService`], the protocol's API, composing the pipeline;
 //! - `inventory`: the tenant's clients with their last rotations (ListClients);
-//! - `schedule`: schedule rules and when each client is due; `scheduler`: every replica's
-//!   passes that rotate the due clients;
-//! - `notify`: notifications for a webhook, recorded with the step they report;
-//! - `staged`: staged rotations: stage the next secret in Vault, promote it at Auth0, cancel;
-//! - `recovery`: healing an open intent from Auth0's live secret;
-//! - `reconciler`: finding open intents: this replica's own at once, everyone's by one scanner;
+//! - `batch`: RotateSecrets' selection and its rotations, a bounded number at a time;
+//! - `scheduler`: the passes that rotate due clients;
+//! - `reconciler`: healing intents left open, the scanner's passes, timed promotions;
 //! - `tests`: in-memory fakes of the ports and the protocol's tests.
 
-mod batch;
+mod background;
+pub mod batch;
 pub mod client;
+mod command;
 mod drift;
 mod error;
 mod history;
 mod idempotency;
 mod ids;
-mod inventory;
-mod lease;
+pub mod inventory;
+mod left_open;
+mod locks;
 mod notify;
+mod outbox;
+mod outcome;
+mod pipeline;
 mod ports;
-mod reconciler;
+pub mod reconciler;
 mod records;
 mod recovery;
 mod schedule;
-mod scheduler;
+pub mod scheduler;
 mod service;
-mod staged;
-mod store;
+mod state;
+mod steps;
 #[cfg(test)]
 mod tests;
+mod timer;
 
-pub use batch::{BATCH_MAX, Selector};
+pub use background::SCHEDULER_CALLER;
 pub use client::Client;
+pub use command::{BATCH_MAX, BatchClients, BatchCommand, LastSeen, RotateCommand, Selector};
 pub use error::{
     IssuerError, IssuerErrorKind, Reached, RotationError, StoreError, StoreErrorKind, Transport,
 };
@@ -66,16 +80,17 @@ pub use ids::{
     CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey, PathTemplate,
     REASON_MAX, Reason, ValidationError,
 };
-pub use inventory::{ClientPage, Inventory, InventoryEntry, PageCursor, secret_based};
+pub use inventory::{Inventory, InventoryEntry, secret_based};
 pub use notify::{Notification, NotificationKind};
-pub use ports::{Ledger, SecretIssuer, SecretStore};
+pub use outcome::Outcome;
+pub use pipeline::Settings;
+pub use ports::{ClientPage, Ledger, PageCursor, SecretIssuer, SecretStore};
 pub use records::{
-    Acquired, ClientState, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret,
-    KeySecrets, KvVersion, LastRotation, LastSeen, Lease, PreviousSecret, RotateCommand, Rotation,
-    RotationMetadata, RotationStatus, Staged, Step, StoredSecret, Strategy, Validated, Versioned,
-    millis,
+    Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeySecrets, KvVersion,
+    LastRotation, Lease, PreviousSecret, Rotation, RotationMetadata, RotationStatus, Staged, Step,
+    StoredSecret, Strategy, Validated, Versioned, millis,
 };
-pub use schedule::{Rule, Schedule, Window, WindowError};
-pub use scheduler::{SCHEDULER_CALLER, ScheduledRotation};
-pub use service::{RotationService, ScheduleSource, Settings};
-pub use staged::Cancelled;
+pub use schedule::{Rule, Schedule, ScheduledRotation, Window, WindowError};
+pub use service::{RotationService, ScheduleSource};
+pub use state::{Acquired, ClientState};
+pub use steps::Cancelled;

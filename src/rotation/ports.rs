@@ -9,12 +9,37 @@ use secrecy::SecretString;
 use super::{
     client::Client,
     error::{IssuerError, StoreError},
-    ids::{ClientId, OwnedKey},
-    inventory::{ClientPage, PageCursor},
-    records::{
-        ClientState, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Versioned,
-    },
+    ids::{ClientId, OwnedKey, ValidationError},
+    records::{IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Versioned},
+    state::ClientState,
 };
+
+/// Where the next page of Auth0's client list starts: Auth0's checkpoint, kept opaque but
+/// checked (a short string of URL-safe characters) before it is sent back to Auth0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor(String);
+
+impl PageCursor {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let safe = |b: u8| b.is_ascii_alphanumeric() || b"-_.~=".contains(&b);
+        match !raw.is_empty() && raw.len() <= 256 && raw.bytes().all(safe) {
+            true => Ok(Self(raw.to_owned())),
+            false => Err(ValidationError::PageToken),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One page of the issuer's client list.
+#[derive(Debug, Clone, Default)]
+pub struct ClientPage {
+    pub clients: Vec<Client>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageCursor>,
+}
 
 /// Port: issues secrets (Auth0).
 pub trait SecretIssuer: Send + Sync + 'static {

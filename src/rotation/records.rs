@@ -1,5 +1,5 @@
-//! The records the protocol reads and writes: commands, what Auth0 issued, what Vault holds, the
-//! per-client coordination record and idempotency records. Versions are [`KvVersion`]s, never
+//! The values the protocol reads and writes: what Auth0 issued, what Vault holds, the parts of
+//! the per-client coordination record (`state.rs`) and idempotency records. Versions are [`KvVersion`]s, never
 //! bare numbers.
 
 use std::{
@@ -13,9 +13,7 @@ use uuid::Uuid;
 
 use super::{
     client::Client,
-    history::HistoryEntry,
-    ids::{ClientId, IdempotencyKey, Reason, ValidationError},
-    notify::Notification,
+    ids::{ClientId, IdempotencyKey, Reason},
 };
 use crate::audit::Origin;
 
@@ -47,63 +45,6 @@ impl fmt::Display for KvVersion {
 pub struct Versioned<T> {
     pub version: KvVersion,
     pub value: T,
-}
-
-/// What taking a client's lease yields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Acquired {
-    /// The ledger record's version after the lease was written: every later write of the record
-    /// by this holder is check-and-set against it, so a holder whose lease was taken over can no
-    /// longer write.
-    pub fence: KvVersion,
-    /// The secret key's version as the last rotation left it (read from Vault when no
-    /// rotation is recorded): the check-and-set value of the secret write.
-    pub observed: KvVersion,
-    /// The record as the lease was taken, without the lease and the intent: what closing
-    /// the rotation starts from (the last rotation, a staged one).
-    pub before: ClientState,
-}
-
-/// One validated RotateSecret request.
-#[derive(Debug, Clone)]
-pub struct RotateCommand {
-    pub client_id: ClientId,
-    pub reason: Option<Reason>,
-    pub idempotency_key: Option<IdempotencyKey>,
-    /// Refuse to rotate unless Vault holds the secret Auth0 accepts now.
-    pub require_in_sync: bool,
-    pub strategy: Strategy,
-    /// Staged only: how long the next secret is distributed before it is promoted; the
-    /// service's default when `None`.
-    pub distribute_for: Option<Duration>,
-    /// Who asked, from where, under which trace (for the intent and the audit trail).
-    pub origin: Origin,
-    /// Rotate only while the client's last stored rotation is still the one seen: a scheduler
-    /// that found the client due does not rotate it again once anyone else has.
-    pub if_last: Option<LastSeen>,
-}
-
-/// The client's last stored rotation as someone saw it: its id, `None` when it had none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LastSeen(pub Option<Uuid>);
-
-impl RotateCommand {
-    pub fn parse(
-        client_id: &str,
-        reason: &str,
-        idempotency_key: &str,
-    ) -> Result<Self, ValidationError> {
-        Ok(Self {
-            client_id: ClientId::parse(client_id)?,
-            reason: Reason::parse(reason)?,
-            idempotency_key: IdempotencyKey::parse(idempotency_key)?,
-            require_in_sync: false,
-            strategy: Strategy::Immediate,
-            distribute_for: None,
-            origin: Origin::default(),
-            if_last: None,
-        })
-    }
 }
 
 /// What Auth0 handed back from a rotation: the client's metadata and its new secret.
@@ -142,6 +83,25 @@ pub struct RotationMetadata {
     pub recovered: bool,
     #[serde(default)]
     pub strategy: Strategy,
+}
+
+impl RotationMetadata {
+    /// Rotation `rotation_id` of `strategy`, stored now, as asked for.
+    pub fn new(
+        rotation_id: Uuid,
+        strategy: Strategy,
+        caller: Option<String>,
+        reason: Option<Reason>,
+    ) -> Self {
+        Self {
+            rotation_id,
+            rotated_at: SystemTime::now(),
+            reason,
+            caller,
+            recovered: false,
+            strategy,
+        }
+    }
 }
 
 /// A KV v2 version holding a secret.
@@ -198,67 +158,6 @@ pub enum Drift {
     Unknown,
 }
 
-/// Per-client coordination record, kept in Vault and only ever written with check-and-set. Its
-/// KV version is the fencing value: every change bumps it, so a holder whose lease was taken
-/// over can no longer write. The write that closes a rotation also records its facts here, so a
-/// rotation costs no separate metadata write and GetRotationStatus one read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClientState {
-    pub lease: Option<Lease>,
-    pub intent: Option<Intent>,
-    /// The last rotation stored (absent in records written before this field existed).
-    #[serde(default)]
-    pub last: Option<LastRotation>,
-    /// A staged rotation whose next secret is in Vault, waiting for promotion.
-    #[serde(default)]
-    pub staged: Option<Staged>,
-    /// The last staged rotation cancelled, so that a repeated cancel is answered alike.
-    #[serde(default)]
-    pub cancelled: Option<Uuid>,
-    /// Notifications not delivered yet (only while a webhook is configured).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notifications: Vec<Notification>,
-    /// The last rotations, newest first (`history.rs`).
-    #[serde(
-        default,
-        with = "super::history::packed",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub history: Vec<HistoryEntry>,
-}
-
-impl ClientState {
-    /// Whether a replica holds the client's lease right now.
-    pub fn leased(&self) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|l| l.active(SystemTime::now()))
-    }
-
-    /// No lease and no open intent: how a settled rotation leaves the record.
-    pub fn is_closed(&self) -> bool {
-        self.lease.is_none() && self.intent.is_none()
-    }
-
-    /// This record without lease and intent: how a rotation that changed nothing leaves it.
-    pub fn settled(&self) -> Self {
-        Self {
-            lease: None,
-            intent: None,
-            ..self.clone()
-        }
-    }
-
-    /// The settled record after a rotation stored `last`: a staged rotation is over.
-    pub fn closed_with(&self, last: LastRotation) -> Self {
-        Self {
-            last: Some(last),
-            staged: None,
-            ..self.settled()
-        }
-    }
-}
-
 /// The last rotation stored for a client, and the KV version of the secret it wrote: the
 /// check-and-set value of the next rotation's secret write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,6 +197,21 @@ pub struct Intent {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+impl Intent {
+    /// Step `step` of rotation `rotation_id`, asked for by `origin`, starting now.
+    pub fn new(rotation_id: Uuid, step: Step, origin: &Origin) -> Self {
+        Self {
+            rotation_id,
+            step,
+            caller: origin.caller.clone(),
+            trace_id: Some(origin.trace_id.clone()),
+            reason: None,
+            started_at: SystemTime::now(),
+            idempotency_key: None,
+        }
+    }
+}
+
 /// How a rotation replaces the secret.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -332,6 +246,16 @@ pub enum Step {
     Promote,
     /// Removing a staged secret from Vault; Auth0 untouched.
     Cancel,
+}
+
+impl Step {
+    /// The kind of rotation the step belongs to.
+    pub fn strategy(self) -> Strategy {
+        match self {
+            Self::Rotate => Strategy::Immediate,
+            Self::Stage | Self::Promote | Self::Cancel => Strategy::Staged,
+        }
+    }
 }
 
 /// A staged rotation: its next secret is in Vault, Auth0 still accepts the current one.

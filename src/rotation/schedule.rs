@@ -10,7 +10,7 @@ use jiff::{
     tz::TimeZone,
 };
 
-use super::{batch::Selector, client::Client, ids::ClientId, records::Strategy};
+use super::{client::Client, command::Selector, ids::ClientId, records::Strategy};
 
 /// The rules in force; empty when no schedule is configured.
 #[derive(Debug, Clone, Default)]
@@ -24,12 +24,37 @@ impl Schedule {
         self.governing(client_id, client).map(|at| &self.rules[at])
     }
 
+    /// When this schedule rotates `client` next, last rotated at `last` (`None`: due since
+    /// `started`); `None` when no rule governs it.
+    pub fn next_rotation(
+        &self,
+        client_id: &ClientId,
+        client: &Client,
+        last: Option<SystemTime>,
+        started: SystemTime,
+    ) -> Option<ScheduledRotation> {
+        let rule = self.rule_for(client_id, client)?;
+        Some(ScheduledRotation {
+            at: rule.due(client_id, last, started),
+            rule: rule.label.clone(),
+            dry_run: rule.dry_run,
+        })
+    }
+
     /// Where in `rules` the rule that governs `client` is.
     pub fn governing(&self, client_id: &ClientId, client: &Client) -> Option<usize> {
         self.rules
             .iter()
             .position(|rule| rule.selector.matches(client_id, client))
     }
+}
+
+/// When a schedule rotates a client next, and which rule says so (ListClients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRotation {
+    pub at: SystemTime,
+    pub rule: String,
+    pub dry_run: bool,
 }
 
 /// Which clients, how often, how and when.

@@ -13,25 +13,20 @@ use std::{
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::{StreamExt, stream};
-use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::{
-    IssuerErrorKind, Ledger, RotationError, RotationService, SecretIssuer, SecretStore,
-    client::Client,
+    background::{self, Background, SCHEDULER_CALLER},
+    command::{LastSeen, RotateCommand},
+    error::RotationError,
     ids::{ClientId, IdempotencyKey, Reason},
-    records::{ClientState, LastSeen, RotateCommand, Rotation},
+    inventory::rotatable_clients,
+    ports::{Ledger, SecretIssuer, SecretStore},
+    records::Rotation,
     schedule::{Rule, Schedule},
-    service::ScheduleSource,
+    service::RotationService,
 };
-use crate::{
-    audit::Origin,
-    upstream::{Call, Priority},
-};
-
-/// The caller scheduled rotations are audited as.
-pub const SCHEDULER_CALLER: &str = "scheduler";
 
 /// Scheduled rotations one replica runs at once; Auth0's budget paces them further.
 const AT_ONCE: usize = 4;
@@ -41,14 +36,6 @@ const READS_AT_ONCE: usize = 16;
 const ROTATION_DEADLINE: Duration = Duration::from_secs(300);
 /// The longest a client whose scheduled rotation failed waits before it is tried again.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
-
-/// When a schedule rotates a client next, and which rule says so (ListClients).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduledRotation {
-    pub at: SystemTime,
-    pub rule: String,
-    pub dry_run: bool,
-}
 
 /// A client a pass found due.
 struct Due {
@@ -82,236 +69,215 @@ pub(super) struct Memory {
     reported: HashSet<(ClientId, SystemTime)>,
 }
 
-impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
-    /// Reads the schedule in force from `source` from now on (ListClients and the scheduler).
-    pub fn use_schedule(&self, source: ScheduleSource) {
-        let _ = self.schedule.set(source);
-    }
-
-    fn schedule(&self) -> Option<Arc<Schedule>> {
-        self.schedule.get().map(|source| source())
-    }
-
-    /// When the schedule rotates `client` next: `None` when no rule governs it or it is not
-    /// rotatable.
-    pub(super) fn next_rotation(
-        &self,
-        client_id: &ClientId,
-        client: &Client,
-        state: &ClientState,
-    ) -> Option<ScheduledRotation> {
-        let schedule = self.schedule()?;
-        let rule = schedule.rule_for(client_id, client)?;
-        let last = state.last.as_ref().map(|l| l.metadata.rotated_at);
-        Some(ScheduledRotation {
-            at: rule.due(client_id, last, self.started),
-            rule: rule.label.clone(),
-            dry_run: rule.dry_run,
-        })
-    }
-
-    /// Runs a pass every `interval`, for ever (as background work: it leaves callers Auth0's
-    /// reserve).
-    pub async fn schedule_forever(self: Arc<Self>, interval: Duration) {
+/// Runs a pass every `interval`, for ever (as background work: it leaves callers Auth0's
+/// reserve).
+pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: Arc<RotationService<I, S, L>>,
+    interval: Duration,
+) {
+    background::forever(async {
         let mut memory = Memory::default();
         loop {
-            if let Some(schedule) = self.schedule()
-                && let Err(e) = self.schedule_pass(&schedule, interval, &mut memory).await
+            if let Some(schedule) = service.schedule()
+                && let Err(e) = pass(&service, &schedule, interval, &mut memory).await
             {
                 warn!(error = %e, "scheduler pass failed; the next pass tries again");
             }
             tokio::time::sleep(interval).await;
         }
-    }
+    })
+    .await
+}
 
-    /// Finds the due clients, reports them (and the dry runs' once), and rotates those not
-    /// waiting to be tried again.
-    pub(super) async fn schedule_pass(
-        self: &Arc<Self>,
-        schedule: &Arc<Schedule>,
-        interval: Duration,
-        memory: &mut Memory,
-    ) -> Result<(), RotationError> {
-        if !memory
-            .computed_under
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, schedule))
-        {
-            memory.due_at.clear();
-            memory.computed_under = Some(Arc::clone(schedule));
-        }
-        let due = self.find_due(schedule, &mut memory.due_at).await?;
-        count_due(schedule, &due);
-        let (dry, live): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.rule().dry_run);
-        report_dry_runs(&dry, &mut memory.reported);
-        let now = SystemTime::now();
-        memory
-            .failed
-            .retain(|id, _| live.iter().any(|d| d.client_id == *id));
-        let ready: Vec<Due> = live
-            .into_iter()
-            .filter(|d| {
-                memory
-                    .failed
-                    .get(&d.client_id)
-                    .is_none_or(|(_, at)| *at <= now)
-            })
-            .collect();
-        if !ready.is_empty() {
-            self.rotate_due(ready, interval, &mut memory.failed).await;
-        }
-        Ok(())
+/// Finds the due clients, reports them (and the dry runs' once), and rotates those not waiting
+/// to be tried again.
+pub(super) async fn pass<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &Arc<RotationService<I, S, L>>,
+    schedule: &Arc<Schedule>,
+    interval: Duration,
+    memory: &mut Memory,
+) -> Result<(), RotationError> {
+    if !memory
+        .computed_under
+        .as_ref()
+        .is_some_and(|s| Arc::ptr_eq(s, schedule))
+    {
+        memory.due_at.clear();
+        memory.computed_under = Some(Arc::clone(schedule));
     }
+    let due = find_due(service, schedule, &mut memory.due_at).await?;
+    count_due(schedule, &due);
+    let (dry, live): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.rule().dry_run);
+    report_dry_runs(&dry, &mut memory.reported);
+    let now = SystemTime::now();
+    memory
+        .failed
+        .retain(|id, _| live.iter().any(|d| d.client_id == *id));
+    let ready: Vec<Due> = live
+        .into_iter()
+        .filter(|d| {
+            memory
+                .failed
+                .get(&d.client_id)
+                .is_none_or(|(_, at)| *at <= now)
+        })
+        .collect();
+    if !ready.is_empty() {
+        rotate_due(service, ready, interval, &mut memory.failed).await;
+    }
+    Ok(())
+}
 
-    /// Rotates `ready`, a few at a time, and remembers which failed and when to try them again.
-    async fn rotate_due(
-        self: &Arc<Self>,
-        ready: Vec<Due>,
-        interval: Duration,
-        failed: &mut HashMap<ClientId, (ExponentialBackoff, SystemTime)>,
-    ) {
-        let due = ready.len();
-        let results: Vec<(Due, Result<Rotation, RotationError>)> = stream::iter(ready)
-            .map(|d| async move {
-                let result = self.rotate_scheduled(&d).await;
-                (d, result)
-            })
-            .buffer_unordered(AT_ONCE)
-            .collect()
-            .await;
-        // `by_others`: rotated by another replica (or a caller) meanwhile.
-        let (mut rotated, mut by_others) = (0, 0);
-        for (d, result) in results {
-            match result {
-                Ok(rotation) => {
-                    // Replayed: another replica found it due at the same moment and rotated it.
-                    match rotation.replayed {
-                        true => by_others += 1,
-                        false => rotated += 1,
-                    }
-                    failed.remove(&d.client_id);
+/// Rotates `ready`, a few at a time, and remembers which failed and when to try them again.
+async fn rotate_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &Arc<RotationService<I, S, L>>,
+    ready: Vec<Due>,
+    interval: Duration,
+    failed: &mut HashMap<ClientId, (ExponentialBackoff, SystemTime)>,
+) {
+    let due = ready.len();
+    let results: Vec<(Due, Result<Rotation, RotationError>)> = stream::iter(ready)
+        .map(|d| async move {
+            let result = rotate_scheduled(service, &d).await;
+            (d, result)
+        })
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await;
+    // `by_others`: rotated by another replica (or a caller) meanwhile.
+    let (mut rotated, mut by_others) = (0, 0);
+    for (d, result) in results {
+        match result {
+            Ok(rotation) => {
+                // Replayed: another replica found it due at the same moment and rotated it.
+                match rotation.replayed {
+                    true => by_others += 1,
+                    false => rotated += 1,
                 }
-                Err(e) if someone_else_is_on_it(&e) => {
-                    debug!(client_id = %d.client_id, error = %e, "scheduled rotation not needed");
-                    by_others += 1;
-                    failed.remove(&d.client_id);
-                }
-                Err(e) if waits_for_room(&e) => {
-                    debug!(client_id = %d.client_id, error = %e, "scheduled rotation waits for the next pass");
-                }
-                Err(e) => {
-                    let (waits, at) = failed
-                        .entry(d.client_id.clone())
-                        .or_insert_with(|| (retry_waits(interval), SystemTime::now()));
-                    let wait = waits.next().unwrap_or(MAX_RETRY_WAIT);
-                    *at = SystemTime::now() + wait;
-                    warn!(
-                        client_id = %d.client_id,
-                        rule = %d.rule().label,
-                        error = %e,
-                        retry_in = %humantime::format_duration(wait),
-                        "scheduled rotation failed"
-                    );
-                }
+                failed.remove(&d.client_id);
+            }
+            Err(e) if someone_else_is_on_it(&e) => {
+                debug!(client_id = %d.client_id, error = %e, "scheduled rotation not needed");
+                by_others += 1;
+                failed.remove(&d.client_id);
+            }
+            Err(e) if background::no_room(&e) => {
+                debug!(client_id = %d.client_id, error = %e, "scheduled rotation waits for the next pass");
+            }
+            Err(e) => {
+                let (waits, at) = failed
+                    .entry(d.client_id.clone())
+                    .or_insert_with(|| (retry_waits(interval), SystemTime::now()));
+                let wait = waits.next().unwrap_or(MAX_RETRY_WAIT);
+                *at = SystemTime::now() + wait;
+                warn!(
+                    client_id = %d.client_id,
+                    rule = %d.rule().label,
+                    error = %e,
+                    retry_in = %humantime::format_duration(wait),
+                    "scheduled rotation failed"
+                );
             }
         }
-        info!(due, rotated, by_others, "scheduler pass done");
     }
+    info!(due, rotated, by_others, "scheduler pass done");
+}
 
-    /// Every rotatable client a rule governs whose due time has come, unless a rotation of it
-    /// is open or staged (it is then in someone's hands). Reads the record only of clients
-    /// not known to be due later (`due_at`).
-    async fn find_due(
-        &self,
-        schedule: &Arc<Schedule>,
-        due_at: &mut HashMap<ClientId, SystemTime>,
-    ) -> Result<Vec<Due>, RotationError> {
-        let now = SystemTime::now();
-        let governed = self
-            .rotatable_clients(usize::MAX, |id, client| {
-                let rule_at = schedule.governing(&id, client)?;
-                let later = due_at.get(&id).is_some_and(|at| *at > now);
-                (!later).then_some((id, rule_at))
-            })
-            .await?
-            .unwrap_or_default();
-        let read: Vec<_> = stream::iter(governed)
-            .map(|(client_id, rule_at)| async move {
-                let state = self.ledger.read_state(&client_id).await;
-                (client_id, rule_at, state)
-            })
-            .buffered(READS_AT_ONCE)
-            .collect()
-            .await;
-        let mut due = Vec::new();
-        for (client_id, rule_at, state) in read {
-            let rule = &schedule.rules[rule_at];
-            let state = state.map_err(RotationError::Vault)?.value;
-            if state.intent.is_some() || state.staged.is_some() {
-                continue;
-            }
-            let last = state.last.as_ref();
-            let at = rule.due(
-                &client_id,
-                last.map(|l| l.metadata.rotated_at),
-                self.started,
-            );
-            if at > now {
-                due_at.insert(client_id, at);
-            } else {
-                due_at.remove(&client_id);
-                due.push(Due {
-                    last: last.map(|l| l.metadata.rotation_id),
-                    client_id,
-                    schedule: Arc::clone(schedule),
-                    rule_at,
-                    at,
-                });
-            }
+/// Every rotatable client a rule governs whose due time has come, unless a rotation of it is
+/// open or staged (it is then in someone's hands). Reads the record only of clients not known
+/// to be due later (`due_at`).
+async fn find_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &RotationService<I, S, L>,
+    schedule: &Arc<Schedule>,
+    due_at: &mut HashMap<ClientId, SystemTime>,
+) -> Result<Vec<Due>, RotationError> {
+    let now = SystemTime::now();
+    let governed = rotatable_clients(service, usize::MAX, |id, client| {
+        let rule_at = schedule.governing(&id, client)?;
+        let later = due_at.get(&id).is_some_and(|at| *at > now);
+        (!later).then_some((id, rule_at))
+    })
+    .await?
+    .unwrap_or_default();
+    let read: Vec<_> = stream::iter(governed)
+        .map(|(client_id, rule_at)| async move {
+            let state = service.pipeline().ledger.read_state(&client_id).await;
+            (client_id, rule_at, state)
+        })
+        .buffered(READS_AT_ONCE)
+        .collect()
+        .await;
+    let mut due = Vec::new();
+    for (client_id, rule_at, state) in read {
+        let rule = &schedule.rules[rule_at];
+        let state = state.map_err(RotationError::Vault)?.value;
+        if state.intent.is_some() || state.staged.is_some() {
+            continue;
         }
-        Ok(due)
-    }
-
-    /// One scheduled rotation, in a trace of its own, audited as the scheduler's.
-    async fn rotate_scheduled(self: &Arc<Self>, due: &Due) -> Result<Rotation, RotationError> {
-        let span = debug_span!(
-            "scheduled rotation",
-            otel.kind = "internal",
-            client_id = %due.client_id,
-            rule = %due.rule().label,
+        let last = state.last.as_ref();
+        let at = rule.due(
+            &client_id,
+            last.map(|l| l.metadata.rotated_at),
+            service.started(),
         );
-        let origin = Origin {
-            caller: Some(SCHEDULER_CALLER.into()),
-            peer: None,
-            trace_id: crate::trace::start(&span),
-        };
-        // The same on every replica that found this client due after this last rotation.
-        let after = due
-            .last
-            .map_or_else(|| "first".to_owned(), |id| id.simple().to_string());
-        let key = IdempotencyKey::parse(&format!("schedule:{}:{after}", due.client_id))?;
-        let reason = format!(
-            "scheduled by rule {:?}: due every {}",
-            due.rule().label,
-            humantime::format_duration(due.rule().max_age)
-        );
-        let command = RotateCommand {
-            client_id: due.client_id.clone(),
-            reason: Reason::parse(&reason).ok().flatten(),
-            idempotency_key: key,
-            require_in_sync: false,
-            strategy: due.rule().strategy,
-            distribute_for: None,
-            origin,
-            if_last: Some(LastSeen(due.last)),
-        };
-        let deadline = Instant::now() + ROTATION_DEADLINE;
-        let background = Call {
-            priority: Priority::Background,
-            deadline: Some(deadline),
-        };
-        crate::upstream::within(background, self.rotate(command, deadline).instrument(span)).await
+        if at > now {
+            due_at.insert(client_id, at);
+        } else {
+            due_at.remove(&client_id);
+            due.push(Due {
+                last: last.map(|l| l.metadata.rotation_id),
+                client_id,
+                schedule: Arc::clone(schedule),
+                rule_at,
+                at,
+            });
+        }
     }
+    Ok(due)
+}
+
+/// One scheduled rotation, in a trace of its own, audited as the scheduler's.
+async fn rotate_scheduled<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &Arc<RotationService<I, S, L>>,
+    due: &Due,
+) -> Result<Rotation, RotationError> {
+    let span = debug_span!(
+        "scheduled rotation",
+        otel.kind = "internal",
+        client_id = %due.client_id,
+        rule = %due.rule().label,
+    );
+    let background = Background::own(SCHEDULER_CALLER, &span, ROTATION_DEADLINE);
+    // The same on every replica that found this client due after this last rotation.
+    let after = due
+        .last
+        .map_or_else(|| "first".to_owned(), |id| id.simple().to_string());
+    let key = IdempotencyKey::parse(&format!("schedule:{}:{after}", due.client_id))?;
+    let reason = format!(
+        "scheduled by rule {:?}: due every {}",
+        due.rule().label,
+        humantime::format_duration(due.rule().max_age)
+    );
+    let command = RotateCommand {
+        client_id: due.client_id.clone(),
+        reason: Reason::parse(&reason).ok().flatten(),
+        idempotency_key: key,
+        require_in_sync: false,
+        strategy: due.rule().strategy,
+        distribute_for: None,
+        origin: background.origin.clone(),
+        if_last: Some(LastSeen(due.last)),
+    };
+    background
+        .run(|origin, deadline| {
+            let command = RotateCommand {
+                origin,
+                ..command.clone()
+            };
+            service.rotate(command, deadline)
+        })
+        .instrument(span)
+        .await
 }
 
 /// The due clients each rule found, in `secret_rotator_schedule_due_clients` (every rule of
@@ -369,15 +335,6 @@ fn someone_else_is_on_it(e: &RotationError) -> bool {
             | RotationError::IdempotencyInProgress
             | RotationError::StagedPending { .. }
     )
-}
-
-/// Auth0's budget or this replica's rotation slots had no room in time: nothing was done.
-fn waits_for_room(e: &RotationError) -> bool {
-    match e {
-        RotationError::Overloaded => true,
-        RotationError::Issuer(e) => e.kind() == IssuerErrorKind::RateLimited,
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     audit::Origin,
-    rotation::{ClientId, HistoryEntry, Ledger, RotateCommand, StoreError, Strategy},
+    rotation::{ClientId, HistoryEntry, Ledger, Outcome, RotateCommand, StoreError, Strategy},
 };
 
 fn id() -> ClientId {
@@ -54,7 +54,10 @@ async fn the_newest_rotations_are_kept_newest_first() {
     }
     assert_eq!(kept[0].reason.as_ref().unwrap().as_str(), "round 3");
     // History rides on the writes a rotation makes anyway.
-    assert_eq!(svc.ledger.state_writes.load(Ordering::SeqCst), 4 * 2);
+    assert_eq!(
+        svc.pipeline().ledger.state_writes.load(Ordering::SeqCst),
+        4 * 2
+    );
 }
 
 #[tokio::test]
@@ -73,7 +76,7 @@ async fn failures_are_recorded_with_their_audit_name() {
         .unwrap_err();
     let kept = history(&svc).await;
     assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].outcome, refused.outcome());
+    assert_eq!(kept[0].outcome, Outcome::of(&refused).name());
     assert_eq!(kept[0].strategy, Strategy::Staged);
     assert_eq!(kept[0].stored_at, None);
     assert_eq!(kept[0].kv_version, None);
@@ -86,9 +89,9 @@ async fn a_rotation_left_open_is_running_until_healed_then_recovered() {
         ..FakeVault::default()
     });
     svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
-    let open = svc.ledger.read_state(&id()).await.unwrap().value;
+    let open = svc.pipeline().ledger.read_state(&id()).await.unwrap().value;
     assert_eq!(open.history[0].outcome, "running");
-    assert_eq!(svc.heal_left_open().await, 0);
+    assert_eq!(crate::rotation::reconciler::heal_left_open(&svc).await, 0);
     let kept = history(&svc).await;
     assert_eq!(kept.len(), 1, "the same entry, settled");
     assert_eq!(kept[0].outcome, "recovered");

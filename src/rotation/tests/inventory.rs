@@ -15,7 +15,9 @@ async fn a_page_shows_visible_clients_with_their_last_rotation() {
 
     // Seeded: abc, c1, c2, c3, other. Two pages of three, "c1" hidden from this caller.
     let hide_c1 = |id: &ClientId| id.as_str() != "c1";
-    let first = svc.inventory(None, 3, hide_c1).await.unwrap();
+    let first = crate::rotation::inventory::page(&svc, None, 3, hide_c1)
+        .await
+        .unwrap();
     let ids: Vec<&str> = first.entries.iter().map(|e| e.client_id.as_str()).collect();
     assert_eq!(ids, ["abc", "c2"], "c1 is not shown");
     let c2 = &first.entries[1];
@@ -26,8 +28,7 @@ async fn a_page_shows_visible_clients_with_their_last_rotation() {
     assert!(c2.rotatable);
     assert!(first.entries[0].last.is_none(), "never rotated");
 
-    let second = svc
-        .inventory(first.next.as_ref(), 3, hide_c1)
+    let second = crate::rotation::inventory::page(&svc, first.next.as_ref(), 3, hide_c1)
         .await
         .unwrap();
     let ids: Vec<&str> = second

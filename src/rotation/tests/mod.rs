@@ -6,5 +6,6 @@ mod idempotency;
 mod inventory;
 mod notify;
 mod protocol;
+mod reconciler;
 mod schedule;
 mod staged;

@@ -29,7 +29,8 @@ async fn each_step_records_its_notification_until_delivered() {
         ..command("abc")
     };
     svc.rotate(staged, soon(10_000)).await.unwrap();
-    svc.issuer
+    svc.pipeline()
+        .issuer
         .live
         .lock()
         .unwrap()
@@ -56,7 +57,7 @@ async fn each_step_records_its_notification_until_delivered() {
 
     // Delivered ones go; not while a rotation holds the record (its fence).
     let delivered: Vec<_> = pending[..2].iter().map(|n| n.id).collect();
-    let read = svc.ledger.read_state(&id()).await.unwrap();
+    let read = svc.pipeline().ledger.read_state(&id()).await.unwrap();
     let held = ClientState {
         lease: Some(Lease {
             holder: "other".into(),
@@ -65,12 +66,17 @@ async fn each_step_records_its_notification_until_delivered() {
         ..read.value.clone()
     };
     let v = svc
+        .pipeline()
         .ledger
         .write_state(&id(), &held, read.version)
         .await
         .unwrap();
     assert!(!svc.acknowledge(&id(), &delivered).await.unwrap());
-    svc.ledger.write_state(&id(), &read.value, v).await.unwrap();
+    svc.pipeline()
+        .ledger
+        .write_state(&id(), &read.value, v)
+        .await
+        .unwrap();
     assert!(svc.acknowledge(&id(), &delivered).await.unwrap());
     let left: Vec<_> = svc
         .pending_notifications(&id())

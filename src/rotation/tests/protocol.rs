@@ -59,7 +59,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
 
 /// Adds clients, each with a secret, to the issuer (beside abc and other).
 pub(super) fn seed(svc: &Svc, ids: &[&str]) {
-    let mut live = svc.issuer.live.lock().unwrap();
+    let mut live = svc.pipeline().issuer.live.lock().unwrap();
     for id in ids {
         live.insert((*id).into(), "secret-0".into());
     }
@@ -75,19 +75,19 @@ pub(super) fn soon(ms: u64) -> Instant {
 
 /// Vault holds what Auth0 accepts, and no intent or lease is left.
 pub(super) fn settled(svc: &Svc, id: &str) {
-    let stored = svc.store.secrets(&format!("auth0/{id}"));
+    let stored = svc.pipeline().store.secrets(&format!("auth0/{id}"));
     assert_eq!(
         stored.last(),
-        svc.issuer.live(id).as_ref(),
+        svc.pipeline().issuer.live(id).as_ref(),
         "Vault == Auth0"
     );
-    let state: Option<ClientState> = svc.ledger.read(&format!("c/{id}")).value;
+    let state: Option<ClientState> = svc.pipeline().ledger.read(&format!("c/{id}")).value;
     assert!(state.unwrap_or_default().is_closed(), "closed");
 }
 
 /// A service whose rotation of "abc" Auth0 carried out and Vault refused to store: the intent
 /// stays open.
-async fn left_open_by_a_refused_store() -> Arc<Svc> {
+pub(super) async fn left_open_by_a_refused_store() -> Arc<Svc> {
     let svc = service(FakeVault {
         write_errors: Mutex::new(vec![StoreError::PermissionDenied("x".into())].into()),
         ..FakeVault::default()
@@ -101,7 +101,7 @@ async fn left_open_by_a_refused_store() -> Arc<Svc> {
 }
 
 /// The last rotation GetRotationStatus reports, and the KV version it names.
-async fn last(svc: &Svc, id: &str) -> (RotationMetadata, KvVersion) {
+pub(super) async fn last(svc: &Svc, id: &str) -> (RotationMetadata, KvVersion) {
     let status = svc
         .status(&ClientId::parse(id).unwrap(), false)
         .await
@@ -121,7 +121,7 @@ async fn vault_down_before_rotation_leaves_auth0_alone() {
         matches!(err, RotationError::VaultBeforeRotation(_)),
         "{err:?}"
     );
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -132,9 +132,12 @@ async fn transient_write_failures_are_retried() {
     });
     let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     assert_eq!(rotation.stored.version, KvVersion(1));
-    assert_eq!(svc.store.write_attempts.load(Ordering::SeqCst), 3);
     assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
+        svc.pipeline().store.write_attempts.load(Ordering::SeqCst),
+        3
+    );
+    assert_eq!(
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         1,
         "never rotates again"
     );
@@ -145,7 +148,7 @@ async fn transient_write_failures_are_retried() {
 async fn a_failed_store_leaves_an_intent_that_the_reconciler_heals() {
     let svc = left_open_by_a_refused_store().await;
     assert_eq!(
-        svc.store.write_attempts.load(Ordering::SeqCst),
+        svc.pipeline().store.write_attempts.load(Ordering::SeqCst),
         1,
         "refusals are not retried"
     );
@@ -153,28 +156,30 @@ async fn a_failed_store_leaves_an_intent_that_the_reconciler_heals() {
         version: v,
         value: state,
     } = svc
+        .pipeline()
         .ledger
         .read_state(&ClientId::parse("abc").unwrap())
         .await
         .unwrap();
     let intent = state.intent.clone().expect("intent stays open");
     // The reconciler skips it while the lease is live, and heals it once it is not.
-    assert_eq!(svc.reconcile_once().await, 0);
+    assert_eq!(crate::rotation::reconciler::reconcile_once(&svc).await, 0);
     let expired = ClientState {
         lease: None,
         ..state
     };
-    svc.ledger
+    svc.pipeline()
+        .ledger
         .write_state(&ClientId::parse("abc").unwrap(), &expired, v)
         .await
         .unwrap();
-    assert_eq!(svc.reconcile_once().await, 1);
+    assert_eq!(crate::rotation::reconciler::reconcile_once(&svc).await, 1);
     settled(&svc, "abc");
     let (meta, _) = last(&svc, "abc").await;
     assert!(meta.recovered);
     assert_eq!(meta.rotation_id, intent.rotation_id);
     assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         1,
         "healing never rotates"
     );
@@ -197,7 +202,7 @@ async fn retries_stop_at_the_deadline() {
         "bounded by the deadline"
     );
     assert!(
-        svc.store.write_attempts.load(Ordering::SeqCst) >= 2,
+        svc.pipeline().store.write_attempts.load(Ordering::SeqCst) >= 2,
         "retried at least once"
     );
 }
@@ -205,13 +210,13 @@ async fn retries_stop_at_the_deadline() {
 #[tokio::test]
 async fn a_lost_answer_after_commit_is_healed_inline() {
     let svc = service(FakeVault::default());
-    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
+    *svc.pipeline().issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
     let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
     assert!(
         matches!(&err, RotationError::Recovered { stored, .. } if stored.version == KvVersion(1)),
         "{err:?}"
     );
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 1);
     settled(&svc, "abc");
     let (meta, _) = last(&svc, "abc").await;
     assert!(meta.recovered);
@@ -221,13 +226,17 @@ async fn a_lost_answer_after_commit_is_healed_inline() {
 async fn a_lost_answer_without_commit_changes_nothing() {
     let svc = service(FakeVault::default());
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
-    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::WithoutCommit);
+    *svc.pipeline().issuer.lose_next.lock().unwrap() = Some(LostAnswer::WithoutCommit);
     let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
     assert!(
         matches!(err, RotationError::Issuer(IssuerError::OutcomeUnknown(_))),
         "{err:?}"
     );
-    assert_eq!(svc.store.secrets("auth0/abc").len(), 1, "no write");
+    assert_eq!(
+        svc.pipeline().store.secrets("auth0/abc").len(),
+        1,
+        "no write"
+    );
     settled(&svc, "abc");
 }
 
@@ -235,7 +244,7 @@ async fn a_lost_answer_without_commit_changes_nothing() {
 async fn a_stale_intent_leaves_the_newer_secret_in_place() {
     let svc = service(FakeVault::default());
     let id = ClientId::parse("abc").unwrap();
-    let v = svc.ledger.read_state(&id).await.unwrap().version;
+    let v = svc.pipeline().ledger.read_state(&id).await.unwrap().version;
     let stale = Intent {
         rotation_id: Uuid::new_v4(),
         step: Step::Rotate,
@@ -247,17 +256,25 @@ async fn a_stale_intent_leaves_the_newer_secret_in_place() {
     };
     let newer = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     // An old rotation's intent resurfaces (e.g. restored from a replica that was cut off).
-    let v2 = svc.ledger.read_state(&id).await.unwrap().version;
+    let v2 = svc.pipeline().ledger.read_state(&id).await.unwrap().version;
     assert!(v2 > v);
-    let current = svc.ledger.read_state(&id).await.unwrap().value;
+    let current = svc.pipeline().ledger.read_state(&id).await.unwrap().value;
     let orphan = ClientState {
         lease: None,
         intent: Some(stale),
         ..current
     };
-    svc.ledger.write_state(&id, &orphan, v2).await.unwrap();
-    assert_eq!(svc.reconcile_once().await, 1);
-    assert_eq!(svc.store.secrets("auth0/abc").len(), 1, "nothing rewritten");
+    svc.pipeline()
+        .ledger
+        .write_state(&id, &orphan, v2)
+        .await
+        .unwrap();
+    assert_eq!(crate::rotation::reconciler::reconcile_once(&svc).await, 1);
+    assert_eq!(
+        svc.pipeline().store.secrets("auth0/abc").len(),
+        1,
+        "nothing rewritten"
+    );
     let (meta, version) = last(&svc, "abc").await;
     assert_eq!(
         (meta.rotation_id, version),
@@ -277,13 +294,14 @@ async fn a_live_lease_elsewhere_makes_the_request_wait_then_abort() {
         }),
         ..ClientState::default()
     };
-    svc.ledger
+    svc.pipeline()
+        .ledger
         .write_state(&id, &held, KvVersion::NONE)
         .await
         .unwrap();
     let err = svc.rotate(command("abc"), soon(300)).await.unwrap_err();
     assert!(matches!(err, RotationError::Busy), "{err:?}");
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -300,7 +318,7 @@ async fn idempotency_keys_replay_and_refuse_other_clients() {
         },
         first
     );
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 1);
     let err = svc.rotate(keyed("other"), soon(10_000)).await.unwrap_err();
     assert!(
         matches!(
@@ -334,10 +352,7 @@ async fn rotations_of_one_client_do_not_interleave() {
     versions.sort();
     assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
     settled(&svc, "abc");
-    assert!(
-        svc.local.lock().unwrap().is_empty(),
-        "local locks are released"
-    );
+    assert!(svc.pipeline().locks.held() == 0, "local locks are released");
 }
 
 #[tokio::test]
@@ -346,7 +361,7 @@ async fn without_read_keys_rotations_are_refused_unless_accepted() {
     svc.set_recovery_available(false);
     let err = svc.rotate(command("abc"), soon(10_000)).await.unwrap_err();
     assert!(matches!(err, RotationError::RecoveryUnavailable), "{err:?}");
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
 }
 
 /// Vault requests are what every other Vault user pays for: a rotation after the first makes
@@ -356,12 +371,12 @@ async fn a_warm_rotation_writes_three_records_and_reads_none() {
     let svc = service(FakeVault::default());
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     let reads = || {
-        svc.ledger.state_reads.load(Ordering::SeqCst)
-            + svc.store.version_reads.load(Ordering::SeqCst)
+        svc.pipeline().ledger.state_reads.load(Ordering::SeqCst)
+            + svc.pipeline().store.version_reads.load(Ordering::SeqCst)
     };
     let writes = || {
-        svc.ledger.state_writes.load(Ordering::SeqCst)
-            + svc.store.write_attempts.load(Ordering::SeqCst)
+        svc.pipeline().ledger.state_writes.load(Ordering::SeqCst)
+            + svc.pipeline().store.write_attempts.load(Ordering::SeqCst)
     };
     let (reads_before, writes_before) = (reads(), writes());
     let second = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
@@ -384,18 +399,21 @@ async fn a_rotation_elsewhere_in_between_is_noticed() {
     let id = ClientId::parse("abc").unwrap();
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     // Another replica rotates: the key gets version 2, and its close records that.
-    svc.store.write_outside("auth0/abc", "from-elsewhere");
-    let record = svc.ledger.read_state(&id).await.unwrap();
+    svc.pipeline()
+        .store
+        .write_outside("auth0/abc", "from-elsewhere");
+    let record = svc.pipeline().ledger.read_state(&id).await.unwrap();
     let mut state = record.value;
     state.last.as_mut().unwrap().kv_version = KvVersion(2);
-    svc.ledger
+    svc.pipeline()
+        .ledger
         .write_state(&id, &state, record.version)
         .await
         .unwrap();
-    let reads = svc.ledger.state_reads.load(Ordering::SeqCst);
+    let reads = svc.pipeline().ledger.state_reads.load(Ordering::SeqCst);
     let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     assert_eq!(
-        svc.ledger.state_reads.load(Ordering::SeqCst) - reads,
+        svc.pipeline().ledger.state_reads.load(Ordering::SeqCst) - reads,
         1,
         "the record is read once the write fails"
     );
@@ -409,94 +427,17 @@ async fn a_rotation_elsewhere_in_between_is_noticed() {
 async fn a_key_written_outside_the_service_is_written_over() {
     let svc = service(FakeVault::default());
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
-    svc.store
+    svc.pipeline()
+        .store
         .write_outside("auth0/abc", "pasted-by-an-operator");
     let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     assert_eq!(rotation.stored.version, KvVersion(3));
     assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         2,
         "rotated once more"
     );
     settled(&svc, "abc");
-}
-
-/// A replica heals what it left open itself, at once: no waiting for its own lease to expire.
-#[tokio::test]
-async fn a_rotation_left_open_is_healed_by_its_replica_at_once() {
-    let svc = left_open_by_a_refused_store().await;
-    let id = ClientId::parse("abc").unwrap();
-    let open = svc.ledger.read_state(&id).await.unwrap().value;
-    assert!(
-        open.lease.is_some_and(|l| l.active(SystemTime::now())),
-        "its lease is still live"
-    );
-    assert_eq!(svc.heal_left_open().await, 0, "nothing left open");
-    settled(&svc, "abc");
-    assert!(last(&svc, "abc").await.0.recovered);
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
-}
-
-/// One replica at a time scans everyone's records: a live scanner lease elsewhere keeps this
-/// one from scanning; an expired one is taken over.
-#[tokio::test]
-async fn one_replica_at_a_time_holds_the_scanner_lease() {
-    let svc = service(FakeVault::default());
-    assert!(svc.take_scanner().await.is_some(), "free: taken");
-    assert!(svc.take_scanner().await.is_some(), "its own: renewed");
-    let elsewhere = |secs: i64| Lease {
-        holder: "other-replica".into(),
-        expires_at_ms: if secs >= 0 {
-            millis(SystemTime::now() + Duration::from_secs(secs as u64))
-        } else {
-            millis(SystemTime::now() - Duration::from_secs((-secs) as u64))
-        },
-    };
-    let version = svc.ledger.read_scanner().await.unwrap().version;
-    svc.ledger
-        .write_scanner(&elsewhere(60), version)
-        .await
-        .unwrap();
-    assert!(svc.take_scanner().await.is_none(), "held elsewhere");
-    let version = svc.ledger.read_scanner().await.unwrap().version;
-    svc.ledger
-        .write_scanner(&elsewhere(-1), version)
-        .await
-        .unwrap();
-    assert!(svc.take_scanner().await.is_some(), "expired: taken over");
-}
-
-/// A close that fails (Vault blinked after the secret was stored) leaves the intent open with a
-/// live lease; the replica closes it at once instead of making the client wait for the lease.
-#[tokio::test]
-async fn a_failed_close_is_healed_by_its_replica_at_once() {
-    let svc = service(FakeVault::default());
-    // Lease and intent, then the close: the second write of the client's record fails.
-    svc.ledger.fail_state_write.store(2, Ordering::SeqCst);
-    let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
-    let id = ClientId::parse("abc").unwrap();
-    assert!(
-        svc.ledger
-            .read_state(&id)
-            .await
-            .unwrap()
-            .value
-            .intent
-            .is_some(),
-        "the intent is still open"
-    );
-    assert_eq!(svc.heal_left_open().await, 0);
-    settled(&svc, "abc");
-    let (meta, version) = last(&svc, "abc").await;
-    assert_eq!(
-        (meta.rotation_id, version),
-        (rotation.metadata.rotation_id, rotation.stored.version)
-    );
-    assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
-        1,
-        "never rotated again"
-    );
 }
 
 /// After a first rotation, a lost answer read back is a rotation for sure (Auth0's secret is
@@ -506,14 +447,14 @@ async fn a_failed_close_is_healed_by_its_replica_at_once() {
 async fn a_lost_answer_read_back_over_an_older_secret_answers_ok() {
     let svc = service(FakeVault::default());
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
-    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
+    *svc.pipeline().issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
     let rotation = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     assert!(
         rotation.metadata.recovered,
         "the answer says it was read back"
     );
     assert_eq!(rotation.stored.version, KvVersion(2));
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 2);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 2);
     settled(&svc, "abc");
 }
 
@@ -521,7 +462,7 @@ async fn a_lost_answer_read_back_over_an_older_secret_answers_ok() {
 /// end.
 #[tokio::test]
 async fn the_records_kept_in_memory_are_bounded() {
-    use crate::rotation::lease::KNOWN_RECORDS_MAX;
+    use crate::rotation::locks::KNOWN_RECORDS_MAX;
     let svc = service(FakeVault::default());
     for n in 0..KNOWN_RECORDS_MAX + 5 {
         let id = ClientId::parse(&format!("c{n}")).unwrap();
@@ -529,9 +470,9 @@ async fn the_records_kept_in_memory_are_bounded() {
             version: KvVersion(1),
             value: ClientState::default(),
         };
-        svc.remember(&id, record);
+        svc.pipeline().locks.remember(&id, record);
     }
-    assert_eq!(svc.known.lock().unwrap().len(), KNOWN_RECORDS_MAX);
+    assert_eq!(svc.pipeline().locks.known(), KNOWN_RECORDS_MAX);
 }
 
 /// Drift: Vault against the secret Auth0 accepts; a rotation that requires them in sync
@@ -548,7 +489,8 @@ async fn drift_is_reported_and_require_in_sync_refuses_a_drifted_client() {
     };
     assert_eq!(drift(Arc::clone(&svc)).await, Some(Drift::InSync));
     // Someone rotates at the dashboard: Auth0 moves on, Vault does not.
-    svc.issuer
+    svc.pipeline()
+        .issuer
         .live
         .lock()
         .unwrap()
@@ -559,11 +501,11 @@ async fn drift_is_reported_and_require_in_sync_refuses_a_drifted_client() {
     let err = svc.rotate(strict, soon(10_000)).await.unwrap_err();
     assert!(matches!(err, RotationError::Drifted { .. }), "{err:?}");
     assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         1,
         "nothing rotated"
     );
-    let state: Option<ClientState> = svc.ledger.read("c/abc").value;
+    let state: Option<ClientState> = svc.pipeline().ledger.read("c/abc").value;
     assert!(state.unwrap().is_closed(), "the refusal closed its intent");
     // Without the requirement, a rotation replaces both.
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
@@ -583,6 +525,6 @@ async fn a_dry_run_with_vault_down_refuses_and_rotates_nothing() {
         matches!(err, RotationError::VaultBeforeRotation(_)),
         "{err:?}"
     );
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
-    assert_eq!(svc.ledger.state_writes.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.pipeline().ledger.state_writes.load(Ordering::SeqCst), 0);
 }

@@ -45,7 +45,7 @@ async fn pass(svc: &Arc<Svc>, schedule: &Arc<Schedule>) {
 }
 
 async fn pass_with(svc: &Arc<Svc>, schedule: &Arc<Schedule>, memory: &mut Memory) {
-    svc.schedule_pass(schedule, Duration::from_secs(1), memory)
+    crate::rotation::scheduler::pass(svc, schedule, Duration::from_secs(1), memory)
         .await
         .unwrap();
 }
@@ -54,13 +54,13 @@ async fn pass_with(svc: &Arc<Svc>, schedule: &Arc<Schedule>, memory: &mut Memory
 async fn a_pass_rotates_each_due_client_once_as_the_scheduler_and_the_next_pass_nothing() {
     let (svc, schedule) = scheduled(vec![rule("c*", Duration::from_secs(3600), false)]);
     svc.rotate(command("c2"), soon(10_000)).await.unwrap();
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 1);
 
     // Two passes at once, as two replicas' would be: c1 and c3 have no rotation on record and
     // are due; c2 was rotated a moment ago.
     tokio::join!(pass(&svc, &schedule), pass(&svc, &schedule));
     assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         3,
         "c1 and c3 once each, c2 not at all"
     );
@@ -82,13 +82,15 @@ async fn a_pass_rotates_each_due_client_once_as_the_scheduler_and_the_next_pass_
 
     pass(&svc, &schedule).await;
     assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         3,
         "none is due again yet"
     );
 
     // ListClients shows when each is due next: an hour after its last rotation.
-    let page = svc.inventory(None, 10, |_| true).await.unwrap();
+    let page = crate::rotation::inventory::page(&svc, None, 10, |_| true)
+        .await
+        .unwrap();
     for entry in &page.entries {
         let next = entry.next_rotation.as_ref();
         match entry.client_id.as_str() {
@@ -114,8 +116,14 @@ async fn a_dry_run_rule_rotates_nothing_and_the_first_matching_rule_governs() {
     pass(&svc, &schedule).await;
     let c1 = svc.history(&ClientId::parse("c1").unwrap()).await.unwrap();
     assert!(c1.is_empty(), "dry run: {c1:?}");
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 2, "c2 and c3");
-    let page = svc.inventory(None, 10, |_| true).await.unwrap();
+    assert_eq!(
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
+        2,
+        "c2 and c3"
+    );
+    let page = crate::rotation::inventory::page(&svc, None, 10, |_| true)
+        .await
+        .unwrap();
     let c1 = page
         .entries
         .iter()
@@ -129,7 +137,7 @@ async fn a_dry_run_rule_rotates_nothing_and_the_first_matching_rule_governs() {
 async fn a_rotation_for_a_last_rotation_that_is_no_longer_the_last_is_refused_unsent() {
     let svc = service(FakeVault::default());
     let first = svc.rotate(command("abc"), soon(10_000)).await.unwrap();
-    let sent = svc.issuer.rotations.load(Ordering::SeqCst);
+    let sent = svc.pipeline().issuer.rotations.load(Ordering::SeqCst);
     let stale = RotateCommand {
         if_last: Some(LastSeen(None)),
         ..command("abc")
@@ -140,7 +148,7 @@ async fn a_rotation_for_a_last_rotation_that_is_no_longer_the_last_is_refused_un
         "{refused:?}"
     );
     assert_eq!(
-        svc.issuer.rotations.load(Ordering::SeqCst),
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         sent,
         "Auth0 not called"
     );
@@ -149,5 +157,8 @@ async fn a_rotation_for_a_last_rotation_that_is_no_longer_the_last_is_refused_un
         ..command("abc")
     };
     svc.rotate(current, soon(10_000)).await.unwrap();
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), sent + 1);
+    assert_eq!(
+        svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
+        sent + 1
+    );
 }

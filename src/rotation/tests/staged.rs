@@ -45,16 +45,16 @@ fn origin() -> Origin {
 async fn in_sync() -> (Arc<Svc>, String) {
     let svc = service(FakeVault::default());
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
-    let live = svc.issuer.live("abc").unwrap();
+    let live = svc.pipeline().issuer.live("abc").unwrap();
     (svc, live)
 }
 
 fn key(svc: &Svc) -> FakeKey {
-    svc.store.key(KEY).expect("the key exists")
+    svc.pipeline().store.key(KEY).expect("the key exists")
 }
 
 async fn state(svc: &Svc) -> ClientState {
-    svc.ledger.read_state(&id()).await.unwrap().value
+    svc.pipeline().ledger.read_state(&id()).await.unwrap().value
 }
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn staging_puts_the_next_secret_beside_the_current_one_and_promotion_swaps
     assert!(due > SystemTime::now() + Duration::from_secs(50));
 
     // Auth0 untouched, the current secret unchanged, the next one beside it.
-    assert_eq!(svc.issuer.live("abc").unwrap(), old);
+    assert_eq!(svc.pipeline().issuer.live("abc").unwrap(), old);
     let k = key(&svc);
     assert_eq!(k.current, old);
     let next = k.next.clone().expect("next_client_secret");
@@ -90,7 +90,7 @@ async fn staging_puts_the_next_secret_beside_the_current_one_and_promotion_swaps
         .unwrap();
     assert!(!promoted.replayed && !promoted.metadata.recovered);
     assert_eq!(
-        svc.issuer.live("abc").unwrap(),
+        svc.pipeline().issuer.live("abc").unwrap(),
         next,
         "Auth0 holds the staged secret"
     );
@@ -135,7 +135,7 @@ async fn a_staged_rotation_blocks_others_until_cancelled() {
             matches!(refused, Err(RotationError::StagedPending { rotation_id: r, .. }) if r == rotation_id)
         );
     }
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 1);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 1);
 
     let cancelled = svc
         .cancel(&id(), rotation_id, &origin(), soon(10_000))
@@ -144,7 +144,7 @@ async fn a_staged_rotation_blocks_others_until_cancelled() {
     assert_eq!(key(&svc).next, None, "the staged secret is gone");
     assert_eq!(key(&svc).current, old);
     assert_eq!(cancelled.stored.version.get(), 3);
-    assert_eq!(svc.issuer.live("abc").unwrap(), old);
+    assert_eq!(svc.pipeline().issuer.live("abc").unwrap(), old);
     // Repeated, the cancel answers alike; the rotation cannot be completed any more.
     svc.cancel(&id(), rotation_id, &origin(), soon(10_000))
         .await
@@ -174,7 +174,7 @@ async fn a_promotion_whose_answer_was_lost_is_finished_or_left_staged() {
     let next = key(&svc).next.unwrap();
 
     // Lost without reaching Auth0: still staged, and a later promotion works.
-    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::WithoutCommit);
+    *svc.pipeline().issuer.lose_next.lock().unwrap() = Some(LostAnswer::WithoutCommit);
     let lost = svc.complete(id(), id1, origin(), soon(10_000)).await;
     assert!(
         matches!(
@@ -183,12 +183,12 @@ async fn a_promotion_whose_answer_was_lost_is_finished_or_left_staged() {
         ),
         "{lost:?}"
     );
-    assert_eq!(svc.issuer.live("abc").unwrap(), old);
+    assert_eq!(svc.pipeline().issuer.live("abc").unwrap(), old);
     assert_eq!(key(&svc).next.as_ref(), Some(&next));
     assert_eq!(state(&svc).await.staged.map(|s| s.rotation_id), Some(id1));
 
     // Lost after Auth0 took it: the staged secret is promoted in Vault from the live one.
-    *svc.issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
+    *svc.pipeline().issuer.lose_next.lock().unwrap() = Some(LostAnswer::AfterCommit);
     let healed = svc
         .complete(id(), id1, origin(), soon(10_000))
         .await
@@ -202,7 +202,7 @@ async fn a_promotion_whose_answer_was_lost_is_finished_or_left_staged() {
 
 /// Writes an open intent of `step` for `rotation_id` with no live lease: a replica died there.
 async fn die_during(svc: &Svc, step: Step, rotation_id: Uuid) {
-    let read = svc.ledger.read_state(&id()).await.unwrap();
+    let read = svc.pipeline().ledger.read_state(&id()).await.unwrap();
     let orphan = ClientState {
         lease: None,
         intent: Some(Intent {
@@ -216,7 +216,8 @@ async fn die_during(svc: &Svc, step: Step, rotation_id: Uuid) {
         }),
         ..read.value
     };
-    svc.ledger
+    svc.pipeline()
+        .ledger
         .write_state(&id(), &orphan, read.version)
         .await
         .unwrap();
@@ -233,14 +234,15 @@ async fn a_promotion_cut_off_between_auth0_and_vault_is_promoted_by_the_reconcil
         .rotation_id;
     let next = key(&svc).next.unwrap();
     // The replica set Auth0's secret, then died before Vault's write.
-    svc.issuer
+    svc.pipeline()
+        .issuer
         .live
         .lock()
         .unwrap()
         .insert("abc".into(), next.clone());
     die_during(&svc, Step::Promote, rotation_id).await;
 
-    assert_eq!(svc.reconcile_once().await, 1);
+    assert_eq!(crate::rotation::reconciler::reconcile_once(&svc).await, 1);
     assert_eq!(key(&svc).current, next);
     assert_eq!(key(&svc).previous, Some(old));
     let record = state(&svc).await;
@@ -262,7 +264,7 @@ async fn a_promotion_cut_off_before_auth0_stays_staged() {
         .metadata
         .rotation_id;
     die_during(&svc, Step::Promote, rotation_id).await;
-    assert_eq!(svc.reconcile_once().await, 1);
+    assert_eq!(crate::rotation::reconciler::reconcile_once(&svc).await, 1);
     assert_eq!(key(&svc).current, old);
     assert!(key(&svc).next.is_some());
     let record = state(&svc).await;
@@ -275,7 +277,8 @@ async fn a_stage_cut_off_withdraws_its_secret() {
     let (svc, old) = in_sync().await;
     let rotation_id = Uuid::new_v4();
     // The replica wrote the next secret, then died before recording the staged rotation.
-    svc.store
+    svc.pipeline()
+        .store
         .keys
         .lock()
         .unwrap()
@@ -287,12 +290,16 @@ async fn a_stage_cut_off_withdraws_its_secret() {
             previous: None,
         });
     die_during(&svc, Step::Stage, rotation_id).await;
-    assert_eq!(svc.reconcile_once().await, 1);
+    assert_eq!(crate::rotation::reconciler::reconcile_once(&svc).await, 1);
     assert_eq!(key(&svc).next, None);
     assert_eq!(key(&svc).current, old);
     let record = state(&svc).await;
     assert!(record.is_closed() && record.staged.is_none());
-    assert_eq!(svc.issuer.live("abc").unwrap(), old, "Auth0 untouched");
+    assert_eq!(
+        svc.pipeline().issuer.live("abc").unwrap(),
+        old,
+        "Auth0 untouched"
+    );
 }
 
 #[tokio::test]
@@ -302,7 +309,7 @@ async fn an_immediate_rotation_keeps_the_replaced_secret_as_previous() {
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     let k = key(&svc);
     assert_eq!(k.previous, Some(first));
-    assert_eq!(Some(k.current), svc.issuer.live("abc"));
+    assert_eq!(Some(k.current), svc.pipeline().issuer.live("abc"));
 }
 
 #[tokio::test]
@@ -313,8 +320,8 @@ async fn without_a_previous_secret_ttl_the_key_is_not_read_and_keeps_none() {
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     assert_eq!(key(&svc).previous, None);
-    assert_eq!(Some(key(&svc).current), svc.issuer.live("abc"));
-    assert_eq!(svc.store.secret_reads.load(Ordering::SeqCst), 0);
+    assert_eq!(Some(key(&svc).current), svc.pipeline().issuer.live("abc"));
+    assert_eq!(svc.pipeline().store.secret_reads.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -322,7 +329,7 @@ async fn staging_needs_a_secret_in_vault_and_a_distribution_time_in_bounds() {
     let svc = service(FakeVault::default());
     let refused = svc.rotate(staged(None), soon(10_000)).await;
     assert!(matches!(refused, Err(RotationError::NothingToStage { .. })));
-    assert!(svc.store.key(KEY).is_none());
+    assert!(svc.pipeline().store.key(KEY).is_none());
     settled_without_key(&svc).await;
 
     let cases = [
@@ -343,13 +350,16 @@ async fn staging_needs_a_secret_in_vault_and_a_distribution_time_in_bounds() {
         ),
     ];
     for (command, expected) in cases {
-        assert_eq!(svc.distribute_for(&command), Err(expected));
+        assert_eq!(
+            svc.distribute_for(command.strategy, command.distribute_for),
+            Err(expected)
+        );
     }
 }
 
 async fn settled_without_key(svc: &Svc) {
     assert!(state(svc).await.is_closed());
-    assert_eq!(svc.issuer.rotations.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -359,7 +369,7 @@ async fn a_due_staged_rotation_is_promoted_by_the_reconciler_loop() {
         .await
         .unwrap();
     let next = key(&svc).next.unwrap();
-    let reconciler = tokio::spawn(Arc::clone(&svc).reconcile_forever());
+    let reconciler = tokio::spawn(crate::rotation::reconciler::run(Arc::clone(&svc)));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while key(&svc).current != next {
         assert!(
@@ -369,7 +379,7 @@ async fn a_due_staged_rotation_is_promoted_by_the_reconciler_loop() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     reconciler.abort();
-    assert_eq!(svc.issuer.live("abc").unwrap(), next);
+    assert_eq!(svc.pipeline().issuer.live("abc").unwrap(), next);
     assert_eq!(key(&svc).previous, Some(old));
 }
 
@@ -377,7 +387,8 @@ async fn a_due_staged_rotation_is_promoted_by_the_reconciler_loop() {
 async fn a_staged_rotation_requiring_sync_refuses_a_drifted_client_and_a_dry_run_sees_it() {
     let (svc, old) = in_sync().await;
     // The dashboard's Rotate button: Auth0 moved on without the service.
-    svc.issuer
+    svc.pipeline()
+        .issuer
         .live
         .lock()
         .unwrap()
