@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the local stack as a new user meets it (CI runs this): scripts/dev.sh comes up
-# SERVING, the commands it prints work as printed, and `kill <pid>` of the script stops every
-# process it started. Uses its own ports so that it never meets a stack already running.
+# SERVING, the commands it prints and the README's commands work as printed, and `kill <pid>`
+# of the script stops every process it started. Uses its own ports so that it never meets a
+# stack already running (the README's are rewritten to them, and nothing else).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,13 +30,34 @@ eval "$rotate" | grep -q '"rotationId"' || fail "the printed rotation failed: $r
 eval "$vault" | grep -q 'client_secret' || fail "the printed bao command failed: $vault"
 eval "$status" | grep -q '"lastRotation"' || fail "the printed status failed: $status"
 eval "$history" | grep -q '"outcome": "ok"' || fail "the printed history failed: $history"
+staged="$(grep -A4 '^Then a staged rotation' "$out" | tail -3)"
+(eval "$staged") | grep -q '"outcome": "promoted"\|"rotationId"' || fail "the printed staged rotation failed: $staged"
+
+# Every sh block of the README but the first (the set-up commands), in order, in one shell that
+# stops at the first failure.
+readme="$(mktemp)"
+python3 - "$ROTATOR_PORT" "$BAO_PORT" >"$readme" <<'PY'
+import re, sys
+rotator, bao = sys.argv[1:]
+blocks = re.findall(r"```sh\n(.*?)```", open("README.md").read(), re.S)[1:]
+print("set -euo pipefail")
+print(f"export ROTATOR_SERVER=http://127.0.0.1:{rotator}")
+for block in blocks:
+    print(block.replace("127.0.0.1:50051", f"127.0.0.1:{rotator}")
+               .replace("127.0.0.1:8200", f"127.0.0.1:{bao}"))
+PY
+ran="$(bash "$readme" 2>&1)" || fail "a README command failed: $ran"
+for expected in '"rotationId"' 'client_secret' '"lastRotation"' '"outcome": "ok"' 'SERVING'; do
+  grep -q "$expected" <<<"$ran" || fail "the README's commands did not show $expected: $ran"
+done
+rm -f "$readme"
 
 kill "$dev"
 for _ in $(seq 1 40); do
   if ! curl -fs "http://127.0.0.1:$BAO_PORT/v1/sys/health" >/dev/null 2>&1 \
     && ! curl -fs "http://127.0.0.1:$EMULATOR_PORT/__emulator/stats" >/dev/null 2>&1 \
     && ! (exec 3<>"/dev/tcp/127.0.0.1/$ROTATOR_PORT") 2>/dev/null; then
-    echo "dev-check: scripts/dev.sh came up, its printed commands work, and kill <pid> stopped everything"
+    echo "dev-check: scripts/dev.sh came up, its printed commands and the README's work, and kill <pid> stopped everything"
     rm -f "$out"
     exit 0
   fi

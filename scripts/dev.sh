@@ -22,6 +22,8 @@ cargo build --locked --quiet --features emulator --bins
 # Throwaway credentials for this run only.
 random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 vault_token="dev-$(random_hex 16)"
+# For the commands in the README (bao kv get ...); gone with the rest at the next start.
+(umask 077 && printf '%s\n' "$vault_token" >"$state/vault-token")
 m2m_secret="$(random_hex 32)"
 m2m_id="Dm0M2MService0000000000000000001"
 demo_client="Dm0WebApp4Rotation00000000000001"
@@ -85,18 +87,19 @@ fi
 cat <<MSG
 
 secret-rotator is SERVING on 127.0.0.1:$ROTATOR_PORT (OpenBao on :$BAO_PORT, Auth0 emulator on :$EMULATOR_PORT).
-Logs: $state/. Ctrl-C stops everything.
+Logs: $state/. Ctrl-C (or kill $$) stops everything; its state is in memory and gone at the next start.
 
 Rotate a seeded client:
   .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client", "reason": "trying it out"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/RotateSecret
 
 What Vault now holds:
-  BAO_ADDR=http://127.0.0.1:$BAO_PORT BAO_TOKEN=$vault_token .tools/bin/bao kv get secret/auth0/clients/$demo_client
+  BAO_ADDR=http://127.0.0.1:$BAO_PORT BAO_TOKEN=\$(cat .stack/vault-token) .tools/bin/bao kv get secret/auth0/clients/$demo_client
 
 Then a staged rotation (zero downtime: the next secret waits in Vault as next_client_secret for 2
-minutes, then the service promotes it; CompleteRotation with the answer's rotation_id does it at once):
-  .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client", "strategy": "ROTATION_STRATEGY_STAGED", "distribute_for": "120s"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/RotateSecret
-  .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client", "rotation_id": "<rotation_id>"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/CompleteRotation
+minutes, then the service promotes it; CompleteRotation with its rotation id does it at once):
+  staged=\$(.tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client", "strategy": "ROTATION_STRATEGY_STAGED", "distribute_for": "120s"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/RotateSecret)
+  rotation_id=\$(printf '%s' "\$staged" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rotationId"])')
+  .tools/bin/grpcurl -plaintext -d "{\\"client_id\\": \\"$demo_client\\", \\"rotation_id\\": \\"\$rotation_id\\"}" 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/CompleteRotation
 
 Its last rotation, a staged one and any rotation still open:
   .tools/bin/grpcurl -plaintext -d '{"client_id": "$demo_client"}' 127.0.0.1:$ROTATOR_PORT secretrotator.v1.SecretRotationService/GetRotationStatus

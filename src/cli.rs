@@ -132,7 +132,7 @@ impl Operation {
     }
 }
 
-/// Exit codes, one per kind of failure (documented in the README).
+/// Exit codes, one per kind of failure (documented in docs/operations.md).
 pub fn exit_code(code: Code) -> u8 {
     match code {
         Code::Ok => 0,

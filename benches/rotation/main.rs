@@ -194,7 +194,8 @@ async fn main() {
     println!("{text}");
     if !plan.short && !cfg!(debug_assertions) {
         let out = stack::repo().join("docs/performance.md");
-        std::fs::write(&out, report::document(&text)).expect("write docs/performance.md");
+        let before = std::fs::read_to_string(&out).unwrap_or_default();
+        std::fs::write(&out, report::document(&before, &text)).expect("write docs/performance.md");
         eprintln!("bench: wrote {}", out.display());
     }
 }

@@ -203,8 +203,16 @@ pub fn render(rows: &[Row], idle: &[Idle], plan: &str) -> String {
     out
 }
 
-/// The report as `docs/performance.md`: the machine, the command, the figures.
-pub fn document(figures: &str) -> String {
+/// What `docs/performance.md` keeps of itself: everything above this line is written by hand.
+const GENERATED: &str =
+    "<!-- scripts/bench.sh replaces everything below this line with its full run. -->\n";
+
+/// `docs/performance.md` (now `before`) with its last part replaced by this run: the machine,
+/// the command, the figures.
+pub fn document(before: &str, figures: &str) -> String {
+    let kept = before
+        .find(GENERATED)
+        .map_or("# Performance\n\n", |at| &before[..at]);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -221,7 +229,7 @@ pub fn document(figures: &str) -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .unwrap_or_default();
     format!(
-        "# Performance\n\n\
+        "{kept}{GENERATED}## The last full run\n\n\
          Written by `scripts/bench.sh` (the rotation benchmark, `benches/rotation/`); run it again \
          to refresh. Absolute times on shared machines are noisy: compare the ratios, which are \
          measured in one run. Every process runs on the same machine: {cpu}, {cores} cores, \

@@ -268,12 +268,11 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_example_is_a_valid_policy_that_means_what_it_says() {
-        let readme = include_str!("../../README.md");
-        let security = &readme[readme.find("## Security").expect("a Security section")..];
+    fn the_documented_example_is_a_valid_policy_that_means_what_it_says() {
+        let security = include_str!("../../docs/security.md");
         let start = security.find("```toml\n").expect("a TOML example") + "```toml\n".len();
         let example = &security[start..start + security[start..].find("```").unwrap()];
-        let p = Policy::parse(example).expect("the README's policy parses");
+        let p = Policy::parse(example).expect("the documented policy parses");
         assert_eq!(p.rule_count(), 4);
         let bot = "spiffe://corp.example/ns/platform/sa/rotation-bot";
         assert!(p.allows(bot, Rpc::RotateSecret, "anything"));
@@ -291,12 +290,12 @@ mod tests {
         assert!(p.allows(
             automation,
             Rpc::RotateSecret,
-            "aNXX5MSsNYV1Xn342GzeVF9hqOzbnQrS"
+            "Dm0WebApp4Rotation00000000000001"
         ));
         assert!(!p.allows(
             automation,
             Rpc::RotateSecret,
-            "aNXX5MSsNYV1Xn342GzeVF9hqOzbnQrT"
+            "Dm0WebApp4Rotation00000000000002"
         ));
         let auditor = "spiffe://corp.example/ns/audit/sa/reader";
         assert!(p.allows(auditor, Rpc::GetRotationStatus, "x"));

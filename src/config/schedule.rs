@@ -1,7 +1,7 @@
 //! The schedule file (`ROTATOR_SCHEDULE_FILE`): TOML rules, checked whole at start and at each
 //! reload; a file that does not load is refused with the rule and the field at fault.
 //!
-//! The README's "Schedules" shows the form (its example is loaded by a test here). A rule
+//! docs/schedules.md shows the form (its example is loaded by a test here). A rule
 //! without `label` is named `rule <n>`.
 
 use std::{
@@ -22,7 +22,7 @@ const LABEL_MAX: usize = 64;
 
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
-    /// Schedule rules (TOML; see the README's "Schedules"), reloaded on SIGHUP and when the
+    /// Schedule rules (TOML; see docs/schedules.md), reloaded on SIGHUP and when the
     /// file changes [default: no schedule].
     #[arg(long, env = "ROTATOR_SCHEDULE_FILE")]
     pub schedule_file: Option<PathBuf>,
@@ -238,21 +238,20 @@ fn period(field: &str, value: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    /// The example file in the README's "Schedules".
-    fn readme_example() -> &'static str {
-        let readme = include_str!("../../README.md");
-        let section = &readme[readme.find("## Schedules").expect("a Schedules section")..];
+    /// The example file in docs/schedules.md.
+    fn docs_example() -> &'static str {
+        let section = include_str!("../../docs/schedules.md");
         let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
         &section[start..start + section[start..].find("```").unwrap()]
     }
 
     #[test]
-    fn the_readme_example_loads_with_its_defaults() {
-        let schedule = parse(readme_example()).unwrap();
+    fn the_documented_example_loads_with_its_defaults() {
+        let schedule = parse(docs_example()).unwrap();
         let [first, second] = &schedule.rules[..] else {
             panic!("two rules")
         };
-        assert_eq!(first.label, "m2m-auto");
+        assert_eq!(first.label, "web-apps");
         assert_eq!(first.max_age, Duration::from_secs(90 * 86_400));
         assert_eq!(first.strategy, Strategy::Staged);
         assert_eq!(first.jitter, Duration::from_secs(3600));

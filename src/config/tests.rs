@@ -84,16 +84,16 @@ fn bad_domain_and_path_are_refused() {
     ));
 }
 
-/// The README's configuration table names every setting with its environment variable and its
-/// flag, so that it cannot fall behind `serve --help`.
+/// The configuration table (docs/configuration.md) names every setting with its environment
+/// variable and its flag, so that it cannot fall behind `serve --help`.
 #[test]
-fn the_readme_lists_every_setting_with_its_flag() {
+fn the_docs_list_every_setting_with_its_flag() {
     use clap::CommandFactory;
-    let readme = include_str!("../../README.md");
-    let table: Vec<&str> = readme
+    let docs = include_str!("../../docs/configuration.md");
+    let table: Vec<&str> = docs
         .lines()
-        .skip_while(|l| !l.starts_with("## Configuration"))
-        .take_while(|l| !l.starts_with("## ") || l.starts_with("## Configuration"))
+        .skip_while(|l| !l.starts_with("## Settings"))
+        .take_while(|l| !l.starts_with("## ") || l.starts_with("## Settings"))
         .filter(|l| l.starts_with("| `"))
         .collect();
     let cli = Cli::command();
@@ -112,7 +112,10 @@ fn the_readme_lists_every_setting_with_its_flag() {
             missing.push(format!("{env} {flag}"));
         }
     }
-    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not in docs/configuration.md's table: {missing:?}"
+    );
 }
 
 #[test]

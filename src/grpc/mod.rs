@@ -379,9 +379,11 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
     }
 }
 
-/// The largest RotateSecrets request: a thousand client ids and the rest. Every other request
-/// stays within ROTATOR_MAX_REQUEST_BYTES (`request_limits`).
-pub const BATCH_REQUEST_BYTES: usize = 64 * 1024;
+/// The largest RotateSecrets request: a thousand client ids of the longest kind (each with its
+/// two bytes of framing) and room for the rest. Every other request stays within
+/// ROTATOR_MAX_REQUEST_BYTES (`request_limits`).
+pub const BATCH_REQUEST_BYTES: usize =
+    crate::rotation::BATCH_MAX * (crate::rotation::CLIENT_ID_MAX + 2) + 4096;
 
 /// Caps the body of every request to the rotation service at `limit` bytes (and its gRPC frame
 /// header), but RotateSecrets', which the service's decoding limit caps at
@@ -500,5 +502,31 @@ mod tests {
         assert_eq!(deadline(&md, d), Duration::from_millis(1800));
         md.insert("grpc-timeout", "50S".parse().unwrap());
         assert_eq!(deadline(&md, d), Duration::from_secs(49));
+    }
+
+    /// The largest batch the API allows fits the batch limit: a thousand ids of the longest
+    /// kind, the longest reason (four bytes a character), key prefix and selector.
+    #[test]
+    fn the_largest_valid_batch_fits_the_batch_limit() {
+        use prost::Message as _;
+
+        use crate::rotation::{BATCH_MAX, CLIENT_ID_MAX, REASON_MAX};
+        let request = proto::RotateSecretsRequest {
+            client_ids: vec!["a".repeat(CLIENT_ID_MAX); BATCH_MAX],
+            reason: "\u{1F511}".repeat(REASON_MAX),
+            idempotency_key_prefix: "k".repeat(64),
+            max_concurrency: 32,
+            strategy: proto::RotationStrategy::Staged.into(),
+            distribute_for: Some(prost_types::Duration {
+                seconds: 86_400,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        assert!(
+            request.encoded_len() <= BATCH_REQUEST_BYTES,
+            "{} > {BATCH_REQUEST_BYTES}",
+            request.encoded_len()
+        );
     }
 }

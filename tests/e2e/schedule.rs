@@ -422,3 +422,33 @@ fn a_broken_schedule_is_refused_at_start_with_the_rule_and_the_problem() {
         "{err}"
     );
 }
+
+/// The documented example (docs/schedules.md) loads, and its first rule governs the local
+/// stack's demo web apps and nothing else the stack seeds.
+#[test]
+fn the_documented_schedule_selects_the_local_stacks_web_apps() {
+    let docs = include_str!("../../docs/schedules.md");
+    let start = docs.find("```toml\n").expect("an example") + "```toml\n".len();
+    let example = &docs[start..start + docs[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("schedule.toml");
+    std::fs::write(&file, example).unwrap();
+    let schedule = secret_rotator::config::load_schedule(&file).expect("the example loads");
+    let governed: Vec<String> = secret_rotator::emulator::demo_clients()
+        .into_iter()
+        .filter_map(|seeded| {
+            let client: secret_rotator::rotation::Client =
+                serde_json::from_value(serde_json::Value::Object(seeded.doc)).ok()?;
+            let id =
+                secret_rotator::rotation::ClientId::parse(client.client_id.0.as_deref()?).ok()?;
+            Some(format!("{id} {}", schedule.rule_for(&id, &client)?.label))
+        })
+        .collect();
+    assert_eq!(
+        governed,
+        [
+            "Dm0WebApp4Rotation00000000000001 web-apps",
+            "Dm0WebApp4Rotation00000000000002 web-apps"
+        ]
+    );
+}

@@ -7,7 +7,7 @@ use secret_rotator::emulator::{random_client_id, regular_client};
 
 use crate::helpers::{ServiceProcess, rotate};
 
-/// The Vault policy the service needs (the README's), for tokens made in tests.
+/// The Vault policy the service needs (docs/configuration.md's), for tokens made in tests.
 const SERVICE_POLICY: &str = r#"
 path "secret/data/auth0/clients/*"     { capabilities = ["create", "update", "read"] }
 path "secret/metadata/auth0/clients/*" { capabilities = ["read"] }
