@@ -10,6 +10,8 @@
 #[path = "../rotation/stack.rs"]
 #[allow(dead_code)]
 mod stack;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,8 @@ use secret_rotator::{
         secret_rotation_service_client::SecretRotationServiceClient,
     },
 };
-use stack::{Bao, M2M_SECRET, Service};
+use stack::{M2M_SECRET, Service};
+use support::Bao;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
@@ -79,7 +82,7 @@ async fn main() {
 /// `replicas` services on one OpenBao and one emulator, each rotating its share of `clients`
 /// in one batch, all at once.
 async fn run(replicas: usize, clients: usize, learn: bool, logs: &std::path::Path) -> Outcome {
-    let bao = Bao::start().await;
+    let bao = Bao::start_audited().await;
     let (emulator, m2m, ids) = tenant(clients).await;
     let mut services = Vec::new();
     for n in 0..replicas {

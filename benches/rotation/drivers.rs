@@ -234,7 +234,7 @@ pub fn python_peer(
     count: usize,
     warmup: usize,
 ) -> PeerRun {
-    let repo = super::stack::repo();
+    let repo = super::support::repo();
     let out = std::process::Command::new(repo.join(".tools/venv/bin/python"))
         .arg(repo.join("benches/rotation/peer.py"))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

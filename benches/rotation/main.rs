@@ -21,12 +21,15 @@
 mod drivers;
 mod report;
 mod stack;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
 use drivers::{Direct, Run};
 use report::{Idle, Row};
-use stack::{Bao, M2M_SECRET, Service, cpu_time, peak_rss_kib};
+use stack::{M2M_SECRET, Service};
+use support::{Bao, cpu_time, peak_rss_kib};
 
 struct Plan {
     short: bool,
@@ -81,7 +84,7 @@ async fn main() {
         plan.count = count;
     }
     let logs = tempfile::tempdir().unwrap();
-    let bao = Bao::start().await;
+    let bao = Bao::start_audited().await;
     let (emulator, m2m, clients) = stack::emulator(plan.clients).await;
     let mut rows = Vec::new();
 
@@ -92,7 +95,7 @@ async fn main() {
         drivers::service(&service.addr, &clients, 16, plan.warmup).await;
         for concurrency in [1, 16, 64] {
             let (vault0, auth00, cpu0) = (
-                bao.requests(),
+                bao.request_count(),
                 emulator.stats().requests,
                 cpu_time(service.pid()),
             );
@@ -106,7 +109,10 @@ async fn main() {
                 Row::new("service", concurrency, &run)
                     .cpu(cpu_time(service.pid()) - cpu0)
                     .rss_kib(peak_rss_kib(service.pid()))
-                    .requests(bao.requests() - vault0, emulator.stats().requests - auth00),
+                    .requests(
+                        bao.request_count() - vault0,
+                        emulator.stats().requests - auth00,
+                    ),
             );
         }
         drop(service);
@@ -139,12 +145,12 @@ async fn main() {
             };
             drivers::drive(&clients, 16, plan.warmup, one.clone()).await;
             for concurrency in [1, 16, 64] {
-                let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
+                let (vault0, auth00) = (bao.request_count(), emulator.stats().requests);
                 let run: Run = drivers::drive(&clients, concurrency, plan.count, one.clone()).await;
-                rows.push(
-                    Row::new(name, concurrency, &run)
-                        .requests(bao.requests() - vault0, emulator.stats().requests - auth00),
-                );
+                rows.push(Row::new(name, concurrency, &run).requests(
+                    bao.request_count() - vault0,
+                    emulator.stats().requests - auth00,
+                ));
             }
         }
     }
@@ -160,7 +166,7 @@ async fn main() {
             ("PEER_VAULT_TOKEN", bao.token.clone()),
         ];
         for concurrency in [1, 16, 64] {
-            let (vault0, auth00) = (bao.requests(), emulator.stats().requests);
+            let (vault0, auth00) = (bao.request_count(), emulator.stats().requests);
             let peer =
                 drivers::python_peer(&peer_env, &clients, concurrency, plan.count, plan.warmup);
             // The peer's warm-up and token request are in the counts: take them out.
@@ -170,7 +176,7 @@ async fn main() {
                 Row::new("Python peer", concurrency, &peer.run)
                     .cpu(peer.cpu)
                     .requests(
-                        (bao.requests() - vault0).saturating_sub(warm_vault),
+                        (bao.request_count() - vault0).saturating_sub(warm_vault),
                         (emulator.stats().requests - auth00).saturating_sub(warm_auth0),
                     ),
             );
@@ -193,7 +199,7 @@ async fn main() {
     }
     println!("{text}");
     if !plan.short && !cfg!(debug_assertions) {
-        let out = stack::repo().join("docs/performance.md");
+        let out = support::repo().join("docs/performance.md");
         let before = std::fs::read_to_string(&out).unwrap_or_default();
         std::fs::write(&out, report::document(&before, &text)).expect("write docs/performance.md");
         eprintln!("bench: wrote {}", out.display());
@@ -252,7 +258,7 @@ async fn idle(
         }
         // Start-up passes are over once every replica is SERVING and a moment has passed.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let vault0 = bao.requests();
+        let vault0 = bao.request_count();
         let cpu0: Duration = running.iter().map(|s| cpu_time(s.pid())).sum();
         tokio::time::sleep(plan.idle_window).await;
         let cpu: Duration = running.iter().map(|s| cpu_time(s.pid())).sum::<Duration>() - cpu0;
@@ -260,7 +266,7 @@ async fn idle(
             replicas,
             records: plan.idle_records,
             window: plan.idle_window,
-            vault_requests: bao.requests() - vault0,
+            vault_requests: bao.request_count() - vault0,
             cpu,
         });
     }

@@ -1,117 +1,22 @@
 //! What the benchmark runs against: a real OpenBao dev server with a file audit device (to count
-//! Vault requests), the Auth0 emulator in this process, and the release `secret-rotator` binary
-//! as child processes whose CPU and memory are read from /proc.
+//! Vault requests; `tests/support`, shared with the end-to-end tests), the Auth0 emulator in
+//! this process, and the release `secret-rotator` binary as child processes whose CPU and memory
+//! are read from /proc.
 
 use std::{
-    net::TcpListener as StdListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use crate::support::{Bao, eventually, free_port};
 use secret_rotator::emulator::{
     Emulator, EmulatorConfig, RunningEmulator, m2m_client, random_client_id, regular_client,
 };
 use tokio::net::TcpListener;
 
 pub const M2M_SECRET: &str = "m2m-secret-of-the-benchmark-0123456789abcdef";
-const VAULT_TOKEN: &str = "bench-root-token";
 pub const SCOPES: &[&str] = &["read:clients", "read:client_keys", "update:client_keys"];
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Polls `check` every 20 ms until it is true; panics after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// OpenBao in dev mode with every request written to an audit file.
-pub struct Bao {
-    child: Child,
-    pub addr: String,
-    pub token: String,
-    audit: PathBuf,
-    _home: tempfile::TempDir,
-}
-
-impl Bao {
-    pub async fn start() -> Self {
-        let home = tempfile::tempdir().expect("tempdir");
-        let audit = home.path().join("audit.log");
-        let config = home.path().join("audit.hcl");
-        std::fs::write(
-            &config,
-            format!(
-                "audit \"file\" \"bench\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
-                audit.display()
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new(repo().join(".tools/bin/bao"))
-            .args([
-                "server".to_owned(),
-                "-dev".to_owned(),
-                format!("-dev-root-token-id={VAULT_TOKEN}"),
-                format!("-dev-listen-address=127.0.0.1:{port}"),
-                format!("-config={}", config.display()),
-            ])
-            .env("HOME", home.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start OpenBao: run scripts/tools.sh first");
-        let bao = Self {
-            child,
-            addr: format!("http://127.0.0.1:{port}"),
-            token: VAULT_TOKEN.to_owned(),
-            audit,
-            _home: home,
-        };
-        let http = reqwest::Client::new();
-        wait_until("OpenBao", Duration::from_secs(30), async || {
-            http.get(format!("{}/v1/sys/health", bao.addr))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-        bao
-    }
-
-    /// Requests Vault has received so far (one audit line each).
-    pub fn requests(&self) -> u64 {
-        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains("\"type\":\"request\""))
-            .count() as u64
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The emulator with `clients` regular clients and the service's own M2M client.
 pub async fn emulator(clients: usize) -> (RunningEmulator, String, Vec<String>) {
@@ -174,10 +79,10 @@ impl Service {
             child: cmd.spawn().expect("start secret-rotator"),
             addr: format!("http://127.0.0.1:{port}"),
         };
-        wait_until(
+        eventually(
             "secret-rotator SERVING",
             Duration::from_secs(60),
-            async || service.serving().await,
+            || async { service.serving().await.then_some(()) },
         )
         .await;
         service
@@ -220,43 +125,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU time (user + system) a process has used so far, from /proc.
-pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let total = ticks(11) + ticks(12);
-    let hz = clock_ticks_per_second();
-    Duration::from_micros(total * 1_000_000 / hz)
-}
-
-/// Peak resident memory of a process, from /proc (VmHWM).
-pub fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn clock_ticks_per_second() -> u64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
 }
 
 /// `perf record` attached to a process until dropped.

@@ -1,6 +1,8 @@
 //! End-to-end tests: real OpenBao, the Auth0 emulator, the service, and the real grpcurl.
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod batch;
 mod cli;

@@ -29,14 +29,13 @@ fn json(out: &Output) -> Value {
 }
 
 #[tokio::test]
-async fn the_cli_rotates_stages_completes_cancels_and_says_why_it_failed() {
-    let (bao, emulator, m2m) = bare_stack().await;
-    let id = random_client_id();
-    emulator.add_client(regular_client(&id, "Operated app"));
-    let pkjwt = random_client_id();
-    emulator.add_client(pkjwt_client(&pkjwt));
-    let service = ServiceProcess::start(&ServiceProcess::env_for(&bao, &emulator, &m2m)).await;
-    let server = format!("http://{}", service.addr);
+async fn the_cli_rotates_stages_cancels_and_completes_printing_no_secret() {
+    let operated = Operated::start().await;
+    let (emulator, server, id) = (
+        &operated.emulator,
+        operated.server.clone(),
+        operated.id.clone(),
+    );
 
     let health = cli(&server, &["health", "--wait-ready", "10s"]).await;
     assert_eq!(health.status.code(), Some(0));
@@ -93,7 +92,21 @@ async fn the_cli_rotates_stages_completes_cancels_and_says_why_it_failed() {
     assert_eq!(completed["rotation_id"], rotation_id.as_str());
     assert_ne!(emulator.live_secret(&id).unwrap(), live);
 
-    // Every failure has its exit code and the server's message.
+    // Nothing the CLI printed holds a secret.
+    let everything = format!("{rotated}{status}{completed}{staged}");
+    for secret in emulator.client(&id).unwrap().issued_secrets {
+        assert!(!everything.contains(&secret));
+    }
+}
+
+#[tokio::test]
+async fn every_cli_failure_has_its_exit_code_and_the_servers_message() {
+    let operated = Operated::start().await;
+    let (server, id, pkjwt) = (
+        operated.server.clone(),
+        operated.id.clone(),
+        operated.pkjwt.clone(),
+    );
     let cases: [(&[&str], i32, &str); 5] = [
         (&["rotate", "../x"], 2, "InvalidArgument"),
         (&["rotate", &random_client_id()], 3, "NotFound"),
@@ -117,11 +130,35 @@ async fn the_cli_rotates_stages_completes_cancels_and_says_why_it_failed() {
     }
     let refused = json(&cli(&server, &["rotate", &pkjwt, "--output", "json"]).await);
     assert_eq!(refused["error"], "FailedPrecondition");
+}
 
-    // Nothing the CLI printed holds a secret.
-    let everything = format!("{rotated}{status}{completed}{staged}");
-    for secret in emulator.client(&id).unwrap().issued_secrets {
-        assert!(!everything.contains(&secret));
+/// A service with a client to operate on (`id`) and a private_key_jwt one (`pkjwt`), and the
+/// `--server` that reaches it.
+struct Operated {
+    emulator: secret_rotator::emulator::RunningEmulator,
+    server: String,
+    id: String,
+    pkjwt: String,
+    _service: ServiceProcess,
+    _bao: crate::helpers::Bao,
+}
+
+impl Operated {
+    async fn start() -> Self {
+        let (bao, emulator, m2m) = bare_stack().await;
+        let id = random_client_id();
+        emulator.add_client(regular_client(&id, "Operated app"));
+        let pkjwt = random_client_id();
+        emulator.add_client(pkjwt_client(&pkjwt));
+        let service = ServiceProcess::start(&ServiceProcess::env_for(&bao, &emulator, &m2m)).await;
+        Self {
+            server: format!("http://{}", service.addr),
+            emulator,
+            id,
+            pkjwt,
+            _service: service,
+            _bao: bao,
+        }
     }
 }
 

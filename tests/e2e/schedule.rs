@@ -160,24 +160,69 @@ max_age = "3s"
     );
 }
 
-#[tokio::test]
-async fn a_dry_run_reports_a_closed_window_defers_and_a_reload_makes_the_rule_live() {
-    let (bao, emulator, m2m) = bare_stack().await;
-    let (reported, windowed, ungoverned) =
-        (random_client_id(), random_client_id(), random_client_id());
-    for id in [&reported, &windowed, &ungoverned] {
-        emulator.add_client(regular_client(id, "Scheduled app"));
+/// Three clients under a schedule file the test rewrites: `reported` governed by a rule that
+/// is a dry run (or live, `rules(false)`), `windowed` by a rule whose window opens the day after
+/// tomorrow, `ungoverned` by none.
+struct Scheduled {
+    emulator: secret_rotator::emulator::RunningEmulator,
+    service: ServiceProcess,
+    file: std::path::PathBuf,
+    admin: u16,
+    reported: String,
+    windowed: String,
+    ungoverned: String,
+    /// The day the window opens (UTC).
+    opens: jiff::civil::Date,
+    _bao: crate::helpers::Bao,
+    _dir: tempfile::TempDir,
+}
+
+impl Scheduled {
+    async fn start() -> Self {
+        let (bao, emulator, m2m) = bare_stack().await;
+        let (reported, windowed, ungoverned) =
+            (random_client_id(), random_client_id(), random_client_id());
+        for id in [&reported, &windowed, &ungoverned] {
+            emulator.add_client(regular_client(id, "Scheduled app"));
+        }
+        let opens = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .checked_add(jiff::Span::new().days(2))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("schedule.toml");
+        let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+        env.push(("ROTATOR_SCHEDULE_FILE", file.display().to_string()));
+        env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
+        env.push(("ROTATOR_RELOAD_INTERVAL", "100ms".into()));
+        let admin = crate::helpers::free_port();
+        env.push(("ROTATOR_ADMIN_ADDR", format!("127.0.0.1:{admin}")));
+        std::fs::write(&file, rules(&reported, &windowed, opens, true)).unwrap();
+        Self {
+            emulator,
+            service: ServiceProcess::start(&env).await,
+            file,
+            admin,
+            reported,
+            windowed,
+            ungoverned,
+            opens,
+            _bao: bao,
+            _dir: dir,
+        }
     }
-    // The window opens the day after tomorrow (UTC), all day.
-    let opens = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date()
-        .checked_add(jiff::Span::new().days(2))
-        .unwrap();
+
+    fn rules(&self, dry_run: bool) -> String {
+        rules(&self.reported, &self.windowed, self.opens, dry_run)
+    }
+}
+
+/// `reported`'s rule (a dry run, or live) and `windowed`'s, whose window is the day `opens`.
+fn rules(reported: &str, windowed: &str, opens: jiff::civil::Date, dry_run: bool) -> String {
     let day = format!("{:?}", opens.weekday());
-    let rules = |dry_run: bool| {
-        format!(
-            r#"
+    format!(
+        r#"
 [[rule]]
 label = "report-only"
 clients = ["{reported}"]
@@ -190,28 +235,22 @@ clients = ["{windowed}"]
 max_age = "1h"
 window = {{ days = ["{day}"], time_zone = "UTC" }}
 "#
-        )
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let schedule = dir.path().join("schedule.toml");
-    std::fs::write(&schedule, rules(true)).unwrap();
-    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
-    env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
-    env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
-    env.push(("ROTATOR_RELOAD_INTERVAL", "100ms".into()));
-    let admin = crate::helpers::free_port();
-    env.push(("ROTATOR_ADMIN_ADDR", format!("127.0.0.1:{admin}")));
-    let service = ServiceProcess::start(&env).await;
+    )
+}
 
+#[tokio::test]
+async fn a_dry_run_rule_reports_its_due_clients_and_list_clients_shows_when_each_is_due() {
+    let s = Scheduled::start().await;
+    let reported = &s.reported;
     eventually("the dry run's report", Duration::from_secs(30), || {
-        let log = service.output();
+        let log = s.service.output();
         let found = log.lines().any(|l| {
-            l.contains("schedule dry run: would rotate this client now") && l.contains(&reported)
+            l.contains("schedule dry run: would rotate this client now") && l.contains(reported)
         });
         async move { found.then_some(()) }
     })
     .await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.admin))
         .await
         .unwrap()
         .text()
@@ -223,9 +262,14 @@ window = {{ days = ["{day}"], time_zone = "UTC" }}
         ),
         "{metrics}"
     );
+    assert_eq!(
+        s.emulator.client(reported).unwrap().rotations,
+        0,
+        "a dry run"
+    );
 
     // ListClients, through grpcurl: when each is due and by which rule.
-    let listed = grpcurl_at(service.addr, "ListClients", r#"{"page_size": 50}"#)
+    let listed = grpcurl_at(s.service.addr, "ListClients", r#"{"page_size": 50}"#)
         .await
         .unwrap();
     let entry = |id: &str| {
@@ -237,72 +281,111 @@ window = {{ days = ["{day}"], time_zone = "UTC" }}
             .cloned()
             .unwrap_or_else(|| panic!("{id} listed: {listed}"))
     };
-    let dry = entry(&reported);
+    let dry = entry(reported);
     assert_eq!(dry["scheduleRule"], "report-only");
     assert_eq!(dry["scheduleDryRun"], true);
     let due: jiff::Timestamp = dry["nextRotationAt"].as_str().unwrap().parse().unwrap();
     assert!(due <= jiff::Timestamp::now(), "due now: {dry}");
-    let deferred = entry(&windowed);
+    let deferred = entry(&s.windowed);
     assert_eq!(deferred["scheduleRule"], "windowed");
     assert_eq!(
         deferred["nextRotationAt"].as_str().unwrap(),
-        format!("{opens}T00:00:00Z"),
+        format!("{}T00:00:00Z", s.opens),
         "the window's opening: {deferred}"
     );
-    let none = entry(&ungoverned);
+    let none = entry(&s.ungoverned);
     assert!(
         none.get("nextRotationAt").is_none() && none.get("scheduleRule").is_none(),
         "{none}"
     );
+}
 
-    // A broken file is refused and the schedule in force stays; the fixed one goes live.
-    std::fs::write(&schedule, "[[rule]]\nmax_age = \"soon\"\n").unwrap();
+#[tokio::test]
+async fn a_broken_reload_keeps_the_schedule_and_a_fixed_one_makes_the_rule_live() {
+    let s = Scheduled::start().await;
+    let reported = &s.reported;
+    std::fs::write(&s.file, "[[rule]]\nmax_age = \"soon\"\n").unwrap();
     eventually(
         "the broken schedule refused",
         Duration::from_secs(30),
         || {
-            let refused = service.output().contains("schedule NOT reloaded");
+            let refused = s.service.output().contains("schedule NOT reloaded");
             async move { refused.then_some(()) }
         },
     )
     .await;
-    std::fs::write(&schedule, rules(false)).unwrap();
+    assert_eq!(
+        s.emulator.client(reported).unwrap().rotations,
+        0,
+        "still a dry run"
+    );
+    std::fs::write(&s.file, s.rules(false)).unwrap();
     eventually(
         "the rule, now live, to rotate",
         Duration::from_secs(30),
         || {
-            let rotations = emulator.client(&reported).unwrap().rotations;
+            let rotations = s.emulator.client(reported).unwrap().rotations;
             async move { (rotations == 1).then_some(()) }
         },
     )
     .await;
-    let records = history(&service, &reported).await;
+    let records = history(&s.service, reported).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].rotated_by, "scheduler");
     assert!(records[0].reason.contains("report-only"), "{records:?}");
     assert_eq!(
-        emulator.client(&windowed).unwrap().rotations,
+        s.emulator.client(&s.windowed).unwrap().rotations,
         0,
         "its window is closed"
     );
-    assert_eq!(emulator.client(&ungoverned).unwrap().rotations, 0);
-    let audit = service.output();
+    assert_eq!(s.emulator.client(&s.ungoverned).unwrap().rotations, 0);
+    let audit = s.service.output();
     assert!(
         audit.lines().any(|l| l.contains("\"target\":\"audit\"")
-            && l.contains(&reported)
+            && l.contains(reported)
             && l.contains("\"caller\":\"scheduler\"")),
         "audited as the scheduler"
     );
 }
 
+/// A service whose schedule rotates `clients` staged, 2 s after their last rotation, each
+/// distributed for 1 s.
+async fn staged_schedule(
+    bao: &crate::helpers::Bao,
+    emulator: &secret_rotator::emulator::RunningEmulator,
+    m2m: &str,
+    clients: &[&str],
+) -> (ServiceProcess, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.toml");
+    let clients = clients
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>();
+    std::fs::write(
+        &schedule,
+        format!(
+            "[[rule]]\nlabel = \"staged\"\nclients = [{}]\nmax_age = \"2s\"\nstrategy = \"staged\"\n",
+            clients.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut env = ServiceProcess::env_for(bao, emulator, m2m);
+    env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
+    env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
+    env.push(("ROTATOR_STAGED_DISTRIBUTE_FOR", "1s".into()));
+    // The tests poll ListRotations.
+    env.push(("ROTATOR_CALLER_STATUS_PER_MINUTE", "100000".into()));
+    env.push(("ROTATOR_CALLER_STATUS_BURST", "100000".into()));
+    (ServiceProcess::start(&env).await, dir)
+}
+
 #[tokio::test]
-async fn a_staged_rule_stages_then_promotes_and_one_with_nothing_in_vault_says_why() {
+async fn a_staged_rule_stages_then_promotes() {
     let (bao, emulator, m2m) = bare_stack().await;
-    let (held, unheld) = (random_client_id(), random_client_id());
-    for id in [&held, &unheld] {
-        emulator.add_client(regular_client(id, "Staged app"));
-    }
-    // A caller's rotation stores `held`'s secret in Vault; `unheld` has none there.
+    let held = random_client_id();
+    emulator.add_client(regular_client(&held, "Staged app"));
+    // A caller's rotation stores `held`'s secret in Vault.
     let plain = ServiceProcess::start(&ServiceProcess::env_for(&bao, &emulator, &m2m)).await;
     plain
         .client()
@@ -311,30 +394,7 @@ async fn a_staged_rule_stages_then_promotes_and_one_with_nothing_in_vault_says_w
         .await
         .expect("a caller's rotation");
     drop(plain);
-
-    let dir = tempfile::tempdir().unwrap();
-    let schedule = dir.path().join("schedule.toml");
-    std::fs::write(
-        &schedule,
-        format!(
-            r#"
-[[rule]]
-label = "staged"
-clients = ["{held}", "{unheld}"]
-max_age = "2s"
-strategy = "staged"
-"#
-        ),
-    )
-    .unwrap();
-    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
-    env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
-    env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
-    env.push(("ROTATOR_STAGED_DISTRIBUTE_FOR", "1s".into()));
-    // The test polls ListRotations.
-    env.push(("ROTATOR_CALLER_STATUS_PER_MINUTE", "100000".into()));
-    env.push(("ROTATOR_CALLER_STATUS_BURST", "100000".into()));
-    let service = ServiceProcess::start(&env).await;
+    let (service, _dir) = staged_schedule(&bao, &emulator, &m2m, &[&held]).await;
 
     // Due 2 s after the caller's rotation: staged, distributed for 1 s, promoted by the timer.
     let promoted = eventually(
@@ -371,9 +431,16 @@ strategy = "staged"
         },
     )
     .await;
+}
 
-    // A staged rule cannot rotate a client Vault holds nothing for: it says so, and Auth0 is
-    // not touched.
+/// A staged rule cannot rotate a client Vault holds nothing for: it says so, and Auth0 is not
+/// touched.
+#[tokio::test]
+async fn a_staged_rule_says_why_it_cannot_stage_a_client_vault_holds_nothing_for() {
+    let (bao, emulator, m2m) = bare_stack().await;
+    let unheld = random_client_id();
+    emulator.add_client(regular_client(&unheld, "Staged app"));
+    let (service, _dir) = staged_schedule(&bao, &emulator, &m2m, &[&unheld]).await;
     let warned = eventually("the scheduler to say why", Duration::from_secs(30), || {
         let log = service.output();
         async move {

@@ -123,6 +123,15 @@ impl Bao {
             .collect()
     }
 
+    /// How many requests an audited server has received so far (one audit line each): cheap
+    /// enough to ask between the benchmark's rows.
+    pub fn request_count(&self) -> u64 {
+        let log = std::fs::read_to_string(self.home.path().join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("\"type\":\"request\""))
+            .count() as u64
+    }
+
     /// The value of request header `name` in every request an audited server has received
     /// with it, as `(path, value)`, oldest first. The header must first be put in the audit
     /// log: `sys/config/auditing/request-headers/{name}`.
@@ -407,6 +416,12 @@ fn spawn_bao_with_config(config: &std::path::Path, home: &std::path::Path) -> Ch
         .stderr(log)
         .spawn()
         .expect("spawn bao")
+}
+
+impl Bao {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Bao {
