@@ -50,11 +50,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
             body.max_concurrency,
         )
         .map_err(RotationError::from)?;
-        batch.strategy = convert::strategy_from(body.strategy)?;
-        batch.distribute_for = body
-            .distribute_for
-            .map(convert::duration_from)
-            .transpose()?;
+        (batch.strategy, batch.distribute_for) =
+            convert::staging(body.strategy, body.distribute_for)?;
         // Checked as RotateSecret checks it, once for all.
         self.service
             .distribute_for(batch.strategy, batch.distribute_for)

@@ -55,7 +55,7 @@ impl From<Cancelled> for pb::CancelRotationResponse {
 }
 
 /// A request's strategy; UNSPECIFIED is immediate.
-pub(super) fn strategy_from(raw: i32) -> Result<Strategy, RotationError> {
+fn strategy_from(raw: i32) -> Result<Strategy, RotationError> {
     match pb::RotationStrategy::try_from(raw) {
         Ok(pb::RotationStrategy::Unspecified | pb::RotationStrategy::Immediate) => {
             Ok(Strategy::Immediate)
@@ -65,9 +65,20 @@ pub(super) fn strategy_from(raw: i32) -> Result<Strategy, RotationError> {
     }
 }
 
+/// A request's `strategy` and `distribute_for`, as RotateSecret and RotateSecrets carry them.
+pub(super) fn staging(
+    strategy: i32,
+    distribute_for: Option<prost_types::Duration>,
+) -> Result<(Strategy, Option<Duration>), RotationError> {
+    Ok((
+        strategy_from(strategy)?,
+        distribute_for.map(duration_from).transpose()?,
+    ))
+}
+
 /// A request's `google.protobuf.Duration`; negative or out-of-range ones are refused with the
 /// range the field allows.
-pub(super) fn duration_from(d: prost_types::Duration) -> Result<Duration, RotationError> {
+fn duration_from(d: prost_types::Duration) -> Result<Duration, RotationError> {
     Duration::try_from(d).map_err(|_| ValidationError::DistributeForNegative.into())
 }
 

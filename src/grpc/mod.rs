@@ -238,11 +238,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
                 RotateCommand::parse(&body.client_id, &body.reason, &body.idempotency_key)
                     .map_err(RotationError::from)?;
             command.require_in_sync = body.require_in_sync;
-            command.strategy = convert::strategy_from(body.strategy)?;
-            command.distribute_for = body
-                .distribute_for
-                .map(convert::duration_from)
-                .transpose()?;
+            (command.strategy, command.distribute_for) =
+                convert::staging(body.strategy, body.distribute_for)?;
             self.service
                 .distribute_for(command.strategy, command.distribute_for)
                 .map_err(RotationError::from)?;

@@ -29,6 +29,16 @@ pub(super) struct Healed {
     pub rotated: bool,
 }
 
+/// An open intent whose lease its healer holds (`fence`), and the record without lease and
+/// intent (`before`): what every heal works on.
+pub(super) struct Open<'a> {
+    pub client_id: &'a ClientId,
+    pub path: &'a str,
+    pub intent: &'a Intent,
+    pub fence: KvVersion,
+    pub before: ClientState,
+}
+
 /// Takes the client's lease for `intent` (see [`Pipeline::acquire`]), healing first an open
 /// intent that a dead step left in the way.
 pub(super) async fn acquire<I: SecretIssuer, S: SecretStore, L: Ledger>(
@@ -67,7 +77,14 @@ pub(super) async fn lost_answer<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let rotation_id = intent.rotation_id;
     warn!(%rotation_id, error = %lost, "Auth0's answer was lost; reading the live secret back");
     let path = p.path(client_id);
-    match heal(p, client_id, &path, intent, lease.fence, lease.before).await {
+    let open = Open {
+        client_id,
+        path: &path,
+        intent,
+        fence: lease.fence,
+        before: lease.before,
+    };
+    match heal(p, open).await {
         // Vault now holds what Auth0 accepts, and Auth0's secret has changed: the caller's
         // goal is met, and an error would make retry policies rotate a second time.
         // `recovered` says the secret was read back.
@@ -92,25 +109,19 @@ pub(super) async fn lost_answer<I: SecretIssuer, S: SecretStore, L: Ledger>(
     }
 }
 
-/// Heals an open intent (the caller holds the lease, `fence`); `before` is the record without
-/// lease and intent. Returns the rotation when the intent's rotation did happen, or may have,
-/// `None` when Auth0 never changed under it.
+/// Heals an open intent by its step. Returns the rotation when the intent's rotation did
+/// happen, or may have, `None` when Auth0 never changed under it.
 pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
-    client_id: &ClientId,
-    path: &str,
-    intent: &Intent,
-    fence: KvVersion,
-    before: ClientState,
+    open: Open<'_>,
 ) -> Result<Option<Healed>, RotationError> {
+    let (client_id, intent) = (open.client_id, open.intent);
     let healed = match intent.step {
         Step::Stage | Step::Cancel => {
-            withdraw(p, client_id, path, intent, fence, before).await?;
+            withdraw(p, open).await?;
             None
         }
-        Step::Rotate | Step::Promote => {
-            heal_from_live(p, client_id, path, intent, fence, before).await?
-        }
+        Step::Rotate | Step::Promote => heal_from_live(p, open).await?,
     };
     let rotation = healed.as_ref().map(|h| &h.rotation);
     if let Some(key) = &intent.idempotency_key {
@@ -152,12 +163,15 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
 /// finished in Vault; when Auth0 still holds the current one, the rotation stays staged.
 async fn heal_from_live<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
-    client_id: &ClientId,
-    path: &str,
-    intent: &Intent,
-    fence: KvVersion,
-    before: ClientState,
+    open: Open<'_>,
 ) -> Result<Option<Healed>, RotationError> {
+    let Open {
+        client_id,
+        path,
+        intent,
+        fence,
+        before,
+    } = open;
     let live = p.issuer.read_secret(client_id).await?;
     let current = p
         .store
@@ -252,12 +266,15 @@ async fn heal_from_live<I: SecretIssuer, S: SecretStore, L: Ledger>(
 /// Returns the key's version.
 pub(super) async fn withdraw<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
-    client_id: &ClientId,
-    path: &str,
-    intent: &Intent,
-    fence: KvVersion,
-    before: ClientState,
+    open: Open<'_>,
 ) -> Result<KvVersion, RotationError> {
+    let Open {
+        client_id,
+        path,
+        intent,
+        fence,
+        before,
+    } = open;
     let version = match p.store.read_secret(path).await {
         Ok(Some(key)) if key.value.next.is_some() => {
             let secrets = key.value.with_next(None);
@@ -316,7 +333,14 @@ pub(super) async fn heal_orphan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     };
     warn!(rotation_id = %orphan.rotation_id, started_at = ?orphan.started_at, "healing a rotation left open");
     let path = p.path(client_id);
-    match heal(p, client_id, &path, &orphan, fence, before.clone()).await {
+    let open = Open {
+        client_id,
+        path: &path,
+        intent: &orphan,
+        fence,
+        before: before.clone(),
+    };
+    match heal(p, open).await {
         Ok(_) => Ok(()),
         Err(e) => {
             // Leave the intent for the next attempt without holding its lease.

@@ -297,8 +297,14 @@ pub(in crate::rotation) async fn cancel<I: SecretIssuer, S: SecretStore, L: Ledg
                 .await;
             return Err(refusal);
         }
-        let version =
-            recovery::withdraw(p, client_id, &path, &intent, lease.fence, lease.before).await?;
+        let open = recovery::Open {
+            client_id,
+            path: &path,
+            intent: &intent,
+            fence: lease.fence,
+            before: lease.before,
+        };
+        let version = recovery::withdraw(p, open).await?;
         p.timer.forget(client_id, rotation_id);
         Ok(Cancelled {
             rotation_id,
