@@ -517,6 +517,16 @@ mod tests {
             (AuthError::NoIdentity, Code::Unauthenticated, false),
             (AuthError::TokensNotAccepted, Code::Unauthenticated, false),
             (
+                crate::auth::CertificateIdentityError::None.into(),
+                Code::Unauthenticated,
+                false,
+            ),
+            (
+                crate::auth::TokenError::Algorithm.into(),
+                Code::Unauthenticated,
+                false,
+            ),
+            (
                 AuthError::Denied {
                     caller: "jwt:bot".into(),
                     rpc: crate::auth::Rpc::RotateSecret,

@@ -27,7 +27,8 @@
 //! - `locks`, `left_open`, `timer`, `outbox`: per-replica state, each with its own API (local
 //!   locks and remembered records, intents this replica left open, staged rotations' due
 //!   times, notifications to deliver);
-//! - `pipeline`: the settings, and acquire, settle, close, refuse, store, finish;
+//! - `settings`: the protocol's settings, fixed at start-up;
+//! - `pipeline`: acquire, settle, close, refuse, store, finish: what every step runs through;
 //! - `idempotency`: binding idempotency keys to answers;
 //! - `recovery`: healing an open intent by its step; the heal of a lost answer;
 //! - `steps`: RotateSecret, and the steps of each kind (`immediate`, `staged`);
@@ -63,6 +64,7 @@ mod recovery;
 mod schedule;
 pub mod scheduler;
 mod service;
+mod settings;
 mod state;
 mod steps;
 #[cfg(test)]
@@ -83,7 +85,6 @@ pub use ids::{
 pub use inventory::{Inventory, InventoryEntry, secret_based};
 pub use notify::{Notification, NotificationKind};
 pub use outcome::Outcome;
-pub use pipeline::Settings;
 pub use ports::{ClientPage, Ledger, PageCursor, SecretIssuer, SecretStore};
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeySecrets, KvVersion,
@@ -92,5 +93,6 @@ pub use records::{
 };
 pub use schedule::{Rule, Schedule, ScheduledRotation, Window, WindowError};
 pub use service::{RotationService, ScheduleSource};
+pub use settings::Settings;
 pub use state::{Acquired, ClientState};
 pub use steps::Cancelled;

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::{
     client::Client,
     error::{RotationError, StoreError},
-    ids::{ClientId, PathTemplate, Reason, ValidationError},
+    ids::{ClientId, Reason, ValidationError},
     left_open::LeftOpen,
     locks::Locks,
     notify::{Notification, NotificationKind},
@@ -36,45 +36,11 @@ use super::{
         KeySecrets, KvVersion, LastRotation, Lease, Rotation, RotationMetadata, StoredSecret,
         Strategy, Versioned, millis,
     },
+    settings::Settings,
     state::{Acquired, ClientState},
     timer::PromotionTimer,
 };
 use crate::audit::{self, Origin};
-
-/// Settings of the protocol, fixed at start-up.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub path: PathTemplate,
-    /// Names this replica in leases.
-    pub replica: String,
-    /// How long a lease lasts; longer than any one rotation can take.
-    pub lease_ttl: Duration,
-    /// How long an idempotency key replays its answer.
-    pub idempotency_window: Duration,
-    /// Rotate even when recovery is known to be impossible (no `read:client_keys`).
-    pub allow_unrecoverable: bool,
-    /// Rotations running at once in this process; more wait until their deadline.
-    pub max_concurrent: usize,
-    /// How long the reconciler rests between passes, and the most it waits before retrying
-    /// an intent this replica left open.
-    pub reconcile_interval: Duration,
-    /// Ledger records the reconciler reads per second during a pass.
-    pub reconcile_rate: std::num::NonZeroU32,
-    /// How long the key keeps the secret a rotation replaced (`previous_client_secret`).
-    pub previous_secret_ttl: Duration,
-    /// How long a staged secret is distributed before promotion, unless the request says.
-    pub distribute_for: Duration,
-    /// The longest a request may ask for.
-    pub max_distribute_for: Duration,
-    /// The service's own Auth0 application, if it has one (client credentials): never rotated,
-    /// listed as not rotatable, never selected.
-    pub own_client: Option<ClientId>,
-    /// How many rotations each client's record keeps for ListRotations.
-    pub history_kept: usize,
-    /// How often the scanning replica compares every client Vault holds with Auth0; `None`:
-    /// never (only GetRotationStatus with check_drift does).
-    pub drift_scan_interval: Option<Duration>,
-}
 
 /// The ports, the settings and the per-client state every step shares.
 pub(super) struct Pipeline<I, S, L> {

@@ -23,10 +23,11 @@ use super::{
     notify::Notification,
     outbox,
     outcome::Outcome,
-    pipeline::{Pipeline, Report, Settings},
+    pipeline::{Pipeline, Report},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{Drift, KvVersion, Rotation, RotationStatus, Strategy, Validated},
     schedule::Schedule,
+    settings::Settings,
     steps::{self, Cancelled},
 };
 use crate::audit::Origin;

@@ -1,0 +1,40 @@
+//! [`Settings`]: the protocol's settings, fixed at start-up (`config` builds them).
+
+use std::{num::NonZeroU32, time::Duration};
+
+use super::ids::{ClientId, PathTemplate};
+
+/// Settings of the protocol, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathTemplate,
+    /// Names this replica in leases.
+    pub replica: String,
+    /// How long a lease lasts; longer than any one rotation can take.
+    pub lease_ttl: Duration,
+    /// How long an idempotency key replays its answer.
+    pub idempotency_window: Duration,
+    /// Rotate even when recovery is known to be impossible (no `read:client_keys`).
+    pub allow_unrecoverable: bool,
+    /// Rotations running at once in this process; more wait until their deadline.
+    pub max_concurrent: usize,
+    /// How long the reconciler rests between passes, and the most it waits before retrying
+    /// an intent this replica left open.
+    pub reconcile_interval: Duration,
+    /// Ledger records the reconciler reads per second during a pass.
+    pub reconcile_rate: NonZeroU32,
+    /// How long the key keeps the secret a rotation replaced (`previous_client_secret`).
+    pub previous_secret_ttl: Duration,
+    /// How long a staged secret is distributed before promotion, unless the request says.
+    pub distribute_for: Duration,
+    /// The longest a request may ask for.
+    pub max_distribute_for: Duration,
+    /// The service's own Auth0 application, if it has one (client credentials): never rotated,
+    /// listed as not rotatable, never selected.
+    pub own_client: Option<ClientId>,
+    /// How many rotations each client's record keeps for ListRotations.
+    pub history_kept: usize,
+    /// How often the scanning replica compares every client Vault holds with Auth0; `None`:
+    /// never (only GetRotationStatus with check_drift does).
+    pub drift_scan_interval: Option<Duration>,
+}
