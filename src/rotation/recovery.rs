@@ -268,13 +268,7 @@ pub(super) async fn withdraw<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     open: Open<'_>,
 ) -> Result<KvVersion, RotationError> {
-    let Open {
-        client_id,
-        path,
-        intent,
-        fence,
-        before,
-    } = open;
+    let (client_id, path, intent) = (open.client_id, open.path, open.intent);
     let version = match p.store.read_secret(path).await {
         Ok(Some(key)) if key.value.next.is_some() => {
             let secrets = key.value.with_next(None);
@@ -289,19 +283,19 @@ pub(super) async fn withdraw<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let (outcome, cancelled) = match intent.step {
         Step::Cancel => (Outcome::Cancelled, Some(intent.rotation_id)),
         // A stage cut off: the caller was not told it was staged.
-        _ => (Outcome::Withdrawn, before.cancelled),
+        _ => (Outcome::Withdrawn, open.before.cancelled),
     };
     let closed = ClientState {
         staged: None,
         cancelled,
-        ..before
+        ..open.before
     };
     let left = Left::Key {
         stored: p.stored(path.to_owned(), version),
         caller: intent.caller.clone(),
     };
     let closed = p.settle(closed, client_id, intent.rotation_id, outcome, left);
-    p.close(client_id, intent.rotation_id, fence, closed)
+    p.close(client_id, intent.rotation_id, open.fence, closed)
         .await
         .map_err(RotationError::Vault)?;
     Ok(version)
