@@ -374,12 +374,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     }
 
     /// The schedule in force, if one is configured.
-    pub fn schedule(&self) -> Option<Arc<Schedule>> {
+    pub(super) fn schedule(&self) -> Option<Arc<Schedule>> {
         self.schedule.get().map(|source| source())
     }
 
     /// When this replica started.
-    pub fn started(&self) -> SystemTime {
+    pub(super) fn started(&self) -> SystemTime {
         self.started
     }
 
