@@ -102,8 +102,14 @@ type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
 /// that cannot be opened or an unusable OTLP setting. Call it inside the Tokio runtime: the
 /// exporter's connection is spawned on it.
 pub fn init(config: &Settings) -> Result<Telemetry, String> {
-    let filter = EnvFilter::try_new(&config.filter)
+    let mut filter = EnvFilter::try_new(&config.filter)
         .map_err(|_| format!("ROTATOR_LOG is not a valid log filter: {}", config.filter))?;
+    // rustify, vaultrs's HTTP layer, logs every answer that is not a 2xx at ERROR, a key not
+    // found included; the Vault adapter logs Vault's failures itself. Named in the filter, it
+    // is the operator's to see.
+    if !config.filter.contains("rustify") {
+        filter = filter.add_directive("rustify=off".parse().expect("a valid directive"));
+    }
     let main: Boxed = match config.format {
         // The current span (client_id, trace_id) and not the list of its parents: formatting
         // every parent's fields again for each line was most of a rotation's logging cost.

@@ -4,7 +4,7 @@
 //! Calls outside any span (readiness checks every few seconds) are timed but not traced, so
 //! that they do not flood the trace backend with one-span traces.
 
-use reqwest::{RequestBuilder, Response};
+use reqwest::{Client, Request, RequestBuilder, Response};
 use tracing::{Instrument, Span, debug_span, field::Empty};
 
 /// Sends `request` to `upstream` ("auth0" or "vault"); `operation` names it in spans and
@@ -16,7 +16,17 @@ pub async fn send(
     request: RequestBuilder,
 ) -> reqwest::Result<Response> {
     let (client, request) = request.build_split();
-    let mut request = request?;
+    execute(upstream, operation, &client, request?).await
+}
+
+/// [`send`] for a request built elsewhere (the Vault adapter's are built by vaultrs's
+/// endpoints).
+pub async fn execute(
+    upstream: &'static str,
+    operation: &'static str,
+    client: &Client,
+    mut request: Request,
+) -> reqwest::Result<Response> {
     let span = if Span::current().is_disabled() {
         Span::none()
     } else {

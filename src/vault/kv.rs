@@ -1,146 +1,65 @@
-//! A lean KV v2 client on the service's reqwest stack: the five calls the adapter makes, with
-//! the mount's base URL built once. It replaces vaultrs, whose per-call request building,
-//! JSON round trips and error logging cost more CPU than the rest of a rotation (see
-//! `docs/performance.md`). Vault's own error texts are logged at debug only; callers get the
-//! protocol's [`StoreError`].
+//! The five Vault calls the adapter makes, each a vaultrs endpoint (KV v2 read, write with
+//! check-and-set, metadata, list; `sys/capabilities-self`, which vaultrs lacks, is an endpoint
+//! of our own on the same rustify types), sent with the service's token and mapped to the
+//! protocol's [`StoreError`]. Vault's own error texts are logged; callers get the mapping.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header::HeaderValue};
+use rustify::endpoint::{Endpoint, EndpointResult};
+use rustify_derive::Endpoint;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tracing::{debug, warn};
+use tracing::warn;
+use vaultrs::api::kv2::{
+    requests::{
+        ListSecretsRequest, ReadSecretMetadataRequest, ReadSecretRequest, SetSecretRequest,
+        SetSecretRequestOptions,
+    },
+    responses::{ListSecretsResponse, ReadSecretMetadataResponse, SecretVersionMetadata},
+};
 
-use super::{Settings, login::Auth};
+use super::{
+    Settings,
+    login::Auth,
+    transport::{Failure, Transport, data},
+};
 use crate::rotation::{KvVersion, StoreError, Versioned};
 
 pub(super) struct Kv {
-    http: reqwest::Client,
-    /// Where Vault is (scheme, host and port only), for error messages.
-    origin: String,
-    /// `{addr}/v1/`
-    api: Url,
-    /// `{addr}/v1/{mount}/data/` and `.../metadata/`
-    data: Url,
-    metadata: Url,
+    transport: Transport,
     /// The token, kept valid (`login.rs`).
     auth: Auth,
-    namespace: Option<HeaderValue>,
+    mount: String,
 }
 
-/// `{"data": {"data": T, "metadata": {"version": n}}}`
+/// vaultrs's `ReadSecretResponse` with the data typed: secrets are read straight into
+/// `SecretString`s rather than into a JSON value first.
 #[derive(Deserialize)]
-struct ReadAnswer<T> {
-    data: ReadData<T>,
-}
-
-#[derive(Deserialize)]
-struct ReadData<T> {
+struct Read<T> {
     data: T,
-    metadata: VersionOnly,
+    metadata: SecretVersionMetadata,
 }
 
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
-}
-
-#[derive(Deserialize)]
-struct WriteAnswer {
-    data: VersionOnly,
-}
-
-#[derive(Deserialize)]
-struct MetadataAnswer {
-    data: CurrentVersion,
-}
-
-#[derive(Deserialize)]
-struct CurrentVersion {
-    current_version: u64,
-}
-
-#[derive(Deserialize)]
-struct ListAnswer {
-    data: Keys,
-}
-
-#[derive(Deserialize)]
-struct Keys {
-    keys: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct WriteBody<'a, T> {
-    options: Cas,
-    data: &'a T,
-}
-
-#[derive(Serialize)]
-struct Cas {
-    cas: u64,
-}
-
-/// Vault's error body: `{"errors": [...]}`.
-#[derive(Deserialize, Default)]
-struct Errors {
-    #[serde(default)]
-    errors: Vec<String>,
+/// `POST sys/capabilities-self`: the token's capabilities on each of `paths`.
+#[derive(Endpoint)]
+#[endpoint(
+    path = "sys/capabilities-self",
+    method = "POST",
+    response = "HashMap<String, Vec<String>>"
+)]
+struct CapabilitiesSelfRequest {
+    paths: Vec<String>,
 }
 
 impl Kv {
     pub(super) fn new(settings: &Settings) -> Result<Self, StoreError> {
-        let invalid =
-            |what: &str| StoreError::Unexpected(format!("invalid Vault settings: {what}"));
-        let mut http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Never follow a redirect: it would carry the token elsewhere, and checking every
-            // answer for one costs a URL parse per request.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("secret-rotator/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &settings.ca_cert {
-            let pem = std::fs::read(path).map_err(|_| invalid("VAULT_CACERT cannot be read"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|_| invalid("VAULT_CACERT is not a PEM bundle"))?;
-            for cert in certs {
-                http = http.add_root_certificate(cert);
-            }
-        }
-        let http = http.build().map_err(|_| invalid("HTTP client"))?;
-        let mut api = settings.addr.clone();
-        api.set_path(&format!("{}/v1/", api.path().trim_end_matches('/')));
-        let mount = |kind: &str| {
-            api.join(&format!("{}/{kind}/", settings.mount))
-                .map_err(|_| invalid("ROTATOR_VAULT_MOUNT"))
-        };
-        let auth = Auth::new(&settings.token, http.clone(), api.clone()).map_err(invalid)?;
-        let namespace = match &settings.namespace {
-            Some(ns) => Some(HeaderValue::from_str(ns).map_err(|_| invalid("VAULT_NAMESPACE"))?),
-            None => None,
-        };
+        let transport = Transport::new(settings).map_err(StoreError::Unexpected)?;
+        let auth = Auth::new(&settings.token)
+            .map_err(|e| StoreError::Unexpected(format!("invalid Vault settings: {e}")))?;
         Ok(Self {
-            data: mount("data")?,
-            metadata: mount("metadata")?,
-            origin: settings.addr.origin().ascii_serialization(),
+            transport,
             auth,
-            api,
-            http,
-            namespace,
+            mount: settings.mount.clone(),
         })
-    }
-
-    fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let request = self.http.request(method, url);
-        match &self.namespace {
-            Some(ns) => request.header("X-Vault-Namespace", ns.clone()),
-            None => request,
-        }
-    }
-
-    fn url(base: &Url, path: &str) -> Result<Url, StoreError> {
-        base.join(path)
-            .map_err(|_| StoreError::Unexpected(format!("invalid key path {path}")))
     }
 
     /// The current data of a key and its version; `None` when the key does not exist (or its
@@ -149,19 +68,18 @@ impl Kv {
         &self,
         path: &str,
     ) -> Result<Option<Versioned<T>>, StoreError> {
-        let response = self
-            .send(
-                self.request(Method::GET, Self::url(&self.data, path)?),
-                "read",
-            )
-            .await?;
-        let Some(response) = found(response, "a key").await? else {
+        let endpoint = ReadSecretRequest {
+            mount: self.mount.clone(),
+            path: path.to_owned(),
+            version: None,
+        };
+        let Some(answer) = self.exec("read", &endpoint, "a key").await? else {
             return Ok(None);
         };
-        let answer: ReadAnswer<T> = json(response, path).await?;
+        let read: Read<T> = data(&answer).map_err(|_| malformed(path))?;
         Ok(Some(Versioned {
-            version: KvVersion(answer.data.metadata.version),
-            value: answer.data.data,
+            version: KvVersion(read.metadata.version),
+            value: read.data,
         }))
     }
 
@@ -169,149 +87,131 @@ impl Kv {
     pub(super) async fn write<T: Serialize>(
         &self,
         path: &str,
-        data: &T,
+        value: &T,
         cas: KvVersion,
         what: &str,
     ) -> Result<KvVersion, StoreError> {
-        let body = WriteBody {
-            options: Cas { cas: cas.get() },
-            data,
+        let cas = u32::try_from(cas.get())
+            .map_err(|_| StoreError::Unexpected(format!("version {} of {what}", cas.get())))?;
+        // vaultrs takes the data as a JSON value: the secrets are plain text there, as they
+        // are in the request's body, for as long as the request is sent.
+        let endpoint = SetSecretRequest {
+            mount: self.mount.clone(),
+            path: path.to_owned(),
+            data: serde_json::to_value(value).map_err(|_| malformed(path))?,
+            options: Some(SetSecretRequestOptions { cas }),
         };
-        let request = self
-            .request(Method::POST, Self::url(&self.data, path)?)
-            .json(&body);
-        let response = self.send(request, "write").await?;
-        let response = succeeded(response, what).await?;
-        let answer: WriteAnswer = json(response, path).await?;
-        Ok(KvVersion(answer.data.version))
+        let answer = self
+            .exec("write", &endpoint, what)
+            .await?
+            .ok_or_else(|| StoreError::Unexpected(format!("HTTP 404 for {what}")))?;
+        let written: SecretVersionMetadata = data(&answer).map_err(|_| malformed(path))?;
+        Ok(KvVersion(written.version))
     }
 
     /// The key's current version; [`KvVersion::NONE`] when it does not exist.
     pub(super) async fn current_version(&self, path: &str) -> Result<KvVersion, StoreError> {
-        let url = Self::url(&self.metadata, path)?;
-        let response = self
-            .send(self.request(Method::GET, url), "metadata")
-            .await?;
-        match found(response, "the key's metadata").await? {
+        let endpoint = ReadSecretMetadataRequest {
+            mount: self.mount.clone(),
+            path: path.to_owned(),
+        };
+        match self
+            .exec("metadata", &endpoint, "the key's metadata")
+            .await?
+        {
             None => Ok(KvVersion::NONE),
-            Some(response) => {
-                let answer: MetadataAnswer = json(response, path).await?;
-                Ok(KvVersion(answer.data.current_version))
+            Some(answer) => {
+                let metadata: ReadSecretMetadataResponse =
+                    data(&answer).map_err(|_| malformed(path))?;
+                Ok(KvVersion(metadata.current_version))
             }
         }
     }
 
     /// The keys directly under `dir`; empty when there are none.
     pub(super) async fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
-        let url = Self::url(&self.metadata, &format!("{}/", dir.trim_end_matches('/')))?;
-        let list = Method::from_bytes(b"LIST").expect("a valid method");
-        let response = self.send(self.request(list, url), "list").await?;
-        match found(response, "the ledger").await? {
+        let endpoint = ListSecretsRequest {
+            mount: self.mount.clone(),
+            path: format!("{}/", dir.trim_end_matches('/')),
+        };
+        match self.exec("list", &endpoint, "the ledger").await? {
             None => Ok(Vec::new()),
-            Some(response) => Ok(json::<ListAnswer>(response, dir).await?.data.keys),
+            Some(answer) => {
+                let list: ListSecretsResponse = data(&answer).map_err(|_| malformed(dir))?;
+                Ok(list.keys)
+            }
         }
     }
 
-    /// `POST sys/capabilities-self`: the first of `needs` (an API path and the capabilities
-    /// wanted on it) the token lacks; `None` when it has them all.
+    /// The first of `needs` (an API path and the capabilities wanted on it) the token lacks;
+    /// `None` when it has them all.
     pub(super) async fn first_denied(
         &self,
         needs: &[(String, &[&str])],
     ) -> Result<Option<String>, StoreError> {
-        let paths: Vec<&str> = needs.iter().map(|(p, _)| p.as_str()).collect();
-        let url = Self::url(&self.api, "sys/capabilities-self")?;
-        let request = self
-            .request(Method::POST, url)
-            .json(&serde_json::json!({ "paths": paths }));
         let what = "sys/capabilities-self";
-        let response = succeeded(self.send(request, "capabilities").await?, what).await?;
-        // Besides one member per path, the answer holds Vault's usual envelope.
-        let answer: HashMap<String, serde_json::Value> = json(response, what).await?;
+        let endpoint = CapabilitiesSelfRequest {
+            paths: needs.iter().map(|(p, _)| p.clone()).collect(),
+        };
+        let answer = self
+            .exec("capabilities", &endpoint, what)
+            .await?
+            .ok_or_else(|| StoreError::Unexpected(format!("HTTP 404 for {what}")))?;
+        let granted: HashMap<String, Vec<String>> = data(&answer).map_err(|_| malformed(what))?;
         Ok(needs.iter().find_map(|(path, wanted)| {
-            let caps: Vec<String> = answer
-                .get(path)
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
+            let caps = granted.get(path).map(Vec::as_slice).unwrap_or_default();
             let granted = caps.iter().any(|c| c == "root")
                 || wanted.iter().all(|w| caps.iter().any(|c| c == w));
             (!granted).then(|| path.clone())
         }))
     }
 
-    /// Sends a request; a failure names Vault's address and the cause (the request's own
-    /// URL is left out: it names the key).
-    async fn send(
+    /// Sends `endpoint` with the service's token: `None` on 404, Vault's refusal mapped to a
+    /// [`StoreError`] otherwise. A login's token Vault no longer accepts (revoked, expired)
+    /// is replaced by a new login and the request sent once more.
+    async fn exec<E: Endpoint>(
         &self,
-        request: RequestBuilder,
         operation: &'static str,
-    ) -> Result<Response, StoreError> {
-        let retry = request.try_clone();
-        let response = self.send_once(request, operation).await?;
-        // A login's token that Vault no longer accepts (revoked, expired): log in again and
-        // send once more.
-        if response.status() == StatusCode::FORBIDDEN
-            && let Some(retry) = retry
+        endpoint: &E,
+        what: &str,
+    ) -> Result<Option<EndpointResult<E::Response>>, StoreError> {
+        let token = self.auth.header(&self.transport).await?;
+        let mut sent = self.transport.call(operation, endpoint, Some(&token)).await;
+        if let Err(refused) = &sent
+            && refused.code() == Some(403)
             && self.auth.refused().await
         {
-            return self.send_once(retry, operation).await;
+            let token = self.auth.header(&self.transport).await?;
+            sent = self.transport.call(operation, endpoint, Some(&token)).await;
         }
-        Ok(response)
-    }
-
-    async fn send_once(
-        &self,
-        request: RequestBuilder,
-        operation: &'static str,
-    ) -> Result<Response, StoreError> {
-        let request = request.header("X-Vault-Token", self.auth.header().await?);
-        crate::upstream::send("vault", operation, request)
-            .await
-            .map_err(|e| {
-                let cause = if e.is_timeout() {
-                    "the request timed out".to_owned()
-                } else {
-                    crate::upstream::root_cause(&e)
-                };
-                debug!(error = %e.without_url(), operation, "Vault request failed");
-                StoreError::Unavailable(format!("{} did not answer: {cause}", self.origin))
-            })
+        match sent {
+            Ok(answer) => Ok(Some(answer)),
+            Err(Failure::Refused { code: 404, .. }) => Ok(None),
+            Err(failure) => Err(store_error(failure, what)),
+        }
     }
 }
 
-/// `None` on 404; the response on success; the mapped error otherwise.
-async fn found(response: Response, what: &str) -> Result<Option<Response>, StoreError> {
-    if response.status() == StatusCode::NOT_FOUND {
-        return Ok(None);
+/// Vault's refusal as the protocol's error.
+fn store_error(failure: Failure, what: &str) -> StoreError {
+    match failure {
+        Failure::Unreachable(cause) => StoreError::Unavailable(cause),
+        Failure::Malformed => malformed(what),
+        Failure::Refused { code, errors } => match code {
+            403 => StoreError::PermissionDenied(what.to_owned()),
+            400 if errors.iter().any(|e| e.contains("check-and-set")) => StoreError::CasMismatch,
+            429 | 500.. => {
+                warn!(code, ?errors, "Vault error");
+                StoreError::Unavailable(format!("HTTP {code}"))
+            }
+            _ => {
+                warn!(code, ?errors, "Vault error");
+                StoreError::Unexpected(format!("HTTP {code} for {what}"))
+            }
+        },
     }
-    succeeded(response, what).await.map(Some)
 }
 
-/// The response on success; Vault's refusal mapped to a [`StoreError`] otherwise.
-async fn succeeded(response: Response, what: &str) -> Result<Response, StoreError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let body: Errors = response.json().await.unwrap_or_default();
-    Err(match status.as_u16() {
-        403 => StoreError::PermissionDenied(what.to_owned()),
-        400 if body.errors.iter().any(|e| e.contains("check-and-set")) => StoreError::CasMismatch,
-        code @ (429 | 500..) => {
-            warn!(code, errors = ?body.errors, "Vault error");
-            StoreError::Unavailable(format!("HTTP {code}"))
-        }
-        code => {
-            warn!(code, errors = ?body.errors, "Vault error");
-            StoreError::Unexpected(format!("HTTP {code} for {what}"))
-        }
-    })
-}
-
-async fn json<T: DeserializeOwned>(response: Response, what: &str) -> Result<T, StoreError> {
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|_| StoreError::Unavailable("the answer was cut off".into()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|_| StoreError::Unexpected(format!("malformed answer for {what}")))
+fn malformed(what: &str) -> StoreError {
+    StoreError::Unexpected(format!("malformed answer for {what}"))
 }

@@ -7,22 +7,30 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use reqwest::{Url, header::HeaderValue};
+use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 use tokio::{sync::Mutex, time::Instant};
 use tracing::{info, warn};
+use vaultrs::api::{
+    AuthInfo,
+    auth::{
+        approle::requests::LoginWithApproleRequest,
+        kubernetes::requests::LoginWithKubernetesRequest,
+    },
+    token::requests::RenewTokenSelfRequest,
+};
 
-use super::Token;
+use super::{
+    Token,
+    transport::{Failure, Transport},
+};
 use crate::rotation::StoreError;
 
 pub(super) struct Auth {
     source: Token,
     /// A fixed token's header: sent without taking the lock.
     fixed: Option<HeaderValue>,
-    http: reqwest::Client,
-    /// `{addr}/v1/`
-    api: Url,
     state: Mutex<State>,
 }
 
@@ -36,24 +44,8 @@ struct State {
     renewable: bool,
 }
 
-#[derive(Deserialize)]
-struct LoginAnswer {
-    auth: LoginAuth,
-}
-
-#[derive(Deserialize)]
-struct LoginAuth {
-    client_token: String,
-    lease_duration: u64,
-    renewable: bool,
-}
-
 impl Auth {
-    pub(super) fn new(
-        source: &Token,
-        http: reqwest::Client,
-        api: Url,
-    ) -> Result<Self, &'static str> {
+    pub(super) fn new(source: &Token) -> Result<Self, &'static str> {
         let mut state = State::default();
         let mut fixed = None;
         match source {
@@ -70,14 +62,12 @@ impl Auth {
         Ok(Self {
             source: source.clone(),
             fixed,
-            http,
-            api,
             state: Mutex::new(state),
         })
     }
 
     /// The `X-Vault-Token` header to send now.
-    pub(super) async fn header(&self) -> Result<HeaderValue, StoreError> {
+    pub(super) async fn header(&self, vault: &Transport) -> Result<HeaderValue, StoreError> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
@@ -103,12 +93,12 @@ impl Auth {
                 let due = state.renew_at.is_none_or(|at| Instant::now() >= at);
                 if state.header.is_none() || due {
                     let renewed = match (&state.header, state.renewable) {
-                        (Some(current), true) => self.renew(current).await.ok(),
+                        (Some(current), true) => renew(vault, current).await.ok(),
                         _ => None,
                     };
                     let (header, lease, renewable) = match renewed {
                         Some(renewed) => renewed,
-                        None => self.login().await?,
+                        None => self.login(vault).await?,
                     };
                     state.header = Some(header);
                     state.renewable = renewable;
@@ -137,54 +127,34 @@ impl Auth {
         }
     }
 
-    async fn renew(
-        &self,
-        current: &HeaderValue,
-    ) -> Result<(HeaderValue, Duration, bool), StoreError> {
-        let url = self.url("auth/token/renew-self")?;
-        let request = self
-            .http
-            .post(url)
-            .header("X-Vault-Token", current.clone())
-            .json(&serde_json::json!({}));
-        let answer = crate::upstream::send("vault", "renew", request)
-            .await
-            .map_err(|_| StoreError::Unavailable("token renewal failed".into()))?;
-        if !answer.status().is_success() {
-            warn!(
-                status = answer.status().as_u16(),
-                "Vault token renewal refused; logging in again"
-            );
-            return Err(StoreError::PermissionDenied("auth/token/renew-self".into()));
-        }
-        let answer: LoginAnswer = answer
-            .json()
-            .await
-            .map_err(|_| StoreError::Unexpected("malformed renewal answer".into()))?;
-        let lease = Duration::from_secs(answer.auth.lease_duration.max(1));
-        Ok((current.clone(), lease, answer.auth.renewable))
-    }
-
-    async fn login(&self) -> Result<(HeaderValue, Duration, bool), StoreError> {
-        let (mount, body, method) = match &self.source {
+    /// Logs in with the configured method (vaultrs's login endpoints).
+    async fn login(&self, vault: &Transport) -> Result<(HeaderValue, Duration, bool), StoreError> {
+        let (sent, mount, method) = match &self.source {
             Token::AppRole {
                 mount,
                 role_id,
                 secret_id_file,
             } => {
-                let secret_id = read_trimmed(secret_id_file, "VAULT_SECRET_ID_FILE")?;
-                let body = serde_json::json!({ "role_id": role_id, "secret_id": secret_id });
-                (mount, body, "AppRole")
+                let endpoint = LoginWithApproleRequest {
+                    mount: mount.clone(),
+                    role_id: role_id.clone(),
+                    secret_id: read_trimmed(secret_id_file, "VAULT_SECRET_ID_FILE")?,
+                };
+                (vault.call("login", &endpoint, None).await, mount, "AppRole")
             }
             Token::Kubernetes {
                 mount,
                 role,
                 jwt_file,
             } => {
-                let jwt = read_trimmed(jwt_file, "VAULT_K8S_TOKEN_PATH")?;
+                let endpoint = LoginWithKubernetesRequest {
+                    mount: mount.clone(),
+                    role: role.clone(),
+                    jwt: read_trimmed(jwt_file, "VAULT_K8S_TOKEN_PATH")?,
+                };
                 (
+                    vault.call("login", &endpoint, None).await,
                     mount,
-                    serde_json::json!({ "role": role, "jwt": jwt }),
                     "Kubernetes",
                 )
             }
@@ -192,44 +162,68 @@ impl Auth {
                 return Err(StoreError::Unexpected("no login method".into()));
             }
         };
-        let url = self.url(&format!("auth/{mount}/login"))?;
-        let request = self.http.post(url).json(&body);
-        let answer = crate::upstream::send("vault", "login", request)
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("{method} login failed: {}", e.without_url()))
+        let auth = sent
+            .and_then(|answer| auth_info(answer.response.body()))
+            .map_err(|e| match e {
+                Failure::Refused {
+                    code: 400 | 403, ..
+                } => StoreError::PermissionDenied(format!("auth/{mount}/login ({method})")),
+                Failure::Refused { code, .. } => {
+                    StoreError::Unavailable(format!("{method} login answered HTTP {code}"))
+                }
+                Failure::Unreachable(cause) => {
+                    StoreError::Unavailable(format!("{method} login failed: {cause}"))
+                }
+                Failure::Malformed => {
+                    StoreError::Unexpected(format!("malformed {method} login answer"))
+                }
             })?;
-        let status = answer.status();
-        if !status.is_success() {
-            return Err(match status.as_u16() {
-                400 | 403 => StoreError::PermissionDenied(format!("auth/{mount}/login ({method})")),
-                code => StoreError::Unavailable(format!("{method} login answered HTTP {code}")),
-            });
-        }
-        let answer: LoginAnswer = answer
-            .json()
-            .await
-            .map_err(|_| StoreError::Unexpected(format!("malformed {method} login answer")))?;
         info!(
             method,
-            lease_secs = answer.auth.lease_duration,
+            lease_secs = auth.lease_duration,
             "logged in to Vault"
         );
         let header =
-            header(&answer.auth.client_token).map_err(|e| StoreError::Unexpected(e.to_owned()))?;
+            header(&auth.client_token).map_err(|e| StoreError::Unexpected(e.to_owned()))?;
         // A lease of 0 is a token that does not expire: renew it now and then anyway.
-        let lease = Duration::from_secs(match answer.auth.lease_duration {
+        let lease = Duration::from_secs(match auth.lease_duration {
             0 => 3600,
             secs => secs,
         });
-        Ok((header, lease, answer.auth.renewable))
+        Ok((header, lease, auth.renewable))
     }
+}
 
-    fn url(&self, path: &str) -> Result<Url, StoreError> {
-        self.api
-            .join(path)
-            .map_err(|_| StoreError::Unexpected(format!("bad Vault path {path}")))
-    }
+/// Renews a login's token (vaultrs's `renew-self` endpoint): its new lease and whether it can
+/// be renewed again.
+async fn renew(
+    vault: &Transport,
+    current: &HeaderValue,
+) -> Result<(HeaderValue, Duration, bool), StoreError> {
+    let endpoint = RenewTokenSelfRequest { increment: None };
+    let auth = match vault.call("renew", &endpoint, Some(current)).await {
+        Ok(answer) => auth_info(answer.response.body())
+            .map_err(|_| StoreError::Unexpected("malformed renewal answer".into()))?,
+        Err(Failure::Refused { code, .. }) => {
+            warn!(
+                status = code,
+                "Vault token renewal refused; logging in again"
+            );
+            return Err(StoreError::PermissionDenied("auth/token/renew-self".into()));
+        }
+        Err(_) => return Err(StoreError::Unavailable("token renewal failed".into())),
+    };
+    let lease = Duration::from_secs(auth.lease_duration.max(1));
+    Ok((current.clone(), lease, auth.renewable))
+}
+
+/// The `auth` member of a login's or a renewal's answer. It holds the token in clear and
+/// derives `Debug`: never logged.
+fn auth_info(body: &[u8]) -> Result<AuthInfo, Failure> {
+    serde_json::from_slice::<vaultrs::api::EndpointResult<IgnoredAny>>(body)
+        .ok()
+        .and_then(|envelope| envelope.auth)
+        .ok_or(Failure::Malformed)
 }
 
 fn read_trimmed(path: &Path, name: &str) -> Result<String, StoreError> {

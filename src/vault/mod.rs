@@ -1,12 +1,13 @@
 //! Vault KV v2 adapter, implementing the protocol's [`SecretStore`] and [`Ledger`]:
 //! check-and-set writes of `{client_id, client_secret}`, the ledger's records (leases, intents,
-//! the last rotation's facts, idempotency keys), and the start-up permission check. Requests go
-//! through `kv.rs`, a lean KV v2 client on the service's reqwest stack; failures become the
-//! protocol's [`StoreError`].
+//! the last rotation's facts, idempotency keys), and the start-up permission check. Requests are
+//! vaultrs's endpoints (`kv.rs`, `login.rs`), sent by `transport.rs` through the service's
+//! reqwest stack; failures become the protocol's [`StoreError`].
 
 mod kv;
 mod login;
 mod settings;
+mod transport;
 
 use std::sync::Arc;
 
@@ -305,3 +306,6 @@ impl Ledger for VaultStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;

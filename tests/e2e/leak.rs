@@ -72,7 +72,8 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
 
     let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
     env.extend(pki.env());
-    env.push(("ROTATOR_LOG", "trace".to_owned()));
+    // rustify (vaultrs's HTTP layer) is off unless named: named here, it is checked too.
+    env.push(("ROTATOR_LOG", "trace,rustify=trace".to_owned()));
     env.push(("ROTATOR_AUDIT_LOG", audit.path().display().to_string()));
     let collector = Collector::start().await;
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.clone()));
