@@ -196,3 +196,91 @@ async fn vault_not_answering_names_its_address_and_the_cause() {
     assert!(said.contains("refused"), "{said}");
     assert!(!said.contains("auth0/clients"), "the key's path: {said}");
 }
+
+/// A login's answer as Vault sends it (vaultrs's `AuthInfo` needs every member).
+fn login_answer(token: &str, lease: u64) -> serde_json::Value {
+    let mut answer = envelope(serde_json::Value::Null);
+    answer["auth"] = serde_json::json!({
+        "client_token": token, "accessor": "acc", "policies": ["rotator"],
+        "token_policies": ["rotator"], "metadata": {"role": "rotator"},
+        "lease_duration": lease, "renewable": true, "entity_id": "e", "token_type": "service",
+        "orphan": true,
+    });
+    answer
+}
+
+#[tokio::test]
+async fn a_kubernetes_login_sends_the_pods_token_and_its_token_is_used() {
+    let vault = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = dir.path().join("token");
+    std::fs::write(&jwt, "eyJ.pod-service-account.jwt\n").unwrap();
+    Mock::given(method("POST"))
+        .and(path("/v1/auth/k8s/login"))
+        .and(wiremock::matchers::body_json(serde_json::json!({
+            "role": "rotator", "jwt": "eyJ.pod-service-account.jwt"
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(login_answer("hvs.from-k8s", 3600)))
+        .expect(1)
+        .mount(&vault)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/secret/metadata/auth0/clients/app"))
+        .and(header("x-vault-token", "hvs.from-k8s"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(envelope(serde_json::json!({
+                "cas_required": false, "created_time": "2026-12-07T03:00:00Z", "current_version": 4,
+                "custom_metadata": null, "delete_version_after": "0s", "max_versions": 0,
+                "oldest_version": 0, "updated_time": "2026-12-07T03:00:00Z", "versions": {}
+            }))),
+        )
+        .expect(2)
+        .mount(&vault)
+        .await;
+    let mut settings = settings(&vault.uri());
+    settings.namespace = None;
+    settings.token = Token::Kubernetes {
+        mount: "k8s".into(),
+        role: "rotator".into(),
+        jwt_file: jwt,
+    };
+    let store = VaultStore::new(&settings).unwrap();
+
+    // One login, then its token for every request until two thirds of its lease.
+    for _ in 0..2 {
+        assert_eq!(
+            store.current_version("auth0/clients/app").await.unwrap(),
+            KvVersion(4)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_login_is_permission_denied_naming_the_method() {
+    let vault = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_id = dir.path().join("secret-id");
+    std::fs::write(&secret_id, "not-the-secret-id").unwrap();
+    Mock::given(method("POST"))
+        .and(path("/v1/auth/approle/login"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({"errors": ["invalid role or secret ID"]})),
+        )
+        .mount(&vault)
+        .await;
+    let mut settings = settings(&vault.uri());
+    settings.token = Token::AppRole {
+        mount: "approle".into(),
+        role_id: "role".into(),
+        secret_id_file: secret_id,
+    };
+    let store = VaultStore::new(&settings).unwrap();
+
+    let err = store.read_secret("auth0/clients/app").await.unwrap_err();
+    let StoreError::PermissionDenied(what) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(what, "auth/approle/login (AppRole)");
+    assert!(!err.to_string().contains("not-the-secret-id"));
+}

@@ -28,6 +28,7 @@ pub(super) struct Transport {
     http: reqwest::Client,
     /// `VAULT_ADDR` without a trailing slash: the base vaultrs's endpoint paths are put on.
     base: String,
+    addr: reqwest::Url,
     /// Its path (empty, or a proxy's prefix); the API's version goes after it.
     prefix: String,
     /// Where Vault is (scheme, host and port only), for error messages.
@@ -82,6 +83,7 @@ impl Transport {
             prefix: settings.addr.path().trim_end_matches('/').to_owned(),
             origin: settings.addr.origin().ascii_serialization(),
             base,
+            addr: settings.addr.clone(),
             namespace,
         })
     }
@@ -160,18 +162,21 @@ impl rustify::client::Client for Call<'_> {
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, ClientError> {
         let transport = self.transport;
-        let mut request = reqwest::Request::try_from(request)
-            .map_err(|source| ClientError::ReqwestBuildError { source })?;
+        let (parts, body) = request.into_parts();
         // vaultrs's paths are relative to the API's version, which its own middleware puts in
         // front of the whole path; here it goes after VAULT_ADDR's own path, if it has one.
-        let url = request.url_mut();
-        let path = url.path();
+        // Built on the parsed VAULT_ADDR rather than parsed again from rustify's URI.
+        let path = parts.uri.path();
         let path = path
             .strip_prefix(transport.prefix.as_str())
             .unwrap_or(path)
-            .trim_start_matches('/')
-            .to_owned();
+            .trim_start_matches('/');
+        let mut url = transport.addr.clone();
         url.set_path(&format!("{}/v1/{path}", transport.prefix));
+        url.set_query(parts.uri.query());
+        let mut request = reqwest::Request::new(parts.method, url);
+        *request.headers_mut() = parts.headers;
+        *request.body_mut() = Some(body.into());
         let headers = request.headers_mut();
         headers.insert(REQUEST, HeaderValue::from_static("true"));
         if let Some(token) = self.token {
@@ -193,7 +198,7 @@ impl rustify::client::Client for Call<'_> {
             .bytes()
             .await
             .map_err(|e| ClientError::ResponseError { source: e.into() })?;
-        let mut answer = http::Response::new(body.to_vec());
+        let mut answer = http::Response::new(Vec::from(body));
         *answer.status_mut() = status;
         Ok(answer)
     }
