@@ -3,8 +3,9 @@
 //! JSON or HTTP Basic; scopes enforced), `POST /api/v2/clients/{id}/rotate-secret`,
 //! `GET /api/v2/clients/{id}`, `GET /api/v2/clients` (offset and checkpoint pages; `list.rs`),
 //! Auth0's error bodies, `x-ratelimit-*` headers on every Management
-//! API answer, one secret per client, and a propagation window in which the previous secret
-//! still works. State and set-up are here; the answers are in `routes.rs`.
+//! API answer, one secret per client, a propagation window in which the previous secret
+//! still works, and client credentials (keys and certificates of Private Key JWT and mTLS
+//! clients; `credentials.rs`). State and set-up are here; the answers are in `routes.rs`.
 //!
 //! Tests and the local stack inspect and steer it through `/__emulator/*` (or the methods of
 //! [`RunningEmulator`] in-process). Built only with the `emulator` feature: never part of the
@@ -13,12 +14,14 @@
 // Early returns carry whole HTTP answers; a test tool, not a hot path.
 #![allow(clippy::result_large_err)]
 
+mod credentials;
 mod list;
 mod routes;
 mod seed;
+mod token;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -29,6 +32,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::{net::TcpListener, task::JoinHandle};
 
+pub use credentials::{
+    ASSERTION_TYPE, CredentialInspection, SEED_PRIVATE_KEY_PEM, SEED_PUBLIC_KEY_PEM,
+};
 pub use seed::{
     SeedClient, demo_clients, fleet_clients, m2m_client, pkjwt_client, random_client_id,
     regular_client,
@@ -132,6 +138,15 @@ pub struct Stats {
     pub api_tokens: u64,
     /// Client-credentials requests for those APIs refused for a wrong secret.
     pub api_tokens_refused: u64,
+    /// Requests to `/api/v2/clients/{id}/credentials[/{credential}]`.
+    #[serde(default)]
+    pub credential_requests: u64,
+    /// Client authentications by a Private Key JWT assertion or an mTLS certificate: accepted
+    /// and refused.
+    #[serde(default)]
+    pub key_authentications: u64,
+    #[serde(default)]
+    pub key_authentications_refused: u64,
 }
 
 /// A client as `GET /__emulator/clients/{id}` reports it: the live secret included.
@@ -154,6 +169,8 @@ struct Client {
     issued: Vec<String>,
     /// Scopes of this client's grant on the Management API, if it has one.
     grant_scopes: Option<Vec<String>>,
+    /// Its credentials (public keys, certificates), attached or not (`credentials.rs`).
+    credentials: Vec<credentials::Credential>,
 }
 
 struct IssuedToken {
@@ -176,6 +193,8 @@ struct Inner {
     stats: Stats,
     /// The `traceparent` headers of the last Management API and token requests.
     traceparents: VecDeque<String>,
+    /// `{client_id}:{jti}` of every client assertion accepted: each is single-use.
+    assertion_ids: HashSet<String>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -201,6 +220,7 @@ impl Emulator {
                 rotate_faults: VecDeque::new(),
                 stats: Stats::default(),
                 traceparents: VecDeque::new(),
+                assertion_ids: HashSet::new(),
             })),
         }
     }
@@ -339,6 +359,15 @@ impl RunningEmulator {
     pub fn inject(&self, faults: Faults) {
         lock(&self.inner).add_faults(faults);
     }
+
+    /// The client's credentials, attached or not; empty for an unknown client.
+    pub fn credentials(&self, client_id: &str) -> Vec<CredentialInspection> {
+        lock(&self.inner)
+            .clients
+            .get(client_id)
+            .map(Client::inspect_credentials)
+            .unwrap_or_default()
+    }
 }
 
 /// How many `traceparent` headers the emulator keeps.
@@ -369,17 +398,17 @@ fn add_client(inner: &Shared, seed: SeedClient) {
         .expect("seed clients have a client_id")
         .to_owned();
     doc.remove("client_secret");
-    inner.clients.insert(
-        id,
-        Client {
-            doc,
-            issued: secret.iter().cloned().collect(),
-            secret,
-            previous: None,
-            rotations: 0,
-            grant_scopes,
-        },
-    );
+    let mut client = Client {
+        doc,
+        issued: secret.iter().cloned().collect(),
+        secret,
+        previous: None,
+        rotations: 0,
+        grant_scopes,
+        credentials: Vec::new(),
+    };
+    client.register_inline_credentials();
+    inner.clients.insert(id, client);
 }
 
 impl Inner {

@@ -1,10 +1,7 @@
 //! The emulator's answers: admission (rate limit, token, scope), Auth0's error envelopes, and
 //! the route handlers.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::{
     Json, Router,
@@ -14,12 +11,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use base64::Engine;
-use rand::{Rng, distr::Alphanumeric};
-use serde_json::{Map, Value, json};
+use rand::Rng;
+use serde_json::{Value, json};
 
 use super::{
-    Faults, IssuedToken, KEY_SCOPES, READ_SCOPES, Shared, Stats,
+    Faults, KEY_SCOPES, READ_SCOPES, Shared, Stats, credentials,
     list::{FieldsQuery, list_clients, project},
     lock,
 };
@@ -27,10 +23,20 @@ use super::{
 /// Every route: the Management API, the token endpoint, and the inspection routes.
 pub(super) fn router(shared: Shared) -> Router {
     Router::new()
-        .route("/oauth/token", post(token))
+        .route("/oauth/token", post(super::token::token))
         .route("/api/v2/clients/{id}/rotate-secret", post(rotate_secret))
         .route("/api/v2/clients", get(list_clients))
         .route("/api/v2/clients/{id}", get(get_client).patch(patch_client))
+        .route(
+            "/api/v2/clients/{id}/credentials",
+            get(credentials::list).post(credentials::create),
+        )
+        .route(
+            "/api/v2/clients/{id}/credentials/{credential}",
+            get(credentials::get_one)
+                .patch(credentials::update)
+                .delete(credentials::delete),
+        )
         .route("/__emulator/stats", get(inspect_stats))
         .route("/__emulator/clients/{id}", get(inspect_client))
         .route("/__emulator/faults", post(add_faults))
@@ -40,7 +46,7 @@ pub(super) fn router(shared: Shared) -> Router {
 
 impl super::Inner {
     /// Keeps the request's `traceparent`, if it has one.
-    fn record_trace(&mut self, headers: &HeaderMap) {
+    pub(super) fn record_trace(&mut self, headers: &HeaderMap) {
         if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
             if self.traceparents.len() == super::TRACEPARENTS_KEPT {
                 self.traceparents.pop_front();
@@ -177,14 +183,6 @@ fn unauthorized(message: &str) -> Response {
     )
 }
 
-/// The Authentication API error envelope.
-fn auth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    json_response(
-        status,
-        json!({"error": error, "error_description": description}),
-    )
-}
-
 fn insufficient_scope(expected: &[&str]) -> Response {
     api_error(
         StatusCode::FORBIDDEN,
@@ -211,150 +209,6 @@ pub(super) fn new_secret() -> String {
     (0..64)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
-}
-
-fn new_token() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(48)
-        .map(char::from)
-        .collect()
-}
-
-async fn token(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut inner = lock(&inner);
-    inner.stats.requests += 1;
-    inner.stats.token_requests += 1;
-    inner.record_trace(&headers);
-
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let mut params: HashMap<String, String> = if is_json {
-        match serde_json::from_slice::<Map<String, Value>>(&body) {
-            Ok(map) => map
-                .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
-                .collect(),
-            Err(_) => {
-                return auth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Invalid JSON body",
-                );
-            }
-        }
-    } else {
-        form_urlencoded::parse(&body).into_owned().collect()
-    };
-    // client_secret_basic
-    if let Some((id, secret)) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())))
-    {
-        params.insert("client_id".into(), id);
-        params.insert("client_secret".into(), secret);
-    }
-
-    if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return auth_error(
-            StatusCode::FORBIDDEN,
-            "unauthorized_client",
-            "Grant type not allowed for the client.",
-        );
-    }
-    let client_id = params.get("client_id").cloned().unwrap_or_default();
-    let presented = params.get("client_secret").cloned().unwrap_or_default();
-    let now = Instant::now();
-    let Some(client) = inner.clients.get(&client_id) else {
-        return auth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
-    };
-    let current_ok = client.secret.as_deref() == Some(presented.as_str()) && !presented.is_empty();
-    let previous_ok = client
-        .previous
-        .as_ref()
-        .is_some_and(|(old, until)| *old == presented && now < *until);
-    if !(current_ok || previous_ok) {
-        if params
-            .get("audience")
-            .is_some_and(|a| inner.config.apis.contains(a))
-        {
-            inner.stats.api_tokens_refused += 1;
-        }
-        return auth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
-    }
-    let expected_audience = format!("https://{}/api/v2/", inner.config.domain);
-    let audience = params.get("audience").cloned().unwrap_or_default();
-    if inner.config.apis.contains(&audience) {
-        return api_token(&mut inner, &client_id, &audience);
-    }
-    if audience != expected_audience {
-        return auth_error(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            &format!("Service not enabled within domain: {audience}"),
-        );
-    }
-    let Some(scopes) = client.grant_scopes.clone() else {
-        return auth_error(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            &format!(
-                "Client is not authorized to access \"{audience}\". You need to create a \"client-grant\" associated to this API."
-            ),
-        );
-    };
-    let access_token = new_token();
-    let lifetime = inner.config.token_lifetime;
-    inner.tokens.insert(
-        access_token.clone(),
-        IssuedToken {
-            scopes: scopes.clone(),
-            expires_at: now + lifetime,
-        },
-    );
-    json_response(
-        StatusCode::OK,
-        json!({
-            "access_token": access_token,
-            "expires_in": lifetime.as_secs(),
-            "scope": scopes.join(" "),
-            "token_type": "Bearer",
-        }),
-    )
-}
-
-/// A client-credentials token for one of the tenant's own APIs, for any client allowed the
-/// grant type. Not a Management API token: it is not kept, so the Management API refuses it.
-fn api_token(inner: &mut super::Inner, client_id: &str, audience: &str) -> Response {
-    let allowed = inner.clients.get(client_id).is_some_and(|c| {
-        c.doc
-            .get("grant_types")
-            .and_then(Value::as_array)
-            .is_some_and(|g| g.iter().any(|t| t == "client_credentials"))
-    });
-    if !allowed {
-        return auth_error(
-            StatusCode::FORBIDDEN,
-            "unauthorized_client",
-            "Grant type 'client_credentials' not allowed for the client.",
-        );
-    }
-    inner.stats.api_tokens += 1;
-    json_response(
-        StatusCode::OK,
-        json!({
-            "access_token": new_token(),
-            "expires_in": inner.config.token_lifetime.as_secs(),
-            "token_type": "Bearer",
-            "audience": audience,
-        }),
-    )
 }
 
 async fn rotate_secret(
@@ -438,8 +292,14 @@ async fn patch_client(
     let (rate, fault, mut changes) = {
         let mut inner = lock(&shared);
         inner.stats.patch_requests += 1;
-        let (rate, granted) = match inner.admit(&headers, &["update:clients", "update:client_keys"])
-        {
+        let (rate, granted) = match inner.admit(
+            &headers,
+            &[
+                "update:clients",
+                "update:client_keys",
+                "update:client_credentials",
+            ],
+        ) {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
@@ -469,8 +329,34 @@ async fn patch_client(
                 ));
             }
         }
-        if !inner.clients.contains_key(&id) {
+        let Some(client) = inner.clients.get(&id) else {
             return rate.apply(not_found());
+        };
+        if let Some(methods) = changes.get("client_authentication_methods") {
+            if !granted.iter().any(|s| s == "update:client_credentials") {
+                return rate.apply(api_error(
+                    StatusCode::FORBIDDEN,
+                    "Some fields cannot be updated with the permissions granted by the bearer token scopes. The message will vary depending on the fields and the scopes.",
+                    Some("insufficient_scope"),
+                ));
+            }
+            if !methods.is_null()
+                && changes
+                    .get("token_endpoint_auth_method")
+                    .is_some_and(|v| !v.is_null())
+            {
+                return rate.apply(api_error(
+                    StatusCode::BAD_REQUEST,
+                    "client_authentication_methods and token_endpoint_auth_method are mutually exclusive",
+                    Some("invalid_body"),
+                ));
+            }
+            match credentials::attachment(client, methods) {
+                Ok(stored) => {
+                    changes.insert("client_authentication_methods".into(), stored);
+                }
+                Err(refused) => return rate.apply(refused),
+            }
         }
         if secret.is_some()
             && let Some(refused) = secretless_refusal(&inner, &id)
@@ -491,6 +377,10 @@ async fn patch_client(
             inner.change_secret(&id, secret);
         }
         let client = inner.clients.get_mut(&id)?;
+        if changes.get("client_authentication_methods") == Some(&Value::Null) {
+            changes.remove("client_authentication_methods");
+            client.doc.remove("client_authentication_methods");
+        }
         client.doc.extend(changes);
         Some(json_response(StatusCode::OK, client_with_secret(client)))
     });

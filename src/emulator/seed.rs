@@ -105,7 +105,12 @@ pub fn pkjwt_client(client_id: &str) -> SeedClient {
         "oidc_conformant": true,
         "grant_types": ["client_credentials"],
         "jwt_configuration": {"secret_encoded": false, "alg": "RS256"},
-        "client_authentication_methods": {"private_key_jwt": {"credentials": [{"id": "cred_qNv47ogmUPrVAsjjTDe6iE"}]}}
+        // Registered inline, as POST /api/v2/clients takes it: the emulator puts it in the
+        // pool and attaches it by id.
+        "client_authentication_methods": {"private_key_jwt": {"credentials": [{
+            "credential_type": "public_key", "name": "Seed key", "alg": "RS256",
+            "pem": super::SEED_PUBLIC_KEY_PEM
+        }]}}
     }));
     SeedClient {
         doc,

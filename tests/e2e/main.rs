@@ -10,6 +10,7 @@ mod concurrency;
 mod cost;
 mod durability;
 mod emulator;
+mod emulator_credentials;
 mod errors;
 mod exhaustion;
 mod grpcurl;
