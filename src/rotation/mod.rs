@@ -15,6 +15,8 @@
 //!
 //! - `ids`: validated names and values (ClientId, Reason, IdempotencyKey, PathTemplate);
 //! - `client`: Auth0's Client object, tolerant of anything Auth0 sends;
+//! - `keys`: key pairs, self-signed certificates and client assertions for the clients that
+//!   authenticate with a key or a certificate (Private Key JWT, mTLS);
 //! - `records`: values the protocol reads and writes (versions, intents, leases, secrets);
 //! - `error`: the ports' errors with their `kind()`, and [`RotationError`];
 //! - `notify`: what a notification for a webhook holds;
@@ -51,6 +53,7 @@ mod history;
 mod idempotency;
 mod ids;
 pub mod inventory;
+mod keys;
 mod left_open;
 mod locks;
 mod notify;
@@ -83,6 +86,7 @@ pub use ids::{
     REASON_MAX, Reason, ValidationError,
 };
 pub use inventory::{Inventory, InventoryEntry, secret_based};
+pub use keys::{Certificate, KeyAlgorithm, KeyBits, KeyError, KeyPair, rsa_thumbprint};
 pub use notify::{Notification, NotificationKind};
 pub use outcome::Outcome;
 pub use ports::{ClientPage, Ledger, PageCursor, SecretIssuer, SecretStore};
