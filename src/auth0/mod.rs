@@ -5,6 +5,7 @@
 //! [`IssuerError`] in `errors.rs`; Auth0's bodies are read for their errorCode and never passed
 //! on.
 
+mod credentials;
 mod errors;
 mod governor;
 mod settings;
@@ -18,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
+pub use credentials::CREDENTIAL_SCOPES;
 pub use governor::Budget;
 pub use settings::{Credentials, Settings};
 pub use token::TokenInfo;
@@ -58,6 +60,8 @@ pub struct Auth0Client {
 struct Inner {
     http: reqwest::Client,
     base: Url,
+    /// The tenant's domain: client assertions are addressed to `https://{domain}/`.
+    domain: String,
     tokens: TokenSource,
     /// The tenant's Management API rate limit, shared by every request of this replica.
     governor: Governor,
@@ -107,6 +111,7 @@ impl Auth0Client {
             inner: Arc::new(Inner {
                 http,
                 base: settings.base_url.clone(),
+                domain: settings.domain.clone(),
                 tokens: TokenSource::new(&settings.credentials),
                 governor: Governor::new(settings.budget),
             }),

@@ -63,6 +63,8 @@ pub enum ValidationError {
     RotationId,
     #[error("page_token is not one this service answered; start again without it")]
     PageToken,
+    #[error("a credential id is cred_ followed by 1 to 64 letters and digits")]
+    CredentialId,
     #[error("page_size must not be negative")]
     PageSize,
     #[error("selector holds a pattern that is not a valid glob")]

@@ -89,7 +89,10 @@ pub use inventory::{Inventory, InventoryEntry, secret_based};
 pub use keys::{Certificate, KeyAlgorithm, KeyBits, KeyError, KeyPair, rsa_thumbprint};
 pub use notify::{Notification, NotificationKind};
 pub use outcome::Outcome;
-pub use ports::{ClientPage, Ledger, PageCursor, SecretIssuer, SecretStore};
+pub use ports::{
+    Attachments, AuthMethod, ClientPage, CredentialId, CredentialInfo, CredentialIssuer, Ledger,
+    NewCredential, PageCursor, SecretIssuer, SecretStore,
+};
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeySecrets, KvVersion,
     LastRotation, Lease, PreviousSecret, Rotation, RotationMetadata, RotationStatus, Staged, Step,

@@ -2,7 +2,7 @@
 //! (Vault KV), and the ledger of leases, intents and idempotency keys (also Vault). Adapters
 //! implement them and are cheap to clone (an inner `Arc`), so the service owns them by value.
 
-use std::future::Future;
+use std::{future::Future, time::SystemTime};
 
 use secrecy::SecretString;
 
@@ -10,6 +10,7 @@ use super::{
     client::Client,
     error::{IssuerError, StoreError},
     ids::{ClientId, OwnedKey, ValidationError},
+    keys::KeyAlgorithm,
     records::{IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Versioned},
     state::ClientState,
 };
@@ -31,6 +32,116 @@ impl PageCursor {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// An Auth0 credential's id (`cred_` and letters and digits), checked before it goes into a
+/// URL or a record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CredentialId(String);
+
+impl CredentialId {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let rest = raw.strip_prefix("cred_").unwrap_or_default();
+        match !rest.is_empty()
+            && rest.len() <= 64
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            true => Ok(Self(raw.to_owned())),
+            false => Err(ValidationError::CredentialId),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CredentialId {
+    type Error = ValidationError;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<CredentialId> for String {
+    fn from(id: CredentialId) -> Self {
+        id.0
+    }
+}
+
+impl std::fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The members of `client_authentication_methods`: the service rotates the first two and keeps
+/// the third as it is (issuing CA-signed certificates belongs to a CA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Client assertions signed with a private key; credentials of type `public_key`.
+    PrivateKeyJwt,
+    /// Self-signed mTLS certificates; credentials of type `x509_cert`.
+    SelfSignedTls,
+    /// CA-signed mTLS certificates, matched by subject DN; credentials of type
+    /// `cert_subject_dn`.
+    CaSignedTls,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 3] = [Self::PrivateKeyJwt, Self::SelfSignedTls, Self::CaSignedTls];
+
+    /// The member of `client_authentication_methods`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::SelfSignedTls => "self_signed_tls_client_auth",
+            Self::CaSignedTls => "tls_client_auth",
+        }
+    }
+
+    /// The `credential_type` its credentials have.
+    pub fn credential_type(self) -> &'static str {
+        match self {
+            Self::PrivateKeyJwt => "public_key",
+            Self::SelfSignedTls => "x509_cert",
+            Self::CaSignedTls => "cert_subject_dn",
+        }
+    }
+}
+
+/// Which credentials are attached to which method: the whole of a client's
+/// `client_authentication_methods`, as the service sends it back when it changes one method
+/// (so that it never drops another).
+pub type Attachments = Vec<(AuthMethod, Vec<CredentialId>)>;
+
+/// A credential to register: a public key (Private Key JWT) or a certificate (mTLS).
+#[derive(Debug, Clone)]
+pub struct NewCredential {
+    /// Named after the rotation, so that Auth0's dashboard says where it came from.
+    pub name: String,
+    pub method: AuthMethod,
+    /// SPKI PEM of the public key, or the certificate's PEM.
+    pub pem: String,
+    /// Private Key JWT only; RS256 when `None`.
+    pub alg: Option<KeyAlgorithm>,
+    pub expires_at: Option<SystemTime>,
+}
+
+/// A credential as Auth0 describes it (never key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialInfo {
+    pub id: CredentialId,
+    pub name: Option<String>,
+    pub credential_type: String,
+    /// Public keys: the RFC 7638 thumbprint Auth0 computed.
+    pub kid: Option<String>,
+    pub alg: Option<String>,
+    /// Certificates: base64url SHA-256 of the DER.
+    pub thumbprint_sha256: Option<String>,
+    pub created_at: Option<String>,
+    pub expires_at: Option<String>,
 }
 
 /// One page of the issuer's client list.
@@ -76,6 +187,51 @@ pub trait SecretIssuer: Send + Sync + 'static {
         from: Option<&PageCursor>,
         size: usize,
     ) -> impl Future<Output = Result<ClientPage, IssuerError>> + Send;
+}
+
+/// Port: a client's key credentials (Auth0): public keys of Private Key JWT clients and
+/// certificates of self-signed mTLS clients, registered, attached to the client's
+/// authentication method, and deleted once detached.
+pub trait CredentialIssuer: Send + Sync + 'static {
+    /// Every credential the client holds, attached or not (at most 4).
+    fn credentials(
+        &self,
+        client_id: &ClientId,
+    ) -> impl Future<Output = Result<Vec<CredentialInfo>, IssuerError>> + Send;
+
+    /// Registers a credential; it authenticates nothing until attached. Not idempotent: after
+    /// a lost answer, find it by its `kid` or thumbprint in [`Self::credentials`].
+    fn create_credential(
+        &self,
+        client_id: &ClientId,
+        credential: &NewCredential,
+    ) -> impl Future<Output = Result<CredentialInfo, IssuerError>> + Send;
+
+    /// Makes `attachments` the client's `client_authentication_methods`: every method it
+    /// lists, each with one or two credentials. Idempotent.
+    fn attach(
+        &self,
+        client_id: &ClientId,
+        attachments: &Attachments,
+    ) -> impl Future<Output = Result<(), IssuerError>> + Send;
+
+    /// Deletes a detached credential; one already gone counts as deleted.
+    fn delete_credential(
+        &self,
+        client_id: &ClientId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<(), IssuerError>> + Send;
+
+    /// Whether Auth0 authenticates the client by `assertion` (a client-credentials token
+    /// request): `false` only when it refuses the authentication itself.
+    fn authenticates(
+        &self,
+        client_id: &ClientId,
+        assertion: &SecretString,
+    ) -> impl Future<Output = Result<bool, IssuerError>> + Send;
+
+    /// The tenant's domain: the audience of client assertions is `https://{domain}/`.
+    fn domain(&self) -> &str;
 }
 
 /// Port: keeps secrets (Vault KV v2).

@@ -4,6 +4,7 @@ mod helpers;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod auth0_credentials;
 mod batch;
 mod cli;
 mod concurrency;
