@@ -233,6 +233,48 @@ impl PathTemplate {
     }
 }
 
+/// An Auth0 credential's id (`cred_` and letters and digits), checked before it goes into a
+/// URL or a record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CredentialId(String);
+
+impl CredentialId {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let rest = raw.strip_prefix("cred_").unwrap_or_default();
+        match !rest.is_empty()
+            && rest.len() <= 64
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            true => Ok(Self(raw.to_owned())),
+            false => Err(ValidationError::CredentialId),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CredentialId {
+    type Error = ValidationError;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<CredentialId> for String {
+    fn from(id: CredentialId) -> Self {
+        id.0
+    }
+}
+
+impl std::fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

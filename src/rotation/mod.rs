@@ -82,21 +82,21 @@ pub use error::{
 };
 pub use history::HistoryEntry;
 pub use ids::{
-    CLIENT_ID_MAX, ClientId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey, PathTemplate,
-    REASON_MAX, Reason, ValidationError,
+    CLIENT_ID_MAX, ClientId, CredentialId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey,
+    PathTemplate, REASON_MAX, Reason, ValidationError,
 };
 pub use inventory::{Inventory, InventoryEntry, secret_based};
 pub use keys::{Certificate, KeyAlgorithm, KeyBits, KeyError, KeyPair, rsa_thumbprint};
 pub use notify::{Notification, NotificationKind};
 pub use outcome::Outcome;
 pub use ports::{
-    Attachments, AuthMethod, ClientPage, CredentialId, CredentialInfo, CredentialIssuer, Ledger,
-    NewCredential, PageCursor, SecretIssuer, SecretStore,
+    Attachments, AuthMethod, ClientPage, CredentialInfo, CredentialIssuer, Ledger, NewCredential,
+    PageCursor, SecretIssuer, SecretStore,
 };
 pub use records::{
-    Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeySecrets, KvVersion,
-    LastRotation, Lease, PreviousSecret, Rotation, RotationMetadata, RotationStatus, Staged, Step,
-    StoredSecret, Strategy, Validated, Versioned, millis,
+    Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,
+    KvVersion, LastRotation, Lease, PreviousSecret, Rotation, RotationMetadata, RotationStatus,
+    Staged, Step, StoredKey, StoredSecret, Strategy, Validated, Versioned, millis,
 };
 pub use schedule::{Rule, Schedule, ScheduledRotation, Window, WindowError};
 pub use service::{RotationService, ScheduleSource};

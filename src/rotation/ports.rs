@@ -9,9 +9,11 @@ use secrecy::SecretString;
 use super::{
     client::Client,
     error::{IssuerError, StoreError},
-    ids::{ClientId, OwnedKey, ValidationError},
+    ids::{ClientId, CredentialId, OwnedKey, ValidationError},
     keys::KeyAlgorithm,
-    records::{IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Versioned},
+    records::{
+        IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, StoredKey, Versioned,
+    },
     state::ClientState,
 };
 
@@ -31,48 +33,6 @@ impl PageCursor {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// An Auth0 credential's id (`cred_` and letters and digits), checked before it goes into a
-/// URL or a record.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct CredentialId(String);
-
-impl CredentialId {
-    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let rest = raw.strip_prefix("cred_").unwrap_or_default();
-        match !rest.is_empty()
-            && rest.len() <= 64
-            && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            true => Ok(Self(raw.to_owned())),
-            false => Err(ValidationError::CredentialId),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for CredentialId {
-    type Error = ValidationError;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<CredentialId> for String {
-    fn from(id: CredentialId) -> Self {
-        id.0
-    }
-}
-
-impl std::fmt::Display for CredentialId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -262,6 +222,24 @@ pub trait SecretStore: Send + Sync + 'static {
         path: &str,
         client_id: &ClientId,
         secrets: &KeySecrets,
+        cas: KvVersion,
+    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
+
+    /// The key credential a key client's Vault key holds; `None` when the key does not
+    /// exist.
+    fn read_key(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Versioned<StoredKey>>, StoreError>> + Send;
+
+    /// Writes a key client's Vault key (`private_key`, `key_id`, `credential_id`,
+    /// `algorithm`, `certificate`, and the `next_` and `previous_` ones) with check-and-set
+    /// against `cas`; returns the new version.
+    fn write_key(
+        &self,
+        path: &str,
+        client_id: &ClientId,
+        key: &StoredKey,
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 }

@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{
     client::Client,
-    ids::{ClientId, IdempotencyKey, Reason},
+    ids::{ClientId, CredentialId, IdempotencyKey, Reason},
+    keys::KeyAlgorithm,
 };
 use crate::audit::Origin;
 
@@ -350,6 +351,63 @@ impl KeySecrets {
     pub fn same_as(&self, other: &Self) -> bool {
         let next = |k: &Self| k.next.as_ref().map(|n| n.expose_secret().to_owned());
         self.holds(&other.current) && next(self) == next(other)
+    }
+}
+
+/// A key credential as a client's Vault key holds it: what a consumer signs with (Private Key
+/// JWT) or presents (mTLS).
+#[derive(Clone)]
+pub struct KeyEntry {
+    /// PKCS#8 PEM.
+    pub private_key: SecretString,
+    /// Auth0's `kid` of the key (the certificate's `thumbprint_sha256` for mTLS).
+    pub key_id: String,
+    pub credential_id: CredentialId,
+    /// Private Key JWT: the algorithm the credential was registered with.
+    pub algorithm: Option<KeyAlgorithm>,
+    /// mTLS: the self-signed certificate (PEM) Auth0 holds.
+    pub certificate: Option<String>,
+}
+
+impl fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("key_id", &self.key_id)
+            .field("credential_id", &self.credential_id)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the Vault key of a client that authenticates with a key or a certificate holds.
+#[derive(Debug, Clone, Default)]
+pub struct StoredKey {
+    /// The key consumers use; `None` before the service's first rotation of a client whose
+    /// keys were made elsewhere.
+    pub current: Option<KeyEntry>,
+    /// A rotation's new private key, written before Auth0 knows its public key.
+    pub next: Option<SecretString>,
+    /// The key replaced, until the overlap ends and its credential is retired.
+    pub previous: Option<KeyEntry>,
+}
+
+impl StoredKey {
+    /// Same current, next and previous private keys (what a retried write checks it finds).
+    pub fn same_as(&self, other: &Self) -> bool {
+        let current = |k: &Self| {
+            k.current
+                .as_ref()
+                .map(|e| e.private_key.expose_secret().to_owned())
+        };
+        let next = |k: &Self| k.next.as_ref().map(|n| n.expose_secret().to_owned());
+        let previous = |k: &Self| {
+            k.previous
+                .as_ref()
+                .map(|e| e.private_key.expose_secret().to_owned())
+        };
+        current(self) == current(other)
+            && next(self) == next(other)
+            && previous(self) == previous(other)
     }
 }
 

@@ -4,6 +4,7 @@
 //! vaultrs's endpoints (`kv.rs`, `login.rs`), sent by `transport.rs` through the service's
 //! reqwest stack; failures become the protocol's [`StoreError`].
 
+mod key_data;
 mod kv;
 mod login;
 mod settings;
@@ -18,8 +19,9 @@ pub use settings::{Settings, Token};
 
 use crate::rotation::{
     ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
-    PreviousSecret, SecretStore, StoreError, Versioned,
+    PreviousSecret, SecretStore, StoreError, StoredKey, Versioned,
 };
+use key_data::{KeyData, StoredKeyData};
 use kv::Kv;
 
 /// The capabilities a write needs.
@@ -238,6 +240,32 @@ impl SecretStore for VaultStore {
         match self.inner.kv.write(path, &data, cas, "the key").await {
             // A retry after a write whose answer was lost finds its own write: that is success.
             Err(StoreError::CasMismatch) => self.version_holding(path, secrets).await,
+            done => done,
+        }
+    }
+
+    async fn read_key(&self, path: &str) -> Result<Option<Versioned<StoredKey>>, StoreError> {
+        let read = self.inner.kv.read::<StoredKeyData>(path).await?;
+        Ok(read.map(|r| Versioned {
+            version: r.version,
+            value: r.value.into(),
+        }))
+    }
+
+    async fn write_key(
+        &self,
+        path: &str,
+        client_id: &ClientId,
+        key: &StoredKey,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        let data = KeyData::new(client_id, key);
+        match self.inner.kv.write(path, &data, cas, "the key").await {
+            // A retry after a write whose answer was lost finds its own write.
+            Err(StoreError::CasMismatch) => match self.read_key(path).await? {
+                Some(held) if held.value.same_as(key) => Ok(held.version),
+                _ => Err(StoreError::CasMismatch),
+            },
             done => done,
         }
     }

@@ -32,5 +32,6 @@ mod staged;
 mod traces;
 mod validation;
 mod vault_auth;
+mod vault_keys;
 mod webhook;
 mod zero_downtime;

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::rotation::{
     Client, ClientId, ClientPage, ClientState, IdempotencyRecord, IssuedSecret, IssuerError,
     KeySecrets, KvVersion, Lease, Ledger, OwnedKey, PageCursor, PreviousSecret, SecretIssuer,
-    SecretStore, StoreError, Transport, Versioned,
+    SecretStore, StoreError, StoredKey, Transport, Versioned,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -134,6 +134,8 @@ pub struct FakeVault {
     pub write_attempts: AtomicUsize,
     /// Every version of every key.
     pub keys: Mutex<HashMap<String, Vec<FakeKey>>>,
+    /// Every version of every key client's key.
+    pub key_credentials: Mutex<HashMap<String, Vec<StoredKey>>>,
 }
 
 /// One version of a key, in the clear.
@@ -237,6 +239,38 @@ impl SecretStore for FakeVault {
             previous: secrets.previous.as_ref().map(|p| clear(&p.secret)),
         });
         Ok(version(key.len()))
+    }
+
+    async fn read_key(&self, path: &str) -> Result<Option<Versioned<StoredKey>>, StoreError> {
+        if let Some(e) = &self.read_error {
+            return Err(e.clone());
+        }
+        let keys = self.key_credentials.lock().unwrap();
+        let versions = keys.get(path).cloned().unwrap_or_default();
+        Ok(versions.last().map(|k| Versioned {
+            version: version(versions.len()),
+            value: k.clone(),
+        }))
+    }
+
+    async fn write_key(
+        &self,
+        path: &str,
+        _: &ClientId,
+        stored: &StoredKey,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        self.write_attempts.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.write_errors.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let mut keys = self.key_credentials.lock().unwrap();
+        let versions = keys.entry(path.to_owned()).or_default();
+        if version(versions.len()) != cas {
+            return Err(StoreError::CasMismatch);
+        }
+        versions.push(stored.clone());
+        Ok(version(versions.len()))
     }
 }
 
