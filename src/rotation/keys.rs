@@ -152,6 +152,19 @@ pub fn rsa_thumbprint(modulus: &[u8], exponent: &[u8]) -> String {
     b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwk.as_bytes()).as_ref())
 }
 
+/// The `kid` Auth0 gives a credential registered with `public_pem` (SPKI `PUBLIC KEY`);
+/// `None` when it is not an RSA public key.
+pub fn public_pem_kid(public_pem: &str) -> Option<String> {
+    use x509_parser::{prelude::FromDer, public_key::PublicKey, x509::SubjectPublicKeyInfo};
+    let (_, pem) = x509_parser::pem::parse_x509_pem(public_pem.trim().as_bytes()).ok()?;
+    let (_, spki) = SubjectPublicKeyInfo::from_der(&pem.contents).ok()?;
+    let strip = |b: &[u8]| b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..].to_vec();
+    match spki.parsed().ok()? {
+        PublicKey::RSA(key) => Some(rsa_thumbprint(&strip(key.modulus), &strip(key.exponent))),
+        _ => None,
+    }
+}
+
 impl KeyPair {
     /// Generates a key pair. CPU-bound (tens to hundreds of milliseconds for 2048 bits, more
     /// for larger keys): run it off the async workers (`spawn_blocking`).
@@ -294,6 +307,8 @@ mod tests {
         // The PEM it writes reads back to the same key.
         let again = KeyPair::from_private_pem(key.private_pem()).unwrap();
         assert_eq!(again.kid(), SEED_KID);
+        assert_eq!(public_pem_kid(key.public_pem()).as_deref(), Some(SEED_KID));
+        assert_eq!(public_pem_kid("not a key"), None);
     }
 
     #[test]

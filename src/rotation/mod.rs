@@ -86,7 +86,9 @@ pub use ids::{
     PathTemplate, REASON_MAX, Reason, ValidationError,
 };
 pub use inventory::{Inventory, InventoryEntry, secret_based};
-pub use keys::{Certificate, KeyAlgorithm, KeyBits, KeyError, KeyPair, rsa_thumbprint};
+pub use keys::{
+    Certificate, KeyAlgorithm, KeyBits, KeyError, KeyPair, public_pem_kid, rsa_thumbprint,
+};
 pub use notify::{Notification, NotificationKind};
 pub use outcome::Outcome;
 pub use ports::{

@@ -112,8 +112,9 @@ pub struct ClientPage {
     pub next: Option<PageCursor>,
 }
 
-/// Port: issues secrets (Auth0).
-pub trait SecretIssuer: Send + Sync + 'static {
+/// Port: issues secrets (Auth0), and manages the key credentials of the clients that have no
+/// secret ([`CredentialIssuer`]).
+pub trait SecretIssuer: CredentialIssuer + Send + Sync + 'static {
     /// Rotates the client's secret (rotate-secret).
     fn rotate_secret(
         &self,
