@@ -82,8 +82,8 @@ pub use error::{
 };
 pub use history::HistoryEntry;
 pub use ids::{
-    CLIENT_ID_MAX, ClientId, CredentialId, IDEMPOTENCY_KEY_MAX, IdempotencyKey, OwnedKey,
-    PathTemplate, REASON_MAX, Reason, ValidationError,
+    AuthMethod, CLIENT_ID_MAX, ClientId, CredentialId, IDEMPOTENCY_KEY_MAX, IdempotencyKey,
+    OwnedKey, PathTemplate, REASON_MAX, Reason, ValidationError,
 };
 pub use inventory::{Inventory, InventoryEntry, secret_based};
 pub use keys::{
@@ -92,8 +92,8 @@ pub use keys::{
 pub use notify::{Notification, NotificationKind};
 pub use outcome::Outcome;
 pub use ports::{
-    Attachments, AuthMethod, ClientPage, CredentialInfo, CredentialIssuer, Ledger, NewCredential,
-    PageCursor, SecretIssuer, SecretStore,
+    Attachments, ClientPage, CredentialInfo, CredentialIssuer, Ledger, NewCredential, PageCursor,
+    SecretIssuer, SecretStore,
 };
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,

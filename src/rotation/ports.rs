@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use super::{
     client::Client,
     error::{IssuerError, StoreError},
-    ids::{ClientId, CredentialId, OwnedKey, ValidationError},
+    ids::{AuthMethod, ClientId, CredentialId, OwnedKey, ValidationError},
     keys::KeyAlgorithm,
     records::{
         IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, StoredKey, Versioned,
@@ -33,41 +33,6 @@ impl PageCursor {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// The members of `client_authentication_methods`: the service rotates the first two and keeps
-/// the third as it is (issuing CA-signed certificates belongs to a CA).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// Client assertions signed with a private key; credentials of type `public_key`.
-    PrivateKeyJwt,
-    /// Self-signed mTLS certificates; credentials of type `x509_cert`.
-    SelfSignedTls,
-    /// CA-signed mTLS certificates, matched by subject DN; credentials of type
-    /// `cert_subject_dn`.
-    CaSignedTls,
-}
-
-impl AuthMethod {
-    pub const ALL: [AuthMethod; 3] = [Self::PrivateKeyJwt, Self::SelfSignedTls, Self::CaSignedTls];
-
-    /// The member of `client_authentication_methods`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PrivateKeyJwt => "private_key_jwt",
-            Self::SelfSignedTls => "self_signed_tls_client_auth",
-            Self::CaSignedTls => "tls_client_auth",
-        }
-    }
-
-    /// The `credential_type` its credentials have.
-    pub fn credential_type(self) -> &'static str {
-        match self {
-            Self::PrivateKeyJwt => "public_key",
-            Self::SelfSignedTls => "x509_cert",
-            Self::CaSignedTls => "cert_subject_dn",
-        }
     }
 }
 

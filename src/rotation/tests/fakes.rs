@@ -66,29 +66,6 @@ impl FakeAuth0 {
         self.live.lock().unwrap().get(id).cloned()
     }
 
-    /// Adds a Private Key JWT client whose key (`public_pem`) was made elsewhere.
-    pub fn add_key_client(&self, id: &str, public_pem: &str) -> CredentialId {
-        let credential = CredentialId::parse("cred_made0elsewhere").unwrap();
-        let info = CredentialInfo {
-            id: credential.clone(),
-            name: Some("made elsewhere".into()),
-            credential_type: "public_key".into(),
-            kid: public_pem_kid(public_pem),
-            alg: Some("RS256".into()),
-            thumbprint_sha256: None,
-            created_at: None,
-            expires_at: None,
-        };
-        self.keyed.lock().unwrap().insert(
-            id.to_owned(),
-            FakeKeys {
-                pool: vec![(info, public_pem.to_owned())],
-                attached: vec![(AuthMethod::PrivateKeyJwt, vec![credential.clone()])],
-            },
-        );
-        credential
-    }
-
     pub fn keys(&self, id: &str) -> FakeKeys {
         self.keyed
             .lock()
