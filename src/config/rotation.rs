@@ -5,7 +5,7 @@ use std::{num::NonZeroU32, time::Duration};
 use clap::Args;
 
 use super::{ConfigError, duration, nonzero_duration};
-use crate::rotation::{ClientId, PathTemplate, Settings};
+use crate::rotation::{ClientId, KeySettings, PathTemplate, Settings};
 
 #[derive(Debug, Args)]
 pub struct RotationArgs {
@@ -121,6 +121,7 @@ impl RotationArgs {
             max_distribute_for: self.staged_max_distribute_for,
             history_kept: self.history_kept,
             drift_scan_interval: self.drift_scan_interval.filter(|d| !d.is_zero()),
+            keys: KeySettings::default(),
         })
     }
 }

@@ -86,6 +86,9 @@ fn strategy(s: Strategy) -> pb::RotationStrategy {
     match s {
         Strategy::Immediate => pb::RotationStrategy::Immediate,
         Strategy::Staged => pb::RotationStrategy::Staged,
+        // Keys overlap the way a staged rotation does: the new key is handed out while the
+        // old one still works.
+        Strategy::Key => pb::RotationStrategy::Staged,
     }
 }
 

@@ -177,6 +177,46 @@ impl From<RotationError> for Status {
                  while the next one is distributed; nothing was rotated. Rotate it once with the \
                  immediate strategy first"
             )),
+            RotationError::OverlapPending {
+                client_id,
+                rotation_id,
+            } => Status::failed_precondition(format!(
+                "key rotation {rotation_id} of {client_id} is in its overlap (both keys attached); \
+                 nothing was rotated. Complete it (CompleteRotation) to retire the old key first"
+            )),
+            RotationError::KeysManagedElsewhere {
+                client_id,
+                credential,
+            } => Status::failed_precondition(format!(
+                "{client_id} has two credentials attached and {credential} is not one Vault holds: \
+                 its keys are managed elsewhere, and a new key would need a credential detached \
+                 that a consumer may use; nothing was rotated"
+            )),
+            RotationError::CredentialPoolFull { client_id } => {
+                Status::failed_precondition(format!(
+                    "{client_id} holds 4 credentials, Auth0's limit, and none is one this service made \
+                 and no longer uses; delete an unused credential first. Nothing was rotated"
+                ))
+            }
+            RotationError::KeyNotVerified { client_id } => Status::failed_precondition(format!(
+                "Auth0 did not authenticate {client_id} with its new key, so consumers were not \
+                 switched and the new credential was withdrawn; the old key stays in use"
+            )),
+            RotationError::CaSignedCertificates { client_id } => {
+                Status::failed_precondition(format!(
+                    "{client_id} authenticates with CA-signed certificates (tls_client_auth): a CA \
+                 issues those, not this service; nothing was rotated"
+                ))
+            }
+            RotationError::KeyMaterial(e) => Status::internal(format!("{e}; nothing was rotated")),
+            RotationError::KeyScopeMissing { client_id, scope } => {
+                Status::failed_precondition(format!(
+                    "{client_id} authenticates with a key or a certificate (private_key_jwt or mTLS), \
+                 and rotating it needs {scope} in the service's Auth0 grant (with \
+                 create:, read:, update: and delete:client_credentials); secrets are rotated \
+                 without them. Nothing was rotated"
+                ))
+            }
             RotationError::Overloaded => retry_later(
                 "too many rotations are in progress; nothing was rotated, retry shortly".into(),
                 Duration::from_secs(1),
@@ -226,369 +266,5 @@ fn cause(err: &RotationError) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use tonic_types::StatusExt;
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::rotation::{ClientId, KvVersion, Reached, StoredSecret, Transport, ValidationError};
-
-    fn client() -> ClientId {
-        ClientId::parse("Dm0WebApp4Rotation00000000000001").unwrap()
-    }
-
-    fn rotation() -> Uuid {
-        Uuid::parse_str("63a206d6-b2c5-4540-a10e-8bac899bcbd3").unwrap()
-    }
-
-    fn unavailable() -> IssuerError {
-        IssuerError::Unavailable {
-            how: Transport::NotSent,
-            at: Box::new(Reached {
-                origin: "https://acme.eu.auth0.com".into(),
-                cause: Some("Connection refused (os error 111)".into()),
-            }),
-        }
-    }
-
-    /// The code, whether it carries RetryInfo, and words its message must hold.
-    fn check(err: RotationError, code: Code, retry: bool, words: &[&str]) {
-        let name = format!("{err:?}");
-        let status = Status::from(err);
-        assert_eq!(status.code(), code, "{name}: {}", status.message());
-        assert_eq!(
-            status.get_details_retry_info().is_some(),
-            retry,
-            "{name}: RetryInfo"
-        );
-        for w in words {
-            assert!(
-                status.message().contains(w),
-                "{name}: {:?} lacks {w:?}",
-                status.message()
-            );
-        }
-    }
-
-    /// Every variant of RotationError: the code a caller's retry policy acts on, and a message
-    /// that says what happened to the secret.
-    #[test]
-    fn every_rotation_error_has_its_code_and_says_what_was_changed() {
-        use Code::*;
-        let id = client();
-        let stored = StoredSecret {
-            mount: "secret".into(),
-            path: "auth0/clients/Dm0WebApp4Rotation00000000000001".into(),
-            version: KvVersion(7),
-        };
-        let cases: Vec<(RotationError, Code, bool, Vec<&str>)> = vec![
-            (
-                ValidationError::BatchTooLarge.into(),
-                InvalidArgument,
-                false,
-                vec!["at most 1000 clients"],
-            ),
-            (
-                RotationError::VaultBeforeRotation(StoreError::Unavailable("down".into())),
-                Unavailable,
-                false,
-                vec!["nothing was rotated"],
-            ),
-            (
-                RotationError::VaultBeforeRotation(StoreError::PermissionDenied("p".into())),
-                Internal,
-                false,
-                vec!["denied", "nothing was rotated"],
-            ),
-            (
-                RotationError::Vault(StoreError::CasMismatch),
-                Internal,
-                false,
-                vec!["check-and-set"],
-            ),
-            (
-                RotationError::Vault(StoreError::Unexpected("odd".into())),
-                Internal,
-                false,
-                vec!["unexpected"],
-            ),
-            (
-                IssuerError::ClientNotFound.into(),
-                NotFound,
-                false,
-                vec!["no client"],
-            ),
-            (
-                IssuerError::ClientNotRotatable.into(),
-                FailedPrecondition,
-                false,
-                vec![],
-            ),
-            (
-                IssuerError::CredentialsRejected.into(),
-                Internal,
-                false,
-                vec![],
-            ),
-            (
-                IssuerError::AccessDenied("update:client_keys").into(),
-                Internal,
-                false,
-                vec!["update:client_keys"],
-            ),
-            (
-                IssuerError::TokenRejected.into(),
-                Internal,
-                false,
-                vec!["token"],
-            ),
-            (
-                IssuerError::MissingScope("read:client_keys").into(),
-                Internal,
-                false,
-                vec!["read:client_keys"],
-            ),
-            (
-                IssuerError::RateLimited {
-                    retry_after: Some(Duration::from_millis(1500)),
-                }
-                .into(),
-                ResourceExhausted,
-                true,
-                vec!["nothing was rotated", "retry in 2s"],
-            ),
-            (
-                unavailable().into(),
-                Unavailable,
-                false,
-                vec!["https://acme.eu.auth0.com", "Connection refused"],
-            ),
-            (
-                IssuerError::OutcomeUnknown(Transport::TimedOut).into(),
-                Unavailable,
-                false,
-                vec!["may have happened"],
-            ),
-            (
-                IssuerError::Protocol("no client_secret".into()).into(),
-                Internal,
-                false,
-                vec!["unexpected"],
-            ),
-            (
-                RotationError::Busy,
-                Aborted,
-                false,
-                vec!["nothing was rotated"],
-            ),
-            (
-                RotationError::IdempotencyInProgress,
-                Aborted,
-                false,
-                vec!["same key"],
-            ),
-            (
-                RotationError::RecoveryUnavailable,
-                FailedPrecondition,
-                false,
-                vec!["read:client_keys", "ROTATOR_ALLOW_UNRECOVERABLE_ROTATIONS"],
-            ),
-            (
-                RotationError::RecoveryFailed {
-                    client_id: id.clone(),
-                    source: Box::new(RotationError::Vault(StoreError::Unavailable("down".into()))),
-                },
-                Unavailable,
-                false,
-                vec!["still open", "Vault is unavailable", "nothing was rotated"],
-            ),
-            (
-                RotationError::Recovered {
-                    client_id: id.clone(),
-                    stored: stored.clone(),
-                    source: IssuerError::OutcomeUnknown(Transport::TimedOut),
-                },
-                Unavailable,
-                false,
-                vec!["nothing is lost", "version 7"],
-            ),
-            (
-                RotationError::OutcomeUnknown {
-                    client_id: id.clone(),
-                    rotation_id: rotation(),
-                    source: IssuerError::OutcomeUnknown(Transport::ServerError(502)),
-                },
-                Unavailable,
-                false,
-                vec!["do not rotate again", "63a206d6"],
-            ),
-            (
-                RotationError::StoreAfterRotation {
-                    client_id: id.clone(),
-                    rotation_id: rotation(),
-                    source: StoreError::Unavailable("down".into()),
-                },
-                Unavailable,
-                false,
-                vec!["do not rotate again"],
-            ),
-            (
-                RotationError::Drifted {
-                    client_id: id.clone(),
-                },
-                FailedPrecondition,
-                false,
-                vec!["nothing was rotated"],
-            ),
-            (
-                RotationError::OwnClient {
-                    client_id: id.clone(),
-                },
-                FailedPrecondition,
-                false,
-                vec!["AUTH0_CLIENT_ID", "nothing was rotated"],
-            ),
-            (
-                RotationError::StagedPending {
-                    client_id: id.clone(),
-                    rotation_id: rotation(),
-                },
-                FailedPrecondition,
-                false,
-                vec!["CompleteRotation", "CancelRotation"],
-            ),
-            (
-                RotationError::Superseded {
-                    client_id: id.clone(),
-                },
-                Aborted,
-                false,
-                vec!["nothing was rotated"],
-            ),
-            (
-                RotationError::NotStaged {
-                    client_id: id.clone(),
-                    rotation_id: rotation(),
-                },
-                NotFound,
-                false,
-                vec!["GetRotationStatus"],
-            ),
-            (
-                RotationError::AlreadyPromoted {
-                    client_id: id.clone(),
-                    rotation_id: rotation(),
-                },
-                FailedPrecondition,
-                false,
-                vec!["already promoted"],
-            ),
-            (
-                RotationError::NothingToStage {
-                    client_id: id.clone(),
-                },
-                FailedPrecondition,
-                false,
-                vec!["immediate strategy"],
-            ),
-            (
-                RotationError::Overloaded,
-                ResourceExhausted,
-                true,
-                vec!["retry shortly"],
-            ),
-            (
-                RotationError::Internal,
-                Internal,
-                false,
-                vec!["unexpectedly"],
-            ),
-        ];
-        for (err, code, retry, words) in cases {
-            check(err, code, retry, &words);
-        }
-    }
-
-    /// Refusals at the front door: who is refused, and when to come back.
-    #[test]
-    fn every_auth_error_has_its_code_and_a_wait_when_rate_limited() {
-        let wait = Duration::from_secs(3);
-        let cases = [
-            (AuthError::NoIdentity, Code::Unauthenticated, false),
-            (AuthError::TokensNotAccepted, Code::Unauthenticated, false),
-            (
-                crate::auth::CertificateIdentityError::None.into(),
-                Code::Unauthenticated,
-                false,
-            ),
-            (
-                crate::auth::TokenError::Algorithm.into(),
-                Code::Unauthenticated,
-                false,
-            ),
-            (
-                AuthError::Denied {
-                    caller: "jwt:bot".into(),
-                    rpc: crate::auth::Rpc::RotateSecret,
-                    client_id: "x".into(),
-                },
-                Code::PermissionDenied,
-                false,
-            ),
-            (
-                AuthError::RateLimited {
-                    caller: "jwt:bot".into(),
-                    retry_after: wait,
-                },
-                Code::ResourceExhausted,
-                true,
-            ),
-            (
-                AuthError::StatusRateLimited {
-                    caller: "jwt:bot".into(),
-                    retry_after: wait,
-                },
-                Code::ResourceExhausted,
-                true,
-            ),
-            (
-                AuthError::RefusalsThrottled { retry_after: wait },
-                Code::ResourceExhausted,
-                true,
-            ),
-        ];
-        for (err, code, retry) in cases {
-            let status = Status::from(err);
-            assert_eq!(status.code(), code, "{}", status.message());
-            let info = status.get_details_retry_info();
-            assert_eq!(info.is_some(), retry, "{}", status.message());
-            if retry {
-                assert_eq!(info.unwrap().retry_delay, Some(wait));
-                assert!(status.message().contains("retry in 3s"));
-            }
-        }
-    }
-
-    /// OpenTelemetry's rule for server spans: a refusal is the caller's, not an error of ours.
-    #[test]
-    fn only_the_services_own_failures_are_server_errors() {
-        for code in [
-            Code::Internal,
-            Code::Unavailable,
-            Code::DeadlineExceeded,
-            Code::Unknown,
-        ] {
-            assert!(is_server_error(code), "{code:?}");
-        }
-        for code in [
-            Code::InvalidArgument,
-            Code::NotFound,
-            Code::FailedPrecondition,
-            Code::PermissionDenied,
-            Code::ResourceExhausted,
-            Code::Aborted,
-        ] {
-            assert!(!is_server_error(code), "{code:?}");
-        }
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;

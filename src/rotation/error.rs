@@ -8,7 +8,8 @@ use std::{fmt, time::Duration};
 use uuid::Uuid;
 
 use super::{
-    ids::{ClientId, ValidationError},
+    ids::{ClientId, CredentialId, ValidationError},
+    keys::KeyError,
     records::StoredSecret,
 };
 
@@ -281,6 +282,51 @@ pub enum RotationError {
     /// A staged rotation needs a current secret in Vault to stage the next one beside.
     #[error("Vault holds no secret for client {client_id} yet")]
     NothingToStage { client_id: ClientId },
+    /// A key rotation's overlap is running: the old key is retired first (CompleteRotation),
+    /// or when the overlap ends.
+    #[error(
+        "key rotation {rotation_id} of client {client_id} is in its overlap: complete it before rotating again"
+    )]
+    OverlapPending {
+        client_id: ClientId,
+        rotation_id: Uuid,
+    },
+    /// The client has two credentials attached and Vault holds neither as the service's: the
+    /// new key would need a credential detached that a consumer may use.
+    #[error(
+        "client {client_id} has credential {credential} attached, which this service did not make: its keys are managed elsewhere"
+    )]
+    KeysManagedElsewhere {
+        client_id: ClientId,
+        credential: CredentialId,
+    },
+    /// The client holds 4 credentials, none of them one this service made and no longer uses.
+    #[error(
+        "client {client_id} holds 4 credentials (Auth0's limit), none of them one this service may delete"
+    )]
+    CredentialPoolFull { client_id: ClientId },
+    /// Auth0 did not authenticate the client with the new key: consumers were not switched,
+    /// and the new credential was withdrawn.
+    #[error(
+        "Auth0 did not authenticate client {client_id} with its new key; the old key stays in use"
+    )]
+    KeyNotVerified { client_id: ClientId },
+    /// CA-signed mTLS certificates are issued by a CA, not by this service.
+    #[error(
+        "client {client_id} authenticates with CA-signed certificates (tls_client_auth), which a CA issues"
+    )]
+    CaSignedCertificates { client_id: ClientId },
+    /// The service's Auth0 grant lacks a scope key rotations need (secrets need none of them).
+    #[error(
+        "rotating the key of client {client_id} needs {scope}, which the service's Auth0 grant lacks"
+    )]
+    KeyScopeMissing {
+        client_id: ClientId,
+        scope: &'static str,
+    },
+    /// A key pair or certificate could not be made.
+    #[error("the new key could not be made: {0}")]
+    KeyMaterial(#[from] KeyError),
     /// ROTATOR_MAX_CONCURRENT_ROTATIONS rotations were running for the whole deadline.
     #[error("too many rotations are in progress")]
     Overloaded,

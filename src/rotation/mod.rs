@@ -32,6 +32,8 @@
 //! - `settings`: the protocol's settings, fixed at start-up;
 //! - `pipeline`: acquire, settle, close, refuse, store, finish: what every step runs through;
 //! - `idempotency`: binding idempotency keys to answers;
+//! - `overlap`: a key rotation's end: the switch closed with its overlap, its heal, and the old
+//!   key retired;
 //! - `recovery`: healing an open intent by its step; the heal of a lost answer;
 //! - `steps`: RotateSecret, and the steps of each kind (`immediate`, `staged`);
 //! - `drift`: whether Vault holds Auth0's secret, and the book of what checks found;
@@ -59,6 +61,7 @@ mod locks;
 mod notify;
 mod outbox;
 mod outcome;
+mod overlap;
 mod pipeline;
 mod ports;
 pub mod reconciler;
@@ -97,11 +100,11 @@ pub use ports::{
 };
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,
-    KvVersion, LastRotation, Lease, PreviousSecret, Rotation, RotationMetadata, RotationStatus,
-    Staged, Step, StoredKey, StoredSecret, Strategy, Validated, Versioned, millis,
+    KvVersion, LastRotation, Lease, Overlap, PreviousSecret, Rotation, RotationMetadata,
+    RotationStatus, Staged, Step, StoredKey, StoredSecret, Strategy, Validated, Versioned, millis,
 };
 pub use schedule::{Rule, Schedule, ScheduledRotation, Window, WindowError};
 pub use service::{RotationService, ScheduleSource};
-pub use settings::Settings;
+pub use settings::{KeySettings, Settings};
 pub use state::{Acquired, ClientState};
 pub use steps::Cancelled;

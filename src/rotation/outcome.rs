@@ -17,6 +17,8 @@ pub enum Outcome {
     Staged,
     /// A staged secret is set at Auth0 and promoted in Vault.
     Promoted,
+    /// A key rotation's overlap ended: the old key is detached, deleted and dropped from Vault.
+    Retired,
     /// The answer an idempotency key (or a repeated promotion) is bound to, again.
     Replayed,
     /// The secret Auth0 accepts was read back and stored (a lost answer, a step cut off).
@@ -57,6 +59,13 @@ impl Outcome {
             RotationError::NotStaged { .. } => "not_staged",
             RotationError::AlreadyPromoted { .. } => "already_promoted",
             RotationError::NothingToStage { .. } => "nothing_to_stage",
+            RotationError::OverlapPending { .. } => "overlap_pending",
+            RotationError::KeysManagedElsewhere { .. } => "keys_managed_elsewhere",
+            RotationError::CredentialPoolFull { .. } => "credential_pool_full",
+            RotationError::KeyNotVerified { .. } => "key_not_verified",
+            RotationError::CaSignedCertificates { .. } => "client_not_rotatable",
+            RotationError::KeyMaterial(_) => "key_material_failed",
+            RotationError::KeyScopeMissing { .. } => "key_scope_missing",
             RotationError::Overloaded => "overloaded",
             RotationError::Internal => "internal",
         })
@@ -70,6 +79,7 @@ impl Outcome {
             Self::Rotated => "ok",
             Self::Staged => "staged",
             Self::Promoted => "promoted",
+            Self::Retired => "retired",
             Self::Replayed => "replayed",
             Self::Recovered => "recovered",
             Self::Cancelled => "cancelled",
@@ -95,7 +105,7 @@ impl Outcome {
     pub fn notification(self) -> Option<NotificationKind> {
         match self {
             Self::Staged => Some(NotificationKind::Staged),
-            Self::Rotated | Self::Promoted => Some(NotificationKind::Completed),
+            Self::Rotated | Self::Promoted | Self::Retired => Some(NotificationKind::Completed),
             Self::Recovered => Some(NotificationKind::Recovered),
             Self::Cancelled => Some(NotificationKind::Cancelled),
             Self::Withdrawn | Self::Failed(_) => Some(NotificationKind::Failed),

@@ -33,8 +33,8 @@ use super::{
     outcome::Outcome,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        KeySecrets, KvVersion, LastRotation, Lease, Rotation, RotationMetadata, StoredSecret,
-        Strategy, Versioned, millis,
+        Intent, KeySecrets, KvVersion, LastRotation, Lease, Rotation, RotationMetadata,
+        StoredSecret, Strategy, Versioned, millis,
     },
     settings::Settings,
     state::{Acquired, ClientState},
@@ -61,6 +61,16 @@ pub(super) enum Taken {
     Lease(Acquired),
     /// An intent is open without a live lease: it must be healed before the lease is taken.
     Orphan(Versioned<ClientState>),
+}
+
+/// An open intent whose lease its healer holds (`fence`), and the record without lease and
+/// intent (`before`): what every heal works on.
+pub(super) struct Open<'a> {
+    pub client_id: &'a ClientId,
+    pub path: &'a str,
+    pub intent: &'a Intent,
+    pub fence: KvVersion,
+    pub before: ClientState,
 }
 
 /// Who asked for a step and what it is about: what its end reports.
@@ -381,7 +391,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
             }
         })?;
         let outcome = match metadata.strategy {
-            Strategy::Immediate => Outcome::Rotated,
+            Strategy::Immediate | Strategy::Key => Outcome::Rotated,
             Strategy::Staged => Outcome::Promoted,
         };
         let last = LastRotation {
@@ -503,10 +513,16 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
         match (strategy, requested) {
             (Strategy::Immediate, Some(_)) => Err(ValidationError::DistributeForImmediate),
             (_, None) => Ok(self.settings.distribute_for),
-            (Strategy::Staged, Some(d)) if d >= Duration::from_secs(1) && d <= max => Ok(d),
-            (Strategy::Staged, Some(_)) => Err(ValidationError::DistributeForRange {
-                max: humantime::format_duration(max).to_string(),
-            }),
+            (Strategy::Staged | Strategy::Key, Some(d))
+                if d >= Duration::from_secs(1) && d <= max =>
+            {
+                Ok(d)
+            }
+            (Strategy::Staged | Strategy::Key, Some(_)) => {
+                Err(ValidationError::DistributeForRange {
+                    max: humantime::format_duration(max).to_string(),
+                })
+            }
         }
     }
 }

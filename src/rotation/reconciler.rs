@@ -157,6 +157,11 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
             p.timer
                 .note(&client_id, staged.rotation_id, staged.promote_after);
         }
+        if let Some(overlap) = &record.value.overlap {
+            // The old key is retired by this replica's timer when the overlap ends.
+            p.timer
+                .note(&client_id, overlap.rotation_id, overlap.retire_after);
+        }
         if record.value.intent.is_none() || record.value.leased() {
             continue;
         }

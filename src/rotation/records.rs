@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     client::Client,
-    ids::{ClientId, CredentialId, IdempotencyKey, Reason},
+    ids::{AuthMethod, ClientId, CredentialId, IdempotencyKey, Reason},
     keys::KeyAlgorithm,
 };
 use crate::audit::Origin;
@@ -223,6 +223,10 @@ pub enum Strategy {
     /// The service makes the next secret, Vault holds it beside the current one for a while
     /// (consumers pick it up), then it is set at Auth0 and promoted in Vault.
     Staged,
+    /// A client that authenticates with a key or a certificate: the service makes a new key,
+    /// Auth0 accepts it beside the old one, consumers switch, and the old one is retired after
+    /// the overlap.
+    Key,
 }
 
 impl Strategy {
@@ -230,6 +234,7 @@ impl Strategy {
         match self {
             Self::Immediate => "immediate",
             Self::Staged => "staged",
+            Self::Key => "key",
         }
     }
 }
@@ -247,6 +252,9 @@ pub enum Step {
     Promote,
     /// Removing a staged secret from Vault; Auth0 untouched.
     Cancel,
+    /// A key rotation up to the switch: the new key in Vault, registered and attached beside
+    /// the old one, verified, then what consumers read.
+    KeyRotate,
 }
 
 impl Step {
@@ -255,6 +263,7 @@ impl Step {
         match self {
             Self::Rotate => Strategy::Immediate,
             Self::Stage | Self::Promote | Self::Cancel => Strategy::Staged,
+            Self::KeyRotate => Strategy::Key,
         }
     }
 }
@@ -272,6 +281,22 @@ pub struct Staged {
     pub promote_after: SystemTime,
     /// The KV version holding `next_client_secret`.
     pub kv_version: KvVersion,
+}
+
+/// A key rotation between the switch and the old key's retirement: both keys are attached,
+/// consumers have the new one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overlap {
+    pub rotation_id: Uuid,
+    pub method: AuthMethod,
+    /// The new credential consumers use now.
+    pub credential: CredentialId,
+    /// The credential retired when the overlap ends (none when the client had none attached).
+    pub retiring: Option<CredentialId>,
+    pub caller: Option<String>,
+    pub reason: Option<Reason>,
+    /// When any replica retires the old key, unless CompleteRotation does first.
+    pub retire_after: SystemTime,
 }
 
 /// What a client's Vault key holds: the secret Auth0 accepts, the next one during a staged

@@ -10,7 +10,8 @@ use super::{
     idempotency,
     ids::ClientId,
     outcome::Outcome,
-    pipeline::{Left, Pipeline, Report, Taken, waits},
+    overlap,
+    pipeline::{Left, Open, Pipeline, Report, Taken, waits},
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
         Intent, KeySecrets, KvVersion, LastRotation, Rotation, RotationMetadata, Step, Strategy,
@@ -27,16 +28,6 @@ pub(super) struct Healed {
     /// this intent's rotation had stored it). False when Vault held none: the live secret may
     /// be the old one.
     pub rotated: bool,
-}
-
-/// An open intent whose lease its healer holds (`fence`), and the record without lease and
-/// intent (`before`): what every heal works on.
-pub(super) struct Open<'a> {
-    pub client_id: &'a ClientId,
-    pub path: &'a str,
-    pub intent: &'a Intent,
-    pub fence: KvVersion,
-    pub before: ClientState,
 }
 
 /// Takes the client's lease for `intent` (see [`Pipeline::acquire`]), healing first an open
@@ -116,12 +107,26 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
     open: Open<'_>,
 ) -> Result<Option<Healed>, RotationError> {
     let (client_id, intent) = (open.client_id, open.intent);
-    let healed = match intent.step {
-        Step::Stage | Step::Cancel => {
+    let overlap = open
+        .before
+        .overlap
+        .clone()
+        .filter(|o| o.rotation_id == intent.rotation_id);
+    let healed = match (intent.step, overlap) {
+        (Step::Stage | Step::Cancel, _) => {
             withdraw(p, open).await?;
             None
         }
-        Step::Rotate | Step::Promote => heal_from_live(p, open).await?,
+        // A key rotation's retirement (CompleteRotation, the timer) cut off: retired again.
+        (Step::Promote, Some(overlap)) => Some(Healed {
+            rotation: overlap::retire(p, open, &overlap).await?,
+            rotated: true,
+        }),
+        (Step::KeyRotate, _) => overlap::heal(p, open, None).await?.map(|rotation| Healed {
+            rotation,
+            rotated: true,
+        }),
+        (Step::Rotate | Step::Promote, _) => heal_from_live(p, open).await?,
     };
     let rotation = healed.as_ref().map(|h| &h.rotation);
     if let Some(key) = &intent.idempotency_key {

@@ -59,6 +59,11 @@ impl Answer for Rotation {
     fn outcome(&self) -> Outcome {
         match self {
             r if r.replayed => Outcome::Replayed,
+            // A key rotation: consumers switched when it answers, the old key retired later.
+            r if r.metadata.strategy == Strategy::Key && r.promote_after.is_some() => {
+                Outcome::Rotated
+            }
+            r if r.metadata.strategy == Strategy::Key => Outcome::Retired,
             r if r.promote_after.is_some() => Outcome::Staged,
             r if r.metadata.recovered => Outcome::Recovered,
             r if r.metadata.strategy == Strategy::Staged => Outcome::Promoted,
@@ -159,6 +164,13 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             // the caller is answered with, the first rotation's for a replay.
             let answered = result.as_ref().map_or(rotation_id, Answer::rotation_id);
             tracing::Span::current().record("rotation_id", field::display(answered));
+            // A client without a secret was rotated by key, whatever the strategy asked.
+            let report = Report {
+                strategy: result
+                    .as_ref()
+                    .map_or(report.strategy, |r| r.metadata.strategy),
+                ..report
+            };
             this.finish(&report, rotation_id, &result);
             result
         })

@@ -2,7 +2,32 @@
 
 use std::{num::NonZeroU32, time::Duration};
 
-use super::ids::{ClientId, PathTemplate};
+use super::{
+    ids::{ClientId, PathTemplate},
+    keys::KeyBits,
+};
+
+/// How key rotations make keys and certificates.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// RSA key size (`ROTATOR_KEY_BITS`).
+    pub bits: KeyBits,
+    /// The `expires_at` a new credential gets, from its registration (`ROTATOR_KEY_LIFETIME`);
+    /// `None`: it does not expire.
+    pub credential_lifetime: Option<Duration>,
+    /// How long a self-signed mTLS certificate is valid (`ROTATOR_CERTIFICATE_LIFETIME`).
+    pub certificate_lifetime: Duration,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            bits: KeyBits::B2048,
+            credential_lifetime: None,
+            certificate_lifetime: Duration::from_secs(365 * 86_400),
+        }
+    }
+}
 
 /// Settings of the protocol, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -37,4 +62,5 @@ pub struct Settings {
     /// How often the scanning replica compares every client Vault holds with Auth0; `None`:
     /// never (only GetRotationStatus with check_drift does).
     pub drift_scan_interval: Option<Duration>,
+    pub keys: KeySettings,
 }

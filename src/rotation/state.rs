@@ -11,7 +11,7 @@ use super::{
     history::HistoryEntry,
     notify::Notification,
     outcome::Outcome,
-    records::{Intent, KvVersion, LastRotation, Lease, Rotation, Staged, Step, Strategy},
+    records::{Intent, KvVersion, LastRotation, Lease, Overlap, Rotation, Staged, Step, Strategy},
 };
 
 /// What taking a client's lease yields.
@@ -43,6 +43,9 @@ pub struct ClientState {
     /// A staged rotation whose next secret is in Vault, waiting for promotion.
     #[serde(default)]
     pub staged: Option<Staged>,
+    /// A key rotation whose old key is still attached, waiting for retirement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
     /// The last staged rotation cancelled, so that a repeated cancel is answered alike.
     #[serde(default)]
     pub cancelled: Option<Uuid>,

@@ -146,11 +146,22 @@ async fn unknown_client_is_not_found_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn private_key_jwt_client_is_a_failed_precondition() {
+async fn a_key_client_without_the_credential_scopes_is_refused_naming_the_scope() {
+    // The stack's grant has the secret scopes only: secrets rotate, keys cannot.
     let stack = Stack::start().await;
     let id = stack.seed(pkjwt_client(&random_client_id()));
     let status = stack.rotate_refused(&id).await;
     assert_status(&status, Code::FailedPrecondition, "private_key_jwt");
+    assert!(
+        status.message().contains("read:client_credentials"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        stack.emulator.credentials(&id).len(),
+        1,
+        "no credential registered"
+    );
     assert!(
         !status
             .message()

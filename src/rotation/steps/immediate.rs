@@ -7,7 +7,7 @@ use tracing::{debug, info, warn};
 
 use crate::rotation::{
     command::RotateCommand,
-    error::RotationError,
+    error::{IssuerError, RotationError},
     pipeline::Pipeline,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{Intent, KeySecrets, Rotation, RotationMetadata, Strategy},
@@ -39,6 +39,24 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
         Ok(issued) => issued,
         Err(e) if e.outcome_unknown() => {
             return recovery::lost_answer(p, client_id, intent, lease, e).await;
+        }
+        // Auth0 refuses rotate-secret to a client without a secret: its key is rotated.
+        Err(IssuerError::ClientNotRotatable) => {
+            return match p.issuer.read_client(client_id).await {
+                Ok(client) if crate::rotation::overlap::key_method(&client).is_some() => {
+                    super::keys::rotate(p, command, intent, &path, lease, client, deadline).await
+                }
+                Ok(_) => {
+                    p.refuse(
+                        client_id,
+                        rotation_id,
+                        lease,
+                        IssuerError::ClientNotRotatable.into(),
+                    )
+                    .await
+                }
+                Err(e) => p.refuse(client_id, rotation_id, lease, e.into()).await,
+            };
         }
         Err(e) => return p.refuse(client_id, rotation_id, lease, e.into()).await,
     };

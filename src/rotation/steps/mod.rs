@@ -9,6 +9,7 @@
 //! client's lock and lease, the checks only the lease makes true, then the kind's first step.
 
 mod immediate;
+mod keys;
 mod staged;
 
 use tokio::time::Instant;
@@ -83,6 +84,7 @@ async fn rotate_once<I: SecretIssuer, S: SecretStore, L: Ledger>(
         let step = match command.strategy {
             Strategy::Immediate => Step::Rotate,
             Strategy::Staged => Step::Stage,
+            Strategy::Key => Step::KeyRotate,
         };
         let intent = Intent {
             reason: command.reason.clone(),
@@ -99,8 +101,23 @@ async fn rotate_once<I: SecretIssuer, S: SecretStore, L: Ledger>(
         if let Some(refusal) = refused {
             return p.refuse(client_id, rotation_id, lease, refusal).await;
         }
+        // A client rotated by key before is one again: no rotate-secret for Auth0 to refuse.
+        let by_key = command.strategy == Strategy::Key
+            || lease
+                .before
+                .last
+                .as_ref()
+                .is_some_and(|l| l.metadata.strategy == Strategy::Key);
+        if by_key {
+            return match p.issuer.read_client(client_id).await {
+                Ok(client) => {
+                    keys::rotate(p, command, &intent, &path, lease, client, deadline).await
+                }
+                Err(e) => p.refuse(client_id, rotation_id, lease, e.into()).await,
+            };
+        }
         match command.strategy {
-            Strategy::Immediate => {
+            Strategy::Immediate | Strategy::Key => {
                 immediate::rotate(p, command, &intent, path, lease, deadline).await
             }
             Strategy::Staged => staged::stage(p, command, &intent, &path, lease, deadline).await,
@@ -127,6 +144,12 @@ pub(super) fn check_strategy(
         return Err(RotationError::StagedPending {
             client_id: command.client_id.clone(),
             rotation_id: staged.rotation_id,
+        });
+    }
+    if let Some(overlap) = &state.overlap {
+        return Err(RotationError::OverlapPending {
+            client_id: command.client_id.clone(),
+            rotation_id: overlap.rotation_id,
         });
     }
     Ok(())

@@ -74,7 +74,7 @@ pub(super) async fn stage<I: SecretIssuer, S: SecretStore, L: Ledger>(
         let distribute_for = p.distribute_for(command.strategy, command.distribute_for)?;
         let client = p.issuer.read_client(client_id).await?;
         if client.client_authentication_methods.0.is_some() {
-            return Err(IssuerError::ClientNotRotatable.into());
+            return Ok(Err(client));
         }
         let current = p
             .store
@@ -84,11 +84,15 @@ pub(super) async fn stage<I: SecretIssuer, S: SecretStore, L: Ledger>(
             .ok_or_else(|| RotationError::NothingToStage {
                 client_id: client_id.clone(),
             })?;
-        Ok((client, current, distribute_for))
+        Ok(Ok((client, current, distribute_for)))
     }
     .await;
     let (client, current, distribute_for) = match found {
-        Ok(found) => found,
+        Ok(Ok(found)) => found,
+        // No secret: the client's key is rotated, which overlaps by itself.
+        Ok(Err(keyed)) => {
+            return super::keys::rotate(p, command, intent, path, lease, keyed, deadline).await;
+        }
         Err(refusal) => return p.refuse(client_id, rotation_id, lease, refusal).await,
     };
     let secrets = current.value.with_next(Some(next_secret()));
@@ -161,6 +165,22 @@ pub(in crate::rotation) async fn promote<I: SecretIssuer, S: SecretStore, L: Led
         let path = p.path(client_id);
         let intent = Intent::new(rotation_id, Step::Promote, origin);
         let lease = recovery::acquire(p, client_id, &path, &intent, deadline).await?;
+        // A key rotation in its overlap: completing it retires the old key.
+        if let Some(overlap) = lease
+            .before
+            .overlap
+            .clone()
+            .filter(|o| o.rotation_id == rotation_id)
+        {
+            let open = crate::rotation::pipeline::Open {
+                client_id,
+                path: &path,
+                intent: &intent,
+                fence: lease.fence,
+                before: lease.before,
+            };
+            return crate::rotation::overlap::retire(p, open, &overlap).await;
+        }
         let staged = match lease.before.staged.clone() {
             Some(s) if s.rotation_id == rotation_id => s,
             _ => {
@@ -297,7 +317,7 @@ pub(in crate::rotation) async fn cancel<I: SecretIssuer, S: SecretStore, L: Ledg
                 .await;
             return Err(refusal);
         }
-        let open = recovery::Open {
+        let open = crate::rotation::pipeline::Open {
             client_id,
             path: &path,
             intent: &intent,

@@ -12,10 +12,10 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
-    Attachments, AuthMethod, Client, ClientId, ClientPage, ClientState, CredentialId,
-    CredentialInfo, CredentialIssuer, IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets,
-    KvVersion, Lease, Ledger, NewCredential, OwnedKey, PageCursor, PreviousSecret, SecretIssuer,
-    SecretStore, StoreError, StoredKey, Transport, Versioned, public_pem_kid,
+    AuthMethod, Client, ClientId, ClientPage, ClientState, CredentialId, CredentialInfo,
+    IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
+    PageCursor, PreviousSecret, SecretIssuer, SecretStore, StoreError, StoredKey, Transport,
+    Versioned, public_pem_kid,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -26,6 +26,8 @@ pub enum LostAnswer {
     /// The answer is lost and Auth0 did not rotate.
     WithoutCommit,
 }
+
+pub use super::fake_keys::FakeKeys;
 
 /// Auth0 with one secret per client, and a switch to lose the next answer; clients that
 /// authenticate with keys have credentials instead.
@@ -38,32 +40,38 @@ pub struct FakeAuth0 {
     pub keyed: Mutex<HashMap<String, FakeKeys>>,
     /// Auth0 refuses every client assertion (a verification that fails).
     pub refuse_assertions: AtomicBool,
-    /// Failures of the next credential calls, in order.
-    pub credential_faults: Mutex<VecDeque<IssuerError>>,
+    /// The n-th credential call (1-based) fails with this error.
+    pub credential_fault: Mutex<Option<(usize, IssuerError)>>,
     /// Credential calls made (list, create, attach, delete, verify).
     pub credential_calls: AtomicUsize,
-}
-
-/// A key client's credentials: the pool (with each public key) and the attachments.
-#[derive(Debug, Clone, Default)]
-pub struct FakeKeys {
-    pub pool: Vec<(CredentialInfo, String)>,
-    pub attached: Attachments,
-}
-
-impl FakeKeys {
-    pub fn attached_to(&self, method: AuthMethod) -> Vec<CredentialId> {
-        self.attached
-            .iter()
-            .find(|(m, _)| *m == method)
-            .map(|(_, ids)| ids.clone())
-            .unwrap_or_default()
-    }
 }
 
 impl FakeAuth0 {
     pub fn live(&self, id: &str) -> Option<String> {
         self.live.lock().unwrap().get(id).cloned()
+    }
+
+    /// Adds a Private Key JWT client whose key (`public_pem`) was made elsewhere.
+    pub fn add_key_client(&self, id: &str, public_pem: &str) -> CredentialId {
+        let credential = CredentialId::parse("cred_made0elsewhere").unwrap();
+        let info = CredentialInfo {
+            id: credential.clone(),
+            name: Some("made elsewhere".into()),
+            credential_type: "public_key".into(),
+            kid: public_pem_kid(public_pem),
+            alg: Some("RS256".into()),
+            thumbprint_sha256: None,
+            created_at: None,
+            expires_at: None,
+        };
+        self.keyed.lock().unwrap().insert(
+            id.to_owned(),
+            FakeKeys {
+                pool: vec![(info, public_pem.to_owned())],
+                attached: vec![(AuthMethod::PrivateKeyJwt, vec![credential.clone()])],
+            },
+        );
+        credential
     }
 
     pub fn keys(&self, id: &str) -> FakeKeys {
@@ -75,12 +83,21 @@ impl FakeAuth0 {
             .unwrap_or_default()
     }
 
-    /// Counts a credential call and takes its scripted failure, if any.
-    fn credential_call(&self) -> Result<(), IssuerError> {
-        self.credential_calls.fetch_add(1, Ordering::SeqCst);
-        match self.credential_faults.lock().unwrap().pop_front() {
-            Some(e) => Err(e),
-            None => Ok(()),
+    /// Makes the `n`-th credential call (1-based, counted from the start) fail with `error`.
+    pub fn fail_credential_call(&self, n: usize, error: IssuerError) {
+        *self.credential_fault.lock().unwrap() = Some((n, error));
+    }
+
+    /// Counts a credential call and fails it when scripted to.
+    pub(super) fn credential_call(&self) -> Result<(), IssuerError> {
+        let n = self.credential_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut fault = self.credential_fault.lock().unwrap();
+        match fault.take() {
+            Some((at, error)) if at == n => Err(error),
+            other => {
+                *fault = other;
+                Ok(())
+            }
         }
     }
 
@@ -95,6 +112,10 @@ impl FakeAuth0 {
 
 impl SecretIssuer for FakeAuth0 {
     async fn rotate_secret(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
+        // As Auth0: a client that authenticates with keys has no secret to rotate.
+        if self.keyed.lock().unwrap().contains_key(id.as_str()) {
+            return Err(IssuerError::ClientNotRotatable);
+        }
         let lose = self.lose_next.lock().unwrap().take();
         if lose != Some(LostAnswer::WithoutCommit) {
             let n = self.rotations.fetch_add(1, Ordering::SeqCst) + 1;
@@ -183,128 +204,6 @@ impl SecretIssuer for FakeAuth0 {
             .get(start + size)
             .map(|id| PageCursor::parse(id).unwrap());
         Ok(ClientPage { clients, next })
-    }
-}
-
-impl CredentialIssuer for FakeAuth0 {
-    async fn credentials(&self, id: &ClientId) -> Result<Vec<CredentialInfo>, IssuerError> {
-        self.credential_call()?;
-        let keyed = self.keyed.lock().unwrap();
-        let keys = keyed.get(id.as_str()).ok_or(IssuerError::ClientNotFound)?;
-        Ok(keys.pool.iter().map(|(info, _)| info.clone()).collect())
-    }
-
-    async fn create_credential(
-        &self,
-        id: &ClientId,
-        credential: &NewCredential,
-    ) -> Result<CredentialInfo, IssuerError> {
-        self.credential_call()?;
-        let mut keyed = self.keyed.lock().unwrap();
-        let keys = keyed
-            .get_mut(id.as_str())
-            .ok_or(IssuerError::ClientNotFound)?;
-        if keys.pool.len() >= 4 {
-            return Err(IssuerError::Protocol(
-                "A client can have a maximum of 4 credentials.".into(),
-            ));
-        }
-        let n = self.credential_calls.load(Ordering::SeqCst);
-        let info = CredentialInfo {
-            id: CredentialId::parse(&format!("cred_fake{n}")).unwrap(),
-            name: Some(credential.name.clone()),
-            credential_type: credential.method.credential_type().into(),
-            kid: public_pem_kid(&credential.pem),
-            alg: Some(credential.alg.unwrap_or_default().as_str().into()),
-            thumbprint_sha256: None,
-            created_at: None,
-            expires_at: None,
-        };
-        keys.pool.push((info.clone(), credential.pem.clone()));
-        Ok(info)
-    }
-
-    async fn attach(&self, id: &ClientId, attachments: &Attachments) -> Result<(), IssuerError> {
-        self.credential_call()?;
-        let mut keyed = self.keyed.lock().unwrap();
-        let keys = keyed
-            .get_mut(id.as_str())
-            .ok_or(IssuerError::ClientNotFound)?;
-        for (_, ids) in attachments {
-            assert!(
-                ids.len() <= 2,
-                "Array is too long ({}), maximum 2",
-                ids.len()
-            );
-            for cred in ids {
-                if !keys.pool.iter().any(|(info, _)| info.id == *cred) {
-                    return Err(IssuerError::Protocol(format!(
-                        "The credential {cred} does not exist"
-                    )));
-                }
-            }
-        }
-        keys.attached = attachments.clone();
-        Ok(())
-    }
-
-    async fn delete_credential(
-        &self,
-        id: &ClientId,
-        cred: &CredentialId,
-    ) -> Result<(), IssuerError> {
-        self.credential_call()?;
-        let mut keyed = self.keyed.lock().unwrap();
-        let keys = keyed
-            .get_mut(id.as_str())
-            .ok_or(IssuerError::ClientNotFound)?;
-        assert!(
-            !keys.attached.iter().any(|(_, ids)| ids.contains(cred)),
-            "an attached credential cannot be deleted"
-        );
-        keys.pool.retain(|(info, _)| info.id != *cred);
-        Ok(())
-    }
-
-    async fn authenticates(
-        &self,
-        id: &ClientId,
-        assertion: &SecretString,
-    ) -> Result<bool, IssuerError> {
-        self.credential_call()?;
-        if self.refuse_assertions.load(Ordering::SeqCst) {
-            return Ok(false);
-        }
-        Ok(self.signed_by_attached(id, assertion.expose_secret()))
-    }
-
-    fn domain(&self) -> &str {
-        "tenant.example.com"
-    }
-}
-
-impl FakeAuth0 {
-    /// Whether one of the client's attached Private Key JWT keys signed `jwt`.
-    pub fn signed_by_attached(&self, id: &ClientId, jwt: &str) -> bool {
-        let keys = self.keys(id.as_str());
-        let Ok(header) = jsonwebtoken::decode_header(jwt) else {
-            return false;
-        };
-        let mut validation = jsonwebtoken::Validation::new(header.alg);
-        validation.set_audience(&["https://tenant.example.com/"]);
-        keys.attached_to(AuthMethod::PrivateKeyJwt)
-            .iter()
-            .any(|cred| {
-                keys.pool.iter().any(|(info, pem)| {
-                    info.id == *cred
-                        && jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_ok_and(
-                            |key| {
-                                jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &validation)
-                                    .is_ok()
-                            },
-                        )
-                })
-            })
     }
 }
 

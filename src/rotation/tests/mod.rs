@@ -1,9 +1,11 @@
 //! The protocol against in-memory ports: each test states what a user would notice.
 
+mod fake_keys;
 mod fakes;
 mod history;
 mod idempotency;
 mod inventory;
+mod keys;
 mod notify;
 mod protocol;
 mod reconciler;

@@ -1,0 +1,282 @@
+//! Key rotations against in-memory ports: a Private Key JWT client's new key is in Vault before
+//! Auth0 knows it, both keys are attached during the overlap, a consumer signing with whatever
+//! Vault holds is always accepted, and Auth0's limits (2 attached, 4 in all) are never hit.
+
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use secrecy::ExposeSecret;
+
+use super::{
+    fakes::FakeVault,
+    protocol::{Svc, command, service, soon},
+};
+use crate::{
+    audit::Origin,
+    rotation::{
+        AuthMethod, ClientId, ClientState, CredentialId, IssuerError, KeyPair, Ledger,
+        RotationError, StoredKey, Strategy, Transport,
+    },
+};
+
+const CLIENT: &str = "kkk";
+const KEY: &str = "auth0/kkk";
+const MADE_ELSEWHERE: &str = include_str!("../../emulator/credentials/seed-key.pub.pem");
+
+fn key_service() -> (Arc<Svc>, CredentialId) {
+    let svc = service(FakeVault::default());
+    let old = svc.pipeline().issuer.add_key_client(CLIENT, MADE_ELSEWHERE);
+    (svc, old)
+}
+
+fn id() -> ClientId {
+    ClientId::parse(CLIENT).unwrap()
+}
+
+fn vault(svc: &Svc) -> Option<StoredKey> {
+    let keys = svc.pipeline().store.key_credentials.lock().unwrap();
+    keys.get(KEY).and_then(|versions| versions.last().cloned())
+}
+
+async fn state(svc: &Svc) -> ClientState {
+    svc.pipeline().ledger.read_state(&id()).await.unwrap().value
+}
+
+/// A consumer: signs an assertion with the key Vault holds now, as Auth0 would check it.
+fn consumer_authenticates(svc: &Svc) -> bool {
+    let Some(current) = vault(svc).and_then(|k| k.current) else {
+        return false;
+    };
+    let key = KeyPair::from_private_pem(&current.private_key).unwrap();
+    let assertion = key
+        .assertion(
+            CLIENT,
+            "tenant.example.com",
+            current.algorithm.unwrap_or_default(),
+            Some(&current.key_id),
+        )
+        .unwrap();
+    svc.pipeline()
+        .issuer
+        .signed_by_attached(&id(), assertion.expose_secret())
+}
+
+fn attached(svc: &Svc) -> Vec<CredentialId> {
+    svc.pipeline()
+        .issuer
+        .keys(CLIENT)
+        .attached_to(AuthMethod::PrivateKeyJwt)
+}
+
+fn origin() -> Origin {
+    Origin::default()
+}
+
+#[tokio::test]
+async fn a_key_is_rotated_with_overlap_and_the_old_one_retired() {
+    let (svc, old) = key_service();
+    let rotation = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    assert_eq!(rotation.metadata.strategy, Strategy::Key);
+    assert!(rotation.promote_after.is_some(), "the overlap's end");
+
+    // Both keys attached; Vault switched to the new one; consumers are served by it.
+    let both = attached(&svc);
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0], old);
+    let held = vault(&svc).unwrap();
+    let current = held.current.as_ref().unwrap();
+    assert_eq!(current.credential_id, both[1]);
+    assert!(
+        held.next.is_none() && held.previous.is_none(),
+        "the old key was made elsewhere"
+    );
+    assert!(consumer_authenticates(&svc));
+    let record = state(&svc).await;
+    assert!(record.is_closed());
+    let overlap = record.overlap.clone().unwrap();
+    assert_eq!(overlap.retiring.as_ref(), Some(&old));
+
+    // During the overlap no other rotation starts.
+    let refused = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(refused, RotationError::OverlapPending { .. }),
+        "{refused:?}"
+    );
+
+    // CompleteRotation retires the old key: detached, deleted.
+    svc.complete(id(), rotation.metadata.rotation_id, origin(), soon(10_000))
+        .await
+        .unwrap();
+    assert_eq!(attached(&svc), vec![current.credential_id.clone()]);
+    assert_eq!(svc.pipeline().issuer.keys(CLIENT).pool.len(), 1);
+    assert!(state(&svc).await.overlap.is_none());
+    assert!(consumer_authenticates(&svc));
+}
+
+#[tokio::test]
+async fn ten_rotations_never_reach_auth0s_limits_and_consumers_never_fail() {
+    let (svc, _) = key_service();
+    for n in 0..10 {
+        let rotation = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+        assert!(consumer_authenticates(&svc), "rotation {n}, overlap");
+        if n > 0 {
+            assert!(
+                vault(&svc).unwrap().previous.is_some(),
+                "the replaced key is kept"
+            );
+        }
+        svc.complete(id(), rotation.metadata.rotation_id, origin(), soon(10_000))
+            .await
+            .unwrap();
+        assert!(consumer_authenticates(&svc), "rotation {n}, retired");
+        let keys = svc.pipeline().issuer.keys(CLIENT);
+        assert_eq!(keys.pool.len(), 1, "rotation {n}");
+        assert!(vault(&svc).unwrap().previous.is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_key_auth0_does_not_accept_is_withdrawn_before_consumers_switch() {
+    let (svc, old) = key_service();
+    svc.pipeline()
+        .issuer
+        .refuse_assertions
+        .store(true, Ordering::SeqCst);
+    let err = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::KeyNotVerified { .. }),
+        "{err:?}"
+    );
+    assert_eq!(attached(&svc), vec![old]);
+    assert_eq!(
+        svc.pipeline().issuer.keys(CLIENT).pool.len(),
+        1,
+        "the new credential is deleted"
+    );
+    let held = vault(&svc).unwrap();
+    assert!(held.next.is_none() && held.current.is_none());
+    assert!(state(&svc).await.is_closed());
+}
+
+#[tokio::test]
+async fn a_failure_after_the_new_key_was_attached_is_withdrawn_at_once() {
+    let (svc, old) = key_service();
+    // The plan's list, the registration and the attachment pass; the verification (the
+    // fourth credential call) fails.
+    svc.pipeline().issuer.fail_credential_call(
+        4,
+        IssuerError::Unavailable {
+            how: Transport::TimedOut,
+            at: Box::default(),
+        },
+    );
+    let err = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::Issuer(IssuerError::Unavailable { .. })),
+        "{err:?}"
+    );
+    assert_eq!(attached(&svc), vec![old], "the new credential was detached");
+    assert_eq!(svc.pipeline().issuer.keys(CLIENT).pool.len(), 1);
+    assert!(vault(&svc).unwrap().next.is_none());
+    assert!(state(&svc).await.is_closed());
+}
+
+#[tokio::test]
+async fn keys_attached_by_someone_else_are_not_touched() {
+    let (svc, old) = key_service();
+    let other = CredentialId::parse("cred_someone0else").unwrap();
+    {
+        let mut keyed = svc.pipeline().issuer.keyed.lock().unwrap();
+        let keys = keyed.get_mut(CLIENT).unwrap();
+        let mut info = keys.pool[0].0.clone();
+        info.id = other.clone();
+        keys.pool.push((info, MADE_ELSEWHERE.to_owned()));
+        keys.attached = vec![(AuthMethod::PrivateKeyJwt, vec![old.clone(), other.clone()])];
+    }
+    let err = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap_err();
+    match err {
+        RotationError::KeysManagedElsewhere { credential, .. } => assert_eq!(credential, old),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(attached(&svc), vec![old, other]);
+    assert!(vault(&svc).is_none(), "nothing written");
+}
+
+#[tokio::test]
+async fn a_staged_request_for_a_key_client_rotates_its_key() {
+    let (svc, _) = key_service();
+    let staged = crate::rotation::RotateCommand {
+        strategy: Strategy::Staged,
+        distribute_for: Some(Duration::from_secs(60)),
+        ..command(CLIENT)
+    };
+    let rotation = svc.rotate(staged, soon(10_000)).await.unwrap();
+    assert_eq!(rotation.metadata.strategy, Strategy::Key);
+    let overlap = state(&svc).await.overlap.unwrap();
+    let asked = overlap
+        .retire_after
+        .duration_since(rotation.metadata.rotated_at)
+        .unwrap();
+    assert_eq!(
+        asked,
+        Duration::from_secs(60),
+        "distribute_for is the overlap"
+    );
+}
+
+#[tokio::test]
+async fn a_switch_whose_close_failed_is_healed_forward_into_its_overlap() {
+    let (svc, old) = key_service();
+    // Ledger writes of a key rotation: the lease (1), the key rotation's intent (2), the close
+    // (3). The close fails: Vault switched, the intent stays open.
+    svc.pipeline()
+        .ledger
+        .fail_state_write
+        .store(3, Ordering::SeqCst);
+    let rotation = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    assert!(state(&svc).await.intent.is_some(), "left open");
+    assert!(
+        consumer_authenticates(&svc),
+        "consumers already have the new key"
+    );
+
+    assert_eq!(
+        crate::rotation::reconciler::heal_left_open(&svc).await,
+        0,
+        "none left open"
+    );
+    let record = state(&svc).await;
+    assert!(record.is_closed());
+    let overlap = record.overlap.expect("finished into its overlap");
+    assert_eq!(overlap.rotation_id, rotation.metadata.rotation_id);
+    assert_eq!(overlap.retiring, Some(old));
+    assert_eq!(attached(&svc).len(), 2);
+    assert!(consumer_authenticates(&svc));
+}
+
+#[tokio::test]
+async fn a_rotation_cut_off_before_the_switch_is_withdrawn_by_the_heal() {
+    let (svc, old) = key_service();
+    // The verification fails and so does the ledger write that would close the withdrawal:
+    // the intent stays open with the new credential already gone or still attached.
+    svc.pipeline().issuer.fail_credential_call(
+        4,
+        IssuerError::Unavailable {
+            how: Transport::TimedOut,
+            at: Box::default(),
+        },
+    );
+    svc.pipeline()
+        .ledger
+        .fail_state_write
+        .store(3, Ordering::SeqCst);
+    assert!(svc.rotate(command(CLIENT), soon(10_000)).await.is_err());
+    assert_eq!(
+        crate::rotation::reconciler::heal_left_open(&svc).await,
+        0,
+        "none left open"
+    );
+    assert!(state(&svc).await.is_closed());
+    assert_eq!(attached(&svc), vec![old]);
+    assert_eq!(svc.pipeline().issuer.keys(CLIENT).pool.len(), 1);
+    assert!(vault(&svc).unwrap().next.is_none());
+}
