@@ -28,7 +28,7 @@ use crate::rotation::{
     command::RotateCommand,
     error::{IssuerError, RotationError, StoreError, Transport},
     ids::{AuthMethod, ClientId, CredentialId},
-    keys::{KeyAlgorithm, KeyPair},
+    keys::{Certificate, KeyAlgorithm, KeyPair},
     overlap::{
         NAME_PREFIX, attached, attachments, close_switched, credential_name, heal, key_method,
         with_method,
@@ -239,8 +239,8 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
     )
     .await
     .unwrap_or_else(|_| Err(IssuerError::OutcomeUnknown(Transport::TimedOut).into()));
-    let credential = match switched {
-        Ok(credential) => credential,
+    let (credential, certificate) = match switched {
+        Ok(registered) => registered,
         Err(refusal) => {
             let refusal = scope_named(client_id, refusal);
             return match heal(p, open, Some(distribute_for)).await {
@@ -254,15 +254,23 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
         }
     };
     // 4. The switch: consumers read the new key.
-    let new_entry = KeyEntry {
-        private_key: key.private_pem().clone(),
-        key_id: credential
+    // A key's id is Auth0's kid; a certificate's, its SHA-256 thumbprint.
+    let key_id = match &certificate {
+        None => credential
             .kid
             .clone()
             .unwrap_or_else(|| key.kid().to_owned()),
+        Some(cert) => credential
+            .thumbprint_sha256
+            .clone()
+            .unwrap_or_else(|| cert.thumbprint_sha256.clone()),
+    };
+    let new_entry = KeyEntry {
+        private_key: key.private_pem().clone(),
+        key_id,
         credential_id: credential.id.clone(),
         algorithm: (plan.method == AuthMethod::PrivateKeyJwt).then_some(plan.alg),
-        certificate: None,
+        certificate: certificate.map(|c| c.pem),
     };
     let switched = StoredKey {
         current: Some(new_entry),
@@ -315,16 +323,17 @@ async fn register_and_verify<I: SecretIssuer, S: SecretStore, L: Ledger>(
     plan: &Plan,
     key: &KeyPair,
     rotation_id: Uuid,
-) -> Result<CredentialInfo, RotationError> {
+) -> Result<(CredentialInfo, Option<Certificate>), RotationError> {
     for unused in &plan.unused {
         p.issuer.delete_credential(client_id, unused).await?;
     }
-    let pem = match plan.method {
-        AuthMethod::PrivateKeyJwt => key.public_pem().to_owned(),
-        _ => {
-            key.certificate(client_id.as_str(), p.settings.keys.certificate_lifetime)?
-                .pem
-        }
+    let certificate = match plan.method {
+        AuthMethod::PrivateKeyJwt => None,
+        _ => Some(key.certificate(client_id.as_str(), p.settings.keys.certificate_lifetime)?),
+    };
+    let pem = match &certificate {
+        None => key.public_pem().to_owned(),
+        Some(cert) => cert.pem.clone(),
     };
     let created = p
         .issuer
@@ -361,5 +370,5 @@ async fn register_and_verify<I: SecretIssuer, S: SecretStore, L: Ledger>(
             });
         }
     }
-    Ok(created)
+    Ok((created, certificate))
 }

@@ -51,6 +51,16 @@ impl FakeAuth0 {
         self.live.lock().unwrap().get(id).cloned()
     }
 
+    /// Adds a self-signed mTLS client whose certificate (`cert_pem`) was made elsewhere.
+    pub fn add_mtls_client(&self, id: &str, cert_pem: &str) -> CredentialId {
+        let credential = self.add_key_client(id, cert_pem);
+        let mut keyed = self.keyed.lock().unwrap();
+        let keys = keyed.get_mut(id).unwrap();
+        keys.pool[0].0.credential_type = "x509_cert".into();
+        keys.attached = vec![(AuthMethod::SelfSignedTls, vec![credential.clone()])];
+        credential
+    }
+
     /// Adds a Private Key JWT client whose key (`public_pem`) was made elsewhere.
     pub fn add_key_client(&self, id: &str, public_pem: &str) -> CredentialId {
         let credential = CredentialId::parse("cred_made0elsewhere").unwrap();

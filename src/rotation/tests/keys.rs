@@ -280,3 +280,56 @@ async fn a_rotation_cut_off_before_the_switch_is_withdrawn_by_the_heal() {
     assert_eq!(svc.pipeline().issuer.keys(CLIENT).pool.len(), 1);
     assert!(vault(&svc).unwrap().next.is_none());
 }
+
+#[tokio::test]
+async fn a_self_signed_mtls_client_gets_a_new_certificate_beside_the_old_one() {
+    let svc = service(FakeVault::default());
+    let seed = KeyPair::from_private_pem(&secrecy::SecretString::from(include_str!(
+        "../../emulator/credentials/seed-key.pem"
+    )))
+    .unwrap();
+    let old_cert = seed
+        .certificate(CLIENT, Duration::from_secs(86_400))
+        .unwrap();
+    let old = svc.pipeline().issuer.add_mtls_client(CLIENT, &old_cert.pem);
+
+    let rotation = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    let keys = svc.pipeline().issuer.keys(CLIENT);
+    let both = keys.attached_to(AuthMethod::SelfSignedTls);
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0], old);
+    let current = vault(&svc).unwrap().current.unwrap();
+    let cert = current
+        .certificate
+        .as_deref()
+        .expect("the certificate consumers present");
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(current.algorithm, None, "mTLS signs nothing");
+    // The certificate Auth0 registered is the one Vault holds, for Vault's private key.
+    let registered = keys
+        .pool
+        .iter()
+        .find(|(info, _)| info.id == both[1])
+        .unwrap();
+    assert_eq!(registered.1, cert);
+    let key = KeyPair::from_private_pem(&current.private_key).unwrap();
+    let (_, der) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+    let (_, parsed) =
+        <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(
+            &der.contents,
+        )
+        .unwrap();
+    let (_, spki) = x509_parser::pem::parse_x509_pem(key.public_pem().as_bytes()).unwrap();
+    assert_eq!(parsed.public_key().raw, &spki.contents[..]);
+
+    svc.complete(id(), rotation.metadata.rotation_id, origin(), soon(10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.pipeline()
+            .issuer
+            .keys(CLIENT)
+            .attached_to(AuthMethod::SelfSignedTls),
+        vec![current.credential_id]
+    );
+}
