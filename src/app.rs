@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use crate::{
     audit,
     auth::{Reloadable, Security, SecurityError, Trigger, reload::Refresh},
-    auth0::{Auth0Client, READ_KEYS_SCOPE, ROTATE_SCOPE},
+    auth0::{Auth0Client, CREDENTIAL_SCOPES, READ_KEYS_SCOPE, ROTATE_SCOPE},
     config::Config,
     grpc::{self, Deadlines, RotationApi},
     listener::{self, Connections},
@@ -445,6 +445,19 @@ async fn readiness_checks(
         error!(
             "the Management API token lacks {READ_KEYS_SCOPE}: a lost Auth0 answer could not be \
              recovered, so rotations are refused unless ROTATOR_ALLOW_UNRECOVERABLE_ROTATIONS=true"
+        );
+    }
+    // Keys and certificates need the credential scopes; a grant for secrets only is a normal
+    // set-up, so this is information, not a warning.
+    let missing: Vec<&str> = CREDENTIAL_SCOPES
+        .into_iter()
+        .filter(|scope| !scopes.iter().any(|s| s == scope))
+        .collect();
+    if !missing.is_empty() {
+        info!(
+            missing = %missing.join(" "),
+            "the Management API token lacks scopes key rotations need: clients that authenticate \
+             with a key or a certificate are refused, naming the scope; secrets are rotated"
         );
     }
     Ok(())

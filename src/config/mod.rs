@@ -271,6 +271,8 @@ pub enum ConfigError {
         "ROTATOR_STAGED_DISTRIBUTE_FOR must be at least 1s and at most ROTATOR_STAGED_MAX_DISTRIBUTE_FOR"
     )]
     DistributeFor,
+    #[error("ROTATOR_KEY_BITS must be 2048, 3072 or 4096")]
+    KeyBits,
     #[error("{0}")]
     Webhook(&'static str),
     #[error("{0}")]

@@ -5,7 +5,7 @@ use std::{num::NonZeroU32, time::Duration};
 use clap::Args;
 
 use super::{ConfigError, duration, nonzero_duration};
-use crate::rotation::{ClientId, KeySettings, PathTemplate, Settings};
+use crate::rotation::{ClientId, KeyBits, KeySettings, PathTemplate, Settings};
 
 #[derive(Debug, Args)]
 pub struct RotationArgs {
@@ -68,6 +68,19 @@ pub struct RotationArgs {
     /// (rounded up to ROTATOR_RECONCILE_INTERVAL) [default: never].
     #[arg(long, env = "ROTATOR_DRIFT_SCAN_INTERVAL", value_parser = duration)]
     pub drift_scan_interval: Option<Duration>,
+
+    /// RSA key size of the keys key rotations make: 2048, 3072 or 4096.
+    #[arg(long, env = "ROTATOR_KEY_BITS", default_value_t = 2048)]
+    pub key_bits: u32,
+
+    /// The expires_at a key rotation gives the credential it registers, from its registration
+    /// [default: none, the credential does not expire].
+    #[arg(long, env = "ROTATOR_KEY_LIFETIME", value_parser = duration)]
+    pub key_lifetime: Option<Duration>,
+
+    /// How long the self-signed certificate a key rotation of an mTLS client makes is valid.
+    #[arg(long, env = "ROTATOR_CERTIFICATE_LIFETIME", default_value = "365d", value_parser = duration)]
+    pub certificate_lifetime: Duration,
 }
 
 impl RotationArgs {
@@ -103,6 +116,11 @@ impl RotationArgs {
         }
         let reconcile_rate = NonZeroU32::new(self.reconcile_rate)
             .ok_or(ConfigError::Zero("ROTATOR_RECONCILE_RATE"))?;
+        let bits = KeyBits::parse(self.key_bits).ok_or(ConfigError::KeyBits)?;
+        nonzero_duration(self.certificate_lifetime, "ROTATOR_CERTIFICATE_LIFETIME")?;
+        if let Some(lifetime) = self.key_lifetime {
+            nonzero_duration(lifetime, "ROTATOR_KEY_LIFETIME")?;
+        }
         Ok(Settings {
             own_client,
             path,
@@ -121,7 +139,11 @@ impl RotationArgs {
             max_distribute_for: self.staged_max_distribute_for,
             history_kept: self.history_kept,
             drift_scan_interval: self.drift_scan_interval.filter(|d| !d.is_zero()),
-            keys: KeySettings::default(),
+            keys: KeySettings {
+                bits,
+                credential_lifetime: self.key_lifetime,
+                certificate_lifetime: self.certificate_lifetime,
+            },
         })
     }
 }

@@ -202,3 +202,26 @@ fn traces_are_off_without_an_endpoint_and_their_settings_are_checked() {
         }
     }
 }
+
+#[test]
+fn key_rotations_keys_are_configured_and_checked() {
+    let token = ["--auth0-management-token", "t"];
+    let cfg = parse(&token).unwrap();
+    assert_eq!(cfg.rotation.keys.bits.get(), 2048);
+    assert_eq!(cfg.rotation.keys.credential_lifetime, None);
+    assert_eq!(
+        cfg.rotation.keys.certificate_lifetime,
+        Duration::from_secs(365 * 86_400)
+    );
+    let mut args = token.to_vec();
+    args.extend(["--key-bits", "4096", "--key-lifetime", "90d"]);
+    let cfg = parse(&args).unwrap();
+    assert_eq!(cfg.rotation.keys.bits.get(), 4096);
+    assert_eq!(
+        cfg.rotation.keys.credential_lifetime,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    let mut args = token.to_vec();
+    args.extend(["--key-bits", "1024"]);
+    assert!(matches!(parse(&args), Err(ConfigError::KeyBits)));
+}
