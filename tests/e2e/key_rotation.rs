@@ -1,0 +1,168 @@
+//! Key rotation through the real binary: a Private Key JWT client is rotated by RotateSecret,
+//! its new key verified at Auth0 (the emulator) and handed to consumers through Vault, the old
+//! key retired by CompleteRotation. A consumer that signs a client assertion every 10 ms with
+//! whatever Vault holds (and with the key it was set up with before the first rotation) never
+//! fails, and Auth0's limits (2 attached, 4 in all) are never reached.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secret_rotator::emulator::{
+    ASSERTION_TYPE, CONSUMER_API, SEED_PRIVATE_KEY_PEM, pkjwt_client, random_client_id,
+};
+use serde_json::json;
+
+use crate::{
+    helpers::{ALL_SCOPES, Stack, StackOptions, eventually, vault_path},
+    staged::complete,
+};
+
+#[derive(Default)]
+struct Tally {
+    tried: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// One client-credentials request signed with the key Vault holds (the seed key before the
+/// service's first rotation): whether Auth0 authenticated the client.
+async fn authenticate(stack: &Stack, http: &reqwest::Client, client_id: &str) -> bool {
+    let key = stack.bao.kv_data(&vault_path(client_id)).await;
+    let (pem, alg) = match key.as_ref().and_then(|k| k["private_key"].as_str()) {
+        Some(pem) => {
+            let alg = match key.as_ref().unwrap()["algorithm"].as_str() {
+                Some("RS384") => Algorithm::RS384,
+                Some("PS256") => Algorithm::PS256,
+                _ => Algorithm::RS256,
+            };
+            (pem.to_owned(), alg)
+        }
+        None => (SEED_PRIVATE_KEY_PEM.to_owned(), Algorithm::RS256),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "iss": client_id, "sub": client_id,
+        "aud": format!("https://{}/", stack.emulator.domain()),
+        "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    let assertion = jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    http.post(format!("{}/oauth/token", stack.emulator.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion.as_str()),
+            ("audience", CONSUMER_API),
+        ])
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test]
+async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
+    let mut scopes = ALL_SCOPES.to_vec();
+    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
+    let stack = Arc::new(
+        Stack::start_with(StackOptions {
+            m2m_scopes: scopes,
+            ..StackOptions::default()
+        })
+        .await,
+    );
+    let id = stack.seed(pkjwt_client(&random_client_id()));
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (stack, tally, stop, id) = (stack.clone(), tally.clone(), stop.clone(), id.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                tally.tried.fetch_add(1, Ordering::SeqCst);
+                if !authenticate(&stack, &http, &id).await {
+                    tally.failed.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let mut client = stack.client().await;
+    for round in 0..3 {
+        let answer = stack.rotate_ok(&id).await;
+        assert!(!answer.rotation_id.is_empty());
+        let held = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+        assert!(
+            held["private_key"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
+        let attached: Vec<_> = stack
+            .emulator
+            .credentials(&id)
+            .into_iter()
+            .filter(|c| c.attached_to.is_some())
+            .collect();
+        assert_eq!(
+            attached.len(),
+            2,
+            "round {round}: both keys during the overlap"
+        );
+        assert!(
+            attached
+                .iter()
+                .any(|c| c.kid.as_deref() == held["key_id"].as_str())
+        );
+        // The consumer reads Vault every 10 ms: let it pick the new key up before the old
+        // one is retired.
+        let seen = tally.tried.load(Ordering::SeqCst);
+        eventually("the consumer tried again", Duration::from_secs(10), || {
+            let tried = tally.tried.load(Ordering::SeqCst);
+            async move { (tried >= seen + 5).then_some(()) }
+        })
+        .await;
+        client
+            .complete_rotation(complete(&id, &answer.rotation_id))
+            .await
+            .expect("the old key is retired");
+        let left = stack.emulator.credentials(&id);
+        assert_eq!(
+            left.len(),
+            1,
+            "round {round}: the old credential is deleted"
+        );
+        let held = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+        assert!(held.get("previous_private_key").is_none());
+    }
+    let seen = tally.tried.load(Ordering::SeqCst);
+    eventually(
+        "the consumer tried after the last rotation",
+        Duration::from_secs(10),
+        || {
+            let tried = tally.tried.load(Ordering::SeqCst);
+            async move { (tried >= seen + 5).then_some(()) }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    consumer.await.unwrap();
+    let (tried, failed) = (
+        tally.tried.load(Ordering::SeqCst),
+        tally.failed.load(Ordering::SeqCst),
+    );
+    assert!(tried >= 20, "{tried} attempts");
+    assert_eq!(failed, 0, "{failed} of {tried} authentications failed");
+    assert!(stack.emulator.stats().key_authentications >= tried);
+}
