@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{
     command::RotateCommand,
     drift::{self, DriftBook},
-    error::{IssuerError, RotationError, StoreError},
+    error::{RotationError, StoreError},
     history::HistoryEntry,
     ids::{ClientId, ValidationError},
     notify::Notification,
@@ -330,8 +330,9 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
 
     /// A dry run (AIP-163 `validate_only`): every check a rotation makes before it calls
     /// Auth0, without calling rotate-secret or writing anything. Recovery possible, the client
-    /// exists and has a secret to rotate (not private_key_jwt or mTLS), Vault may write its key,
-    /// no rotation holds its lease, and (when asked) Vault is in sync with Auth0.
+    /// exists, Vault may write its key, no rotation holds its lease, and (when asked) Vault is
+    /// in sync with Auth0; for a client with a key or a certificate, what its key rotation
+    /// checks (method, attached credentials, the pool of 4, the credential scopes it reads).
     pub async fn validate(&self, command: &RotateCommand) -> Result<Validated, RotationError> {
         let p = &self.pipeline;
         let client_id = &command.client_id;
@@ -342,10 +343,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         }
         p.recovery_possible()?;
         let client = p.issuer.read_client(client_id).await?;
-        if client.client_authentication_methods.0.is_some() {
-            return Err(IssuerError::ClientNotRotatable.into());
-        }
         let path = p.path(client_id);
+        let keyed = client.client_authentication_methods.0.is_some();
         let before = RotationError::VaultBeforeRotation;
         if !p.store.writable(&path).await.map_err(before)? {
             return Err(before(StoreError::PermissionDenied(path)));
@@ -355,6 +354,14 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             return Err(RotationError::Busy);
         }
         steps::check_strategy(command, &state.value)?;
+        if keyed {
+            steps::check_key_rotation(p, client_id, &client, &path).await?;
+            let version = p.store.current_version(&path).await.map_err(before)?;
+            return Ok(Validated {
+                client: Box::new(client),
+                stored: p.stored(path, version),
+            });
+        }
         if command.require_in_sync {
             steps::require_in_sync(p, client_id).await?;
         }

@@ -141,6 +141,20 @@ async fn plan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     })
 }
 
+/// A dry run's checks of a key rotation: the client's method, what is attached, the pool, and
+/// that the grant may read credentials. Reads only.
+pub(in crate::rotation) async fn check<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    client_id: &ClientId,
+    client: &Client,
+    path: &str,
+) -> Result<(), RotationError> {
+    plan(p, client_id, client, path)
+        .await
+        .map(|_| ())
+        .map_err(|e| scope_named(client_id, e))
+}
+
 /// The lease's intent becomes a key rotation's: its heal differs from a secret's.
 async fn reintend<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::info;
 use uuid::Uuid;
 
+pub(super) use keys::check as check_key_rotation;
 pub use staged::Cancelled;
 pub(super) use staged::{cancel, promote};
 

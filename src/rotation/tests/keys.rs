@@ -333,3 +333,31 @@ async fn a_self_signed_mtls_client_gets_a_new_certificate_beside_the_old_one() {
         vec![current.credential_id]
     );
 }
+
+#[tokio::test]
+async fn a_dry_run_of_a_key_client_checks_what_its_rotation_would_and_changes_nothing() {
+    let (svc, old) = key_service();
+    let validated = svc
+        .validate(&command(CLIENT))
+        .await
+        .expect("a key rotation is possible");
+    assert_eq!(validated.stored.path, KEY);
+    assert_eq!(attached(&svc), vec![old.clone()]);
+    assert!(vault(&svc).is_none(), "nothing written");
+
+    // Someone else attached a second key: the dry run says so, as the rotation would.
+    {
+        let mut keyed = svc.pipeline().issuer.keyed.lock().unwrap();
+        let keys = keyed.get_mut(CLIENT).unwrap();
+        let other = CredentialId::parse("cred_someone0else").unwrap();
+        let mut info = keys.pool[0].0.clone();
+        info.id = other.clone();
+        keys.pool.push((info, MADE_ELSEWHERE.to_owned()));
+        keys.attached = vec![(AuthMethod::PrivateKeyJwt, vec![old, other])];
+    }
+    let err = svc.validate(&command(CLIENT)).await.unwrap_err();
+    assert!(
+        matches!(err, RotationError::KeysManagedElsewhere { .. }),
+        "{err:?}"
+    );
+}
