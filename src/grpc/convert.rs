@@ -10,15 +10,46 @@ use serde_json::Value;
 use crate::{
     proto as pb,
     rotation::{
-        Cancelled, Drift, HistoryEntry, Inventory, PageCursor, Rotation, RotationError,
+        AuthMethod, Cancelled, Drift, HistoryEntry, Inventory, PageCursor, Rotation, RotationError,
         RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated, ValidationError,
         client as a,
     },
 };
 
+/// What a rotation replaced, and for a key the credential consumers use now: kind, id, key id.
+fn credential(r: &Rotation) -> (pb::CredentialKind, String, String) {
+    match &r.credential {
+        Some(c) => (
+            match c.method {
+                AuthMethod::PrivateKeyJwt => pb::CredentialKind::PrivateKeyJwt,
+                AuthMethod::SelfSignedTls | AuthMethod::CaSignedTls => {
+                    pb::CredentialKind::SelfSignedTlsClientAuth
+                }
+            },
+            c.credential_id.to_string(),
+            c.key_id.clone(),
+        ),
+        // A key rotation answered from before the credential was recorded.
+        None if r.metadata.strategy == Strategy::Key => (
+            pb::CredentialKind::Unspecified,
+            String::new(),
+            String::new(),
+        ),
+        None => (
+            pb::CredentialKind::ClientSecret,
+            String::new(),
+            String::new(),
+        ),
+    }
+}
+
 impl From<Rotation> for pb::RotateSecretResponse {
     fn from(r: Rotation) -> Self {
+        let (kind, credential_id, key_id) = credential(&r);
         Self {
+            credential_kind: kind as i32,
+            credential_id,
+            key_id,
             client: Some((*r.client).into()),
             vault_secret: Some(r.stored.into()),
             rotated_at: Some(Timestamp::from(r.metadata.rotated_at)),
@@ -33,7 +64,11 @@ impl From<Rotation> for pb::RotateSecretResponse {
 
 impl From<Rotation> for pb::CompleteRotationResponse {
     fn from(r: Rotation) -> Self {
+        let (kind, credential_id, key_id) = credential(&r);
         Self {
+            credential_kind: kind as i32,
+            credential_id,
+            key_id,
             // A replayed answer has no fresh description of the client.
             client: (!r.replayed).then(|| (*r.client).into()),
             vault_secret: Some(r.stored.into()),

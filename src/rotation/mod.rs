@@ -100,8 +100,9 @@ pub use ports::{
 };
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,
-    KvVersion, LastRotation, Lease, Overlap, PreviousSecret, Rotation, RotationMetadata,
-    RotationStatus, Staged, Step, StoredKey, StoredSecret, Strategy, Validated, Versioned, millis,
+    KvVersion, LastRotation, Lease, Overlap, PreviousSecret, RotatedCredential, Rotation,
+    RotationMetadata, RotationStatus, Staged, Step, StoredKey, StoredSecret, Strategy, Validated,
+    Versioned, millis,
 };
 pub use schedule::{Rule, Schedule, ScheduledRotation, Window, WindowError};
 pub use service::{RotationService, ScheduleSource};

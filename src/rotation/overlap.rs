@@ -12,7 +12,10 @@ use super::{
     outcome::Outcome,
     pipeline::{Left, Open, Pipeline},
     ports::{Attachments, Ledger, SecretIssuer, SecretStore},
-    records::{KvVersion, LastRotation, Overlap, Rotation, RotationMetadata, StoredKey, Strategy},
+    records::{
+        KvVersion, LastRotation, Overlap, RotatedCredential, Rotation, RotationMetadata, StoredKey,
+        Strategy,
+    },
     state::ClientState,
 };
 use tracing::info;
@@ -98,9 +101,8 @@ pub(super) fn with_method(
 pub(super) async fn close_switched<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     open: &Open<'_>,
-    credential: &CredentialId,
+    credential: RotatedCredential,
     retiring: Option<CredentialId>,
-    method: AuthMethod,
     version: KvVersion,
     distribute_for: std::time::Duration,
     client: &Client,
@@ -114,8 +116,8 @@ pub(super) async fn close_switched<I: SecretIssuer, S: SecretStore, L: Ledger>(
     );
     let overlap = Overlap {
         rotation_id: intent.rotation_id,
-        method,
-        credential: credential.clone(),
+        method: credential.method,
+        credential: credential.credential_id.clone(),
         retiring,
         caller: intent.caller.clone(),
         reason: intent.reason.clone(),
@@ -127,6 +129,7 @@ pub(super) async fn close_switched<I: SecretIssuer, S: SecretStore, L: Ledger>(
         stored: p.stored(open.path.to_owned(), version),
         replayed: false,
         promote_after: Some(overlap.retire_after),
+        credential: Some(credential),
     };
     let closed = ClientState {
         overlap: Some(overlap.clone()),
@@ -185,14 +188,17 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
                     .into_iter()
                     .find(|id| *id != current.credential_id)
             });
-        let credential = current.credential_id.clone();
+        let credential = RotatedCredential {
+            method,
+            credential_id: current.credential_id.clone(),
+            key_id: current.key_id.clone(),
+        };
         let distribute_for = distribute_for.unwrap_or(p.settings.distribute_for);
         let rotation = close_switched(
             p,
             &open,
-            &credential,
+            credential,
             retiring,
-            method,
             held.version,
             distribute_for,
             &client,
@@ -266,7 +272,16 @@ pub(super) async fn retire<I: SecretIssuer, S: SecretStore, L: Ledger>(
         }
         p.issuer.delete_credential(client_id, old).await?;
     }
-    let version = match p.store.read_key(path).await.map_err(RotationError::Vault)? {
+    let held = p.store.read_key(path).await.map_err(RotationError::Vault)?;
+    let credential = held
+        .as_ref()
+        .and_then(|h| h.value.current.as_ref())
+        .map(|c| RotatedCredential {
+            method: overlap.method,
+            credential_id: c.credential_id.clone(),
+            key_id: c.key_id.clone(),
+        });
+    let version = match held {
         Some(held) if held.value.previous.is_some() => {
             let retired = StoredKey {
                 previous: None,
@@ -299,6 +314,7 @@ pub(super) async fn retire<I: SecretIssuer, S: SecretStore, L: Ledger>(
         stored: p.stored(path.to_owned(), version),
         replayed: false,
         promote_after: None,
+        credential,
     };
     let closed = ClientState {
         overlap: None,

@@ -404,6 +404,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
             stored: self.stored(path, version),
             replayed: false,
             promote_after: None,
+            credential: None,
         };
         let closed = self.settle(
             lease.before.closed_with(last),

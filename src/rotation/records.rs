@@ -126,6 +126,18 @@ pub struct Rotation {
     /// A staged rotation: when its secret is promoted at the latest. `None` once promoted.
     #[serde(default)]
     pub promote_after: Option<SystemTime>,
+    /// A key rotation: the credential consumers use now. `None` for a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<RotatedCredential>,
+}
+
+/// The credential a key rotation made (no key material).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotatedCredential {
+    pub method: AuthMethod,
+    pub credential_id: CredentialId,
+    /// Vault's `key_id`: Auth0's `kid`, or a certificate's thumbprint.
+    pub key_id: String,
 }
 
 /// What a dry run found: a rotation would be allowed now. Nothing was changed.

@@ -210,6 +210,7 @@ async fn heal_from_live<I: SecretIssuer, S: SecretStore, L: Ledger>(
             stored: p.stored(path.to_owned(), version),
             replayed: false,
             promote_after: None,
+            credential: None,
         },
         rotated,
     };

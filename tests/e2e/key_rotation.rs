@@ -13,8 +13,11 @@ use std::{
 };
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use secret_rotator::emulator::{
-    ASSERTION_TYPE, CONSUMER_API, SEED_PRIVATE_KEY_PEM, pkjwt_client, random_client_id,
+use secret_rotator::{
+    emulator::{
+        ASSERTION_TYPE, CONSUMER_API, SEED_PRIVATE_KEY_PEM, pkjwt_client, random_client_id,
+    },
+    proto::CredentialKind,
 };
 use serde_json::json;
 
@@ -102,7 +105,14 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
     for round in 0..3 {
         let answer = stack.rotate_ok(&id).await;
         assert!(!answer.rotation_id.is_empty());
+        assert_eq!(answer.credential_kind(), CredentialKind::PrivateKeyJwt);
+        assert!(
+            answer.promote_after.is_some(),
+            "when the old key is retired at the latest"
+        );
         let held = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
+        assert_eq!(held["key_id"], answer.key_id.as_str());
+        assert_eq!(held["credential_id"], answer.credential_id.as_str());
         assert!(
             held["private_key"]
                 .as_str()
@@ -133,10 +143,15 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
             async move { (tried >= seen + 5).then_some(()) }
         })
         .await;
-        client
+        let retired = client
             .complete_rotation(complete(&id, &answer.rotation_id))
             .await
-            .expect("the old key is retired");
+            .expect("the old key is retired")
+            .into_inner();
+        assert_eq!(
+            retired.credential_id, answer.credential_id,
+            "the key consumers use"
+        );
         let left = stack.emulator.credentials(&id);
         assert_eq!(
             left.len(),

@@ -127,6 +127,11 @@ async fn third_party_tpc_client_rotates() {
     let stack = Stack::start().await;
     let id = stack.seed(regular_client("tpc_rhQfCQohbSxytKPKF987fE", "Partner app"));
     let answer = stack.rotate_ok(&id).await;
+    assert_eq!(
+        answer.credential_kind(),
+        secret_rotator::proto::CredentialKind::ClientSecret
+    );
+    assert!(answer.credential_id.is_empty() && answer.key_id.is_empty());
     assert_eq!(answer.client.unwrap().client_id, id);
     let data = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
     assert_eq!(

@@ -35,7 +35,10 @@ use crate::rotation::{
     },
     pipeline::{Open, Pipeline},
     ports::{Attachments, CredentialInfo, Ledger, NewCredential, SecretIssuer, SecretStore},
-    records::{Intent, KeyEntry, KvVersion, Rotation, Step, StoredKey, Strategy, Versioned},
+    records::{
+        Intent, KeyEntry, KvVersion, RotatedCredential, Rotation, Step, StoredKey, Strategy,
+        Versioned,
+    },
     state::{Acquired, ClientState},
 };
 
@@ -279,6 +282,7 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
             .clone()
             .unwrap_or_else(|| cert.thumbprint_sha256.clone()),
     };
+    let held_key_id = key_id.clone();
     let new_entry = KeyEntry {
         private_key: key.private_pem().clone(),
         key_id,
@@ -306,9 +310,12 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let rotation = close_switched(
         p,
         &open,
-        &credential.id,
+        RotatedCredential {
+            method: plan.method,
+            credential_id: credential.id.clone(),
+            key_id: held_key_id,
+        },
         plan.in_use.clone(),
-        plan.method,
         version,
         distribute_for,
         &client,

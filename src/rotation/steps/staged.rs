@@ -129,6 +129,7 @@ pub(super) async fn stage<I: SecretIssuer, S: SecretStore, L: Ledger>(
         stored: p.stored(path.to_owned(), version),
         replayed: false,
         promote_after: Some(staged.promote_after),
+        credential: None,
     };
     let closed = ClientState {
         staged: Some(staged.clone()),
@@ -196,6 +197,7 @@ pub(in crate::rotation) async fn promote<I: SecretIssuer, S: SecretStore, L: Led
                         metadata: last.metadata,
                         replayed: true,
                         promote_after: None,
+                        credential: None,
                     }),
                     _ => Err(RotationError::NotStaged {
                         client_id: client_id.clone(),
