@@ -503,27 +503,22 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
         );
     }
 
-    /// The distribution time a request of `strategy` asked for, within bounds, or the
-    /// default; an immediate request may not name one.
+    /// The distribution time (a staged secret's, a key rotation's overlap) a request asked
+    /// for, within bounds, or the default. Any strategy may name one: a key rotation overlaps
+    /// whatever the strategy, and an immediate rotation of a secret refuses it
+    /// ([`ValidationError::DistributeForImmediate`]) once the client is known to have one.
     pub(super) fn distribute_for(
         &self,
-        strategy: Strategy,
+        _strategy: Strategy,
         requested: Option<Duration>,
     ) -> Result<Duration, ValidationError> {
         let max = self.settings.max_distribute_for;
-        match (strategy, requested) {
-            (Strategy::Immediate, Some(_)) => Err(ValidationError::DistributeForImmediate),
-            (_, None) => Ok(self.settings.distribute_for),
-            (Strategy::Staged | Strategy::Key, Some(d))
-                if d >= Duration::from_secs(1) && d <= max =>
-            {
-                Ok(d)
-            }
-            (Strategy::Staged | Strategy::Key, Some(_)) => {
-                Err(ValidationError::DistributeForRange {
-                    max: humantime::format_duration(max).to_string(),
-                })
-            }
+        match requested {
+            None => Ok(self.settings.distribute_for),
+            Some(d) if d >= Duration::from_secs(1) && d <= max => Ok(d),
+            Some(_) => Err(ValidationError::DistributeForRange {
+                max: humantime::format_duration(max).to_string(),
+            }),
         }
     }
 }

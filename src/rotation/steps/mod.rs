@@ -24,7 +24,7 @@ use super::{
     command::{LastSeen, RotateCommand},
     error::RotationError,
     idempotency::{self, Claim},
-    ids::{ClientId, OwnedKey},
+    ids::{ClientId, OwnedKey, ValidationError},
     pipeline::Pipeline,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{IdempotencyOutcome, Intent, Rotation, Step, Strategy},
@@ -109,10 +109,18 @@ async fn rotate_once<I: SecretIssuer, S: SecretStore, L: Ledger>(
                 .last
                 .as_ref()
                 .is_some_and(|l| l.metadata.strategy == Strategy::Key);
-        if by_key {
+        // An immediate request that names an overlap is for a client with a key: asked for
+        // a client with a secret, it is refused before Auth0 changes anything.
+        let overlap_asked =
+            command.strategy == Strategy::Immediate && command.distribute_for.is_some();
+        if by_key || overlap_asked {
             return match p.issuer.read_client(client_id).await {
-                Ok(client) => {
+                Ok(client) if by_key || crate::rotation::overlap::key_method(&client).is_some() => {
                     keys::rotate(p, command, &intent, &path, lease, client, deadline).await
+                }
+                Ok(_) => {
+                    let refusal = ValidationError::DistributeForImmediate.into();
+                    p.refuse(client_id, rotation_id, lease, refusal).await
                 }
                 Err(e) => p.refuse(client_id, rotation_id, lease, e.into()).await,
             };

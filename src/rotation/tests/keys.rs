@@ -361,3 +361,19 @@ async fn a_dry_run_of_a_key_client_checks_what_its_rotation_would_and_changes_no
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn an_immediate_request_may_name_the_overlap_of_a_key_rotation() {
+    let (svc, _) = key_service();
+    let asked = crate::rotation::RotateCommand {
+        distribute_for: Some(Duration::from_secs(90)),
+        ..command(CLIENT)
+    };
+    let rotation = svc.rotate(asked, soon(10_000)).await.unwrap();
+    let overlap = state(&svc).await.overlap.unwrap();
+    let kept = overlap
+        .retire_after
+        .duration_since(rotation.metadata.rotated_at)
+        .unwrap();
+    assert_eq!(kept, Duration::from_secs(90));
+}

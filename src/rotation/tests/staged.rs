@@ -332,14 +332,25 @@ async fn staging_needs_a_secret_in_vault_and_a_distribution_time_in_bounds() {
     assert!(svc.pipeline().store.key(KEY).is_none());
     settled_without_key(&svc).await;
 
-    let cases = [
-        (
-            RotateCommand {
-                distribute_for: Some(Duration::from_secs(5)),
-                ..command("abc")
-            },
-            ValidationError::DistributeForImmediate,
+    // An immediate rotation of a client with a secret has nothing to overlap: refused before
+    // Auth0 changes anything (a client with a key would take it as its overlap).
+    let immediate = RotateCommand {
+        distribute_for: Some(Duration::from_secs(5)),
+        ..command("abc")
+    };
+    let refused = svc.rotate(immediate, soon(10_000)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(RotationError::InvalidArgument(
+                ValidationError::DistributeForImmediate
+            ))
         ),
+        "{refused:?}"
+    );
+    settled_without_key(&svc).await;
+
+    let cases = [
         (
             staged(Some(Duration::from_millis(500))),
             ValidationError::DistributeForRange { max: "1day".into() },
