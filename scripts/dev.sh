@@ -114,7 +114,7 @@ The secret the emulator (Auth0) now accepts:
   curl -s http://127.0.0.1:$EMULATOR_PORT/__emulator/clients/$demo_client
 
 Other seeded clients: Dm0WebApp4Rotation00000000000002, tpc_rhQfCQohbSxytKPKF987fE,
-Dm0PrivateKeyJwt0000000000000001 (private_key_jwt: refused with FAILED_PRECONDITION).
+Dm0PrivateKeyJwt0000000000000001 (private_key_jwt: RotateSecret rotates its key).
 MSG
 
 wait

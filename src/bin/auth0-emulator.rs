@@ -54,7 +54,16 @@ async fn main() -> std::io::Result<()> {
     let mut emulator = Emulator::new(config).with_client(m2m_client(
         &args.service_client_id,
         &args.service_client_secret,
-        &["read:clients", "read:client_keys", "update:client_keys"],
+        &[
+            "read:clients",
+            "read:client_keys",
+            "update:client_keys",
+            // key rotations (Private Key JWT and self-signed mTLS clients)
+            "create:client_credentials",
+            "read:client_credentials",
+            "update:client_credentials",
+            "delete:client_credentials",
+        ],
     ));
     let mut ids = Vec::new();
     for client in demo_clients() {
