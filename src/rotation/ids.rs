@@ -51,7 +51,9 @@ pub enum ValidationError {
     IdempotencyKey,
     #[error("idempotency_key was already used for another client")]
     IdempotencyKeyReused,
-    #[error("distribute_for applies to a staged rotation, or to a client that authenticates with a key or a certificate; this client has a secret")]
+    #[error(
+        "distribute_for applies to a staged rotation, or to a client that authenticates with a key or a certificate; this client has a secret"
+    )]
     DistributeForImmediate,
     #[error("distribute_for must be at least 1s and at most {max}")]
     DistributeForRange { max: String },
