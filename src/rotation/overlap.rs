@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{
     client::{AuthenticationMethod, Client},
     error::RotationError,
-    ids::{AuthMethod, CredentialId},
+    ids::{AuthMethod, ClientId, CredentialId},
     outcome::Outcome,
     pipeline::{Left, Open, Pipeline},
     ports::{Attachments, Ledger, SecretIssuer, SecretStore},
@@ -207,16 +207,7 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
         return Ok(Some(rotation));
     }
     if let Some(ours) = ours {
-        let ids: Vec<CredentialId> = attached(&all, method)
-            .into_iter()
-            .filter(|id| *id != ours.id)
-            .collect();
-        if ids.len() != attached(&all, method).len() {
-            p.issuer
-                .attach(client_id, &with_method(&all, method, ids))
-                .await?;
-        }
-        p.issuer.delete_credential(client_id, &ours.id).await?;
+        detach_and_delete(p, client_id, &all, method, &ours.id).await?;
     }
     let version = match held {
         Some(held) if held.value.next.is_some() => {
@@ -249,6 +240,30 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
     Ok(None)
 }
 
+/// Detaches `credential` from `method` (when attached: `all` is what the client has attached)
+/// and deletes it; both are idempotent.
+async fn detach_and_delete<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    client_id: &ClientId,
+    all: &Attachments,
+    method: AuthMethod,
+    credential: &CredentialId,
+) -> Result<(), RotationError> {
+    let before = attached(all, method);
+    let ids: Vec<CredentialId> = before
+        .iter()
+        .filter(|id| *id != credential)
+        .cloned()
+        .collect();
+    if ids.len() != before.len() {
+        p.issuer
+            .attach(client_id, &with_method(all, method, ids))
+            .await?;
+    }
+    p.issuer.delete_credential(client_id, credential).await?;
+    Ok(())
+}
+
 /// Ends the overlap of key rotation `overlap` under `lease` (CompleteRotation, or the timer):
 /// the old credential detached and deleted, and dropped from Vault. Idempotent, so it is also
 /// the heal of a retirement cut off.
@@ -261,16 +276,7 @@ pub(super) async fn retire<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let client = p.issuer.read_client(client_id).await?;
     let all = attachments(&client);
     if let Some(old) = &overlap.retiring {
-        let ids: Vec<CredentialId> = attached(&all, overlap.method)
-            .into_iter()
-            .filter(|id| id != old)
-            .collect();
-        if ids.len() != attached(&all, overlap.method).len() {
-            p.issuer
-                .attach(client_id, &with_method(&all, overlap.method, ids))
-                .await?;
-        }
-        p.issuer.delete_credential(client_id, old).await?;
+        detach_and_delete(p, client_id, &all, overlap.method, old).await?;
     }
     let held = p.store.read_key(path).await.map_err(RotationError::Vault)?;
     let credential = held

@@ -13,9 +13,22 @@ use serde_json::Value;
 
 use super::{Credential, POOL_MAX, client_not_found, credential_not_found, invalid};
 use crate::emulator::{
-    Shared, lock,
-    routes::{api_error, json_response},
+    Inner, Shared, lock,
+    routes::{RateHeaders, api_error, json_response},
 };
+
+/// Counts a credentials request and admits it with `scope`: the emulator's state, locked, and
+/// the rate-limit headers every answer carries.
+fn admit<'a>(
+    shared: &'a Shared,
+    headers: &HeaderMap,
+    scope: &str,
+) -> Result<(std::sync::MutexGuard<'a, Inner>, RateHeaders), Response> {
+    let mut inner = lock(shared);
+    inner.stats.credential_requests += 1;
+    let (rate, _) = inner.admit(headers, &[scope])?;
+    Ok((inner, rate))
+}
 
 pub(in crate::emulator) async fn create(
     State(shared): State<Shared>,
@@ -23,9 +36,7 @@ pub(in crate::emulator) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut inner = lock(&shared);
-    inner.stats.credential_requests += 1;
-    let (rate, _) = match inner.admit(&headers, &["create:client_credentials"]) {
+    let (mut inner, rate) = match admit(&shared, &headers, "create:client_credentials") {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
@@ -68,9 +79,7 @@ pub(in crate::emulator) async fn list(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut inner = lock(&shared);
-    inner.stats.credential_requests += 1;
-    let (rate, _) = match inner.admit(&headers, &["read:client_credentials"]) {
+    let (inner, rate) = match admit(&shared, &headers, "read:client_credentials") {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
@@ -88,9 +97,7 @@ pub(in crate::emulator) async fn get_one(
     Path((id, credential_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let mut inner = lock(&shared);
-    inner.stats.credential_requests += 1;
-    let (rate, _) = match inner.admit(&headers, &["read:client_credentials"]) {
+    let (inner, rate) = match admit(&shared, &headers, "read:client_credentials") {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
@@ -110,9 +117,7 @@ pub(in crate::emulator) async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut inner = lock(&shared);
-    inner.stats.credential_requests += 1;
-    let (rate, _) = match inner.admit(&headers, &["update:client_credentials"]) {
+    let (mut inner, rate) = match admit(&shared, &headers, "update:client_credentials") {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
@@ -160,9 +165,7 @@ pub(in crate::emulator) async fn delete(
     Path((id, credential_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let mut inner = lock(&shared);
-    inner.stats.credential_requests += 1;
-    let (rate, _) = match inner.admit(&headers, &["delete:client_credentials"]) {
+    let (mut inner, rate) = match admit(&shared, &headers, "delete:client_credentials") {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
