@@ -16,16 +16,20 @@ use crate::{
     },
 };
 
+fn credential_kind(method: AuthMethod) -> pb::CredentialKind {
+    match method {
+        AuthMethod::PrivateKeyJwt => pb::CredentialKind::PrivateKeyJwt,
+        AuthMethod::SelfSignedTls | AuthMethod::CaSignedTls => {
+            pb::CredentialKind::SelfSignedTlsClientAuth
+        }
+    }
+}
+
 /// What a rotation replaced, and for a key the credential consumers use now: kind, id, key id.
 fn credential(r: &Rotation) -> (pb::CredentialKind, String, String) {
     match &r.credential {
         Some(c) => (
-            match c.method {
-                AuthMethod::PrivateKeyJwt => pb::CredentialKind::PrivateKeyJwt,
-                AuthMethod::SelfSignedTls | AuthMethod::CaSignedTls => {
-                    pb::CredentialKind::SelfSignedTlsClientAuth
-                }
-            },
+            credential_kind(c.method),
             c.credential_id.to_string(),
             c.key_id.clone(),
         ),
@@ -175,6 +179,15 @@ impl From<RotationStatus> for pb::GetRotationStatusResponse {
                 lease_active: s.lease_active,
             }),
             drift: drift_state(s.drift) as i32,
+            key_overlap: s.overlap.map(|o| pb::KeyOverlap {
+                rotation_id: o.rotation_id.to_string(),
+                credential_kind: credential_kind(o.method) as i32,
+                credential_id: o.credential.to_string(),
+                retiring_credential_id: o.retiring.map(|c| c.to_string()).unwrap_or_default(),
+                retire_after: Some(Timestamp::from(o.retire_after)),
+                reason: o.reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                caller: o.caller.unwrap_or_default(),
+            }),
         }
     }
 }

@@ -157,6 +157,8 @@ pub struct RotationStatus {
     pub lease_active: bool,
     /// A staged rotation waiting for promotion, and where its secret is.
     pub staged: Option<(Staged, StoredSecret)>,
+    /// A key rotation in its overlap.
+    pub overlap: Option<Overlap>,
     /// Whether Vault holds the secret Auth0 accepts now, when it was checked.
     pub drift: Option<Drift>,
 }

@@ -301,6 +301,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             .value;
         let lease_active = state.leased();
         Ok(RotationStatus {
+            overlap: state.overlap,
             staged: state.staged.map(|s| {
                 let stored = p.stored(path.clone(), s.kv_version);
                 (s, stored)

@@ -135,6 +135,15 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
                 .iter()
                 .any(|c| c.kid.as_deref() == held["key_id"].as_str())
         );
+        let overlap = stack
+            .status(&id)
+            .await
+            .key_overlap
+            .expect("the overlap is shown");
+        assert_eq!(overlap.rotation_id, answer.rotation_id);
+        assert_eq!(overlap.credential_id, answer.credential_id);
+        assert_eq!(overlap.credential_kind(), CredentialKind::PrivateKeyJwt);
+        assert!(overlap.retire_after.is_some());
         // The consumer reads Vault every 10 ms: let it pick the new key up before the old
         // one is retired.
         let seen = tally.tried.load(Ordering::SeqCst);
@@ -151,6 +160,10 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         assert_eq!(
             retired.credential_id, answer.credential_id,
             "the key consumers use"
+        );
+        assert!(
+            stack.status(&id).await.key_overlap.is_none(),
+            "the overlap is over"
         );
         let left = stack.emulator.credentials(&id);
         assert_eq!(
