@@ -259,15 +259,8 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let (credential, certificate) = match switched {
         Ok(registered) => registered,
         Err(refusal) => {
-            let refusal = scope_named(client_id, refusal);
-            return match heal(p, open, Some(distribute_for)).await {
-                Ok(_) => Err(refusal),
-                Err(heal) => {
-                    warn!(%rotation_id, error = %heal, "a key rotation could not be withdrawn yet; this replica retries shortly");
-                    p.left_open.note(client_id, rotation_id);
-                    Err(refusal)
-                }
-            };
+            heal_now(p, open, distribute_for).await;
+            return Err(scope_named(client_id, refusal));
         }
     };
     // 4. The switch: consumers read the new key.
@@ -303,7 +296,7 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
         Ok(version) => version,
         Err(e) => {
             warn!(%rotation_id, error = %e, "could not switch Vault to the new key; withdrawing it");
-            let _ = heal(p, open, Some(distribute_for)).await;
+            heal_now(p, open, distribute_for).await;
             return Err(RotationError::VaultBeforeRotation(e));
         }
     };
@@ -323,6 +316,20 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
     .await;
     info!(%rotation_id, vault.version = %version, credential = %credential.id, "key rotated; the old key is retired after the overlap");
     Ok(rotation)
+}
+
+/// Heals a key rotation that failed on its way (withdrawn before the switch, finished after
+/// it); one that cannot be healed now is left to this replica's retries.
+async fn heal_now<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    open: Open<'_>,
+    distribute_for: std::time::Duration,
+) {
+    let (client_id, rotation_id) = (open.client_id, open.intent.rotation_id);
+    if let Err(e) = heal(p, open, Some(distribute_for)).await {
+        warn!(%rotation_id, error = %e, "a key rotation could not be healed yet; this replica retries shortly");
+        p.left_open.note(client_id, rotation_id);
+    }
 }
 
 /// A scope the grant lacks, named as key rotation's: secrets are rotated without it.
