@@ -305,6 +305,13 @@ impl From<HistoryEntry> for pb::RotationRecord {
                 .kv_version
                 .map_or(0, |v| i64::try_from(v.get()).unwrap_or(i64::MAX)),
             outcome: e.outcome,
+            credential_kind: match (e.strategy, e.method) {
+                (_, Some(method)) => credential_kind(method),
+                (Strategy::Key, None) => pb::CredentialKind::Unspecified,
+                _ => pb::CredentialKind::ClientSecret,
+            } as i32,
+            credential_id: e.credential_id.map(|c| c.to_string()).unwrap_or_default(),
+            key_id: e.key_id.unwrap_or_default(),
         }
     }
 }

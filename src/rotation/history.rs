@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    ids::Reason,
+    ids::{AuthMethod, CredentialId, Reason},
     outcome::Outcome,
-    records::{KvVersion, Strategy},
+    records::{KvVersion, RotatedCredential, Strategy},
 };
 
 /// One rotation of a client, as ListRotations shows it. No secret.
@@ -46,6 +46,15 @@ pub struct HistoryEntry {
     /// `running`, `ok`, `recovered`, `staged`, `promoted`, `cancelled`, `failed`, or the
     /// audit trail's name of the failure (`client_not_found`, `auth0_unavailable`, ...).
     pub outcome: String,
+    /// A key rotation's kind of credential, known from its start; none for a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<AuthMethod>,
+    /// The credential a key rotation registered, once consumers use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<CredentialId>,
+    /// Its `kid` (a certificate's thumbprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 impl HistoryEntry {
@@ -61,7 +70,17 @@ impl HistoryEntry {
             recovered: false,
             kv_version: None,
             outcome: Outcome::Running.name().to_owned(),
+            method: None,
+            credential_id: None,
+            key_id: None,
         }
+    }
+
+    /// The credential a key rotation made, on its entry.
+    pub(super) fn credential(&mut self, c: &RotatedCredential) {
+        self.method = Some(c.method);
+        self.credential_id = Some(c.credential_id.clone());
+        self.key_id = Some(c.key_id.clone());
     }
 }
 
@@ -169,6 +188,9 @@ mod tests {
             recovered: false,
             kv_version: Some(KvVersion(2)),
             outcome: "ok".into(),
+            method: None,
+            credential_id: None,
+            key_id: None,
         }
     }
 

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{
     history::HistoryEntry,
+    ids::AuthMethod,
     notify::Notification,
     outcome::Outcome,
     records::{Intent, KvVersion, LastRotation, Lease, Overlap, Rotation, Staged, Step, Strategy},
@@ -125,6 +126,17 @@ impl ClientState {
         entry.caller = entry.caller.take().or_else(|| m.caller.clone());
         entry.reason = entry.reason.take().or_else(|| m.reason.clone());
         entry.outcome = outcome.name().to_owned();
+        if let Some(credential) = &rotation.credential {
+            entry.credential(credential);
+        }
+    }
+
+    /// Marks the running entry of `rotation_id` as a key rotation of `method`.
+    pub(super) fn history_key(&mut self, rotation_id: Uuid, method: AuthMethod) {
+        if let Some(entry) = self.history_entry(rotation_id) {
+            entry.strategy = Strategy::Key;
+            entry.method = Some(method);
+        }
     }
 
     /// Settles the entry of `rotation_id` with a failure, unless its rotation is still staged

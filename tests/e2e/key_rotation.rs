@@ -17,7 +17,7 @@ use secret_rotator::{
     emulator::{
         ASSERTION_TYPE, CONSUMER_API, SEED_PRIVATE_KEY_PEM, pkjwt_client, random_client_id,
     },
-    proto::CredentialKind,
+    proto::{CredentialKind, ListRotationsRequest},
 };
 use serde_json::json;
 
@@ -102,6 +102,7 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         })
     };
     let mut client = stack.client().await;
+    let mut answers = Vec::new();
     for round in 0..3 {
         let answer = stack.rotate_ok(&id).await;
         assert!(!answer.rotation_id.is_empty());
@@ -173,7 +174,43 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         );
         let held = stack.bao.kv_data(&vault_path(&id)).await.unwrap();
         assert!(held.get("previous_private_key").is_none());
+        answers.push(answer);
     }
+    // ListRotations says what each rotation made, newest first.
+    let history = client
+        .list_rotations(ListRotationsRequest {
+            client_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rotations;
+    let made: Vec<_> = history
+        .iter()
+        .map(|r| {
+            (
+                r.rotation_id.as_str(),
+                r.credential_kind(),
+                r.credential_id.as_str(),
+                r.key_id.as_str(),
+                r.outcome.as_str(),
+            )
+        })
+        .collect();
+    let expected: Vec<_> = answers
+        .iter()
+        .rev()
+        .map(|a| {
+            (
+                a.rotation_id.as_str(),
+                CredentialKind::PrivateKeyJwt,
+                a.credential_id.as_str(),
+                a.key_id.as_str(),
+                "retired",
+            )
+        })
+        .collect();
+    assert_eq!(made, expected);
     let seen = tally.tried.load(Ordering::SeqCst);
     eventually(
         "the consumer tried after the last rotation",

@@ -158,20 +158,30 @@ pub(in crate::rotation) async fn check<I: SecretIssuer, S: SecretStore, L: Ledge
         .map_err(|e| scope_named(client_id, e))
 }
 
-/// The lease's intent becomes a key rotation's: its heal differs from a secret's.
+/// The lease's intent becomes a key rotation's: its heal differs from a secret's, and its
+/// history entry says which credential it rotates.
 async fn reintend<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     client_id: &ClientId,
     intent: &Intent,
+    method: Option<AuthMethod>,
     lease: Acquired,
 ) -> Result<Acquired, StoreError> {
+    let mut before = lease.before;
+    if let Some(method) = method {
+        before.history_key(intent.rotation_id, method);
+    }
     let mine = ClientState {
         lease: Some(p.new_lease()),
         intent: Some(intent.clone()),
-        ..lease.before.clone()
+        ..before.clone()
     };
     let fence = p.ledger.write_state(client_id, &mine, lease.fence).await?;
-    Ok(Acquired { fence, ..lease })
+    Ok(Acquired {
+        fence,
+        before,
+        ..lease
+    })
 }
 
 /// Rotates the key of `client` (read by the caller: it has no secret), under the lease taken
@@ -191,7 +201,7 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
         ..intent.clone()
     };
     let rotation_id = intent.rotation_id;
-    let lease = reintend(p, client_id, &intent, lease)
+    let lease = reintend(p, client_id, &intent, key_method(&client), lease)
         .await
         .map_err(RotationError::VaultBeforeRotation)?;
     let planned = async {

@@ -110,6 +110,22 @@ async fn a_key_is_rotated_with_overlap_and_the_old_one_retired() {
     assert_eq!(svc.pipeline().issuer.keys(CLIENT).pool.len(), 1);
     assert!(state(&svc).await.overlap.is_none());
     assert!(consumer_authenticates(&svc));
+
+    // The history says what was rotated and which credential consumers use (ListRotations).
+    let history = svc.history(&id()).await.unwrap();
+    assert_eq!(
+        history[0].outcome, "overlap_pending",
+        "the refused second request"
+    );
+    let entry = history
+        .iter()
+        .find(|e| e.rotation_id == rotation.metadata.rotation_id)
+        .unwrap();
+    assert_eq!(entry.strategy, Strategy::Key);
+    assert_eq!(entry.method, Some(AuthMethod::PrivateKeyJwt));
+    assert_eq!(entry.credential_id.as_ref(), Some(&current.credential_id));
+    assert_eq!(entry.key_id.as_ref(), Some(&current.key_id));
+    assert_eq!(entry.outcome, "retired");
 }
 
 #[tokio::test]
@@ -199,6 +215,13 @@ async fn keys_attached_by_someone_else_are_not_touched() {
     }
     assert_eq!(attached(&svc), vec![old, other]);
     assert!(vault(&svc).is_none(), "nothing written");
+    // Its history entry still says it was a key rotation, though it made no credential.
+    let entry = &svc.history(&id()).await.unwrap()[0];
+    assert_eq!(
+        (entry.strategy, entry.method, entry.credential_id.as_ref()),
+        (Strategy::Key, Some(AuthMethod::PrivateKeyJwt), None)
+    );
+    assert_eq!(entry.outcome, "keys_managed_elsewhere");
 }
 
 #[tokio::test]
