@@ -8,10 +8,14 @@
 mod credentials;
 mod errors;
 mod governor;
+mod list;
 mod settings;
 mod token;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, Response, StatusCode, Url};
@@ -45,8 +49,6 @@ const MAX_429_RETRIES: u32 = 3;
 pub const ROTATE_SCOPE: &str = "update:client_keys";
 /// Scope the client list requires (ListClients).
 pub const LIST_SCOPE: &str = "read:clients";
-/// What ListClients asks Auth0 for: no secret, and nothing that needs `read:client_keys`.
-const LISTED_FIELDS: &str = "client_id,name,app_type,token_endpoint_auth_method,client_metadata";
 
 /// Scope that reveals a client's secret on GET: what recovery needs.
 pub const READ_KEYS_SCOPE: &str = "read:client_keys";
@@ -65,6 +67,9 @@ struct Inner {
     tokens: TokenSource,
     /// The tenant's Management API rate limit, shared by every request of this replica.
     governor: Governor,
+    /// Auth0 refused to list `client_authentication_methods` to this grant once: later lists
+    /// do not ask for it.
+    methods_unlisted: AtomicBool,
 }
 
 enum SendError {
@@ -114,6 +119,7 @@ impl Auth0Client {
                 domain: settings.domain.clone(),
                 tokens: TokenSource::new(&settings.credentials),
                 governor: Governor::new(settings.budget),
+                methods_unlisted: AtomicBool::new(false),
             }),
         })
     }
@@ -209,42 +215,6 @@ impl Auth0Client {
                 how: Transport::CutOff,
                 at,
             })
-    }
-
-    /// `GET /api/v2/clients` with checkpoint pages, asking only for the members ListClients
-    /// shows: never `client_secret`, whatever the token's scopes.
-    async fn list(
-        &self,
-        from: Option<&PageCursor>,
-        size: usize,
-    ) -> Result<ClientPage, IssuerError> {
-        let mut url = self.url(&["api", "v2", "clients"]);
-        url.query_pairs_mut()
-            .append_pair("fields", LISTED_FIELDS)
-            .append_pair("include_fields", "true")
-            .append_pair("take", &size.clamp(1, 100).to_string());
-        if let Some(from) = from {
-            url.query_pairs_mut().append_pair("from", from.as_str());
-        }
-        let response = self.get(&url, "list-clients", LIST_SCOPE).await?;
-        #[derive(Deserialize)]
-        struct Page {
-            clients: Vec<Client>,
-            next: Option<String>,
-        }
-        let page: Page = response.json().await.map_err(|_| {
-            IssuerError::Protocol("the client list is not the expected JSON".into())
-        })?;
-        let next = match page.next.filter(|n| !n.is_empty()) {
-            None => None,
-            Some(next) => Some(PageCursor::parse(&next).map_err(|_| {
-                IssuerError::Protocol("the client list's next checkpoint is malformed".into())
-            })?),
-        };
-        Ok(ClientPage {
-            clients: page.clients,
-            next,
-        })
     }
 
     /// A Management API read: the response when it succeeded. A read changes nothing at

@@ -91,6 +91,7 @@ struct RuleFile {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     max_age: String,
+    before_expiry: Option<String>,
     #[serde(default)]
     strategy: StrategyFile,
     window: Option<WindowFile>,
@@ -173,11 +174,21 @@ impl RuleFile {
         if jitter >= max_age {
             return Err("jitter must be shorter than max_age".into());
         }
+        let before_expiry = match &self.before_expiry {
+            None => None,
+            Some(b) => match period("before_expiry", b)? {
+                d if d < Duration::from_secs(1) => {
+                    return Err("before_expiry must be at least 1s".into());
+                }
+                d => Some(d),
+            },
+        };
         let window = self.window.map(WindowFile::into_window).transpose()?;
         Ok(Rule {
             label,
             selector,
             max_age,
+            before_expiry,
             strategy: match self.strategy {
                 StrategyFile::Immediate => Strategy::Immediate,
                 StrategyFile::Staged => Strategy::Staged,
@@ -248,9 +259,12 @@ mod tests {
     #[test]
     fn the_documented_example_loads_with_its_defaults() {
         let schedule = parse(docs_example()).unwrap();
-        let [first, second] = &schedule.rules[..] else {
-            panic!("two rules")
+        let [first, keys, second] = &schedule.rules[..] else {
+            panic!("three rules")
         };
+        assert_eq!(keys.label, "signing-keys");
+        assert_eq!(keys.before_expiry, Some(Duration::from_secs(14 * 86_400)));
+        assert_eq!(first.before_expiry, None);
         assert_eq!(first.label, "web-apps");
         assert_eq!(first.max_age, Duration::from_secs(90 * 86_400));
         assert_eq!(first.strategy, Strategy::Staged);
@@ -289,6 +303,14 @@ mod tests {
                 "unknown time zone",
             ),
             ("max_age = \"1h\"\nclients = [\"[a\"]", "valid globs"),
+            (
+                "max_age = \"1h\"\nbefore_expiry = \"two weeks\"",
+                "before_expiry must be a duration",
+            ),
+            (
+                "max_age = \"1h\"\nbefore_expiry = \"0s\"",
+                "before_expiry must be at least 1s",
+            ),
         ];
         for (rule, expected) in cases {
             let refused = parse(&format!("[[rule]]\n{rule}")).unwrap_err().to_string();

@@ -10,9 +10,9 @@ use serde_json::Value;
 use crate::{
     proto as pb,
     rotation::{
-        AuthMethod, Cancelled, Drift, HistoryEntry, Inventory, PageCursor, Rotation, RotationError,
-        RotationMetadata, RotationStatus, Step, StoredSecret, Strategy, Validated, ValidationError,
-        client as a,
+        AttachedCredential, AuthMethod, Cancelled, Drift, HistoryEntry, Inventory, PageCursor,
+        Rotation, RotationError, RotationMetadata, RotationStatus, Step, StoredSecret, Strategy,
+        Validated, ValidationError, client as a, secret_based,
     },
 };
 
@@ -241,6 +241,20 @@ fn last_rotation((metadata, stored): (RotationMetadata, StoredSecret)) -> pb::La
     }
 }
 
+fn attached_credential(c: AttachedCredential) -> pb::AttachedCredential {
+    let (created, expires) = (c.info.created(), c.info.expires());
+    pb::AttachedCredential {
+        key_id: c.info.kid.or(c.info.thumbprint_sha256).unwrap_or_default(),
+        credential_id: c.info.id.to_string(),
+        credential_type: c.info.credential_type,
+        name: c.info.name.unwrap_or_default(),
+        alg: c.info.alg.unwrap_or_default(),
+        created_at: created.map(Timestamp::from),
+        expires_at: expires.map(Timestamp::from),
+        in_use: c.in_use,
+    }
+}
+
 fn page_token(cursor: Option<PageCursor>) -> String {
     cursor.map_or_else(String::new, |c| {
         URL_SAFE_NO_PAD.encode(format!("v1.{}", c.as_str()))
@@ -253,37 +267,56 @@ impl From<Inventory> for pb::ListClientsResponse {
             clients: page
                 .entries
                 .into_iter()
-                .map(|e| pb::ClientSummary {
-                    client_id: e.client_id.as_str().to_owned(),
-                    name: e.client.name.0.unwrap_or_default(),
-                    app_type: e.client.app_type.0.unwrap_or_default(),
-                    authentication_method: e
-                        .client
-                        .token_endpoint_auth_method
-                        .0
-                        .unwrap_or_default(),
-                    rotatable: e.rotatable,
-                    last_rotation: e.last.map(last_rotation),
-                    last_rotation_age: e.age.and_then(|a| prost_types::Duration::try_from(a).ok()),
-                    next_rotation_at: e
-                        .next_rotation
-                        .as_ref()
-                        .map(|n| prost_types::Timestamp::from(n.at)),
-                    schedule_rule: e
-                        .next_rotation
-                        .as_ref()
-                        .map(|n| n.rule.clone())
-                        .unwrap_or_default(),
-                    schedule_dry_run: e.next_rotation.is_some_and(|n| n.dry_run),
-                    drift: drift_state(e.drift) as i32,
-                    client_metadata: e
-                        .client
-                        .client_metadata
-                        .0
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-                        .collect(),
+                .map(|e| {
+                    let secret = secret_based(&e.client);
+                    pb::ClientSummary {
+                        client_id: e.client_id.as_str().to_owned(),
+                        name: e.client.name.0.unwrap_or_default(),
+                        app_type: e.client.app_type.0.unwrap_or_default(),
+                        authentication_method: match e.method {
+                            Some(method) => method.as_str().to_owned(),
+                            None => e
+                                .client
+                                .token_endpoint_auth_method
+                                .0
+                                .clone()
+                                .unwrap_or_default(),
+                        },
+                        credential_kind: match e.method {
+                            Some(AuthMethod::CaSignedTls) => pb::CredentialKind::Unspecified,
+                            Some(method) => credential_kind(method),
+                            None if secret => pb::CredentialKind::ClientSecret,
+                            None => pb::CredentialKind::Unspecified,
+                        } as i32,
+                        credentials: e.credentials.into_iter().map(attached_credential).collect(),
+                        credential_age: e
+                            .credential_age
+                            .and_then(|a| prost_types::Duration::try_from(a).ok()),
+                        rotatable: e.rotatable,
+                        last_rotation: e.last.map(last_rotation),
+                        last_rotation_age: e
+                            .age
+                            .and_then(|a| prost_types::Duration::try_from(a).ok()),
+                        next_rotation_at: e
+                            .next_rotation
+                            .as_ref()
+                            .map(|n| prost_types::Timestamp::from(n.at)),
+                        schedule_rule: e
+                            .next_rotation
+                            .as_ref()
+                            .map(|n| n.rule.clone())
+                            .unwrap_or_default(),
+                        schedule_dry_run: e.next_rotation.is_some_and(|n| n.dry_run),
+                        drift: drift_state(e.drift) as i32,
+                        client_metadata: e
+                            .client
+                            .client_metadata
+                            .0
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                            .collect(),
+                    }
                 })
                 .collect(),
             next_page_token: page_token(page.next),

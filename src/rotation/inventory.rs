@@ -1,16 +1,18 @@
 //! The tenant's clients with what the service knows of each (ListClients): a page of Auth0's
-//! client list, and for each client its ledger record's last rotation. Never a secret: the
-//! issuer lists clients without their secrets, and the record holds none.
+//! client list, for each client its ledger record's last rotation, and for a key client the
+//! credentials it has attached. Never a secret or a key: the issuer lists clients without
+//! their secrets, credentials are public keys' metadata, and the record holds none.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::{StreamExt, stream};
 
 use super::{
     client::Client,
-    error::RotationError,
-    ids::ClientId,
-    ports::{Ledger, PageCursor, SecretIssuer, SecretStore},
+    error::{IssuerError, RotationError},
+    ids::{AuthMethod, ClientId, CredentialId},
+    overlap::{attached, attachments, key_method},
+    ports::{CredentialInfo, Ledger, PageCursor, SecretIssuer, SecretStore},
     records::{Drift, RotationMetadata, StoredSecret},
     schedule::ScheduledRotation,
     service::RotationService,
@@ -18,15 +20,23 @@ use super::{
 
 /// Ledger records read at once for one page.
 const READS_AT_ONCE: usize = 16;
+/// Key clients' credential lists read from Auth0 at once for one page.
+const CREDENTIAL_READS_AT_ONCE: usize = 4;
 
 /// One client as ListClients shows it.
 #[derive(Debug, Clone)]
 pub struct InventoryEntry {
     pub client_id: ClientId,
     pub client: Client,
-    /// Whether it authenticates with its secret (`client_secret_post` or
-    /// `client_secret_basic`), so that rotating the secret matters.
+    /// Whether the service rotates what it authenticates with: its secret
+    /// (`client_secret_post` or `client_secret_basic`), a key or a self-signed certificate.
     pub rotatable: bool,
+    /// The key or certificate method it authenticates with; `None` for a secret.
+    pub method: Option<AuthMethod>,
+    /// A key client's attached credentials, in Auth0's order.
+    pub credentials: Vec<AttachedCredential>,
+    /// How old the credential in use is: the key's `created_at`, or the last rotation's age.
+    pub credential_age: Option<Duration>,
     /// The last rotation the service stored, and where.
     pub last: Option<(RotationMetadata, StoredSecret)>,
     /// How long ago `last` was stored.
@@ -35,6 +45,15 @@ pub struct InventoryEntry {
     pub drift: Option<Drift>,
     /// When a schedule rotates it next.
     pub next_rotation: Option<ScheduledRotation>,
+}
+
+/// A credential attached to a key client. Only its id is known when the grant may not read
+/// credentials (`read:client_credentials`).
+#[derive(Debug, Clone)]
+pub struct AttachedCredential {
+    pub info: CredentialInfo,
+    /// The one consumers use: the last rotation's, or the only one attached.
+    pub in_use: bool,
 }
 
 /// A page of [`InventoryEntry`].
@@ -52,8 +71,17 @@ pub fn secret_based(client: &Client) -> bool {
     )
 }
 
-/// What `pick` makes of each rotatable client (secret-based, not the service's own), from every
-/// page of the tenant's client list; `None` once more than `limit` were picked.
+/// Whether the service rotates what `client` authenticates with: its secret, a key or a
+/// self-signed certificate (CA-signed certificates belong to a CA).
+pub fn rotatable(client: &Client) -> bool {
+    match key_method(client) {
+        Some(method) => method != AuthMethod::CaSignedTls,
+        None => secret_based(client),
+    }
+}
+
+/// What `pick` makes of each rotatable client (not the service's own), from every page of the
+/// tenant's client list; `None` once more than `limit` were picked.
 pub(super) async fn rotatable_clients<I: SecretIssuer, S: SecretStore, L: Ledger, T>(
     service: &RotationService<I, S, L>,
     limit: usize,
@@ -73,7 +101,7 @@ pub(super) async fn rotatable_clients<I: SecretIssuer, S: SecretStore, L: Ledger
             else {
                 continue;
             };
-            if secret_based(client) && !p.is_own(&id) {
+            if rotatable(client) && !p.is_own(&id) {
                 picked.extend(pick(id, client));
             }
         }
@@ -88,8 +116,8 @@ pub(super) async fn rotatable_clients<I: SecretIssuer, S: SecretStore, L: Ledger
 }
 
 /// ListClients: a page of the tenant's clients (at most `size`, from `from` on), those
-/// `visible` keeps, each with its last rotation: one Management API request and one ledger read
-/// per client shown.
+/// `visible` keeps, each with its last rotation: one Management API request for the page, one
+/// more per key client shown (its credentials), and one ledger read per client shown.
 pub async fn page<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
     from: Option<&PageCursor>,
@@ -108,34 +136,68 @@ pub async fn page<I: SecretIssuer, S: SecretStore, L: Ledger>(
         .collect();
     let now = SystemTime::now();
     let schedule = service.schedule();
-    let entries = stream::iter(shown)
+    let read = stream::iter(shown)
         .map(|(client_id, client)| async move {
             let record = p.ledger.read_state(&client_id).await;
             (client_id, client, record)
         })
         .buffered(READS_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
+    let entries = stream::iter(read)
         .map(|(client_id, client, record)| {
-            let state = record.map_err(RotationError::Vault)?.value;
-            let rotatable = secret_based(&client) && !p.is_own(&client_id);
-            let last = state.last;
-            let next_rotation = schedule.as_ref().filter(|_| rotatable).and_then(|s| {
-                let at = last.as_ref().map(|l| l.metadata.rotated_at);
-                s.next_rotation(&client_id, &client, at, service.started())
-            });
-            let age = last
-                .as_ref()
-                .and_then(|l| now.duration_since(l.metadata.rotated_at).ok());
-            let last = last.map(|l| (l.metadata, p.stored(p.path(&client_id), l.kv_version)));
-            Ok(InventoryEntry {
-                drift: service.known_drift(&client_id),
-                next_rotation,
-                rotatable,
-                age,
-                client_id,
-                client,
-                last,
-            })
+            let schedule = schedule.clone();
+            async move {
+                let state = record.map_err(RotationError::Vault)?.value;
+                let own = p.is_own(&client_id);
+                let rotatable = rotatable(&client) && !own;
+                let method = key_method(&client);
+                let last = state.last;
+                let in_use = last
+                    .as_ref()
+                    .and_then(|l| l.credential.as_ref())
+                    .map(|c| c.credential_id.clone());
+                let credentials = match method {
+                    Some(method) => {
+                        attached_credentials(service, &client_id, &client, method, in_use).await?
+                    }
+                    None => Vec::new(),
+                };
+                let next_rotation = schedule.as_ref().filter(|_| rotatable).and_then(|s| {
+                    let at = last.as_ref().map(|l| l.metadata.rotated_at);
+                    let expires = last
+                        .as_ref()
+                        .and_then(|l| l.credential.as_ref())
+                        .and_then(|c| c.expires_at);
+                    s.next_rotation(&client_id, &client, at, expires, service.started())
+                });
+                let age = last
+                    .as_ref()
+                    .and_then(|l| now.duration_since(l.metadata.rotated_at).ok());
+                let credential_age = match method {
+                    Some(_) => credentials
+                        .iter()
+                        .find(|c| c.in_use)
+                        .and_then(|c| c.info.created())
+                        .and_then(|created| now.duration_since(created).ok()),
+                    None => age,
+                };
+                let last = last.map(|l| (l.metadata, p.stored(p.path(&client_id), l.kv_version)));
+                Ok(InventoryEntry {
+                    drift: service.known_drift(&client_id),
+                    next_rotation,
+                    rotatable,
+                    method,
+                    credentials,
+                    credential_age,
+                    age,
+                    client_id,
+                    client,
+                    last,
+                })
+            }
         })
+        .buffered(CREDENTIAL_READS_AT_ONCE)
         .collect::<Vec<Result<InventoryEntry, RotationError>>>()
         .await
         .into_iter()
@@ -144,4 +206,47 @@ pub async fn page<I: SecretIssuer, S: SecretStore, L: Ledger>(
         entries,
         next: page.next,
     })
+}
+
+/// The credentials `client` has attached for `method`, as Auth0 describes them; only their ids
+/// when the grant may not read credentials. `in_use` is the one the last rotation made.
+async fn attached_credentials<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &RotationService<I, S, L>,
+    client_id: &ClientId,
+    client: &Client,
+    method: AuthMethod,
+    in_use: Option<CredentialId>,
+) -> Result<Vec<AttachedCredential>, RotationError> {
+    let ids = attached(&attachments(client), method);
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pool = match service.pipeline().issuer.credentials(client_id).await {
+        Ok(pool) => pool,
+        Err(IssuerError::MissingScope(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let in_use = in_use
+        .filter(|id| ids.contains(id))
+        .or_else(|| (ids.len() == 1).then(|| ids[0].clone()));
+    Ok(ids
+        .into_iter()
+        .map(|id| AttachedCredential {
+            in_use: in_use.as_ref() == Some(&id),
+            info: pool
+                .iter()
+                .find(|c| c.id == id)
+                .cloned()
+                .unwrap_or_else(|| CredentialInfo {
+                    id,
+                    name: None,
+                    credential_type: method.credential_type().to_owned(),
+                    kid: None,
+                    alg: None,
+                    thumbprint_sha256: None,
+                    created_at: None,
+                    expires_at: None,
+                }),
+        })
+        .collect())
 }

@@ -88,7 +88,7 @@ pub use ids::{
     AuthMethod, CLIENT_ID_MAX, ClientId, CredentialId, IDEMPOTENCY_KEY_MAX, IdempotencyKey,
     OwnedKey, PathTemplate, REASON_MAX, Reason, ValidationError,
 };
-pub use inventory::{Inventory, InventoryEntry, secret_based};
+pub use inventory::{AttachedCredential, Inventory, InventoryEntry, rotatable, secret_based};
 pub use keys::{
     Certificate, KeyAlgorithm, KeyBits, KeyError, KeyPair, public_pem_kid, rsa_thumbprint,
 };

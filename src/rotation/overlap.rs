@@ -136,6 +136,7 @@ pub(super) async fn close_switched<I: SecretIssuer, S: SecretStore, L: Ledger>(
         ..open.before.closed_with(LastRotation {
             metadata,
             kv_version: version,
+            credential: rotation.credential.clone(),
         })
     };
     let closed = p.settle(
@@ -192,6 +193,7 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
             method,
             credential_id: current.credential_id.clone(),
             key_id: current.key_id.clone(),
+            expires_at: ours.and_then(|o| o.expires()),
         };
         let distribute_for = distribute_for.unwrap_or(p.settings.distribute_for);
         let rotation = close_switched(
@@ -279,13 +281,23 @@ pub(super) async fn retire<I: SecretIssuer, S: SecretStore, L: Ledger>(
         detach_and_delete(p, client_id, &all, overlap.method, old).await?;
     }
     let held = p.store.read_key(path).await.map_err(RotationError::Vault)?;
-    let credential = held
+    let last = open
+        .before
+        .last
+        .clone()
+        .filter(|l| l.metadata.rotation_id == overlap.rotation_id);
+    let credential = last
         .as_ref()
-        .and_then(|h| h.value.current.as_ref())
-        .map(|c| RotatedCredential {
-            method: overlap.method,
-            credential_id: c.credential_id.clone(),
-            key_id: c.key_id.clone(),
+        .and_then(|l| l.credential.clone())
+        .or_else(|| {
+            held.as_ref()
+                .and_then(|h| h.value.current.as_ref())
+                .map(|c| RotatedCredential {
+                    method: overlap.method,
+                    credential_id: c.credential_id.clone(),
+                    key_id: c.key_id.clone(),
+                    expires_at: None,
+                })
         });
     let version = match held {
         Some(held) if held.value.previous.is_some() => {
@@ -301,10 +313,8 @@ pub(super) async fn retire<I: SecretIssuer, S: SecretStore, L: Ledger>(
         Some(held) => held.version,
         None => KvVersion::NONE,
     };
-    let last = open.before.last.clone();
     let metadata = last
         .as_ref()
-        .filter(|l| l.metadata.rotation_id == overlap.rotation_id)
         .map(|l| l.metadata.clone())
         .unwrap_or_else(|| {
             RotationMetadata::new(
@@ -327,6 +337,7 @@ pub(super) async fn retire<I: SecretIssuer, S: SecretStore, L: Ledger>(
         last: Some(LastRotation {
             metadata,
             kv_version: version,
+            credential: rotation.credential.clone(),
         }),
         ..open.before.clone()
     };

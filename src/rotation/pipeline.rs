@@ -397,6 +397,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
         let last = LastRotation {
             metadata: metadata.clone(),
             kv_version: version,
+            credential: None,
         };
         let rotation = Rotation {
             client,

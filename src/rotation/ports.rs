@@ -69,6 +69,22 @@ pub struct CredentialInfo {
     pub expires_at: Option<String>,
 }
 
+impl CredentialInfo {
+    /// `created_at` as a time, when Auth0 gave a readable one.
+    pub fn created(&self) -> Option<SystemTime> {
+        timestamp(self.created_at.as_deref())
+    }
+
+    /// `expires_at` as a time; `None` when it never expires.
+    pub fn expires(&self) -> Option<SystemTime> {
+        timestamp(self.expires_at.as_deref())
+    }
+}
+
+fn timestamp(at: Option<&str>) -> Option<SystemTime> {
+    at?.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
+}
+
 /// One page of the issuer's client list.
 #[derive(Debug, Clone, Default)]
 pub struct ClientPage {

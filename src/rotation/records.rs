@@ -138,6 +138,10 @@ pub struct RotatedCredential {
     pub credential_id: CredentialId,
     /// Vault's `key_id`: Auth0's `kid`, or a certificate's thumbprint.
     pub key_id: String,
+    /// When Auth0 stops accepting it (`expires_at`), when it does: a schedule rule's
+    /// `before_expiry` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<SystemTime>,
 }
 
 /// What a dry run found: a rotation would be allowed now. Nothing was changed.
@@ -180,6 +184,9 @@ pub struct LastRotation {
     #[serde(flatten)]
     pub metadata: RotationMetadata,
     pub kv_version: KvVersion,
+    /// A key rotation's credential, which consumers use since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<RotatedCredential>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -254,6 +254,7 @@ async fn heal_from_live<I: SecretIssuer, S: SecretStore, L: Ledger>(
             before.closed_with(LastRotation {
                 metadata: h.rotation.metadata.clone(),
                 kv_version: h.rotation.stored.version,
+                credential: None,
             }),
             client_id,
             intent.rotation_id,

@@ -25,17 +25,18 @@ impl Schedule {
     }
 
     /// When this schedule rotates `client` next, last rotated at `last` (`None`: due since
-    /// `started`); `None` when no rule governs it.
+    /// `started`) with a credential that expires at `expires`; `None` when no rule governs it.
     pub fn next_rotation(
         &self,
         client_id: &ClientId,
         client: &Client,
         last: Option<SystemTime>,
+        expires: Option<SystemTime>,
         started: SystemTime,
     ) -> Option<ScheduledRotation> {
         let rule = self.rule_for(client_id, client)?;
         Some(ScheduledRotation {
-            at: rule.due(client_id, last, started),
+            at: rule.due(client_id, last, expires, started),
             rule: rule.label.clone(),
             dry_run: rule.dry_run,
         })
@@ -65,6 +66,8 @@ pub struct Rule {
     pub selector: Selector,
     /// A client is due once its last rotation is this old.
     pub max_age: Duration,
+    /// A key client is due this long before its credential expires, when that is sooner.
+    pub before_expiry: Option<Duration>,
     pub strategy: Strategy,
     /// When rotations may start; any time when `None`.
     pub window: Option<Window>,
@@ -77,19 +80,31 @@ pub struct Rule {
 
 impl Rule {
     /// When `client_id` is due: its last rotation plus `max_age` (or `since`, when it has none:
-    /// due at once), plus its jitter offset, moved into the window when outside it.
+    /// due at once), plus its jitter offset, or `before_expiry` before its credential
+    /// `expires` when that is sooner; moved into the window when outside it.
     pub fn due(
         &self,
         client_id: &ClientId,
         last: Option<SystemTime>,
+        expires: Option<SystemTime>,
         since: SystemTime,
     ) -> SystemTime {
         let offset = jitter_offset(client_id, self.jitter);
-        let base = last.map_or(since, |t| t + self.max_age) + offset;
+        let by_age = last.map_or(since, |t| t + self.max_age) + offset;
+        let base = match self.expiring_from(expires) {
+            Some(from) => by_age.min(from),
+            None => by_age,
+        };
         match &self.window {
             None => base,
             Some(window) => window.place(base, offset),
         }
+    }
+
+    /// From when a credential that `expires` then is due under `before_expiry`.
+    pub fn expiring_from(&self, expires: Option<SystemTime>) -> Option<SystemTime> {
+        let (expires, before) = (expires?, self.before_expiry?);
+        Some(expires.checked_sub(before).unwrap_or(std::time::UNIX_EPOCH))
     }
 }
 
@@ -260,6 +275,7 @@ mod tests {
             label: "test".into(),
             selector: Selector::default(),
             max_age: Duration::from_secs(90 * 86_400),
+            before_expiry: None,
             strategy: Strategy::Immediate,
             window,
             jitter,
@@ -273,7 +289,7 @@ mod tests {
         let id = ClientId::parse("abc").unwrap();
         move |old_at| {
             let last = utc(old_at) - r.max_age;
-            shown(r.due(&id, Some(last), utc("2026-01-01T00:00:00Z")))
+            shown(r.due(&id, Some(last), None, utc("2026-01-01T00:00:00Z")))
         }
     }
 
@@ -283,12 +299,42 @@ mod tests {
         let r = rule(None, Duration::ZERO);
         let last = utc("2026-01-01T10:00:00Z");
         assert_eq!(
-            shown(r.due(&id, Some(last), utc("2026-11-01T00:00:00Z"))),
+            shown(r.due(&id, Some(last), None, utc("2026-11-01T00:00:00Z"))),
             "2026-04-01T10:00:00Z"
         );
         assert_eq!(
-            shown(r.due(&id, None, utc("2026-11-01T00:00:00Z"))),
+            shown(r.due(&id, None, None, utc("2026-11-01T00:00:00Z"))),
             "2026-11-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn a_credential_is_due_before_expiry_when_that_comes_before_max_age() {
+        let id = ClientId::parse("abc").unwrap();
+        let r = Rule {
+            before_expiry: Some(Duration::from_secs(14 * 86_400)),
+            ..rule(None, Duration::ZERO)
+        };
+        let since = utc("2026-11-01T00:00:00Z");
+        let last = Some(utc("2026-01-01T10:00:00Z"));
+        // Expires 30 days after the rotation: due 14 days before, at day 16.
+        let expires = Some(utc("2026-01-31T10:00:00Z"));
+        assert_eq!(
+            shown(r.due(&id, last, expires, since)),
+            "2026-01-17T10:00:00Z"
+        );
+        // Expires after max_age would: max_age governs; so it does without an expiry.
+        let later = Some(utc("2027-01-01T00:00:00Z"));
+        assert_eq!(
+            shown(r.due(&id, last, later, since)),
+            "2026-04-01T10:00:00Z"
+        );
+        assert_eq!(shown(r.due(&id, last, None, since)), "2026-04-01T10:00:00Z");
+        // A rule without before_expiry ignores expiry.
+        let plain = rule(None, Duration::ZERO);
+        assert_eq!(
+            shown(plain.due(&id, last, expires, since)),
+            "2026-04-01T10:00:00Z"
         );
     }
 
@@ -300,8 +346,8 @@ mod tests {
         let offsets: Vec<Duration> = (0..50)
             .map(|n| {
                 let id = ClientId::parse(&format!("client{n}")).unwrap();
-                let due = r.due(&id, Some(last), since);
-                assert_eq!(due, r.due(&id, Some(last), since), "deterministic");
+                let due = r.due(&id, Some(last), None, since);
+                assert_eq!(due, r.due(&id, Some(last), None, since), "deterministic");
                 due.duration_since(last + r.max_age).unwrap()
             })
             .collect();
@@ -346,7 +392,7 @@ mod tests {
         let saturday = Some(utc("2026-11-28T12:00:00Z") - r.max_age);
         for n in 0..20 {
             let id = ClientId::parse(&format!("client{n}")).unwrap();
-            let due = r.due(&id, saturday, since);
+            let due = r.due(&id, saturday, None, since);
             assert!(
                 due >= utc("2026-11-30T09:00:00Z") && due < utc("2026-11-30T10:00:00Z"),
                 "{}",

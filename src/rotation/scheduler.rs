@@ -1,6 +1,7 @@
 //! The scheduler: every replica's passes over the tenant's clients. A pass lists the clients,
-//! finds the rule that governs each rotatable one, reads its ledger record and rotates those
-//! due. Every replica runs passes, and a due client is still rotated once: each scheduled
+//! finds the rule that governs each rotatable one (a secret, a key or a self-signed
+//! certificate), reads its ledger record and rotates those due (by age, or by the expiry of
+//! the credential its last rotation made). Every replica runs passes, and a due client is still rotated once: each scheduled
 //! rotation carries an idempotency key and a precondition (`if_last`) made of the last rotation
 //! the pass saw. A second replica that found the same client due replays the first one's
 //! answer; one that acts after anyone else rotated the client is refused (`Superseded`).
@@ -46,6 +47,8 @@ struct Due {
     at: SystemTime,
     /// Its last stored rotation when the pass read its record.
     last: Option<Uuid>,
+    /// Due because its credential expires then (`before_expiry`), not by age.
+    expires: Option<SystemTime>,
 }
 
 impl Due {
@@ -184,7 +187,7 @@ async fn rotate_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
 }
 
 /// Every rotatable client a rule governs whose due time has come, unless a rotation of it is
-/// open or staged (it is then in someone's hands). Reads the record only of clients not known
+/// open, staged or in its overlap (it is then in someone's hands). Reads the record only of clients not known
 /// to be due later (`due_at`).
 async fn find_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
@@ -211,21 +214,32 @@ async fn find_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
     for (client_id, rule_at, state) in read {
         let rule = &schedule.rules[rule_at];
         let state = state.map_err(RotationError::Vault)?.value;
+        if let Some(overlap) = &state.overlap {
+            // Not due before its old key is retired.
+            due_at.insert(client_id, overlap.retire_after);
+            continue;
+        }
         if state.intent.is_some() || state.staged.is_some() {
             continue;
         }
         let last = state.last.as_ref();
+        let expires = last
+            .and_then(|l| l.credential.as_ref())
+            .and_then(|c| c.expires_at);
         let at = rule.due(
             &client_id,
             last.map(|l| l.metadata.rotated_at),
+            expires,
             service.started(),
         );
         if at > now {
             due_at.insert(client_id, at);
         } else {
             due_at.remove(&client_id);
+            let by_expiry = rule.expiring_from(expires).is_some_and(|from| from <= now);
             due.push(Due {
                 last: last.map(|l| l.metadata.rotation_id),
+                expires: expires.filter(|_| by_expiry),
                 client_id,
                 schedule: Arc::clone(schedule),
                 rule_at,
@@ -253,11 +267,18 @@ async fn rotate_scheduled<I: SecretIssuer, S: SecretStore, L: Ledger>(
         .last
         .map_or_else(|| "first".to_owned(), |id| id.simple().to_string());
     let key = IdempotencyKey::parse(&format!("schedule:{}:{after}", due.client_id))?;
-    let reason = format!(
-        "scheduled by rule {:?}: due every {}",
-        due.rule().label,
-        humantime::format_duration(due.rule().max_age)
-    );
+    let reason = match due.expires {
+        Some(expires) => format!(
+            "scheduled by rule {:?}: its credential expires {}",
+            due.rule().label,
+            humantime::format_rfc3339_seconds(expires)
+        ),
+        None => format!(
+            "scheduled by rule {:?}: due every {}",
+            due.rule().label,
+            humantime::format_duration(due.rule().max_age)
+        ),
+    };
     let command = RotateCommand {
         client_id: due.client_id.clone(),
         reason: Reason::parse(&reason).ok().flatten(),

@@ -145,3 +145,37 @@ async fn without_the_credential_scopes_the_refusal_names_the_missing_one() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn the_client_list_shows_key_clients_methods_and_does_without_them_when_not_readable() {
+    use secret_rotator::rotation::{SecretIssuer, rotatable};
+    let listed_key_client = |page: secret_rotator::rotation::ClientPage, id: &ClientId| {
+        page.clients
+            .into_iter()
+            .find(|c| c.client_id.0.as_deref() == Some(id.as_str()))
+            .expect("listed")
+    };
+    // A grant that may read keys lists which credentials a key client has attached.
+    let (emulator, auth0, client) = tenant(&["read:clients", "read:client_keys"]).await;
+    let page = auth0.list_clients(None, 100).await.unwrap();
+    assert!(rotatable(&listed_key_client(page, &client)));
+    assert_eq!(emulator.stats().list_requests, 1);
+
+    // One that may not is refused that member once, and lists without it from then on.
+    let (emulator, auth0, client) = tenant(&["read:clients"]).await;
+    let page = auth0.list_clients(None, 100).await.unwrap();
+    let listed = listed_key_client(page, &client);
+    assert!(listed.client_authentication_methods.0.is_none());
+    assert!(!rotatable(&listed));
+    assert_eq!(
+        emulator.stats().list_requests,
+        2,
+        "refused, then without it"
+    );
+    auth0.list_clients(None, 100).await.unwrap();
+    assert_eq!(
+        emulator.stats().list_requests,
+        3,
+        "one request a page again"
+    );
+}

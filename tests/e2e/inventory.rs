@@ -71,12 +71,23 @@ async fn list_clients_pages_through_the_tenant_with_last_rotations() {
     let untouched = of("Fleet000000000000000000000000004");
     assert!(untouched.get("lastRotation").is_none());
     assert_eq!(untouched["authenticationMethod"], "client_secret_post");
-    let secretless = of("Fleet000000000000000000000000009");
-    // proto3 JSON leaves false and empty out.
+    // A Private Key JWT client is rotatable too (its key). This grant may not read credentials
+    // (read:client_credentials), so its attached credential shows by id only.
+    let keyed = of("Fleet000000000000000000000000009");
+    assert_eq!(keyed["rotatable"], true, "{keyed}");
+    assert_eq!(keyed["authenticationMethod"], "private_key_jwt");
+    assert_eq!(keyed["credentialKind"], "CREDENTIAL_KIND_PRIVATE_KEY_JWT");
+    let attached = keyed["credentials"].as_array().expect("its credential");
+    assert_eq!(attached.len(), 1, "{keyed}");
     assert!(
-        secretless.get("rotatable").is_none() && secretless.get("authenticationMethod").is_none(),
-        "private_key_jwt: {secretless}"
+        attached[0]["credentialId"]
+            .as_str()
+            .unwrap()
+            .starts_with("cred_")
     );
+    assert_eq!(attached[0]["inUse"], true);
+    assert!(attached[0].get("keyId").is_none(), "not readable: {keyed}");
+    assert_eq!(untouched["credentialKind"], "CREDENTIAL_KIND_CLIENT_SECRET");
     assert_eq!(
         of("Fleet000000000000000000000000007")["appType"],
         "regular_web"

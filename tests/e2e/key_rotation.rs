@@ -17,7 +17,7 @@ use secret_rotator::{
     emulator::{
         ASSERTION_TYPE, CONSUMER_API, SEED_PRIVATE_KEY_PEM, pkjwt_client, random_client_id,
     },
-    proto::{CredentialKind, ListRotationsRequest},
+    proto::{CredentialKind, ListClientsRequest, ListRotationsRequest},
 };
 use serde_json::json;
 
@@ -145,6 +145,30 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         assert_eq!(overlap.credential_id, answer.credential_id);
         assert_eq!(overlap.credential_kind(), CredentialKind::PrivateKeyJwt);
         assert!(overlap.retire_after.is_some());
+        // ListClients shows both attached keys, the new one in use.
+        let listed = client
+            .list_clients(ListClientsRequest {
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let summary = listed
+            .clients
+            .iter()
+            .find(|c| c.client_id == id)
+            .expect("listed");
+        assert!(summary.rotatable);
+        assert_eq!(summary.authentication_method, "private_key_jwt");
+        assert_eq!(summary.credentials.len(), 2, "{summary:?}");
+        let in_use: Vec<_> = summary.credentials.iter().filter(|c| c.in_use).collect();
+        assert_eq!(in_use.len(), 1, "{summary:?}");
+        assert_eq!(in_use[0].credential_id, answer.credential_id);
+        assert_eq!(in_use[0].key_id, answer.key_id);
+        assert_eq!(in_use[0].alg, "RS256");
+        assert!(in_use[0].created_at.is_some());
+        assert!(summary.credential_age.is_some());
         // The consumer reads Vault every 10 ms: let it pick the new key up before the old
         // one is retired.
         let seen = tally.tried.load(Ordering::SeqCst);
@@ -230,4 +254,85 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
     assert!(tried >= 20, "{tried} attempts");
     assert_eq!(failed, 0, "{failed} of {tried} authentications failed");
     assert!(stack.emulator.stats().key_authentications >= tried);
+}
+
+/// A schedule rule rotates a key client like any other, and with `before_expiry` again as soon
+/// as the key it registered (valid for an hour) expires within two hours: each rotation's old
+/// key retired after its overlap, each audited as the scheduler's with the reason.
+#[tokio::test]
+async fn a_schedule_rotates_a_key_before_its_credential_expires() {
+    let mut scopes = ALL_SCOPES.to_vec();
+    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.toml");
+    let id = random_client_id();
+    std::fs::write(
+        &schedule,
+        format!(
+            "[[rule]]\nlabel = \"keys\"\nclients = [\"{id}\"]\nmax_age = \"30d\"\nbefore_expiry = \"2h\"\n"
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--schedule-file",
+        &schedule.display().to_string(),
+        "--schedule-interval",
+        "200ms",
+        "--staged-distribute-for",
+        "1s",
+        "--key-lifetime",
+        "1h",
+    ]
+    .map(String::from)
+    .to_vec();
+    let stack = Stack::start_with(StackOptions {
+        m2m_scopes: scopes,
+        extra_args: args,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.seed(pkjwt_client(&id));
+    let client = stack.client().await;
+    let history = eventually(
+        "two scheduled key rotations",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            let id = id.clone();
+            async move {
+                let rotations = client
+                    .list_rotations(ListRotationsRequest { client_id: id })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .rotations;
+                (rotations
+                    .iter()
+                    .filter(|r| !r.credential_id.is_empty())
+                    .count()
+                    >= 2)
+                    .then_some(rotations)
+            }
+        },
+    )
+    .await;
+    let made: Vec<_> = history
+        .iter()
+        .filter(|r| !r.credential_id.is_empty())
+        .collect();
+    for r in &made {
+        assert_eq!(r.rotated_by, "scheduler", "{r:?}");
+        assert_eq!(r.credential_kind(), CredentialKind::PrivateKeyJwt);
+    }
+    // The newest was due by its predecessor's expiry; the first by having none on record.
+    assert!(
+        made[0].reason.contains("credential expires"),
+        "{:?}",
+        made[0]
+    );
+    assert!(made[1].reason.contains("due every"), "{:?}", made[1]);
+    // Never more than two attached, and unused credentials are cleaned up.
+    let pool = stack.emulator.credentials(&id);
+    assert!(pool.len() <= 3, "{pool:?}");
+    assert!(pool.iter().filter(|c| c.attached_to.is_some()).count() <= 2);
 }

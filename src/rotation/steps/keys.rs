@@ -317,6 +317,7 @@ pub(super) async fn rotate<I: SecretIssuer, S: SecretStore, L: Ledger>(
             method: plan.method,
             credential_id: credential.id.clone(),
             key_id: held_key_id,
+            expires_at: credential.expires(),
         },
         plan.in_use.clone(),
         version,

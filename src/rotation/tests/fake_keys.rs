@@ -19,6 +19,26 @@ pub struct FakeKeys {
 }
 
 impl FakeKeys {
+    /// The client as Auth0 describes it: its attachments, and the client credentials grant.
+    pub fn client_doc(&self, id: &str) -> serde_json::Value {
+        let mut methods = serde_json::Map::new();
+        for (method, ids) in &self.attached {
+            let credentials: Vec<_> = ids
+                .iter()
+                .map(|id| serde_json::json!({"id": id.as_str()}))
+                .collect();
+            methods.insert(
+                method.as_str().into(),
+                serde_json::json!({"credentials": credentials}),
+            );
+        }
+        serde_json::json!({
+            "client_id": id,
+            "grant_types": ["client_credentials"],
+            "client_authentication_methods": methods,
+        })
+    }
+
     pub fn attached_to(&self, method: AuthMethod) -> Vec<CredentialId> {
         self.attached
             .iter()
@@ -59,8 +79,11 @@ impl CredentialIssuer for FakeAuth0 {
             kid: public_pem_kid(&credential.pem),
             alg: Some(credential.alg.unwrap_or_default().as_str().into()),
             thumbprint_sha256: None,
-            created_at: None,
-            expires_at: None,
+            created_at: Some(jiff::Timestamp::now().to_string()),
+            expires_at: credential
+                .expires_at
+                .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                .map(|t| t.to_string()),
         };
         keys.pool.push((info.clone(), credential.pem.clone()));
         Ok(info)

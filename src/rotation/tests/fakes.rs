@@ -168,46 +168,34 @@ impl SecretIssuer for FakeAuth0 {
 
     async fn read_client(&self, id: &ClientId) -> Result<Client, IssuerError> {
         if let Some(keys) = self.keyed.lock().unwrap().get(id.as_str()) {
-            let mut methods = serde_json::Map::new();
-            for (method, ids) in &keys.attached {
-                let credentials: Vec<_> = ids
-                    .iter()
-                    .map(|id| serde_json::json!({"id": id.as_str()}))
-                    .collect();
-                methods.insert(
-                    method.as_str().into(),
-                    serde_json::json!({"credentials": credentials}),
-                );
-            }
-            return Ok(serde_json::from_value(serde_json::json!({
-                "client_id": id.as_str(),
-                "grant_types": ["client_credentials"],
-                "client_authentication_methods": methods,
-            }))
-            .unwrap());
+            return Ok(serde_json::from_value(keys.client_doc(id.as_str())).unwrap());
         }
         self.issued(id).map(|i| *i.client)
     }
 
-    /// Every client with a secret, by id, as secret-based applications.
+    /// Every client by id: those with a secret as secret-based applications, key clients with
+    /// their attachments.
     async fn list_clients(
         &self,
         from: Option<&PageCursor>,
         size: usize,
     ) -> Result<ClientPage, IssuerError> {
+        let keyed = self.keyed.lock().unwrap().clone();
         let mut ids: Vec<String> = self.live.lock().unwrap().keys().cloned().collect();
+        ids.extend(keyed.keys().cloned());
         ids.sort();
         let start = from.map_or(0, |f| ids.partition_point(|id| id.as_str() < f.as_str()));
         let clients = ids
             .iter()
             .skip(start)
             .take(size)
-            .map(|id| {
-                serde_json::from_value(serde_json::json!({
+            .map(|id| match keyed.get(id) {
+                Some(keys) => serde_json::from_value(keys.client_doc(id)).unwrap(),
+                None => serde_json::from_value(serde_json::json!({
                     "client_id": id,
                     "token_endpoint_auth_method": "client_secret_post",
                 }))
-                .unwrap()
+                .unwrap(),
             })
             .collect();
         let next = ids

@@ -5,7 +5,9 @@ use super::{
     fakes::FakeVault,
     protocol::{command, seed, service, soon},
 };
-use crate::rotation::ClientId;
+use std::time::Duration;
+
+use crate::rotation::{AuthMethod, ClientId};
 
 #[tokio::test]
 async fn a_page_shows_visible_clients_with_their_last_rotation() {
@@ -38,4 +40,47 @@ async fn a_page_shows_visible_clients_with_their_last_rotation() {
         .collect();
     assert_eq!(ids, ["c3", "other"]);
     assert!(second.next.is_none(), "the last page");
+}
+
+#[tokio::test]
+async fn a_key_client_shows_its_method_attached_credentials_and_the_one_in_use() {
+    let svc = service(FakeVault::default());
+    let made_elsewhere = include_str!("../../emulator/credentials/seed-key.pub.pem");
+    let old = svc.pipeline().issuer.add_key_client("kkk", made_elsewhere);
+    let kkk = ClientId::parse("kkk").unwrap();
+    let entry = |page: crate::rotation::Inventory| {
+        page.entries
+            .into_iter()
+            .find(|e| e.client_id == kkk)
+            .unwrap()
+    };
+    let page = crate::rotation::inventory::page(&svc, None, 10, |_| true)
+        .await
+        .unwrap();
+    let before = entry(page);
+    assert!(before.rotatable);
+    assert_eq!(before.method, Some(AuthMethod::PrivateKeyJwt));
+    let ids: Vec<_> = before.credentials.iter().map(|c| &c.info.id).collect();
+    assert_eq!(ids, [&old]);
+    assert!(before.credentials[0].in_use, "the only one attached");
+    assert!(before.credentials[0].info.kid.is_some());
+
+    let rotated = svc.rotate(command("kkk"), soon(10_000)).await.unwrap();
+    let new = rotated.credential.unwrap().credential_id;
+    let page = crate::rotation::inventory::page(&svc, None, 10, |_| true)
+        .await
+        .unwrap();
+    let during = entry(page);
+    let shown: Vec<_> = during
+        .credentials
+        .iter()
+        .map(|c| (&c.info.id, c.in_use))
+        .collect();
+    assert_eq!(
+        shown,
+        [(&old, false), (&new, true)],
+        "both during the overlap"
+    );
+    let age = during.credential_age.expect("created just now");
+    assert!(age < Duration::from_secs(60), "{age:?}");
 }

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     fakes::FakeVault,
-    protocol::{Svc, command, seed, service, soon},
+    protocol::{Svc, command, seed, service, service_with, soon},
 };
 use crate::rotation::{
     ClientId, LastSeen, RotateCommand, RotationError, Rule, Schedule, Selector, Strategy,
@@ -22,6 +22,7 @@ fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
         label: format!("rotate {clients}"),
         selector: Selector::parse(&[clients.into()], &[], "", BTreeMap::new()).unwrap(),
         max_age,
+        before_expiry: None,
         strategy: Strategy::Immediate,
         window: None,
         jitter: Duration::ZERO,
@@ -161,4 +162,70 @@ async fn a_rotation_for_a_last_rotation_that_is_no_longer_the_last_is_refused_un
         svc.pipeline().issuer.rotations.load(Ordering::SeqCst),
         sent + 1
     );
+}
+
+#[tokio::test]
+async fn a_key_client_is_scheduled_by_age_and_before_its_credential_expires() {
+    // Keys registered by the service expire after 2 hours; the rule rotates every 30 days,
+    // and 3 hours before a credential expires.
+    let svc = service_with(FakeVault::default(), |s| {
+        s.keys.credential_lifetime = Some(Duration::from_secs(2 * 3600));
+    });
+    let made_elsewhere = include_str!("../../emulator/credentials/seed-key.pub.pem");
+    svc.pipeline().issuer.add_key_client("kkk", made_elsewhere);
+    let schedule = Arc::new(Schedule {
+        rules: vec![Rule {
+            before_expiry: Some(Duration::from_secs(3 * 3600)),
+            ..rule("k*", Duration::from_secs(30 * 86_400), false)
+        }],
+    });
+    let source = Arc::clone(&schedule);
+    svc.use_schedule(Box::new(move || Arc::clone(&source)));
+    let kkk = ClientId::parse("kkk").unwrap();
+
+    // Never rotated by the service: due at once, and rotated as a key.
+    pass(&svc, &schedule).await;
+    let history = svc.history(&kkk).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].strategy, Strategy::Key);
+    assert_eq!(history[0].caller.as_deref(), Some("scheduler"));
+    let first = history[0].rotation_id;
+
+    // During the overlap the client is not due, whatever its expiry says.
+    pass(&svc, &schedule).await;
+    assert_eq!(svc.history(&kkk).await.unwrap().len(), 1, "overlap pending");
+
+    // Once the old key is retired, the new one expires within before_expiry: due again,
+    // with a reason that says so.
+    svc.complete(kkk.clone(), first, Default::default(), soon(10_000))
+        .await
+        .unwrap();
+    let page = crate::rotation::inventory::page(&svc, None, 10, |_| true)
+        .await
+        .unwrap();
+    let entry = page.entries.iter().find(|e| e.client_id == kkk).unwrap();
+    let next = entry.next_rotation.as_ref().expect("governed");
+    assert!(next.at <= std::time::SystemTime::now(), "due by expiry");
+    pass(&svc, &schedule).await;
+    let history = svc.history(&kkk).await.unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    let reason = history[0].reason.as_ref().unwrap().as_str();
+    assert!(reason.contains("credential expires"), "{reason}");
+
+    // Without an expiry within reach, the same client waits for max_age.
+    let by_age = Arc::new(Schedule {
+        rules: vec![rule("k*", Duration::from_secs(30 * 86_400), false)],
+    });
+    let source = Arc::clone(&by_age);
+    svc.use_schedule(Box::new(move || Arc::clone(&source)));
+    svc.complete(
+        kkk.clone(),
+        history[0].rotation_id,
+        Default::default(),
+        soon(10_000),
+    )
+    .await
+    .unwrap();
+    pass(&svc, &by_age).await;
+    assert_eq!(svc.history(&kkk).await.unwrap().len(), 2, "not due by age");
 }
