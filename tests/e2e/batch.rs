@@ -20,7 +20,10 @@ use crate::{
 };
 
 /// Runs a batch to its end: the client messages and the summary.
-async fn run(stack: &Stack, request: RotateSecretsRequest) -> (Vec<ClientOutcome>, BatchSummary) {
+pub async fn run(
+    stack: &Stack,
+    request: RotateSecretsRequest,
+) -> (Vec<ClientOutcome>, BatchSummary) {
     let mut stream = stack
         .client()
         .await

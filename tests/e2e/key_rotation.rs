@@ -17,7 +17,10 @@ use secret_rotator::{
     emulator::{
         ASSERTION_TYPE, CONSUMER_API, SEED_PRIVATE_KEY_PEM, pkjwt_client, random_client_id,
     },
-    proto::{CredentialKind, ListClientsRequest, ListRotationsRequest},
+    proto::{
+        ClientSelector, CredentialKind, ListClientsRequest, ListRotationsRequest,
+        RotateSecretsRequest, client_outcome::Outcome,
+    },
 };
 use serde_json::json;
 
@@ -335,4 +338,53 @@ async fn a_schedule_rotates_a_key_before_its_credential_expires() {
     let pool = stack.emulator.credentials(&id);
     assert!(pool.len() <= 3, "{pool:?}");
     assert!(pool.iter().filter(|c| c.attached_to.is_some()).count() <= 2);
+}
+
+/// A batch's selector picks key clients too, and each gets a key rotation: a new credential,
+/// attached beside the old one, the answer naming it.
+#[tokio::test]
+async fn a_batch_selects_key_clients_and_rotates_their_keys() {
+    let mut scopes = ALL_SCOPES.to_vec();
+    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
+    let stack = Stack::start_with(StackOptions {
+        m2m_scopes: scopes,
+        ..StackOptions::default()
+    })
+    .await;
+    let tag = &random_client_id()[..12];
+    let ids: Vec<String> = (0..3)
+        .map(|n| stack.seed(pkjwt_client(&format!("KeyBatch{n}{tag}"))))
+        .collect();
+    let (outcomes, summary) = crate::batch::run(
+        &stack,
+        RotateSecretsRequest {
+            selector: Some(ClientSelector {
+                clients: vec![format!("KeyBatch*{tag}")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (summary.total, summary.rotated, summary.failed),
+        (3, 3, 0),
+        "{summary:?}"
+    );
+    for outcome in outcomes {
+        assert!(ids.contains(&outcome.client_id));
+        let Some(Outcome::Rotated(answer)) = outcome.outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(answer.credential_kind(), CredentialKind::PrivateKeyJwt);
+        let attached: Vec<_> = stack
+            .emulator
+            .credentials(&outcome.client_id)
+            .into_iter()
+            .filter(|c| c.attached_to.is_some())
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(attached.len(), 2);
+        assert!(attached.contains(&answer.credential_id));
+    }
 }
