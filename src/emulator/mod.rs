@@ -107,11 +107,36 @@ pub struct RotateFault {
     pub delay_ms: u64,
 }
 
+/// A step of a key rotation whose answer can be held ([`Hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldStep {
+    /// `POST .../credentials`.
+    CreateCredential,
+    /// `PATCH /api/v2/clients/{id}` with `client_authentication_methods` (attach or detach).
+    ChangeMethods,
+    /// A client assertion at `/oauth/token` for the Management API (the service's check that
+    /// Auth0 accepts a new key; consumers ask for their own APIs and are never held).
+    Verify,
+    /// `DELETE .../credentials/{id}`.
+    DeleteCredential,
+}
+
+/// The next request of `step` is done at once and answered after `delay_ms`, which holds a key
+/// rotation at that step from outside (a test kills the service meanwhile).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hold {
+    pub step: HeldStep,
+    pub delay_ms: u64,
+}
+
 /// Faults to inject, appended by `POST /__emulator/faults`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Faults {
     #[serde(default)]
     pub rotate: Vec<RotateFault>,
+    #[serde(default)]
+    pub holds: Vec<Hold>,
     /// The next N Management API calls are answered 429 as if the bucket were empty.
     #[serde(default)]
     pub rate_limited: u32,
@@ -147,6 +172,9 @@ pub struct Stats {
     pub key_authentications: u64,
     #[serde(default)]
     pub key_authentications_refused: u64,
+    /// Requests held by a [`Hold`] (counted when they arrive).
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// A client as `GET /__emulator/clients/{id}` reports it: the live secret included.
@@ -190,6 +218,7 @@ struct Inner {
     bucket: Bucket,
     faults: Faults,
     rotate_faults: VecDeque<RotateFault>,
+    holds: Vec<Hold>,
     stats: Stats,
     /// The `traceparent` headers of the last Management API and token requests.
     traceparents: VecDeque<String>,
@@ -198,6 +227,18 @@ struct Inner {
 }
 
 type Shared = Arc<Mutex<Inner>>;
+
+/// A hold taken for a request: its answer waits this long (`routes::wait_held`).
+#[derive(Debug, Clone, Copy)]
+struct Held(u64);
+
+/// `response`, held for `delay_ms` when a hold was taken for it.
+fn held(mut response: axum::response::Response, delay_ms: Option<u64>) -> axum::response::Response {
+    if let Some(ms) = delay_ms {
+        response.extensions_mut().insert(Held(ms));
+    }
+    response
+}
 
 /// An emulator being set up; [`Emulator::start`] serves it.
 pub struct Emulator {
@@ -218,6 +259,7 @@ impl Emulator {
                 },
                 faults: Faults::default(),
                 rotate_faults: VecDeque::new(),
+                holds: Vec::new(),
                 stats: Stats::default(),
                 traceparents: VecDeque::new(),
                 assertion_ids: HashSet::new(),
@@ -435,5 +477,13 @@ impl Inner {
     fn add_faults(&mut self, faults: Faults) {
         self.faults.rate_limited += faults.rate_limited;
         self.rotate_faults.extend(faults.rotate);
+        self.holds.extend(faults.holds);
+    }
+
+    /// The delay of the first hold of `step`, taken (and counted).
+    fn take_hold(&mut self, step: HeldStep) -> Option<u64> {
+        let at = self.holds.iter().position(|h| h.step == step)?;
+        self.stats.held += 1;
+        Some(self.holds.remove(at).delay_ms)
     }
 }

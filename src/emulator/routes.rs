@@ -41,7 +41,16 @@ pub(super) fn router(shared: Shared) -> Router {
         .route("/__emulator/clients/{id}", get(inspect_client))
         .route("/__emulator/faults", post(add_faults))
         .fallback(unknown_route)
+        .layer(axum::middleware::map_response(wait_held))
         .with_state(shared)
+}
+
+/// Answers a held request only once its hold is over (`super::Hold`).
+async fn wait_held(response: Response) -> Response {
+    if let Some(super::Held(ms)) = response.extensions().get::<super::Held>().copied() {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    response
 }
 
 impl super::Inner {
@@ -289,7 +298,7 @@ async fn patch_client(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (rate, fault, mut changes) = {
+    let (rate, fault, hold, mut changes) = {
         let mut inner = lock(&shared);
         inner.stats.patch_requests += 1;
         let (rate, granted) = match inner.admit(
@@ -367,8 +376,12 @@ async fn patch_client(
             Some(_) => inner.rotate_faults.pop_front(),
             None => None,
         };
+        let hold = changes
+            .contains_key("client_authentication_methods")
+            .then(|| inner.take_hold(super::HeldStep::ChangeMethods))
+            .flatten();
         changes.remove("client_id");
-        (rate, fault, changes)
+        (rate, fault, hold, changes)
     };
     let commit = fault.as_ref().is_none_or(|f| f.commit || f.status == 200);
     let answer = commit.then(|| {
@@ -391,7 +404,7 @@ async fn patch_client(
             return rate.apply(api_error(status, "Injected fault", None));
         }
     }
-    rate.apply(answer.flatten().unwrap_or_else(not_found))
+    super::held(rate.apply(answer.flatten().unwrap_or_else(not_found)), hold)
 }
 
 async fn get_client(

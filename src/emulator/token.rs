@@ -33,22 +33,33 @@ fn new_token() -> String {
         .collect()
 }
 
+/// `POST /oauth/token`. A key rotation's verification (a client assertion for the Management
+/// API) may be held after it is answered ([`super::HeldStep::Verify`]).
 pub(super) async fn token(
-    State(inner): State<Shared>,
+    State(shared): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut inner = lock(&inner);
+    let mut inner = lock(&shared);
+    let verify = form_urlencoded::parse(&body).any(|(k, _)| k == "client_assertion")
+        && form_urlencoded::parse(&body).any(|(k, v)| k == "audience" && v.ends_with("/api/v2/"));
+    let hold = verify
+        .then(|| inner.take_hold(super::HeldStep::Verify))
+        .flatten();
+    super::held(answer(&mut inner, &headers, &body), hold)
+}
+
+fn answer(inner: &mut super::Inner, headers: &HeaderMap, body: &Bytes) -> Response {
     inner.stats.requests += 1;
     inner.stats.token_requests += 1;
-    inner.record_trace(&headers);
+    inner.record_trace(headers);
 
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let mut params: HashMap<String, String> = if is_json {
-        match serde_json::from_slice::<Map<String, Value>>(&body) {
+        match serde_json::from_slice::<Map<String, Value>>(body) {
             Ok(map) => map
                 .into_iter()
                 .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
@@ -62,7 +73,7 @@ pub(super) async fn token(
             }
         }
     } else {
-        form_urlencoded::parse(&body).into_owned().collect()
+        form_urlencoded::parse(body).into_owned().collect()
     };
     // client_secret_basic
     if let Some((id, secret)) = headers
@@ -89,7 +100,7 @@ pub(super) async fn token(
         Some(inner.assertion_client(&params))
     } else if headers.contains_key("client-certificate") {
         let id = params.get("client_id").cloned().unwrap_or_default();
-        Some(inner.certificate_client(&headers, &id))
+        Some(inner.certificate_client(headers, &id))
     } else {
         None
     };
@@ -102,7 +113,7 @@ pub(super) async fn token(
             inner.stats.key_authentications_refused += 1;
             return refused;
         }
-        None => match secret_client(&mut inner, &params, now) {
+        None => match secret_client(inner, &params, now) {
             Ok(client_id) => client_id,
             Err(refused) => return refused,
         },
@@ -113,7 +124,7 @@ pub(super) async fn token(
     let expected_audience = format!("https://{}/api/v2/", inner.config.domain);
     let audience = params.get("audience").cloned().unwrap_or_default();
     if inner.config.apis.contains(&audience) {
-        return api_token(&mut inner, &client_id, &audience);
+        return api_token(inner, &client_id, &audience);
     }
     if audience != expected_audience {
         return auth_error(

@@ -15,7 +15,8 @@ use std::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secret_rotator::{
     emulator::{
-        ASSERTION_TYPE, CONSUMER_API, SEED_PRIVATE_KEY_PEM, pkjwt_client, random_client_id,
+        ASSERTION_TYPE, CONSUMER_API, RunningEmulator, SEED_PRIVATE_KEY_PEM, pkjwt_client,
+        random_client_id,
     },
     proto::{
         ClientSelector, CredentialKind, ListClientsRequest, ListRotationsRequest,
@@ -27,18 +28,24 @@ use serde_json::json;
 use crate::{
     helpers::{ALL_SCOPES, Stack, StackOptions, eventually, vault_path},
     staged::complete,
+    support::Bao,
 };
 
 #[derive(Default)]
-struct Tally {
-    tried: AtomicU64,
-    failed: AtomicU64,
+pub struct Tally {
+    pub tried: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 /// One client-credentials request signed with the key Vault holds (the seed key before the
 /// service's first rotation): whether Auth0 authenticated the client.
-async fn authenticate(stack: &Stack, http: &reqwest::Client, client_id: &str) -> bool {
-    let key = stack.bao.kv_data(&vault_path(client_id)).await;
+pub async fn authenticate(
+    bao: &Bao,
+    emulator: &RunningEmulator,
+    http: &reqwest::Client,
+    client_id: &str,
+) -> bool {
+    let key = bao.kv_data(&vault_path(client_id)).await;
     let (pem, alg) = match key.as_ref().and_then(|k| k["private_key"].as_str()) {
         Some(pem) => {
             let alg = match key.as_ref().unwrap()["algorithm"].as_str() {
@@ -56,7 +63,7 @@ async fn authenticate(stack: &Stack, http: &reqwest::Client, client_id: &str) ->
         .as_secs();
     let claims = json!({
         "iss": client_id, "sub": client_id,
-        "aud": format!("https://{}/", stack.emulator.domain()),
+        "aud": format!("https://{}/", emulator.domain()),
         "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
     });
     let assertion = jsonwebtoken::encode(
@@ -65,7 +72,7 @@ async fn authenticate(stack: &Stack, http: &reqwest::Client, client_id: &str) ->
         &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
     )
     .unwrap();
-    http.post(format!("{}/oauth/token", stack.emulator.base_url()))
+    http.post(format!("{}/oauth/token", emulator.base_url()))
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_assertion_type", ASSERTION_TYPE),
@@ -97,7 +104,7 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
             let http = reqwest::Client::new();
             while !stop.load(Ordering::SeqCst) {
                 tally.tried.fetch_add(1, Ordering::SeqCst);
-                if !authenticate(&stack, &http, &id).await {
+                if !authenticate(&stack.bao, &stack.emulator, &http, &id).await {
                     tally.failed.fetch_add(1, Ordering::SeqCst);
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;

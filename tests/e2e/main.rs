@@ -19,6 +19,7 @@ mod health;
 mod history;
 mod identity;
 mod inventory;
+mod key_kills;
 mod key_rotation;
 mod leak;
 mod logs;

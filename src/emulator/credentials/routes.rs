@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{Credential, POOL_MAX, client_not_found, credential_not_found, invalid};
 use crate::emulator::{
-    Inner, Shared, lock,
+    HeldStep, Inner, Shared, held, lock,
     routes::{RateHeaders, api_error, json_response},
 };
 
@@ -71,7 +71,8 @@ pub(in crate::emulator) async fn create(
     }
     let answer = credential.json(false);
     client.credentials.push(credential);
-    rate.apply(json_response(StatusCode::CREATED, answer))
+    let hold = inner.take_hold(HeldStep::CreateCredential);
+    held(rate.apply(json_response(StatusCode::CREATED, answer)), hold)
 }
 
 pub(in crate::emulator) async fn list(
@@ -180,7 +181,8 @@ pub(in crate::emulator) async fn delete(
         ));
     }
     client.credentials.retain(|c| c.id != credential_id);
+    let hold = inner.take_hold(HeldStep::DeleteCredential);
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
-    rate.apply(response)
+    held(rate.apply(response), hold)
 }

@@ -76,30 +76,42 @@ impl ServiceProcess {
             .stdin(Stdio::null())
             .spawn()
             .expect("start the binary");
-        let process = Self {
+        let mut process = Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log,
             tls,
         };
-        eventually(
-            "the binary to report SERVING",
-            Duration::from_secs(60),
-            || {
-                let (addr, tls) = (process.addr, process.tls.clone());
-                async move {
-                    let mut health = HealthClient::new(connect(addr, tls).await.ok()?);
-                    let status = health
-                        .check(HealthCheckRequest::default())
-                        .await
-                        .ok()?
-                        .into_inner()
-                        .status;
-                    (status == ServingStatus::Serving as i32).then_some(())
-                }
-            },
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut health = match connect(process.addr, process.tls.clone()).await {
+                Ok(channel) => Some(HealthClient::new(channel)),
+                Err(_) => None,
+            };
+            let serving = match health.as_mut() {
+                Some(h) => h
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .is_ok_and(|s| s.into_inner().status == ServingStatus::Serving as i32),
+                None => false,
+            };
+            if serving {
+                break;
+            }
+            // A process that exited will never serve: say why at once.
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!(
+                    "the binary exited ({status}) instead of serving:\n{}",
+                    process.output()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after 60s waiting for the binary to report SERVING:\n{}",
+                process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         process
     }
 
