@@ -1,7 +1,7 @@
 //! Runs the real binary in its production shape (TLS, bearer-token callers, policy, audit file)
 //! with every crate logging at TRACE, drives rotations and failures through it, and checks that
-//! no secret issued or used during the run shows up in its output, its audit trail, the spans
-//! it exports or any answer, in clear or base64. Also checks what the audit trail records.
+//! no secret or private key issued or used during the run shows up in its output, its audit
+//! trail, the spans it exports, its webhook notifications or any answer, in clear or base64. Also checks what the audit trail records.
 
 use base64::Engine;
 use secret_rotator::{
@@ -17,11 +17,12 @@ use secret_rotator::{
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tonic::{Request, transport::Channel};
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
 use crate::{
     helpers::{
-        ALL_SCOPES, Bao, Collector, M2M_SECRET, ServiceProcess, VAULT_TOKEN, rotate_fault,
-        vault_path,
+        ALL_SCOPES, Bao, Collector, M2M_SECRET, ServiceProcess, VAULT_TOKEN, eventually,
+        rotate_fault, vault_path,
     },
     pki::{AUDIENCE, Pki},
 };
@@ -81,6 +82,20 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
     env.push(("ROTATOR_AUDIT_LOG", audit.path().display().to_string()));
     let collector = Collector::start().await;
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.clone()));
+    // Notifications too: every webhook body is searched.
+    let hooks = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&hooks)
+        .await;
+    env.push(("ROTATOR_WEBHOOK_URL", format!("{}/hooks", hooks.uri())));
+    env.push((
+        "ROTATOR_WEBHOOK_SECRET",
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        ),
+    ));
     let mut service = ServiceProcess::start_tls(&env, Some(pki.tls())).await;
     let channel: Channel = crate::helpers::connect(service.addr, Some(pki.tls()))
         .await
@@ -203,6 +218,25 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         );
     }
     secrets.extend(emulator.access_tokens());
+    // The key rotation's notifications (rotated, retired) were delivered.
+    let webhooks = eventually(
+        "the key rotation's notifications",
+        std::time::Duration::from_secs(20),
+        || async {
+            let bodies: Vec<String> = hooks
+                .received_requests()
+                .await?
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .collect();
+            let keyed_events = bodies
+                .iter()
+                .filter(|b| b.contains(&keyed.rotation_id))
+                .count();
+            (keyed_events >= 2).then_some(bodies)
+        },
+    )
+    .await;
 
     // SIGTERM: the binary stops cleanly.
     service.signal("-TERM");
@@ -227,11 +261,13 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         "the rotations' spans were exported"
     );
     let spans = spans.join("\n");
+    let webhooks = webhooks.join("\n");
     let haystacks = [
         output.as_str(),
         trail.as_str(),
         &answers.join("\n"),
         spans.as_str(),
+        webhooks.as_str(),
     ];
     let engines = [
         base64::engine::general_purpose::STANDARD,
