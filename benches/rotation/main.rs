@@ -9,16 +9,20 @@
 //! - the durable floor: the same plus the ledger writes the protocol needs, made directly;
 //! - the Python peer: requests + hvac, warm, one rotate-secret call and one KV write;
 //!
-//! and the idle cost of the reconciler: Vault requests and CPU per minute with 1,000 client
-//! records, for one replica and for three.
+//! the idle cost of the reconciler: Vault requests and CPU per minute with 1,000 client
+//! records, for one replica and for three; and key rotations (`keys.rs`): key pair generation
+//! per key size, and a key rotation's and its retirement's Auth0 and Vault requests against a
+//! secret rotation's.
 //!
-//! `--count N` sets the rotations per row; `--only service|floors|peer|idle` runs one part. `--profile FILE` records where the service spends its CPU during the concurrency-16 run
+//! `--count N` sets the rotations per row; `--only service|floors|peer|idle|keys` runs one part
+//! (and writes no report file). `--profile FILE` records where the service spends its CPU during the concurrency-16 run
 //! (`perf record -e cpu-clock`, which works without hardware counters); read it with
 //! `perf report -i FILE --no-children --sort symbol`. With `BENCH_SERVICE_BIN` pointing at a
 //! build with frame pointers (`RUSTFLAGS="-C force-frame-pointers=yes"`), `perf report
 //! --children` attributes the time to the service's own functions.
 
 mod drivers;
+mod keys;
 mod report;
 mod stack;
 #[path = "../../tests/support/mod.rs"]
@@ -190,7 +194,14 @@ async fn main() {
         Vec::new()
     };
 
+    let keys = if runs("keys") {
+        keys::run(plan.short, &bao, logs.path()).await
+    } else {
+        String::new()
+    };
+
     let mut text = report::render(&rows, &idle, &plan_text(&plan));
+    text.push_str(&keys);
     if cfg!(debug_assertions) {
         text.insert_str(
             0,
@@ -198,7 +209,7 @@ async fn main() {
         );
     }
     println!("{text}");
-    if !plan.short && !cfg!(debug_assertions) {
+    if !plan.short && !cfg!(debug_assertions) && only.is_none() {
         let out = support::repo().join("docs/performance.md");
         let before = std::fs::read_to_string(&out).unwrap_or_default();
         std::fs::write(&out, report::document(&before, &text)).expect("write docs/performance.md");
