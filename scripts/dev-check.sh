@@ -36,18 +36,19 @@ staged="$(grep -A4 '^Then a staged rotation' "$out" | tail -3)"
 # Every sh block of the README but the first (the set-up commands), in order, in one shell that
 # stops at the first failure.
 readme="$(mktemp)"
-python3 - "$ROTATOR_PORT" "$BAO_PORT" >"$readme" <<'PY'
+python3 - "$ROTATOR_PORT" "$BAO_PORT" "$EMULATOR_PORT" >"$readme" <<'PY'
 import re, sys
-rotator, bao = sys.argv[1:]
+rotator, bao, emulator = sys.argv[1:]
 blocks = re.findall(r"```sh\n(.*?)```", open("README.md").read(), re.S)[1:]
 print("set -euo pipefail")
 print(f"export ROTATOR_SERVER=http://127.0.0.1:{rotator}")
 for block in blocks:
     print(block.replace("127.0.0.1:50051", f"127.0.0.1:{rotator}")
-               .replace("127.0.0.1:8200", f"127.0.0.1:{bao}"))
+               .replace("127.0.0.1:8200", f"127.0.0.1:{bao}")
+               .replace("127.0.0.1:4010", f"127.0.0.1:{emulator}"))
 PY
 ran="$(bash "$readme" 2>&1)" || fail "a README command failed: $ran"
-for expected in '"rotationId"' 'client_secret' '"lastRotation"' '"outcome": "ok"' 'SERVING'; do
+for expected in '"rotationId"' 'client_secret' '"lastRotation"' '"outcome": "ok"' 'SERVING' '"access_token"'; do
   grep -q "$expected" <<<"$ran" || fail "the README's commands did not show $expected: $ran"
 done
 rm -f "$readme"
