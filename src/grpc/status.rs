@@ -172,6 +172,14 @@ impl From<RotationError> for Status {
                 "rotation {rotation_id} of {client_id} was already promoted: Auth0 accepts only its \
                  secret now, so it cannot be cancelled; rotate again to replace it"
             )),
+            RotationError::KeySwitched {
+                client_id,
+                rotation_id,
+            } => Status::failed_precondition(format!(
+                "key rotation {rotation_id} of {client_id} already switched consumers to its new \
+                 key, so it cannot be withdrawn; nothing was changed. CompleteRotation retires the \
+                 old key at once; rotate again to replace the new one"
+            )),
             RotationError::NothingToStage { client_id } => Status::failed_precondition(format!(
                 "Vault holds no secret for {client_id} yet, so there is nothing for consumers to use \
                  while the next one is distributed; nothing was rotated. Rotate it once with the \

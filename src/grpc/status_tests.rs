@@ -257,6 +257,19 @@ fn every_rotation_error_has_its_code_and_says_what_was_changed() {
             vec!["already promoted"],
         ),
         (
+            RotationError::KeySwitched {
+                client_id: id.clone(),
+                rotation_id: rotation(),
+            },
+            FailedPrecondition,
+            false,
+            vec![
+                "already switched consumers",
+                "cannot be withdrawn",
+                "CompleteRotation",
+            ],
+        ),
+        (
             RotationError::NothingToStage {
                 client_id: id.clone(),
             },

@@ -279,6 +279,14 @@ pub enum RotationError {
         client_id: ClientId,
         rotation_id: Uuid,
     },
+    /// CancelRotation of a key rotation whose consumers already switched to its new key.
+    #[error(
+        "key rotation {rotation_id} of client {client_id} already switched consumers to its new key"
+    )]
+    KeySwitched {
+        client_id: ClientId,
+        rotation_id: Uuid,
+    },
     /// A staged rotation needs a current secret in Vault to stage the next one beside.
     #[error("Vault holds no secret for client {client_id} yet")]
     NothingToStage { client_id: ClientId },

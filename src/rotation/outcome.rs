@@ -58,6 +58,7 @@ impl Outcome {
             RotationError::Superseded { .. } => "superseded",
             RotationError::NotStaged { .. } => "not_staged",
             RotationError::AlreadyPromoted { .. } => "already_promoted",
+            RotationError::KeySwitched { .. } => "key_switched",
             RotationError::NothingToStage { .. } => "nothing_to_stage",
             RotationError::OverlapPending { .. } => "overlap_pending",
             RotationError::KeysManagedElsewhere { .. } => "keys_managed_elsewhere",

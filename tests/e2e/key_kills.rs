@@ -2,7 +2,7 @@
 //! new key, attaching it, verifying it, and retiring the old one), through the real binary:
 //! the emulator does each step and holds its answer while the test kills the process with
 //! SIGKILL. A restarted replica heals the rotation (withdrawn before the switch, finished
-//! after it), and a consumer that signs a client assertion every 10 ms with whatever Vault
+//! after it; a caller may cancel one cut off before its switch), and a consumer that signs a client assertion every 10 ms with whatever Vault
 //! holds never fails, nor are Auth0's limits reached.
 
 use std::{
@@ -18,7 +18,10 @@ use secret_rotator::{
         Emulator, EmulatorConfig, Faults, HeldStep, Hold, m2m_client, pkjwt_client,
         random_client_id,
     },
-    proto::{CompleteRotationRequest, GetRotationStatusRequest, GetRotationStatusResponse},
+    proto::{
+        CancelRotationRequest, CompleteRotationRequest, GetRotationStatusRequest,
+        GetRotationStatusResponse, ListRotationsRequest,
+    },
 };
 use tokio::net::TcpListener;
 
@@ -138,6 +141,30 @@ async fn a_replica_killed_at_each_step_of_a_key_rotation_is_healed_and_consumers
             }
         };
         service = kill_at(&emulator, &env, service, step, call).await;
+        if step == HeldStep::Verify {
+            // The caller whose call died cancels the rotation it finds at the head of the
+            // history: the new key is withdrawn (by the heal its lease waits for).
+            let mut client = service.client().await;
+            let cut = client
+                .list_rotations(ListRotationsRequest {
+                    client_id: id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .rotations[0]
+                .rotation_id
+                .clone();
+            eventually("CancelRotation to answer", Duration::from_secs(30), || {
+                let mut client = client.clone();
+                let request = CancelRotationRequest {
+                    client_id: id.clone(),
+                    rotation_id: cut.clone(),
+                };
+                async move { client.cancel_rotation(request).await.ok() }
+            })
+            .await;
+        }
         let healed = eventually(
             &format!("the rotation killed at {step:?} to be withdrawn"),
             Duration::from_secs(30),

@@ -1,8 +1,9 @@
 //! Key rotation through the real binary: a Private Key JWT client is rotated by RotateSecret,
 //! its new key verified at Auth0 (the emulator) and handed to consumers through Vault, the old
-//! key retired by CompleteRotation. A consumer that signs a client assertion every 10 ms with
-//! whatever Vault holds (and with the key it was set up with before the first rotation) never
-//! fails, and Auth0's limits (2 attached, 4 in all) are never reached.
+//! key retired by CompleteRotation, ten times over. A consumer that signs a client assertion
+//! every 10 ms with whatever Vault holds (and with the key it was set up with before the first
+//! rotation) never fails, and Auth0's limits (2 attached, 4 in all), which the emulator
+//! enforces, are never reached. Schedules and batches take key clients too.
 
 use std::{
     sync::{
@@ -19,8 +20,8 @@ use secret_rotator::{
         random_client_id,
     },
     proto::{
-        ClientSelector, CredentialKind, ListClientsRequest, ListRotationsRequest,
-        RotateSecretsRequest, client_outcome::Outcome,
+        CancelRotationRequest, ClientSelector, CredentialKind, ListClientsRequest,
+        ListRotationsRequest, RotateSecretsRequest, client_outcome::Outcome,
     },
 };
 use serde_json::json;
@@ -113,7 +114,7 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
     };
     let mut client = stack.client().await;
     let mut answers = Vec::new();
-    for round in 0..3 {
+    for round in 0..10 {
         let answer = stack.rotate_ok(&id).await;
         assert!(!answer.rotation_id.is_empty());
         assert_eq!(answer.credential_kind(), CredentialKind::PrivateKeyJwt);
@@ -179,6 +180,19 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         assert_eq!(in_use[0].alg, "RS256");
         assert!(in_use[0].created_at.is_some());
         assert!(summary.credential_age.is_some());
+        // Consumers switched: the rotation cannot be withdrawn any more.
+        let refused = client
+            .cancel_rotation(CancelRotationRequest {
+                client_id: id.clone(),
+                rotation_id: answer.rotation_id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("already switched consumers"),
+            "{refused:?}"
+        );
         // The consumer reads Vault every 10 ms: let it pick the new key up before the old
         // one is retired.
         let seen = tally.tried.load(Ordering::SeqCst);

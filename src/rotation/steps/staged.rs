@@ -285,9 +285,27 @@ pub(in crate::rotation) async fn cancel<I: SecretIssuer, S: SecretStore, L: Ledg
             .staged
             .as_ref()
             .is_some_and(|s| s.rotation_id == rotation_id);
+        // A key rotation cut off before its switch was withdrawn by the heal that took this
+        // lease: cancelled, as asked.
+        let key_withdrawn = before.history.iter().any(|e| {
+            e.rotation_id == rotation_id
+                && e.strategy == Strategy::Key
+                && e.outcome == Outcome::Withdrawn.name()
+        });
+        let key_switched = before
+            .overlap
+            .as_ref()
+            .is_some_and(|o| o.rotation_id == rotation_id)
+            || before.last.as_ref().is_some_and(|l| {
+                l.metadata.rotation_id == rotation_id && l.metadata.strategy == Strategy::Key
+            });
         let refusal = match &before.last {
             _ if staged_here => None,
-            _ if before.cancelled == Some(rotation_id) => {
+            _ if key_switched => Some(RotationError::KeySwitched {
+                client_id: client_id.clone(),
+                rotation_id,
+            }),
+            _ if before.cancelled == Some(rotation_id) || key_withdrawn => {
                 // Cancelled before: the same answer again, changing nothing.
                 let _ = p
                     .close(client_id, rotation_id, lease.fence, lease.before)

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use super::{
     fakes::FakeVault,
-    protocol::{Svc, command, service, soon},
+    protocol::{Svc, command, service, service_with, soon},
 };
 use crate::{
     audit::Origin,
@@ -399,4 +399,47 @@ async fn an_immediate_request_may_name_the_overlap_of_a_key_rotation() {
         .duration_since(rotation.metadata.rotated_at)
         .unwrap();
     assert_eq!(kept, Duration::from_secs(90));
+}
+
+#[tokio::test]
+async fn cancel_withdraws_a_key_rotation_cut_off_before_its_switch_and_refuses_one_after() {
+    // A short lease: the replica that was cut off is taken for dead soon.
+    let svc = service_with(FakeVault::default(), |s| {
+        s.lease_ttl = Duration::from_millis(300);
+    });
+    let old = svc.pipeline().issuer.add_key_client(CLIENT, MADE_ELSEWHERE);
+    // Cut off after the new key was attached (the verification's answer lost, the record's
+    // close failing): the intent stays open.
+    svc.pipeline().issuer.fail_credential_call(
+        4,
+        IssuerError::Unavailable {
+            how: Transport::TimedOut,
+            at: Box::default(),
+        },
+    );
+    svc.pipeline()
+        .ledger
+        .fail_state_write
+        .store(3, Ordering::SeqCst);
+    assert!(svc.rotate(command(CLIENT), soon(10_000)).await.is_err());
+    let cut = svc.history(&id()).await.unwrap()[0].rotation_id;
+    // CancelRotation heals it first (withdrawn) and answers that it is cancelled.
+    svc.cancel(&id(), cut, &origin(), soon(10_000))
+        .await
+        .expect("withdrawn");
+    assert_eq!(attached(&svc), vec![old.clone()]);
+    assert_eq!(svc.pipeline().issuer.keys(CLIENT).pool.len(), 1);
+    assert!(state(&svc).await.is_closed());
+
+    // Once consumers switched, a key rotation cannot be withdrawn: refused, nothing changed.
+    let rotation = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    let id_ = rotation.metadata.rotation_id;
+    let refused = svc.cancel(&id(), id_, &origin(), soon(10_000)).await;
+    assert!(
+        matches!(refused, Err(RotationError::KeySwitched { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(attached(&svc).len(), 2, "both keys still attached");
+    assert!(state(&svc).await.overlap.is_some());
+    assert!(consumer_authenticates(&svc));
 }
