@@ -23,6 +23,7 @@ use secret_rotator::{
         CancelRotationRequest, ClientSelector, CredentialKind, ListClientsRequest,
         ListRotationsRequest, RotateSecretsRequest, client_outcome::Outcome,
     },
+    rotation::{KeyBits, KeyPair},
 };
 use serde_json::json;
 
@@ -408,4 +409,59 @@ async fn a_batch_selects_key_clients_and_rotates_their_keys() {
         assert_eq!(attached.len(), 2);
         assert!(attached.contains(&answer.credential_id));
     }
+}
+
+/// A client with two keys attached, neither of them one Vault holds, has its keys managed by
+/// someone else: rotating would need one detached that a consumer may use. Refused, naming
+/// it, and nothing changes at Auth0 or in Vault.
+#[tokio::test]
+async fn a_client_whose_two_keys_are_managed_elsewhere_is_refused_and_left_alone() {
+    let mut scopes = ALL_SCOPES.to_vec();
+    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
+    let stack = Stack::start_with(StackOptions {
+        m2m_scopes: scopes,
+        ..StackOptions::default()
+    })
+    .await;
+    let other = KeyPair::generate(KeyBits::B2048).unwrap();
+    let mut client = pkjwt_client(&random_client_id());
+    client.doc["client_authentication_methods"]["private_key_jwt"]["credentials"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+            "credential_type": "public_key", "name": "Another team's key", "alg": "RS256",
+            "pem": other.public_pem(),
+        }));
+    let id = stack.seed(client);
+    let before = stack.emulator.credentials(&id);
+    assert_eq!(before.iter().filter(|c| c.attached_to.is_some()).count(), 2);
+
+    let refused = stack
+        .client()
+        .await
+        .rotate_secret(crate::helpers::rotate(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains(&before[0].id)
+            && refused.message().contains("managed elsewhere"),
+        "{refused:?}"
+    );
+    let after = stack.emulator.credentials(&id);
+    assert_eq!(
+        after
+            .iter()
+            .map(|c| (&c.id, &c.attached_to))
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|c| (&c.id, &c.attached_to))
+            .collect::<Vec<_>>(),
+        "nothing changed at Auth0"
+    );
+    assert!(
+        stack.bao.kv_data(&vault_path(&id)).await.is_none(),
+        "nor in Vault"
+    );
 }
