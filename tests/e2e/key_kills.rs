@@ -5,13 +5,7 @@
 //! after it; a caller may cancel one cut off before its switch), and a consumer that signs a client assertion every 10 ms with whatever Vault
 //! holds never fails, nor are Auth0's limits reached.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use secret_rotator::{
     emulator::{
@@ -26,8 +20,8 @@ use secret_rotator::{
 use tokio::net::TcpListener;
 
 use crate::{
-    helpers::{ALL_SCOPES, M2M_SECRET, ServiceProcess, eventually, rotate, vault_path},
-    key_rotation::{Tally, authenticate},
+    helpers::{M2M_SECRET, ServiceProcess, eventually, rotate, vault_path},
+    key_rotation::{Consumer, authenticate, key_scopes},
     support::Bao,
 };
 
@@ -44,6 +38,21 @@ async fn status(service: &ServiceProcess, id: &str) -> Option<GetRotationStatusR
             .ok()?
             .into_inner(),
     )
+}
+
+/// Waits until `id` has no open intent and no overlap, and one credential: what it is.
+async fn settled(
+    service: &ServiceProcess,
+    emulator: &secret_rotator::emulator::RunningEmulator,
+    id: &str,
+    what: &str,
+) -> Vec<secret_rotator::emulator::CredentialInspection> {
+    eventually(what, Duration::from_secs(30), || async {
+        let s = status(service, id).await?;
+        let pool = emulator.credentials(id);
+        (s.open_intent.is_none() && s.key_overlap.is_none() && pool.len() == 1).then_some(pool)
+    })
+    .await
 }
 
 /// Holds the next request of `step` and kills `service` once it arrived; the replica that
@@ -83,8 +92,7 @@ async fn kill_at(
 async fn a_replica_killed_at_each_step_of_a_key_rotation_is_healed_and_consumers_never_fail() {
     let bao = Arc::new(Bao::start().await);
     let m2m = random_client_id();
-    let mut scopes = ALL_SCOPES.to_vec();
-    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
+    let scopes = key_scopes();
     let id = random_client_id();
     let emulator = Arc::new(
         Emulator::new(EmulatorConfig::default())
@@ -102,27 +110,19 @@ async fn a_replica_killed_at_each_step_of_a_key_rotation_is_healed_and_consumers
     ]);
     let seeded = emulator.credentials(&id)[0].id.clone();
 
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let consumer = {
-        let (bao, emulator, tally, stop, id) = (
+    let consumer = Consumer::start({
+        let (bao, emulator, id, http) = (
             bao.clone(),
             emulator.clone(),
-            tally.clone(),
-            stop.clone(),
             id.clone(),
+            reqwest::Client::new(),
         );
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            while !stop.load(Ordering::SeqCst) {
-                tally.tried.fetch_add(1, Ordering::SeqCst);
-                if !authenticate(&bao, &emulator, &http, &id).await {
-                    tally.failed.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+        move || {
+            let (bao, emulator, id, http) =
+                (bao.clone(), emulator.clone(), id.clone(), http.clone());
+            async move { authenticate(&bao, &emulator, &http, &id).await }
+        }
+    });
 
     let mut service = ServiceProcess::start(&env).await;
     // Killed before the switch: the new key is withdrawn (detached, deleted, dropped from
@@ -165,15 +165,11 @@ async fn a_replica_killed_at_each_step_of_a_key_rotation_is_healed_and_consumers
             })
             .await;
         }
-        let healed = eventually(
+        let healed = settled(
+            &service,
+            &emulator,
+            &id,
             &format!("the rotation killed at {step:?} to be withdrawn"),
-            Duration::from_secs(30),
-            || async {
-                let s = status(&service, &id).await?;
-                let pool = emulator.credentials(&id);
-                (s.open_intent.is_none() && s.key_overlap.is_none() && pool.len() == 1)
-                    .then_some(pool)
-            },
         )
         .await;
         assert_eq!(healed[0].id, seeded, "{step:?}: the key in use stays");
@@ -215,15 +211,11 @@ async fn a_replica_killed_at_each_step_of_a_key_rotation_is_healed_and_consumers
             }
         };
         service = kill_at(&emulator, &env, service, step, call).await;
-        let left = eventually(
+        let left = settled(
+            &service,
+            &emulator,
+            &id,
             &format!("the retirement killed at {step:?} to finish"),
-            Duration::from_secs(30),
-            || async {
-                let s = status(&service, &id).await?;
-                let pool = emulator.credentials(&id);
-                (s.open_intent.is_none() && s.key_overlap.is_none() && pool.len() == 1)
-                    .then_some(pool)
-            },
         )
         .await;
         assert_eq!(
@@ -235,18 +227,7 @@ async fn a_replica_killed_at_each_step_of_a_key_rotation_is_healed_and_consumers
         assert!(held.get("previous_private_key").is_none(), "{held:?}");
     }
 
-    let seen = tally.tried.load(Ordering::SeqCst);
-    eventually("the consumer to try again", Duration::from_secs(10), || {
-        let tried = tally.tried.load(Ordering::SeqCst);
-        async move { (tried >= seen + 5).then_some(()) }
-    })
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    consumer.await.unwrap();
-    let (tried, failed) = (
-        tally.tried.load(Ordering::SeqCst),
-        tally.failed.load(Ordering::SeqCst),
-    );
+    let (tried, failed) = consumer.stop().await;
     assert!(tried >= 100, "{tried} attempts");
     assert_eq!(failed, 0, "{failed} of {tried} authentications failed");
     eprintln!("consumer: {tried} authentications across 5 kills, {failed} failed");

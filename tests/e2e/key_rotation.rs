@@ -33,10 +33,84 @@ use crate::{
     support::Bao,
 };
 
-#[derive(Default)]
-pub struct Tally {
-    pub tried: AtomicU64,
-    pub failed: AtomicU64,
+/// A consumer of a key client: every 10 ms it signs a client assertion with whatever Vault
+/// holds and asks Auth0 for a token, counting the attempts and the failures.
+pub struct Consumer {
+    tried: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consumer {
+    /// Runs `attempt` (whether Auth0 authenticated the client) every 10 ms.
+    pub fn start<F, Fut>(attempt: F) -> Self
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let (tried, failed, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let task = tokio::spawn({
+            let (tried, failed, stop) = (tried.clone(), failed.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::SeqCst) {
+                    tried.fetch_add(1, Ordering::SeqCst);
+                    if !attempt().await {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        Self {
+            tried,
+            failed,
+            stop,
+            task,
+        }
+    }
+
+    /// Returns once the consumer tried five more times (it read Vault again since).
+    pub async fn tries_again(&self) {
+        let seen = self.tried.load(Ordering::SeqCst);
+        eventually("the consumer to try again", Duration::from_secs(10), || {
+            let tried = self.tried.load(Ordering::SeqCst);
+            async move { (tried >= seen + 5).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Stops it after a last few tries: how many it made, and how many failed.
+    pub async fn stop(self) -> (u64, u64) {
+        self.tries_again().await;
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+        (
+            self.tried.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// The service's grant with the credential scopes key rotations need.
+pub fn key_scopes() -> Vec<&'static str> {
+    let mut scopes = ALL_SCOPES.to_vec();
+    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
+    scopes
+}
+
+/// A stack whose service may rotate keys, with `extra_args`.
+async fn key_stack(extra_args: Vec<String>) -> Stack {
+    Stack::start_with(StackOptions {
+        m2m_scopes: key_scopes(),
+        extra_args,
+        ..StackOptions::default()
+    })
+    .await
 }
 
 /// One client-credentials request signed with the key Vault holds (the seed key before the
@@ -88,31 +162,15 @@ pub async fn authenticate(
 
 #[tokio::test]
 async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
-    let mut scopes = ALL_SCOPES.to_vec();
-    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
-    let stack = Arc::new(
-        Stack::start_with(StackOptions {
-            m2m_scopes: scopes,
-            ..StackOptions::default()
-        })
-        .await,
-    );
+    let stack = Arc::new(key_stack(Vec::new()).await);
     let id = stack.seed(pkjwt_client(&random_client_id()));
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let consumer = {
-        let (stack, tally, stop, id) = (stack.clone(), tally.clone(), stop.clone(), id.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            while !stop.load(Ordering::SeqCst) {
-                tally.tried.fetch_add(1, Ordering::SeqCst);
-                if !authenticate(&stack.bao, &stack.emulator, &http, &id).await {
-                    tally.failed.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let consumer = Consumer::start({
+        let (stack, id, http) = (stack.clone(), id.clone(), reqwest::Client::new());
+        move || {
+            let (stack, id, http) = (stack.clone(), id.clone(), http.clone());
+            async move { authenticate(&stack.bao, &stack.emulator, &http, &id).await }
+        }
+    });
     let mut client = stack.client().await;
     let mut answers = Vec::new();
     for round in 0..10 {
@@ -196,12 +254,7 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         );
         // The consumer reads Vault every 10 ms: let it pick the new key up before the old
         // one is retired.
-        let seen = tally.tried.load(Ordering::SeqCst);
-        eventually("the consumer tried again", Duration::from_secs(10), || {
-            let tried = tally.tried.load(Ordering::SeqCst);
-            async move { (tried >= seen + 5).then_some(()) }
-        })
-        .await;
+        consumer.tries_again().await;
         let retired = client
             .complete_rotation(complete(&id, &answer.rotation_id))
             .await
@@ -260,22 +313,7 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         })
         .collect();
     assert_eq!(made, expected);
-    let seen = tally.tried.load(Ordering::SeqCst);
-    eventually(
-        "the consumer tried after the last rotation",
-        Duration::from_secs(10),
-        || {
-            let tried = tally.tried.load(Ordering::SeqCst);
-            async move { (tried >= seen + 5).then_some(()) }
-        },
-    )
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    consumer.await.unwrap();
-    let (tried, failed) = (
-        tally.tried.load(Ordering::SeqCst),
-        tally.failed.load(Ordering::SeqCst),
-    );
+    let (tried, failed) = consumer.stop().await;
     assert!(tried >= 20, "{tried} attempts");
     assert_eq!(failed, 0, "{failed} of {tried} authentications failed");
     assert!(stack.emulator.stats().key_authentications >= tried);
@@ -286,8 +324,6 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
 /// key retired after its overlap, each audited as the scheduler's with the reason.
 #[tokio::test]
 async fn a_schedule_rotates_a_key_before_its_credential_expires() {
-    let mut scopes = ALL_SCOPES.to_vec();
-    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
     let dir = tempfile::tempdir().unwrap();
     let schedule = dir.path().join("schedule.toml");
     let id = random_client_id();
@@ -310,12 +346,7 @@ async fn a_schedule_rotates_a_key_before_its_credential_expires() {
     ]
     .map(String::from)
     .to_vec();
-    let stack = Stack::start_with(StackOptions {
-        m2m_scopes: scopes,
-        extra_args: args,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = key_stack(args).await;
     stack.seed(pkjwt_client(&id));
     let client = stack.client().await;
     let history = eventually(
@@ -366,13 +397,7 @@ async fn a_schedule_rotates_a_key_before_its_credential_expires() {
 /// attached beside the old one, the answer naming it.
 #[tokio::test]
 async fn a_batch_selects_key_clients_and_rotates_their_keys() {
-    let mut scopes = ALL_SCOPES.to_vec();
-    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
-    let stack = Stack::start_with(StackOptions {
-        m2m_scopes: scopes,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = key_stack(Vec::new()).await;
     let tag = &random_client_id()[..12];
     let ids: Vec<String> = (0..3)
         .map(|n| stack.seed(pkjwt_client(&format!("KeyBatch{n}{tag}"))))
@@ -416,13 +441,7 @@ async fn a_batch_selects_key_clients_and_rotates_their_keys() {
 /// it, and nothing changes at Auth0 or in Vault.
 #[tokio::test]
 async fn a_client_whose_two_keys_are_managed_elsewhere_is_refused_and_left_alone() {
-    let mut scopes = ALL_SCOPES.to_vec();
-    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
-    let stack = Stack::start_with(StackOptions {
-        m2m_scopes: scopes,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = key_stack(Vec::new()).await;
     let other = KeyPair::generate(KeyBits::B2048).unwrap();
     let mut client = pkjwt_client(&random_client_id());
     client.doc["client_authentication_methods"]["private_key_jwt"]["credentials"]

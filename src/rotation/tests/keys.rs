@@ -67,6 +67,23 @@ fn attached(svc: &Svc) -> Vec<CredentialId> {
         .attached_to(AuthMethod::PrivateKeyJwt)
 }
 
+/// A rotation cut off after its new key was attached: the verification's answer is lost and
+/// the record's close fails, so the intent stays open.
+async fn cut_off_after_attaching(svc: &Arc<Svc>) {
+    svc.pipeline().issuer.fail_credential_call(
+        4,
+        IssuerError::Unavailable {
+            how: Transport::TimedOut,
+            at: Box::default(),
+        },
+    );
+    svc.pipeline()
+        .ledger
+        .fail_state_write
+        .store(3, Ordering::SeqCst);
+    assert!(svc.rotate(command(CLIENT), soon(10_000)).await.is_err());
+}
+
 fn origin() -> Origin {
     Origin::default()
 }
@@ -281,18 +298,7 @@ async fn a_rotation_cut_off_before_the_switch_is_withdrawn_by_the_heal() {
     let (svc, old) = key_service();
     // The verification fails and so does the ledger write that would close the withdrawal:
     // the intent stays open with the new credential already gone or still attached.
-    svc.pipeline().issuer.fail_credential_call(
-        4,
-        IssuerError::Unavailable {
-            how: Transport::TimedOut,
-            at: Box::default(),
-        },
-    );
-    svc.pipeline()
-        .ledger
-        .fail_state_write
-        .store(3, Ordering::SeqCst);
-    assert!(svc.rotate(command(CLIENT), soon(10_000)).await.is_err());
+    cut_off_after_attaching(&svc).await;
     assert_eq!(
         crate::rotation::reconciler::heal_left_open(&svc).await,
         0,
@@ -410,18 +416,7 @@ async fn cancel_withdraws_a_key_rotation_cut_off_before_its_switch_and_refuses_o
     let old = svc.pipeline().issuer.add_key_client(CLIENT, MADE_ELSEWHERE);
     // Cut off after the new key was attached (the verification's answer lost, the record's
     // close failing): the intent stays open.
-    svc.pipeline().issuer.fail_credential_call(
-        4,
-        IssuerError::Unavailable {
-            how: Transport::TimedOut,
-            at: Box::default(),
-        },
-    );
-    svc.pipeline()
-        .ledger
-        .fail_state_write
-        .store(3, Ordering::SeqCst);
-    assert!(svc.rotate(command(CLIENT), soon(10_000)).await.is_err());
+    cut_off_after_attaching(&svc).await;
     let cut = svc.history(&id()).await.unwrap()[0].rotation_id;
     // CancelRotation heals it first (withdrawn) and answers that it is cancelled.
     svc.cancel(&id(), cut, &origin(), soon(10_000))
