@@ -63,7 +63,14 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
         let clients = match &batch.clients {
             BatchClients::Named(named) => named.clone(),
             BatchClients::Selected(selector) => {
-                within_deadline(deadline, batch::select(&self.service, selector)).await?
+                // Only the clients the caller may rotate, as ListClients shows only those it may
+                // list: a wide selector must not enumerate the rest.
+                let visible = |id: &ClientId| {
+                    self.gate
+                        .authorize(&caller, Rpc::RotateSecret, id.as_str())
+                        .is_ok()
+                };
+                within_deadline(deadline, batch::select(&self.service, selector, visible)).await?
             }
         };
 

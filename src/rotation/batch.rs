@@ -18,14 +18,16 @@ use super::{
     service::RotationService,
 };
 
-/// The rotatable clients `selector` picks, from every page of the tenant's client list; more
-/// than [`BATCH_MAX`] are refused.
+/// The rotatable clients `selector` picks among those `visible` keeps (the ones the caller may
+/// rotate: a selector never reveals the others), from every page of the tenant's client list;
+/// more than [`BATCH_MAX`] are refused.
 pub async fn select<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
     selector: &Selector,
+    visible: impl Fn(&ClientId) -> bool,
 ) -> Result<Vec<ClientId>, RotationError> {
     rotatable_clients(service, BATCH_MAX, |id, client| {
-        selector.matches(&id, client).then_some(id)
+        (visible(&id) && selector.matches(&id, client)).then_some(id)
     })
     .await?
     .ok_or_else(|| ValidationError::BatchTooLarge.into())

@@ -204,7 +204,7 @@ async fn a_caller_who_hangs_up_stops_new_rotations_and_loses_none() {
 }
 
 #[tokio::test]
-async fn clients_the_caller_may_not_rotate_are_reported_permission_denied() {
+async fn named_clients_the_caller_may_not_rotate_are_denied_and_selected_ones_never_seen() {
     const POLICY: &str = r#"
 [[allow]]
 callers = ["jwt:release@corp.example"]
@@ -256,6 +256,35 @@ rpcs = ["RotateSecret"]
     }
     let summary = summary.expect("a summary");
     assert_eq!(summary.failed_by_code.get("PERMISSION_DENIED"), Some(&1));
+    assert_eq!(emulator.client(&other).unwrap().rotations, 0, "not touched");
+
+    // A selector over everything considers only what this caller may rotate: the others are
+    // neither rotated nor named, as ListClients would not show them.
+    let mut stream = client
+        .rotate_secrets(authed(
+            RotateSecretsRequest {
+                selector: Some(ClientSelector {
+                    clients: vec!["*".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("the batch itself is allowed")
+        .into_inner();
+    let mut named = Vec::new();
+    let mut summary = None;
+    while let Some(message) = stream.next().await {
+        match message.unwrap().event.unwrap() {
+            Event::Client(outcome) => named.push(outcome.client_id),
+            Event::Summary(s) => summary = Some(s),
+        }
+    }
+    assert_eq!(named, [allowed.clone()], "only the granted client");
+    let summary = summary.expect("a summary");
+    assert_eq!((summary.total, summary.rotated, summary.failed), (1, 1, 0));
     assert_eq!(emulator.client(&other).unwrap().rotations, 0, "not touched");
 }
 
