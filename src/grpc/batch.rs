@@ -97,36 +97,40 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationApi<I, S, L> {
         // Nobody waits on each rotation: the longest deadline a caller could ask for.
         let each = self.deadlines.max;
         let span = Span::current();
+        let trace_id = call.trace_id.clone();
         tokio::spawn(
-            async move {
-                let mut summary = Summary::new(refused.len() + commands.len());
-                for (client_id, status) in refused {
-                    summary.send(&answers, client_id, Err(status)).await;
-                }
-                let (done, finished) = mpsc::channel(concurrency);
-                // Batches are background work: they leave callers Auth0's reserve.
-                let run = batch::rotate_many(&service, commands, concurrency, each, done);
-                let forward = async {
-                    // Owned here: dropped when the caller hangs up, which stops new rotations.
-                    let mut finished = finished;
-                    loop {
-                        tokio::select! {
-                            // The caller hung up: closing `finished` stops new rotations.
-                            () = answers.closed() => return,
-                            next = finished.recv() => match next {
-                                Some((client_id, result)) => {
-                                    let result = result.map_err(Status::from);
-                                    summary.send(&answers, client_id, result).await;
-                                }
-                                None => return,
-                            },
-                        }
+            super::status::TRACE_ID.scope(
+                trace_id,
+                async move {
+                    let mut summary = Summary::new(refused.len() + commands.len());
+                    for (client_id, status) in refused {
+                        summary.send(&answers, client_id, Err(status)).await;
                     }
-                };
-                tokio::join!(run, forward);
-                let _ = answers.send(Ok(summary.message())).await;
-            }
-            .instrument(span),
+                    let (done, finished) = mpsc::channel(concurrency);
+                    // Batches are background work: they leave callers Auth0's reserve.
+                    let run = batch::rotate_many(&service, commands, concurrency, each, done);
+                    let forward = async {
+                        // Owned here: dropped when the caller hangs up, which stops new rotations.
+                        let mut finished = finished;
+                        loop {
+                            tokio::select! {
+                                // The caller hung up: closing `finished` stops new rotations.
+                                () = answers.closed() => return,
+                                next = finished.recv() => match next {
+                                    Some((client_id, result)) => {
+                                        let result = result.map_err(Status::from);
+                                        summary.send(&answers, client_id, result).await;
+                                    }
+                                    None => return,
+                                },
+                            }
+                        }
+                    };
+                    tokio::join!(run, forward);
+                    let _ = answers.send(Ok(summary.message())).await;
+                }
+                .instrument(span),
+            ),
         );
         Ok(Response::new(ReceiverStream::new(stream)))
     }

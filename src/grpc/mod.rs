@@ -199,7 +199,9 @@ impl Call {
 
     /// Runs the handler in the RPC's span and records its status code there.
     async fn run<T>(&self, handler: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-        let result = handler.instrument(self.span.clone()).await;
+        let result = status::TRACE_ID
+            .scope(self.trace_id.clone(), handler.instrument(self.span.clone()))
+            .await;
         let code = result.as_ref().err().map_or(tonic::Code::Ok, Status::code);
         self.span.record("rpc.grpc.status_code", code as i32);
         if status::is_server_error(code) {

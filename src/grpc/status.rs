@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use tracing::warn;
 
 use crate::{
     auth::{AuthError, AuthErrorKind},
@@ -83,154 +84,204 @@ fn retry_later(message: String, wait: Duration) -> Status {
     )
 }
 
+tokio::task_local! {
+    /// The trace id of the RPC being answered (`Call::run` sets it): a failure of the service
+    /// is answered with it, and logged with it and its cause.
+    pub(super) static TRACE_ID: String;
+}
+
 impl From<RotationError> for Status {
+    /// A failure of the service (UNAVAILABLE, INTERNAL, ...) is answered without the upstream's
+    /// address or words, with the trace id; the WARN line with the same trace id keeps them.
     fn from(err: RotationError) -> Self {
-        match err {
-            RotationError::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
-            RotationError::VaultBeforeRotation(e) => {
-                Status::new(store_code(&e), format!("{e}; nothing was rotated"))
-            }
-            RotationError::Vault(e) => Status::new(store_code(&e), e.to_string()),
-            RotationError::Issuer(e) => issuer(e),
-            RotationError::Busy => Status::aborted(
-                "another rotation of this client is in progress and did not finish within the deadline; \
+        let detail = detailed(&err);
+        let status = status_of(err);
+        if !is_server_error(status.code()) {
+            return status;
+        }
+        let trace_id = TRACE_ID.try_with(String::clone).unwrap_or_default();
+        warn!(%trace_id, code = ?status.code(), error = %detail, "answered a failure of the service");
+        if trace_id.is_empty() {
+            return status;
+        }
+        Status::new(
+            status.code(),
+            format!("{} (trace {trace_id})", status.message()),
+        )
+    }
+}
+
+/// The error with every upstream detail (addresses, causes), for the log only.
+fn detailed(err: &RotationError) -> String {
+    match err {
+        RotationError::Vault(e) | RotationError::VaultBeforeRotation(e) => format!("{err}: {e}"),
+        RotationError::Issuer(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// What a caller may read of a Vault failure: what failed, not where or Vault's words.
+fn store_message(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Unavailable(_) => "Vault is unavailable",
+        StoreError::PermissionDenied(_) => {
+            "Vault denied the service's token access to the client's key"
+        }
+        StoreError::CasMismatch => {
+            "Vault: a newer version was written to the key meanwhile (check-and-set mismatch)"
+        }
+        StoreError::Unexpected(_) => "Vault answered in an unexpected way",
+    }
+}
+
+fn status_of(err: RotationError) -> Status {
+    match err {
+        RotationError::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
+        RotationError::VaultBeforeRotation(e) => Status::new(
+            store_code(&e),
+            format!("{}; nothing was rotated", store_message(&e)),
+        ),
+        RotationError::Vault(e) => Status::new(store_code(&e), store_message(&e)),
+        RotationError::Issuer(e) => issuer(e),
+        RotationError::Busy => Status::aborted(
+            "another rotation of this client is in progress and did not finish within the deadline; \
                  nothing was rotated, try again",
-            ),
-            RotationError::IdempotencyInProgress => Status::aborted(
-                "a request with this idempotency key is still in progress; retry with the same key \
+        ),
+        RotationError::IdempotencyInProgress => Status::aborted(
+            "a request with this idempotency key is still in progress; retry with the same key \
                  to get its answer",
-            ),
-            RotationError::RecoveryUnavailable => Status::failed_precondition(
-                "the service's Auth0 token lacks read:client_keys, so a lost Auth0 answer could not \
+        ),
+        RotationError::RecoveryUnavailable => Status::failed_precondition(
+            "the service's Auth0 token lacks read:client_keys, so a lost Auth0 answer could not \
                  be recovered; grant the scope or set ROTATOR_ALLOW_UNRECOVERABLE_ROTATIONS=true",
-            ),
-            RotationError::RecoveryFailed { client_id, source } => Status::unavailable(format!(
-                "an earlier rotation of {client_id} is still open and could not be healed yet ({}); \
+        ),
+        RotationError::RecoveryFailed { client_id, source } => Status::unavailable(format!(
+            "an earlier rotation of {client_id} is still open and could not be healed yet ({}); \
                  nothing was rotated, try again later",
-                cause(&source)
-            )),
-            RotationError::Recovered {
-                client_id,
-                stored,
-                source,
-            } => Status::unavailable(format!(
-                "{source} for {client_id}; the secret Auth0 accepts now was read back and stored in \
+            cause(&source)
+        )),
+        RotationError::Recovered {
+            client_id,
+            stored,
+            source,
+        } => Status::unavailable(format!(
+            "{} for {client_id}; the secret Auth0 accepts now was read back and stored in \
                  Vault ({}/{} version {}), so nothing is lost; whether Auth0 rotated is unknown",
-                stored.mount, stored.path, stored.version
-            )),
-            RotationError::OutcomeUnknown {
-                client_id,
-                rotation_id,
-                source,
-            } => Status::unavailable(format!(
-                "{source} for {client_id} (rotation {rotation_id}); the live secret will be read back \
-                 from Auth0 and stored by the reconciler: do not rotate again"
-            )),
-            RotationError::StoreAfterRotation {
-                client_id,
-                rotation_id,
-                source,
-            } => {
-                // Whatever Vault's failure, the caller's situation is the same: the secret is not
-                // where it should be yet, and rotating again would not help.
-                Status::unavailable(format!(
-                    "Auth0 rotated the secret of {client_id} (rotation {rotation_id}) but it could not be \
-                     stored in Vault ({source}); the reconciler will store the live secret: do not rotate again"
-                ))
-            }
-            RotationError::OwnClient { client_id } => Status::failed_precondition(format!(
-                "{client_id} is this service's own Auth0 application (AUTH0_CLIENT_ID): rotating \
+            issuer_message(&source),
+            stored.mount,
+            stored.path,
+            stored.version
+        )),
+        RotationError::OutcomeUnknown {
+            client_id,
+            rotation_id,
+            source,
+        } => Status::unavailable(format!(
+            "{} for {client_id} (rotation {rotation_id}); the live secret will be read back \
+                 from Auth0 and stored by the reconciler: do not rotate again",
+            issuer_message(&source)
+        )),
+        RotationError::StoreAfterRotation {
+            client_id,
+            rotation_id,
+            source,
+        } => {
+            // Whatever Vault's failure, the caller's situation is the same: the secret is not
+            // where it should be yet, and rotating again would not help.
+            Status::unavailable(format!(
+                "Auth0 rotated the secret of {client_id} (rotation {rotation_id}) but it could not be \
+                     stored in Vault ({}); the reconciler will store the live secret: do not rotate again",
+                store_message(&source)
+            ))
+        }
+        RotationError::OwnClient { client_id } => Status::failed_precondition(format!(
+            "{client_id} is this service's own Auth0 application (AUTH0_CLIENT_ID): rotating \
                  it would cut the service off from Auth0; nothing was rotated. Rotate it by hand \
                  and update AUTH0_CLIENT_SECRET"
-            )),
-            RotationError::Drifted { client_id } => Status::failed_precondition(format!(
-                "Vault does not hold the secret Auth0 accepts for {client_id} (changed outside the \
+        )),
+        RotationError::Drifted { client_id } => Status::failed_precondition(format!(
+            "Vault does not hold the secret Auth0 accepts for {client_id} (changed outside the \
                  service, or a rotation is still open); nothing was rotated. Rotate without \
                  require_in_sync to replace both"
-            )),
-            RotationError::StagedPending {
-                client_id,
-                rotation_id,
-            } => Status::failed_precondition(format!(
-                "staged rotation {rotation_id} of {client_id} is waiting for promotion; nothing was \
+        )),
+        RotationError::StagedPending {
+            client_id,
+            rotation_id,
+        } => Status::failed_precondition(format!(
+            "staged rotation {rotation_id} of {client_id} is waiting for promotion; nothing was \
                  rotated. Complete it (CompleteRotation) or cancel it (CancelRotation) first"
-            )),
-            RotationError::Superseded { client_id } => Status::aborted(format!(
-                "{client_id} was rotated since it was found due; nothing was rotated"
-            )),
-            RotationError::NotStaged {
-                client_id,
-                rotation_id,
-            } => Status::not_found(format!(
-                "{client_id} has no staged rotation {rotation_id} (GetRotationStatus shows the \
+        )),
+        RotationError::Superseded { client_id } => Status::aborted(format!(
+            "{client_id} was rotated since it was found due; nothing was rotated"
+        )),
+        RotationError::NotStaged {
+            client_id,
+            rotation_id,
+        } => Status::not_found(format!(
+            "{client_id} has no staged rotation {rotation_id} (GetRotationStatus shows the \
                  staged one, if any)"
-            )),
-            RotationError::AlreadyPromoted {
-                client_id,
-                rotation_id,
-            } => Status::failed_precondition(format!(
-                "rotation {rotation_id} of {client_id} was already promoted: Auth0 accepts only its \
+        )),
+        RotationError::AlreadyPromoted {
+            client_id,
+            rotation_id,
+        } => Status::failed_precondition(format!(
+            "rotation {rotation_id} of {client_id} was already promoted: Auth0 accepts only its \
                  secret now, so it cannot be cancelled; rotate again to replace it"
-            )),
-            RotationError::KeySwitched {
-                client_id,
-                rotation_id,
-            } => Status::failed_precondition(format!(
-                "key rotation {rotation_id} of {client_id} already switched consumers to its new \
+        )),
+        RotationError::KeySwitched {
+            client_id,
+            rotation_id,
+        } => Status::failed_precondition(format!(
+            "key rotation {rotation_id} of {client_id} already switched consumers to its new \
                  key, so it cannot be withdrawn; nothing was changed. CompleteRotation retires the \
                  old key at once; rotate again to replace the new one"
-            )),
-            RotationError::NothingToStage { client_id } => Status::failed_precondition(format!(
-                "Vault holds no secret for {client_id} yet, so there is nothing for consumers to use \
+        )),
+        RotationError::NothingToStage { client_id } => Status::failed_precondition(format!(
+            "Vault holds no secret for {client_id} yet, so there is nothing for consumers to use \
                  while the next one is distributed; nothing was rotated. Rotate it once with the \
                  immediate strategy first"
-            )),
-            RotationError::OverlapPending {
-                client_id,
-                rotation_id,
-            } => Status::failed_precondition(format!(
-                "key rotation {rotation_id} of {client_id} is in its overlap (both keys attached); \
+        )),
+        RotationError::OverlapPending {
+            client_id,
+            rotation_id,
+        } => Status::failed_precondition(format!(
+            "key rotation {rotation_id} of {client_id} is in its overlap (both keys attached); \
                  nothing was rotated. Complete it (CompleteRotation) to retire the old key first"
-            )),
-            RotationError::KeysManagedElsewhere {
-                client_id,
-                credential,
-            } => Status::failed_precondition(format!(
-                "{client_id} has two credentials attached and {credential} is not one Vault holds: \
+        )),
+        RotationError::KeysManagedElsewhere {
+            client_id,
+            credential,
+        } => Status::failed_precondition(format!(
+            "{client_id} has two credentials attached and {credential} is not one Vault holds: \
                  its keys are managed elsewhere, and a new key would need a credential detached \
                  that a consumer may use; nothing was rotated"
-            )),
-            RotationError::CredentialPoolFull { client_id } => {
-                Status::failed_precondition(format!(
-                    "{client_id} holds 4 credentials, Auth0's limit, and none is one this service made \
+        )),
+        RotationError::CredentialPoolFull { client_id } => Status::failed_precondition(format!(
+            "{client_id} holds 4 credentials, Auth0's limit, and none is one this service made \
                  and no longer uses; delete an unused credential first. Nothing was rotated"
-                ))
-            }
-            RotationError::KeyNotVerified { client_id } => Status::failed_precondition(format!(
-                "Auth0 did not authenticate {client_id} with its new key, so consumers were not \
+        )),
+        RotationError::KeyNotVerified { client_id } => Status::failed_precondition(format!(
+            "Auth0 did not authenticate {client_id} with its new key, so consumers were not \
                  switched and the new credential was withdrawn; the old key stays in use"
-            )),
-            RotationError::CaSignedCertificates { client_id } => {
-                Status::failed_precondition(format!(
-                    "{client_id} authenticates with CA-signed certificates (tls_client_auth): a CA \
+        )),
+        RotationError::CaSignedCertificates { client_id } => Status::failed_precondition(format!(
+            "{client_id} authenticates with CA-signed certificates (tls_client_auth): a CA \
                  issues those, not this service; nothing was rotated"
-                ))
-            }
-            RotationError::KeyMaterial(e) => Status::internal(format!("{e}; nothing was rotated")),
-            RotationError::KeyScopeMissing { client_id, scope } => {
-                Status::failed_precondition(format!(
-                    "{client_id} authenticates with a key or a certificate (private_key_jwt or mTLS), \
+        )),
+        RotationError::KeyMaterial(e) => Status::internal(format!("{e}; nothing was rotated")),
+        RotationError::KeyScopeMissing { client_id, scope } => {
+            Status::failed_precondition(format!(
+                "{client_id} authenticates with a key or a certificate (private_key_jwt or mTLS), \
                  and rotating it needs {scope} in the service's Auth0 grant (with \
                  create:, read:, update: and delete:client_credentials); secrets are rotated \
                  without them. Nothing was rotated"
-                ))
-            }
-            RotationError::Overloaded => retry_later(
-                "too many rotations are in progress; nothing was rotated, retry shortly".into(),
-                Duration::from_secs(1),
-            ),
-            RotationError::Internal => Status::internal("the rotation failed unexpectedly"),
+            ))
         }
+        RotationError::Overloaded => retry_later(
+            "too many rotations are in progress; nothing was rotated, retry shortly".into(),
+            Duration::from_secs(1),
+        ),
+        RotationError::Internal => Status::internal("the rotation failed unexpectedly"),
     }
 }
 
@@ -243,7 +294,12 @@ fn store_code(err: &StoreError) -> Code {
 }
 
 fn issuer(err: IssuerError) -> Status {
-    let message = err.to_string();
+    let message = match &err {
+        // Where Auth0 is, and the connection's words, are the log's.
+        IssuerError::Unavailable { how, .. } => format!("Auth0 is unavailable: {how}"),
+        IssuerError::Protocol(_) => "Auth0 answered in an unexpected way".to_owned(),
+        other => other.to_string(),
+    };
     match err.kind() {
         IssuerErrorKind::ClientNotFound => Status::not_found(message),
         IssuerErrorKind::ClientNotRotatable => Status::failed_precondition(message),
@@ -267,10 +323,16 @@ fn issuer(err: IssuerError) -> Status {
 /// A nested error's own message (ours, curated), for wrapping errors.
 fn cause(err: &RotationError) -> String {
     match err {
-        RotationError::Issuer(e) => e.to_string(),
-        RotationError::Vault(e) | RotationError::VaultBeforeRotation(e) => e.to_string(),
+        RotationError::Issuer(e) => issuer_message(e),
+        RotationError::Vault(e) | RotationError::VaultBeforeRotation(e) => {
+            store_message(e).to_owned()
+        }
         other => other.to_string(),
     }
+}
+
+fn issuer_message(err: &IssuerError) -> String {
+    issuer(err.clone()).message().to_owned()
 }
 
 #[cfg(test)]

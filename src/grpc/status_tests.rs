@@ -41,6 +41,41 @@ fn check(err: RotationError, code: Code, retry: bool, words: &[&str]) {
             status.message()
         );
     }
+    // Where an upstream is, and its words, are never a caller's.
+    for internal in [
+        "acme.eu.auth0.com",
+        "os error",
+        "Connection refused",
+        "vault.internal",
+    ] {
+        assert!(
+            !status.message().contains(internal),
+            "{name}: {:?} names {internal:?}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failure_of_the_service_is_answered_with_its_trace_id_and_a_refusal_is_not() {
+    let answered = |err: RotationError| {
+        TRACE_ID.scope("4bf92f3577b34da6a3ce929d0e0e4736".to_owned(), async move {
+            Status::from(err)
+        })
+    };
+    let down = StoreError::Unavailable("http://vault.internal:8200 did not answer".into());
+    let status = answered(RotationError::VaultBeforeRotation(down)).await;
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.message(),
+        "Vault is unavailable; nothing was rotated (trace 4bf92f3577b34da6a3ce929d0e0e4736)"
+    );
+    let refused = answered(RotationError::Issuer(IssuerError::ClientNotFound)).await;
+    assert!(
+        !refused.message().contains("trace"),
+        "{}",
+        refused.message()
+    );
 }
 
 /// Every variant of RotationError: the code a caller's retry policy acts on, and a message
@@ -62,7 +97,10 @@ fn every_rotation_error_has_its_code_and_says_what_was_changed() {
             vec!["at most 1000 clients"],
         ),
         (
-            RotationError::VaultBeforeRotation(StoreError::Unavailable("down".into())),
+            RotationError::VaultBeforeRotation(StoreError::Unavailable(
+                "http://vault.internal:8200 did not answer: Connection refused (os error 111)"
+                    .into(),
+            )),
             Unavailable,
             false,
             vec!["nothing was rotated"],
@@ -134,7 +172,7 @@ fn every_rotation_error_has_its_code_and_says_what_was_changed() {
             unavailable().into(),
             Unavailable,
             false,
-            vec!["https://acme.eu.auth0.com", "Connection refused"],
+            vec!["Auth0 is unavailable: connection failed"],
         ),
         (
             IssuerError::OutcomeUnknown(Transport::TimedOut).into(),

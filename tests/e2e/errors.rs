@@ -4,7 +4,10 @@ use secret_rotator::emulator::{EmulatorConfig, Faults, random_client_id, regular
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Stack, StackOptions, assert_status, rotate, rotate_fault, vault_path};
+use crate::helpers::{
+    ServiceProcess, Stack, StackOptions, assert_status, bare_stack, eventually, rotate,
+    rotate_fault, vault_path,
+};
 
 /// RotateSecret for `id` with a deadline of `timeout`.
 fn rotate_within(
@@ -156,24 +159,75 @@ async fn auth0_timeout_is_unavailable() {
 
 #[tokio::test]
 async fn vault_down_is_unavailable_and_auth0_is_not_touched() {
-    let mut stack = Stack::start().await;
-    let id = stack.seed(regular_client(&random_client_id(), "App"));
-    let secret = stack.emulator.live_secret(&id);
-    stack.bao.stop();
-    let status = stack.rotate_refused(&id).await;
-    assert_status(&status, Code::Unavailable, "nothing was rotated");
-    // Where Vault is and why it did not answer, and no token.
-    let said = format!("Vault is unavailable: {} did not answer: ", stack.bao.addr);
-    assert!(status.message().starts_with(&said), "{}", status.message());
-    assert!(status.message().contains("refused"), "{}", status.message());
-    assert!(!status.message().contains(&stack.bao.token));
-    assert_eq!(
-        stack.emulator.stats().rotate_requests,
-        0,
-        "Auth0 was called"
+    let (mut bao, emulator, m2m) = bare_stack().await;
+    let id = random_client_id();
+    emulator.add_client(regular_client(&id, "App"));
+    let secret = emulator.live_secret(&id);
+    let service = ServiceProcess::start(&ServiceProcess::env_for(&bao, &emulator, &m2m)).await;
+    let mut client = service.client().await;
+    bao.stop();
+    let status = client.rotate_secret(rotate(&id)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The caller reads what failed and the trace id, not where Vault is or why it did not
+    // answer; no token either.
+    let message = status.message();
+    let trace_id = message
+        .strip_prefix("Vault is unavailable; nothing was rotated (trace ")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{message}"));
+    assert_eq!(trace_id.len(), 32, "{message}");
+    assert!(!message.contains(&bao.addr) && !message.contains(&bao.token));
+    assert_eq!(emulator.stats().rotate_requests, 0, "Auth0 was called");
+    assert_eq!(emulator.live_secret(&id), secret);
+    // The log line with the same trace id keeps where and why, for the operator.
+    let logged = eventually("the failure's log line", Duration::from_secs(10), || {
+        let output = service.output();
+        let trace_id = trace_id.to_owned();
+        async move {
+            output
+                .lines()
+                .find(|l| l.contains(&trace_id) && l.contains("answered a failure of the service"))
+                .map(str::to_owned)
+        }
+    })
+    .await;
+    assert!(
+        logged.contains(&bao.addr) && logged.contains("\"level\":\"WARN\""),
+        "{logged}"
     );
-    assert_eq!(stack.emulator.live_secret(&id), secret);
-    stack.shutdown().await;
+    assert!(!logged.contains(&bao.token), "{logged}");
+}
+
+#[tokio::test]
+async fn auth0_unreachable_is_unavailable_without_its_address() {
+    // Nothing listens on port 9 of loopback.
+    let stack = Stack::start_with(StackOptions {
+        extra_args: vec!["--auth0-base-url".into(), "http://127.0.0.1:9".into()],
+        wait_serving: false,
+        ..StackOptions::default()
+    })
+    .await;
+    let id = random_client_id();
+    let status = stack.rotate_refused(&id).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("Auth0 is unavailable: connection failed")
+            && status.message().contains("(trace "),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("127.0.0.1"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("os error"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
