@@ -282,7 +282,7 @@ rpcs = ["RotateSecret"]
             Event::Summary(s) => summary = Some(s),
         }
     }
-    assert_eq!(named, [allowed.clone()], "only the granted client");
+    assert_eq!(named, vec![allowed], "only the granted client");
     let summary = summary.expect("a summary");
     assert_eq!((summary.total, summary.rotated, summary.failed), (1, 1, 0));
     assert_eq!(emulator.client(&other).unwrap().rotations, 0, "not touched");
