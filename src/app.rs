@@ -179,6 +179,11 @@ pub async fn serve(
     // Beside them, the watcher that reloads policy, certificates and keys.
     let readiness = config.server.readiness_interval;
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    // A renewable VAULT_TOKEN renewed for the process's life; every token's expiry measured.
+    let token_keeper = tokio::spawn({
+        let vault = vault.clone();
+        async move { vault.keep_token_alive().await }
+    });
     let background = tokio::spawn({
         let (health, rotations) = (health.clone(), Arc::clone(&rotations));
         async move {
@@ -294,6 +299,7 @@ pub async fn serve(
         admin.abort();
         background.abort();
         watcher.abort();
+        token_keeper.abort();
         refusal_counts.abort();
         if let Some(dispatch) = &notifications {
             dispatch.abort();

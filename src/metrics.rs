@@ -6,9 +6,9 @@
 use std::{
     sync::{
         LazyLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use prometheus_client::{
@@ -76,7 +76,13 @@ struct Metrics {
     reconciler_runs: Family<Result_, Counter>,
     ready: Gauge,
     schedule_due: Family<Scheduled, Gauge>,
+    vault_token_expiry: Gauge<f64, AtomicU64>,
 }
+
+/// When the service's Vault token expires, as seconds since the epoch (f64 bits): NaN while
+/// unknown, +Inf for a token that does not expire. The gauge's time left is computed from it
+/// at each scrape.
+static VAULT_TOKEN_EXPIRES: AtomicU64 = AtomicU64::new(0x7ff8_0000_0000_0000);
 
 /// Latencies from 1 ms to about 33 s.
 fn seconds() -> Histogram {
@@ -100,6 +106,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let reconciler_runs = Family::<Result_, Counter>::default();
     let ready = Gauge::default();
     let schedule_due = Family::<Scheduled, Gauge>::default();
+    let vault_token_expiry = Gauge::<f64, AtomicU64>::default();
+    registry.register(
+        "secret_rotator_vault_token_expiry_seconds",
+        "Time left before the service's Vault token expires (+Inf: it does not; absent until known), \
+         whatever its source: VAULT_TOKEN (renewed at two thirds of its TTL), a token file, a login",
+        vault_token_expiry.clone(),
+    );
     registry.register(
         "secret_rotator_rotations",
         "Rotation steps by outcome (ok, staged, promoted, cancelled, replayed, recovered, or the failure) and strategy",
@@ -162,6 +175,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     Metrics {
         schedule_due,
+        vault_token_expiry,
         registry,
         rotations,
         client_rotations,
@@ -184,6 +198,13 @@ pub fn per_client(enabled: bool) {
 
 /// The metrics in the OpenMetrics text format.
 pub fn encode() -> String {
+    let expires = f64::from_bits(VAULT_TOKEN_EXPIRES.load(Ordering::Relaxed));
+    if !expires.is_nan() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        METRICS.vault_token_expiry.set((expires - now).max(0.0));
+    }
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = encode_text(&mut text, &METRICS.registry);
@@ -263,6 +284,17 @@ pub fn schedule_due(counts: &[(String, bool, usize)]) {
             .get_or_create(&labels)
             .set(i64::try_from(*count).unwrap_or(i64::MAX));
     }
+}
+
+/// When the Vault token in use expires; `None` when it does not.
+pub fn vault_token_expires(at: Option<SystemTime>) {
+    let secs = match at {
+        None => f64::INFINITY,
+        Some(at) => at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    VAULT_TOKEN_EXPIRES.store(secs.to_bits(), Ordering::Relaxed);
 }
 
 pub fn token_refreshed() {

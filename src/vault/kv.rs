@@ -62,6 +62,11 @@ impl Kv {
         })
     }
 
+    /// Keeps the token alive for the process's life (`login.rs`).
+    pub(super) async fn keep_token_alive(&self) {
+        self.auth.keep_alive(&self.transport).await;
+    }
+
     /// The current data of a key and its version; `None` when the key does not exist (or its
     /// current version was deleted).
     pub(super) async fn read<T: DeserializeOwned>(

@@ -126,6 +126,12 @@ impl VaultStore {
         })
     }
 
+    /// Keeps the Vault token alive for the process's life: a renewable `VAULT_TOKEN` is renewed
+    /// at two thirds of its TTL; the expiry of any token is in the metrics.
+    pub async fn keep_token_alive(&self) {
+        self.inner.kv.keep_token_alive().await;
+    }
+
     /// Start-up check: Vault answers, and the token may create, update and read secrets,
     /// create and update ledger records, and read the secrets' metadata (their version).
     /// Not in a span of its own: readiness runs it every few seconds, and it is not worth a

@@ -154,3 +154,105 @@ async fn an_approle_login_is_renewed_and_made_again_when_its_token_is_revoked() 
     assert!(log.contains("logging in again"), "{log}");
     assert!(!log.contains(&secret_id), "the secret id was logged");
 }
+
+/// A token made for the test: `ttl`, renewable or not, with the service's policy (and Vault's
+/// default policy, which lets a token look itself up and renew itself).
+async fn short_token(bao: &crate::helpers::Bao, ttl: &str, renewable: bool) -> String {
+    let (status, _) = bao
+        .api(
+            reqwest::Method::PUT,
+            "sys/policies/acl/rotator",
+            Some(serde_json::json!({ "policy": SERVICE_POLICY })),
+        )
+        .await;
+    assert!(status < 300, "policy not written: {status}");
+    let (status, body) = bao
+        .api(
+            reqwest::Method::POST,
+            "auth/token/create",
+            Some(serde_json::json!({
+                "policies": ["rotator"], "ttl": ttl, "renewable": renewable,
+            })),
+        )
+        .await;
+    assert!(status < 300, "token not created: {status} {body}");
+    body["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+fn with_token(mut env: Vec<(&'static str, String)>, token: String) -> Vec<(&'static str, String)> {
+    env.retain(|(k, _)| *k != "VAULT_TOKEN");
+    env.push(("VAULT_TOKEN", token));
+    env
+}
+
+/// An 8-second renewable VAULT_TOKEN is renewed at two thirds of its TTL, as Vault's own tools
+/// renew one: rotations keep working across five of its TTLs, and the metrics say how long it
+/// has left.
+#[tokio::test]
+async fn a_renewable_vault_token_is_renewed_and_rotations_work_across_five_of_its_ttls() {
+    let (bao, emulator, m2m) = crate::helpers::bare_stack().await;
+    let id = random_client_id();
+    emulator.add_client(regular_client(&id, "App"));
+    let token = short_token(&bao, "8s", true).await;
+    let admin = crate::helpers::free_port();
+    let mut env = with_token(ServiceProcess::env_for(&bao, &emulator, &m2m), token);
+    env.push(("ROTATOR_ADMIN_ADDR", format!("127.0.0.1:{admin}")));
+    let service = ServiceProcess::start(&env).await;
+    let mut client = service.client().await;
+    let started = std::time::Instant::now();
+    let mut rotations = 0;
+    // The rotations are spread over 40 s on purpose: the token's TTL is what is under test.
+    while started.elapsed() < Duration::from_secs(40) {
+        client
+            .rotate_secret(rotate(&id))
+            .await
+            .unwrap_or_else(|e| panic!("rotation {rotations} at {:?}: {e}", started.elapsed()));
+        rotations += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(rotations >= 15, "{rotations}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let left: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("secret_rotator_vault_token_expiry_seconds "))
+        .expect("the expiry gauge")
+        .parse()
+        .unwrap();
+    assert!(left > 0.0 && left <= 8.0, "{left}");
+    assert!(
+        service.output().contains("VAULT_TOKEN is renewable"),
+        "{}",
+        service.output()
+    );
+}
+
+/// A VAULT_TOKEN that cannot be renewed is said once, at WARN, with when it expires.
+#[tokio::test]
+async fn a_vault_token_that_cannot_be_renewed_is_logged_with_its_expiry() {
+    let (bao, emulator, m2m) = crate::helpers::bare_stack().await;
+    let token = short_token(&bao, "1h", false).await;
+    let service = ServiceProcess::start(&with_token(
+        ServiceProcess::env_for(&bao, &emulator, &m2m),
+        token,
+    ))
+    .await;
+    let line = crate::helpers::eventually("the warning", Duration::from_secs(10), || {
+        let output = service.output();
+        async move {
+            output
+                .lines()
+                .find(|l| l.contains("VAULT_TOKEN is not renewable"))
+                .map(str::to_owned)
+        }
+    })
+    .await;
+    assert!(
+        line.contains("\"level\":\"WARN\"") && line.contains("expires_at"),
+        "{line}"
+    );
+}
