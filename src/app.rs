@@ -39,6 +39,8 @@ pub enum AppError {
     Security(#[from] SecurityError),
     #[error("cannot build the Vault client: {0}")]
     VaultClient(StoreError),
+    #[error("{0}")]
+    OwnCredential(IssuerError),
     #[error("cannot build the webhook client: {0}")]
     Webhook(#[from] WebhookError),
     #[error("schedule: {0}")]
@@ -114,6 +116,12 @@ pub async fn serve(
     let admin = tokio::spawn(serve_admin(admin));
     let auth0 = Auth0Client::new(&config.auth0).map_err(AppError::Auth0Client)?;
     let vault = VaultStore::new(&config.vault).map_err(AppError::VaultClient)?;
+    auth0.read_own_credential_from(Arc::new(vault.clone()));
+    // A source that cannot be read stops the service now, in one line.
+    auth0
+        .own_credential()
+        .await
+        .map_err(AppError::OwnCredential)?;
     let rotations: Arc<Service> = Arc::new(RotationService::new(
         auth0.clone(),
         vault.clone(),

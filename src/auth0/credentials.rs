@@ -28,7 +28,7 @@ pub const CREDENTIAL_SCOPES: [&str; 4] = [
     UPDATE_CREDENTIALS_SCOPE,
     DELETE_CREDENTIALS_SCOPE,
 ];
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(super) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A credential in Auth0's answers; key material (a `pem`) is never read.
 #[derive(Deserialize)]

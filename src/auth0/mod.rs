@@ -25,11 +25,12 @@ use tracing::{debug, warn};
 
 pub use credentials::CREDENTIAL_SCOPES;
 pub use governor::Budget;
-pub use settings::{Credentials, Settings};
+pub use settings::{CredentialSource, Credentials, Settings};
 pub use token::TokenInfo;
 
 use crate::rotation::{
-    Client, ClientId, ClientPage, IssuedSecret, IssuerError, PageCursor, SecretIssuer, Transport,
+    Client, ClientId, ClientPage, IssuedSecret, IssuerError, OwnCredentialStore, PageCursor,
+    SecretIssuer, Transport,
 };
 use errors::{ambiguous, api_error, reached, retry_after, transport_error};
 use governor::Governor;
@@ -117,11 +118,26 @@ impl Auth0Client {
                 http,
                 base: settings.base_url.clone(),
                 domain: settings.domain.clone(),
-                tokens: TokenSource::new(&settings.credentials),
+                tokens: TokenSource::new(&settings.credentials, &settings.domain),
                 governor: Governor::new(settings.budget),
                 methods_unlisted: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Where the service's own credential is read from when it is kept in Vault
+    /// (`AUTH0_CREDENTIALS_VAULT_PATH`).
+    pub fn read_own_credential_from(&self, store: Arc<dyn OwnCredentialStore>) {
+        self.inner.tokens.read_from(store);
+    }
+
+    /// The service's own credential as its source holds it now: start-up checks it can be
+    /// read, so that a bad source stops the service at once.
+    pub async fn own_credential(&self) -> Result<(), IssuerError> {
+        match self.inner.tokens.renewable() {
+            true => self.inner.tokens.presented().await.map(|_| ()),
+            false => Ok(()),
+        }
     }
 
     /// Whether a Management API token is at hand: the cached one while it is valid, else a

@@ -5,6 +5,8 @@ use std::{path::PathBuf, time::Duration};
 use reqwest::Url;
 use secrecy::SecretString;
 
+use crate::rotation::KeyAlgorithm;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Tenant domain, e.g. acme.eu.auth0.com.
@@ -26,8 +28,29 @@ pub struct Settings {
 pub enum Credentials {
     ClientCredentials {
         client_id: String,
-        client_secret: SecretString,
+        source: CredentialSource,
         audience: String,
     },
     StaticToken(SecretString),
+}
+
+/// Where the service's own client credential comes from: exactly one of them.
+#[derive(Debug, Clone)]
+pub enum CredentialSource {
+    /// `AUTH0_CLIENT_SECRET`, for the process's life.
+    Secret(SecretString),
+    /// `AUTH0_CLIENT_SECRET_FILE`, read at every token request (a new secret on disk is used
+    /// from the next one on).
+    SecretFile(PathBuf),
+    /// `AUTH0_CLIENT_ASSERTION_KEY_FILE`: Private Key JWT, a PKCS#8 PEM read at every token
+    /// request, with the `kid` and algorithm its credential was registered with.
+    KeyFile {
+        path: PathBuf,
+        key_id: Option<String>,
+        algorithm: KeyAlgorithm,
+    },
+    /// `AUTH0_CREDENTIALS_VAULT_PATH`: a KV v2 key of the service's mount holding
+    /// `client_secret`, or `private_key`, `key_id` and `algorithm`; read at every token request.
+    /// The one source the service may rotate itself.
+    Vault(String),
 }

@@ -1,7 +1,11 @@
 //! The Management API token: a static one, or one obtained by client credentials, cached and
 //! renewed before it expires. Concurrent callers share one token request (single-flight).
 
-use std::time::Duration;
+use std::{
+    path::Path,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -10,17 +14,23 @@ use tokio::{sync::Mutex, time::Instant};
 use tracing::{info, warn};
 
 use super::{
-    Credentials,
+    CredentialSource, Credentials,
     errors::{reached, retry_after, transport_error},
 };
-use crate::rotation::{IssuerError, Transport};
+use crate::rotation::{IssuerError, KeyPair, OwnCredential, OwnCredentialStore, Transport};
 
+// One per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum TokenSource {
     Static(SecretString),
     ClientCredentials {
         client_id: String,
-        client_secret: SecretString,
+        source: CredentialSource,
         audience: String,
+        /// The tenant's domain: a client assertion is addressed to `https://{domain}/`.
+        domain: String,
+        /// Where a credential in Vault is read from (set once the Vault adapter exists).
+        store: OnceLock<Arc<dyn OwnCredentialStore>>,
         /// Held across the token request: concurrent callers wait for the one request in flight
         /// and then share its answer.
         cache: Mutex<Option<CachedToken>>,
@@ -47,19 +57,71 @@ struct TokenResponse {
 }
 
 impl TokenSource {
-    pub(super) fn new(credentials: &Credentials) -> Self {
+    pub(super) fn new(credentials: &Credentials, domain: &str) -> Self {
         match credentials {
             Credentials::StaticToken(token) => Self::Static(token.clone()),
             Credentials::ClientCredentials {
                 client_id,
-                client_secret,
+                source,
                 audience,
             } => Self::ClientCredentials {
                 client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
+                source: source.clone(),
                 audience: audience.clone(),
+                domain: domain.to_owned(),
+                store: OnceLock::new(),
                 cache: Mutex::new(None),
             },
+        }
+    }
+
+    /// Where a credential kept in Vault is read from.
+    pub(super) fn read_from(&self, store: Arc<dyn OwnCredentialStore>) {
+        if let Self::ClientCredentials { store: slot, .. } = self {
+            let _ = slot.set(store);
+        }
+    }
+
+    /// The service's own credential as its source holds it now.
+    pub(super) async fn presented(&self) -> Result<OwnCredential, IssuerError> {
+        let Self::ClientCredentials { source, store, .. } = self else {
+            return Err(IssuerError::OwnCredential("a static token has none".into()));
+        };
+        let unreadable =
+            |what: &Path| IssuerError::OwnCredential(format!("{} cannot be read", what.display()));
+        match source {
+            CredentialSource::Secret(secret) => Ok(OwnCredential::Secret(secret.clone())),
+            CredentialSource::SecretFile(path) => {
+                let text = std::fs::read_to_string(path).map_err(|_| unreadable(path))?;
+                match text.trim() {
+                    "" => Err(IssuerError::OwnCredential(format!(
+                        "{} is empty",
+                        path.display()
+                    ))),
+                    secret => Ok(OwnCredential::Secret(SecretString::from(secret.to_owned()))),
+                }
+            }
+            CredentialSource::KeyFile {
+                path,
+                key_id,
+                algorithm,
+            } => {
+                let pem = std::fs::read_to_string(path).map_err(|_| unreadable(path))?;
+                Ok(OwnCredential::Key {
+                    private_key: SecretString::from(pem),
+                    key_id: key_id.clone(),
+                    algorithm: *algorithm,
+                })
+            }
+            CredentialSource::Vault(path) => {
+                let store = store.get().ok_or_else(|| {
+                    IssuerError::OwnCredential("the Vault store is not set up".into())
+                })?;
+                store
+                    .own_credential(path)
+                    .await
+                    .map_err(|e| IssuerError::OwnCredential(format!("Vault {path}: {e}")))
+            }
         }
     }
 
@@ -120,19 +182,37 @@ impl TokenSource {
     ) -> Result<(CachedToken, Option<Vec<String>>), IssuerError> {
         let Self::ClientCredentials {
             client_id,
-            client_secret,
             audience,
+            domain,
             ..
         } = self
         else {
             unreachable!("only client credentials request tokens");
         };
-        let request = http.post(url.clone()).form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_secret", client_secret.expose_secret()),
-            ("audience", audience),
-        ]);
+        let request = match self.presented().await? {
+            OwnCredential::Secret(secret) => http.post(url.clone()).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret.expose_secret()),
+                ("audience", audience),
+            ]),
+            OwnCredential::Key {
+                private_key,
+                key_id,
+                algorithm,
+            } => {
+                let assertion = KeyPair::from_private_pem(&private_key)
+                    .and_then(|key| key.assertion(client_id, domain, algorithm, key_id.as_deref()))
+                    .map_err(|e| IssuerError::OwnCredential(e.to_string()))?;
+                http.post(url.clone()).form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_assertion_type", super::credentials::ASSERTION_TYPE),
+                    ("client_assertion", assertion.expose_secret()),
+                    ("audience", audience),
+                ])
+            }
+        };
         let sent = crate::upstream::send("auth0", "token", request).await;
         let response = sent.map_err(transport_error)?;
         let status = response.status();

@@ -7,7 +7,10 @@ use reqwest::Url;
 use secrecy::SecretString;
 
 use super::{ConfigError, check_url, duration, is_host_name, secret};
-use crate::auth0::{Credentials, Settings};
+use crate::{
+    auth0::{CredentialSource, Credentials, Settings},
+    rotation::{KeyAlgorithm, KeyPair},
+};
 
 #[derive(Debug, Args)]
 pub struct Auth0Args {
@@ -19,9 +22,35 @@ pub struct Auth0Args {
     #[arg(long, env = "AUTH0_CLIENT_ID")]
     pub auth0_client_id: Option<String>,
 
-    /// Client secret of the service's own machine-to-machine application.
+    /// Client secret of the service's own machine-to-machine application (or one of the
+    /// other sources below: exactly one).
     #[arg(long, env = "AUTH0_CLIENT_SECRET", hide_env_values = true, value_parser = secret)]
     pub auth0_client_secret: Option<SecretString>,
+
+    /// A file holding the client secret, read at every token request (a new secret written
+    /// there is used from the next one on).
+    #[arg(long, env = "AUTH0_CLIENT_SECRET_FILE")]
+    pub auth0_client_secret_file: Option<PathBuf>,
+
+    /// Private Key JWT for the service itself: its private key (PKCS#8 PEM), read at every
+    /// token request; the token request carries a client assertion signed with it.
+    #[arg(long, env = "AUTH0_CLIENT_ASSERTION_KEY_FILE")]
+    pub auth0_client_assertion_key_file: Option<PathBuf>,
+
+    /// The `kid` of AUTH0_CLIENT_ASSERTION_KEY_FILE's credential at Auth0 [default: none].
+    #[arg(long, env = "AUTH0_CLIENT_ASSERTION_KEY_ID")]
+    pub auth0_client_assertion_key_id: Option<String>,
+
+    /// The algorithm AUTH0_CLIENT_ASSERTION_KEY_FILE's credential was registered with: RS256,
+    /// RS384 or PS256.
+    #[arg(long, env = "AUTH0_CLIENT_ASSERTION_ALG", default_value = "RS256")]
+    pub auth0_client_assertion_alg: String,
+
+    /// The service's credential in Vault: a KV v2 key of VAULT_MOUNT holding `client_secret`,
+    /// or `private_key`, `key_id` and `algorithm` (the layout the service writes for any
+    /// client), read at every token request. The one source the service can rotate itself.
+    #[arg(long, env = "AUTH0_CREDENTIALS_VAULT_PATH")]
+    pub auth0_credentials_vault_path: Option<String>,
 
     /// Static Management API token, instead of client credentials.
     #[arg(long, env = "AUTH0_MANAGEMENT_TOKEN", hide_env_values = true, value_parser = secret)]
@@ -71,21 +100,66 @@ impl Auth0Args {
             }
         };
         check_url(&base_url, "AUTH0_BASE_URL")?;
-        let credentials = match (
-            self.auth0_client_id,
-            self.auth0_client_secret,
-            self.auth0_management_token,
-        ) {
-            (Some(client_id), Some(client_secret), None) if !client_id.trim().is_empty() => {
-                Credentials::ClientCredentials {
-                    client_id: client_id.trim().to_owned(),
-                    client_secret,
-                    audience: self
-                        .auth0_audience
-                        .unwrap_or_else(|| format!("https://{domain}/api/v2/")),
-                }
+        let audience = self
+            .auth0_audience
+            .unwrap_or_else(|| format!("https://{domain}/api/v2/"));
+        let client_id = self
+            .auth0_client_id
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty());
+        let mut sources = Vec::new();
+        if let Some(secret) = self.auth0_client_secret {
+            sources.push(CredentialSource::Secret(secret));
+        }
+        if let Some(path) = self.auth0_client_secret_file {
+            super::readable("AUTH0_CLIENT_SECRET_FILE", Some(&path))?;
+            sources.push(CredentialSource::SecretFile(path));
+        }
+        if let Some(path) = self.auth0_client_assertion_key_file {
+            let algorithm = KeyAlgorithm::parse(&self.auth0_client_assertion_alg).ok_or(
+                ConfigError::OwnCredential(
+                    "AUTH0_CLIENT_ASSERTION_ALG must be RS256, RS384 or PS256".into(),
+                ),
+            )?;
+            let pem = std::fs::read_to_string(&path).map_err(|_| {
+                ConfigError::OwnCredential(format!(
+                    "AUTH0_CLIENT_ASSERTION_KEY_FILE {} cannot be read",
+                    path.display()
+                ))
+            })?;
+            KeyPair::from_private_pem(&SecretString::from(pem)).map_err(|_| {
+                ConfigError::OwnCredential(format!(
+                    "AUTH0_CLIENT_ASSERTION_KEY_FILE {} is not an RSA private key in PKCS#8 PEM",
+                    path.display()
+                ))
+            })?;
+            sources.push(CredentialSource::KeyFile {
+                path,
+                key_id: self.auth0_client_assertion_key_id,
+                algorithm,
+            });
+        }
+        if let Some(path) = self.auth0_credentials_vault_path {
+            let path = path.trim().trim_matches('/').to_owned();
+            if path.is_empty()
+                || path
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == "..")
+            {
+                return Err(ConfigError::OwnCredential(
+                    "AUTH0_CREDENTIALS_VAULT_PATH must be a KV path such as auth0/clients/<id>"
+                        .into(),
+                ));
             }
-            (None, None, Some(token)) => Credentials::StaticToken(token),
+            sources.push(CredentialSource::Vault(path));
+        }
+        let credentials = match (client_id, sources.len(), self.auth0_management_token) {
+            (Some(client_id), 1, None) => Credentials::ClientCredentials {
+                client_id,
+                source: sources.pop().expect("one source"),
+                audience,
+            },
+            (None, 0, Some(token)) => Credentials::StaticToken(token),
             _ => return Err(ConfigError::Auth0Credentials),
         };
         super::readable("AUTH0_CACERT", self.auth0_cacert.as_ref())?;

@@ -230,9 +230,13 @@ pub enum ConfigError {
     #[error("{0} must be an http or https URL without query or fragment")]
     Url(&'static str),
     #[error(
-        "set either AUTH0_CLIENT_ID with AUTH0_CLIENT_SECRET, or AUTH0_MANAGEMENT_TOKEN (not both)"
+        "set AUTH0_CLIENT_ID with exactly one of AUTH0_CLIENT_SECRET, AUTH0_CLIENT_SECRET_FILE, \
+         AUTH0_CLIENT_ASSERTION_KEY_FILE or AUTH0_CREDENTIALS_VAULT_PATH, or AUTH0_MANAGEMENT_TOKEN \
+         alone"
     )]
     Auth0Credentials,
+    #[error("{0}")]
+    OwnCredential(String),
     #[error("set either VAULT_TOKEN or VAULT_TOKEN_FILE (not both)")]
     VaultToken,
     #[error("{0}")]

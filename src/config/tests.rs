@@ -49,6 +49,82 @@ fn credentials_are_either_m2m_or_token() {
 }
 
 #[test]
+fn the_services_own_credential_has_exactly_one_source_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, include_str!("../emulator/credentials/seed-key.pem")).unwrap();
+    let (secret, key) = (secret.to_str().unwrap(), key.to_str().unwrap());
+    let with = |more: &[&str]| {
+        let mut argv = vec!["--auth0-client-id", "abc"];
+        argv.extend_from_slice(more);
+        parse(&argv)
+    };
+    let source = |config: Config| match config.auth0.credentials {
+        Credentials::ClientCredentials { source, .. } => source,
+        Credentials::StaticToken(_) => panic!("client credentials"),
+    };
+    assert!(matches!(
+        source(with(&["--auth0-client-secret-file", secret]).unwrap()),
+        crate::auth0::CredentialSource::SecretFile(_)
+    ));
+    assert!(matches!(
+        source(
+            with(&[
+                "--auth0-client-assertion-key-file",
+                key,
+                "--auth0-client-assertion-key-id",
+                "k1"
+            ])
+            .unwrap()
+        ),
+        crate::auth0::CredentialSource::KeyFile {
+            key_id: Some(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        source(with(&["--auth0-credentials-vault-path", "auth0/clients/abc"]).unwrap()),
+        crate::auth0::CredentialSource::Vault(p) if p == "auth0/clients/abc"
+    ));
+    // Two sources, or none.
+    assert_eq!(
+        with(&[
+            "--auth0-client-secret",
+            "s",
+            "--auth0-client-secret-file",
+            secret
+        ])
+        .unwrap_err(),
+        ConfigError::Auth0Credentials
+    );
+    // A bad one: said in one line.
+    let refused = |more: &[&str]| with(more).unwrap_err().to_string();
+    assert!(
+        refused(&["--auth0-client-assertion-key-file", secret])
+            .contains("is not an RSA private key")
+    );
+    assert!(
+        refused(&["--auth0-client-assertion-key-file", "/nonexistent"]).contains("cannot be read")
+    );
+    assert!(
+        refused(&[
+            "--auth0-client-assertion-key-file",
+            key,
+            "--auth0-client-assertion-alg",
+            "HS256"
+        ])
+        .contains("RS256, RS384 or PS256")
+    );
+    assert!(
+        refused(&["--auth0-client-secret-file", "/nonexistent"])
+            .contains("AUTH0_CLIENT_SECRET_FILE")
+    );
+    assert!(refused(&["--auth0-credentials-vault-path", "a/../b"]).contains("KV path"));
+}
+
+#[test]
 fn defaults_derive_from_the_domain() {
     let cfg = parse(&["--auth0-client-id", "abc", "--auth0-client-secret", "s"]).unwrap();
     assert_eq!(cfg.auth0.base_url.as_str(), "https://acme.eu.auth0.com/");

@@ -36,8 +36,8 @@ pub use credentials::{
     ASSERTION_TYPE, CredentialInspection, SEED_PRIVATE_KEY_PEM, SEED_PUBLIC_KEY_PEM,
 };
 pub use seed::{
-    SeedClient, demo_clients, fleet_clients, m2m_client, pkjwt_client, random_client_id,
-    regular_client,
+    SeedClient, demo_clients, fleet_clients, m2m_client, m2m_key_client, pkjwt_client,
+    random_client_id, regular_client,
 };
 
 /// Scopes that reveal a client's secret and keys on GET.

@@ -95,6 +95,18 @@ pub fn m2m_client(client_id: &str, secret: &str, scopes: &[&str]) -> SeedClient 
     }
 }
 
+/// The service's own application authenticating with Private Key JWT: the seed key attached,
+/// no secret, a Management API grant of `scopes`.
+pub fn m2m_key_client(client_id: &str, scopes: &[&str]) -> SeedClient {
+    let mut client = pkjwt_client(client_id);
+    client.doc.insert(
+        "name".into(),
+        Value::String("secret-rotator (machine to machine, Private Key JWT)".into()),
+    );
+    client.grant_scopes = Some(scopes.iter().map(|s| (*s).to_owned()).collect());
+    client
+}
+
 /// A client that authenticates with private_key_jwt: it has no secret and cannot be rotated.
 pub fn pkjwt_client(client_id: &str) -> SeedClient {
     let doc = object(json!({

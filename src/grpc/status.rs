@@ -298,6 +298,9 @@ fn issuer(err: IssuerError) -> Status {
         // Where Auth0 is, and the connection's words, are the log's.
         IssuerError::Unavailable { how, .. } => format!("Auth0 is unavailable: {how}"),
         IssuerError::Protocol(_) => "Auth0 answered in an unexpected way".to_owned(),
+        IssuerError::OwnCredential(_) => {
+            "the service's own Auth0 credential cannot be read; nothing was rotated".to_owned()
+        }
         other => other.to_string(),
     };
     match err.kind() {

@@ -32,6 +32,9 @@ pub enum IssuerError {
     TokenRejected,
     #[error("the service's Management API token lacks the {0} scope")]
     MissingScope(&'static str),
+    /// The service's own credential could not be read from its source (a file, Vault).
+    #[error("the service's own Auth0 credential cannot be read: {0}")]
+    OwnCredential(String),
     #[error("Auth0 rate limit reached")]
     RateLimited { retry_after: Option<Duration> },
     /// No usable answer, and the request changed nothing: it was never sent, or it only read.
@@ -122,6 +125,7 @@ impl IssuerError {
             | Self::AccessDenied(_)
             | Self::TokenRejected
             | Self::MissingScope(_)
+            | Self::OwnCredential(_)
             | Self::Protocol(_) => IssuerErrorKind::RefusedService,
             Self::RateLimited { .. } => IssuerErrorKind::RateLimited,
             Self::Unavailable { .. } => IssuerErrorKind::Unavailable,

@@ -94,9 +94,10 @@ pub use keys::{
 };
 pub use notify::{Notification, NotificationKind};
 pub use outcome::Outcome;
+pub use ports::BoxFuture;
 pub use ports::{
-    Attachments, ClientPage, CredentialInfo, CredentialIssuer, Ledger, NewCredential, PageCursor,
-    SecretIssuer, SecretStore,
+    Attachments, ClientPage, CredentialInfo, CredentialIssuer, Ledger, NewCredential,
+    OwnCredential, OwnCredentialStore, PageCursor, SecretIssuer, SecretStore,
 };
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,

@@ -269,3 +269,27 @@ pub trait Ledger: Send + Sync + 'static {
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 }
+
+/// The service's own Auth0 credential, as it is presented at the token endpoint.
+pub enum OwnCredential {
+    Secret(SecretString),
+    /// Private Key JWT: a client assertion signed with this key.
+    Key {
+        private_key: SecretString,
+        key_id: Option<String>,
+        algorithm: KeyAlgorithm,
+    },
+}
+
+/// A boxed future, for the one port held as a trait object.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Port: where the service's own credential is kept when it is in Vault
+/// (`AUTH0_CREDENTIALS_VAULT_PATH`), in the layout the service writes for any client. Read at
+/// every token request, so that a rotated credential is used from the next one on.
+pub trait OwnCredentialStore: Send + Sync + 'static {
+    fn own_credential<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<OwnCredential, StoreError>>;
+}

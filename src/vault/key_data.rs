@@ -6,7 +6,9 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
 
-use crate::rotation::{ClientId, CredentialId, KeyAlgorithm, KeyEntry, StoredKey};
+use crate::rotation::{
+    BoxFuture, ClientId, CredentialId, KeyAlgorithm, KeyEntry, OwnCredential, StoreError, StoredKey,
+};
 
 /// The key's data as written: one map, the previous key's members prefixed `previous_`.
 pub(super) struct KeyData<'a> {
@@ -109,5 +111,47 @@ impl From<StoredKeyData> for StoredKey {
                 d.previous_certificate,
             ),
         }
+    }
+}
+
+/// The service's own credential as its Vault key holds it: a client's secret, or its key
+/// (read straight into `SecretString`s).
+#[derive(serde::Deserialize)]
+struct OwnData {
+    client_secret: Option<SecretString>,
+    private_key: Option<SecretString>,
+    key_id: Option<String>,
+    algorithm: Option<String>,
+}
+
+impl crate::rotation::OwnCredentialStore for super::VaultStore {
+    fn own_credential<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<OwnCredential, StoreError>> {
+        Box::pin(async move {
+            let data = self
+                .inner
+                .kv
+                .read::<OwnData>(path)
+                .await?
+                .ok_or_else(|| StoreError::Unexpected("no such key".into()))?
+                .value;
+            match (data.private_key, data.client_secret) {
+                (Some(private_key), _) => Ok(OwnCredential::Key {
+                    private_key,
+                    key_id: data.key_id,
+                    algorithm: data
+                        .algorithm
+                        .as_deref()
+                        .and_then(KeyAlgorithm::parse)
+                        .unwrap_or_default(),
+                }),
+                (None, Some(secret)) => Ok(OwnCredential::Secret(secret)),
+                (None, None) => Err(StoreError::Unexpected(
+                    "the key holds neither client_secret nor private_key".into(),
+                )),
+            }
+        })
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use secret_rotator::{
-    auth0::{Auth0Client, Credentials, Settings},
+    auth0::{Auth0Client, CredentialSource, Credentials, Settings},
     emulator::{
         Emulator, EmulatorConfig, RunningEmulator, m2m_client, pkjwt_client, random_client_id,
     },
@@ -32,7 +32,7 @@ async fn tenant(scopes: &[&str]) -> (RunningEmulator, Auth0Client, ClientId) {
         ca_cert: None,
         credentials: Credentials::ClientCredentials {
             client_id: m2m,
-            client_secret: SecretString::from(M2M_SECRET),
+            source: CredentialSource::Secret(SecretString::from(M2M_SECRET)),
             audience: format!("https://{}/api/v2/", emulator.domain()),
         },
         connect_timeout: Duration::from_secs(2),

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use secret_rotator::{
-    auth0::{Auth0Client, Credentials, Settings},
+    auth0::{Auth0Client, CredentialSource, Credentials, Settings},
     emulator::{Emulator, EmulatorConfig, m2m_client, random_client_id, regular_client},
     proto::RotateSecretRequest,
     rotation::{ClientId, SecretIssuer},
@@ -69,7 +69,7 @@ async fn token_requests_are_single_flight() {
         ca_cert: None,
         credentials: Credentials::ClientCredentials {
             client_id: m2m,
-            client_secret: SecretString::from(M2M_SECRET),
+            source: CredentialSource::Secret(SecretString::from(M2M_SECRET)),
             audience: format!("https://{}/api/v2/", emulator.domain()),
         },
         connect_timeout: Duration::from_secs(5),

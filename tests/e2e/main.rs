@@ -25,6 +25,7 @@ mod leak;
 mod logs;
 mod metrics;
 mod operator;
+mod own_credentials;
 mod pki;
 mod refusals;
 mod rotate;
