@@ -14,7 +14,7 @@ use super::{
 };
 use crate::rotation::{
     Attachments, ClientId, CredentialId, CredentialInfo, CredentialIssuer, IssuerError,
-    NewCredential, Transport,
+    NewCredential, OwnCredential, Transport,
 };
 
 pub const CREATE_CREDENTIALS_SCOPE: &str = "create:client_credentials";
@@ -231,6 +231,17 @@ impl CredentialIssuer for Auth0Client {
 
     fn domain(&self) -> &str {
         &self.inner.domain
+    }
+
+    async fn proves(&self, credential: &OwnCredential) -> Result<bool, IssuerError> {
+        self.inner
+            .tokens
+            .proves(
+                &self.inner.http,
+                &self.url(&["oauth", "token"]),
+                credential,
+            )
+            .await
     }
 }
 

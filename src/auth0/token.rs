@@ -82,15 +82,16 @@ impl TokenSource {
         }
     }
 
-    /// The service's own credential as its source holds it now.
-    pub(super) async fn presented(&self) -> Result<OwnCredential, IssuerError> {
+    /// The service's own credentials as its source holds them now, in the order to present
+    /// them: the one in use, then (Vault, during a self-rotation) the next and the previous.
+    pub(super) async fn presented(&self) -> Result<Vec<OwnCredential>, IssuerError> {
         let Self::ClientCredentials { source, store, .. } = self else {
             return Err(IssuerError::OwnCredential("a static token has none".into()));
         };
         let unreadable =
             |what: &Path| IssuerError::OwnCredential(format!("{} cannot be read", what.display()));
         match source {
-            CredentialSource::Secret(secret) => Ok(OwnCredential::Secret(secret.clone())),
+            CredentialSource::Secret(secret) => Ok(vec![OwnCredential::Secret(secret.clone())]),
             CredentialSource::SecretFile(path) => {
                 let text = std::fs::read_to_string(path).map_err(|_| unreadable(path))?;
                 match text.trim() {
@@ -98,7 +99,9 @@ impl TokenSource {
                         "{} is empty",
                         path.display()
                     ))),
-                    secret => Ok(OwnCredential::Secret(SecretString::from(secret.to_owned()))),
+                    secret => Ok(vec![OwnCredential::Secret(SecretString::from(
+                        secret.to_owned(),
+                    ))]),
                 }
             }
             CredentialSource::KeyFile {
@@ -107,18 +110,18 @@ impl TokenSource {
                 algorithm,
             } => {
                 let pem = std::fs::read_to_string(path).map_err(|_| unreadable(path))?;
-                Ok(OwnCredential::Key {
+                Ok(vec![OwnCredential::Key {
                     private_key: SecretString::from(pem),
                     key_id: key_id.clone(),
                     algorithm: *algorithm,
-                })
+                }])
             }
             CredentialSource::Vault(path) => {
                 let store = store.get().ok_or_else(|| {
                     IssuerError::OwnCredential("the Vault store is not set up".into())
                 })?;
                 store
-                    .own_credential(path)
+                    .own_credentials(path)
                     .await
                     .map_err(|e| IssuerError::OwnCredential(format!("Vault {path}: {e}")))
             }
@@ -128,6 +131,77 @@ impl TokenSource {
     /// Whether a rejected token can be replaced by a fresh one.
     pub(super) fn renewable(&self) -> bool {
         matches!(self, Self::ClientCredentials { .. })
+    }
+
+    /// A client-credentials token request presenting `credential` as the service's own.
+    fn request_with(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        credential: &OwnCredential,
+    ) -> Result<reqwest::RequestBuilder, IssuerError> {
+        let Self::ClientCredentials {
+            client_id,
+            audience,
+            domain,
+            ..
+        } = self
+        else {
+            return Err(IssuerError::OwnCredential("a static token has none".into()));
+        };
+        Ok(match credential {
+            OwnCredential::Secret(secret) => http.post(url.clone()).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret.expose_secret()),
+                ("audience", audience),
+            ]),
+            OwnCredential::Key {
+                private_key,
+                key_id,
+                algorithm,
+            } => {
+                let assertion = KeyPair::from_private_pem(private_key)
+                    .and_then(|key| {
+                        key.assertion(client_id, domain, *algorithm, key_id.as_deref())
+                    })
+                    .map_err(|e| IssuerError::OwnCredential(e.to_string()))?;
+                http.post(url.clone()).form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_assertion_type", super::credentials::ASSERTION_TYPE),
+                    ("client_assertion", assertion.expose_secret()),
+                    ("audience", audience),
+                ])
+            }
+        })
+    }
+
+    /// Whether Auth0 gives a Management API token for `credential` as the service's own: a
+    /// self-rotation proves its new credential so before the old one is retired. Nothing is
+    /// cached.
+    pub(super) async fn proves(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        credential: &OwnCredential,
+    ) -> Result<bool, IssuerError> {
+        let request = self.request_with(http, url, credential)?;
+        let response = crate::upstream::send("auth0", "prove-credential", request)
+            .await
+            .map_err(transport_error)?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(false),
+            StatusCode::TOO_MANY_REQUESTS => Err(IssuerError::RateLimited {
+                retry_after: retry_after(response.headers()),
+            }),
+            s if s.is_server_error() => Err(IssuerError::Unavailable {
+                how: Transport::ServerError(s.as_u16()),
+                at: reached(url, None),
+            }),
+            s => Err(IssuerError::Protocol(format!("token endpoint answered {s}"))),
+        }
     }
 
     /// Obtains a token now (start-up check) and reports what it grants.
@@ -180,41 +254,25 @@ impl TokenSource {
         http: &reqwest::Client,
         url: &Url,
     ) -> Result<(CachedToken, Option<Vec<String>>), IssuerError> {
-        let Self::ClientCredentials {
-            client_id,
-            audience,
-            domain,
-            ..
-        } = self
-        else {
-            unreachable!("only client credentials request tokens");
-        };
-        let request = match self.presented().await? {
-            OwnCredential::Secret(secret) => http.post(url.clone()).form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", secret.expose_secret()),
-                ("audience", audience),
-            ]),
-            OwnCredential::Key {
-                private_key,
-                key_id,
-                algorithm,
-            } => {
-                let assertion = KeyPair::from_private_pem(&private_key)
-                    .and_then(|key| key.assertion(client_id, domain, algorithm, key_id.as_deref()))
-                    .map_err(|e| IssuerError::OwnCredential(e.to_string()))?;
-                http.post(url.clone()).form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id),
-                    ("client_assertion_type", super::credentials::ASSERTION_TYPE),
-                    ("client_assertion", assertion.expose_secret()),
-                    ("audience", audience),
-                ])
+        // The credential in use first; a self-rotation under way may have moved Auth0 to the
+        // next one (or still accept the one before) a moment before its source says so.
+        let candidates = self.presented().await?;
+        let last = candidates.len().saturating_sub(1);
+        let mut response = None;
+        for (n, credential) in candidates.iter().enumerate() {
+            let request = self.request_with(http, url, credential)?;
+            let sent = crate::upstream::send("auth0", "token", request)
+                .await
+                .map_err(transport_error)?;
+            if sent.status() != StatusCode::UNAUTHORIZED || n == last {
+                response = Some(sent);
+                break;
             }
-        };
-        let sent = crate::upstream::send("auth0", "token", request).await;
-        let response = sent.map_err(transport_error)?;
+            info!("Auth0 refused the service's credential in use; presenting the next one its source holds");
+        }
+        let response = response.ok_or_else(|| {
+            IssuerError::OwnCredential("its source holds no credential".into())
+        })?;
         let status = response.status();
         if status.is_success() {
             crate::metrics::token_refreshed();

@@ -306,15 +306,27 @@ impl ServeArgs {
         let (vault, path) = vault.into_settings(&auth0.domain)?;
         let security = security.into_settings(server.listen_addr)?;
         let server = server.into_settings()?;
-        // The service's own application is never rotated: that would cut it off from Auth0.
+        // The service's own application is rotated only when its credential is in Vault, where
+        // every replica reads it: elsewhere, rotating it would cut the service off from Auth0.
         let own_client = match &auth0.credentials {
             crate::auth0::Credentials::ClientCredentials { client_id, .. } => {
                 crate::rotation::ClientId::parse(client_id).ok()
             }
             crate::auth0::Credentials::StaticToken(_) => None,
         };
-        let rotation =
-            rotation.into_settings(path, server.max_deadline + auth0.timeout, own_client)?;
+        let own_credential_path = match &auth0.credentials {
+            crate::auth0::Credentials::ClientCredentials {
+                source: crate::auth0::CredentialSource::Vault(path),
+                ..
+            } => Some(path.clone()),
+            _ => None,
+        };
+        let rotation = rotation.into_settings(
+            path,
+            server.max_deadline + auth0.timeout,
+            own_client,
+            own_credential_path,
+        )?;
         let webhook = webhook.into_settings(format!("/secret-rotator/{}", auth0.domain))?;
         Ok(Config {
             server,

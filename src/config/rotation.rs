@@ -91,6 +91,7 @@ impl RotationArgs {
         path: PathTemplate,
         longest_call: Duration,
         own_client: Option<ClientId>,
+        own_credential_path: Option<String>,
     ) -> Result<Settings, ConfigError> {
         if self.max_concurrent_rotations == 0 {
             return Err(ConfigError::Zero("ROTATOR_MAX_CONCURRENT_ROTATIONS"));
@@ -123,6 +124,7 @@ impl RotationArgs {
         }
         Ok(Settings {
             own_client,
+            own_credential_path,
             path,
             replica: self
                 .replica_id

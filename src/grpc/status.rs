@@ -195,9 +195,11 @@ fn status_of(err: RotationError) -> Status {
             ))
         }
         RotationError::OwnClient { client_id } => Status::failed_precondition(format!(
-            "{client_id} is this service's own Auth0 application (AUTH0_CLIENT_ID): rotating \
-                 it would cut the service off from Auth0; nothing was rotated. Rotate it by hand \
-                 and update AUTH0_CLIENT_SECRET"
+            "{client_id} is this service's own Auth0 application (AUTH0_CLIENT_ID), and its \
+                 credential is not in Vault: rotating it would cut the service off from Auth0; \
+                 nothing was rotated. To let the service rotate its own credential, keep it in \
+                 Vault and set AUTH0_CREDENTIALS_VAULT_PATH (docs/security.md, \"Who rotates the \
+                 rotator\")"
         )),
         RotationError::Drifted { client_id } => Status::failed_precondition(format!(
             "Vault does not hold the secret Auth0 accepts for {client_id} (changed outside the \
@@ -227,6 +229,11 @@ fn status_of(err: RotationError) -> Status {
         } => Status::failed_precondition(format!(
             "rotation {rotation_id} of {client_id} was already promoted: Auth0 accepts only its \
                  secret now, so it cannot be cancelled; rotate again to replace it"
+        )),
+        RotationError::OwnCredentialNotProved { client_id } => Status::failed_precondition(format!(
+            "the new credential of {client_id}, this service's own application, did not get a \
+             Management API token from Auth0: the old credential is kept and the new one \
+             withdrawn, so nothing changed. Check the application's client grant"
         )),
         RotationError::KeySwitched {
             client_id,

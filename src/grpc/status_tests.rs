@@ -295,6 +295,14 @@ fn every_rotation_error_has_its_code_and_says_what_was_changed() {
             vec!["already promoted"],
         ),
         (
+            RotationError::OwnCredentialNotProved {
+                client_id: id.clone(),
+            },
+            FailedPrecondition,
+            false,
+            vec!["old credential is kept", "nothing changed"],
+        ),
+        (
             RotationError::KeySwitched {
                 client_id: id.clone(),
                 rotation_id: rotation(),

@@ -283,6 +283,10 @@ pub enum RotationError {
         client_id: ClientId,
         rotation_id: Uuid,
     },
+    /// A self-rotation's new credential did not get the service a Management API token: the
+    /// old one is kept and the new one withdrawn.
+    #[error("the new credential of the service's own application {client_id} was not accepted")]
+    OwnCredentialNotProved { client_id: ClientId },
     /// CancelRotation of a key rotation whose consumers already switched to its new key.
     #[error(
         "key rotation {rotation_id} of client {client_id} already switched consumers to its new key"

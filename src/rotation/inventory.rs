@@ -101,7 +101,7 @@ pub(super) async fn rotatable_clients<I: SecretIssuer, S: SecretStore, L: Ledger
             else {
                 continue;
             };
-            if rotatable(client) && !p.is_own(&id) {
+            if rotatable(client) && !p.refuses_own(&id) {
                 picked.extend(pick(id, client));
             }
         }
@@ -149,8 +149,7 @@ pub async fn page<I: SecretIssuer, S: SecretStore, L: Ledger>(
             let schedule = schedule.clone();
             async move {
                 let state = record.map_err(RotationError::Vault)?.value;
-                let own = p.is_own(&client_id);
-                let rotatable = rotatable(&client) && !own;
+                let rotatable = rotatable(&client) && !p.refuses_own(&client_id);
                 let method = key_method(&client);
                 let last = state.last;
                 let in_use = last

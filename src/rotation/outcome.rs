@@ -59,6 +59,7 @@ impl Outcome {
             RotationError::NotStaged { .. } => "not_staged",
             RotationError::AlreadyPromoted { .. } => "already_promoted",
             RotationError::KeySwitched { .. } => "key_switched",
+            RotationError::OwnCredentialNotProved { .. } => "own_credential_not_proved",
             RotationError::NothingToStage { .. } => "nothing_to_stage",
             RotationError::OverlapPending { .. } => "overlap_pending",
             RotationError::KeysManagedElsewhere { .. } => "keys_managed_elsewhere",

@@ -126,8 +126,19 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
         self.settings.own_client.as_ref() == Some(client_id)
     }
 
+    /// Whether `client_id` is the service's own application and may not be rotated: its
+    /// credential is not in Vault, where every replica would pick a new one up.
+    pub(super) fn refuses_own(&self, client_id: &ClientId) -> bool {
+        self.is_own(client_id) && self.settings.own_credential_path.is_none()
+    }
+
+    /// Where a client's key is: the template's path, or for the service's own application
+    /// the key its credential is read from.
     pub(super) fn path(&self, client_id: &ClientId) -> String {
-        self.settings.path.render(client_id)
+        match &self.settings.own_credential_path {
+            Some(own) if self.is_own(client_id) => own.clone(),
+            _ => self.settings.path.render(client_id),
+        }
     }
 
     pub(super) fn stored(&self, path: String, version: KvVersion) -> StoredSecret {

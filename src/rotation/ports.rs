@@ -174,6 +174,13 @@ pub trait CredentialIssuer: Send + Sync + 'static {
 
     /// The tenant's domain: the audience of client assertions is `https://{domain}/`.
     fn domain(&self) -> &str;
+
+    /// Whether Auth0 gives the service a Management API token for `credential` as its own
+    /// (a self-rotation's proof of its new credential before the old one is retired).
+    fn proves(
+        &self,
+        credential: &OwnCredential,
+    ) -> impl Future<Output = Result<bool, IssuerError>> + Send;
 }
 
 /// Port: keeps secrets (Vault KV v2).
@@ -288,8 +295,11 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a
 /// (`AUTH0_CREDENTIALS_VAULT_PATH`), in the layout the service writes for any client. Read at
 /// every token request, so that a rotated credential is used from the next one on.
 pub trait OwnCredentialStore: Send + Sync + 'static {
-    fn own_credential<'a>(
+    /// The credentials the key holds, in the order to present them: the one in use, then the
+    /// next (a staged secret, promoted at Auth0 a moment before Vault) and the previous (a key
+    /// still attached during its overlap).
+    fn own_credentials<'a>(
         &'a self,
         path: &'a str,
-    ) -> BoxFuture<'a, Result<OwnCredential, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<OwnCredential>, StoreError>>;
 }

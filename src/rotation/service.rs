@@ -151,12 +151,21 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
                 strategy: command.strategy,
             };
             let p = &this.pipeline;
-            let result = match p.is_own(&command.client_id) {
+            let result = match p.refuses_own(&command.client_id) {
                 true => Err(RotationError::OwnClient {
                     client_id: command.client_id.clone(),
                 }),
                 false => {
                     p.finish(&report, rotation_id, Outcome::Started, None);
+                    // The service's own credential overlaps or is staged, never replaced at
+                    // once: replicas read it from Vault, and the new one is proved first.
+                    let command = match p.is_own(&command.client_id) {
+                        true => RotateCommand {
+                            strategy: Strategy::Staged,
+                            ..command.clone()
+                        },
+                        false => command.clone(),
+                    };
                     steps::rotate(p, &command, rotation_id, deadline).await
                 }
             };
@@ -337,7 +346,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     pub async fn validate(&self, command: &RotateCommand) -> Result<Validated, RotationError> {
         let p = &self.pipeline;
         let client_id = &command.client_id;
-        if p.is_own(client_id) {
+        if p.refuses_own(client_id) {
             return Err(RotationError::OwnClient {
                 client_id: client_id.clone(),
             });

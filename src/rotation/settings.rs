@@ -54,9 +54,13 @@ pub struct Settings {
     pub distribute_for: Duration,
     /// The longest a request may ask for.
     pub max_distribute_for: Duration,
-    /// The service's own Auth0 application, if it has one (client credentials): never rotated,
+    /// The service's own Auth0 application, if it has one (client credentials): rotated only
+    /// when its credential is kept in Vault (`own_credential_path`), else never rotated,
     /// listed as not rotatable, never selected.
     pub own_client: Option<ClientId>,
+    /// Where the service's own credential is kept in Vault (`AUTH0_CREDENTIALS_VAULT_PATH`):
+    /// the own client's key, which a self-rotation writes and every replica reads.
+    pub own_credential_path: Option<String>,
     /// How many rotations each client's record keeps for ListRotations.
     pub history_kept: usize,
     /// How often the scanning replica compares every client Vault holds with Auth0; `None`:

@@ -114,43 +114,63 @@ impl From<StoredKeyData> for StoredKey {
     }
 }
 
-/// The service's own credential as its Vault key holds it: a client's secret, or its key
+/// The service's own credentials as its Vault key holds them: a client's secrets, or its keys
 /// (read straight into `SecretString`s).
 #[derive(serde::Deserialize)]
 struct OwnData {
     client_secret: Option<SecretString>,
+    next_client_secret: Option<SecretString>,
+    previous_client_secret: Option<SecretString>,
     private_key: Option<SecretString>,
     key_id: Option<String>,
     algorithm: Option<String>,
+    previous_private_key: Option<SecretString>,
+    previous_key_id: Option<String>,
+    previous_algorithm: Option<String>,
 }
 
 impl crate::rotation::OwnCredentialStore for super::VaultStore {
-    fn own_credential<'a>(
+    fn own_credentials<'a>(
         &'a self,
         path: &'a str,
-    ) -> BoxFuture<'a, Result<OwnCredential, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<OwnCredential>, StoreError>> {
         Box::pin(async move {
-            let data = self
+            let d = self
                 .inner
                 .kv
                 .read::<OwnData>(path)
                 .await?
                 .ok_or_else(|| StoreError::Unexpected("no such key".into()))?
                 .value;
-            match (data.private_key, data.client_secret) {
-                (Some(private_key), _) => Ok(OwnCredential::Key {
+            let key = |pem: Option<SecretString>, kid: Option<String>, alg: Option<String>| {
+                pem.map(|private_key| OwnCredential::Key {
                     private_key,
-                    key_id: data.key_id,
-                    algorithm: data
-                        .algorithm
+                    key_id: kid,
+                    algorithm: alg
                         .as_deref()
                         .and_then(KeyAlgorithm::parse)
                         .unwrap_or_default(),
-                }),
-                (None, Some(secret)) => Ok(OwnCredential::Secret(secret)),
-                (None, None) => Err(StoreError::Unexpected(
+                })
+            };
+            let found: Vec<OwnCredential> = match d.private_key {
+                Some(_) => [
+                    key(d.private_key, d.key_id, d.algorithm),
+                    key(d.previous_private_key, d.previous_key_id, d.previous_algorithm),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                None => [d.client_secret, d.next_client_secret, d.previous_client_secret]
+                    .into_iter()
+                    .flatten()
+                    .map(OwnCredential::Secret)
+                    .collect(),
+            };
+            match found.is_empty() {
+                true => Err(StoreError::Unexpected(
                     "the key holds neither client_secret nor private_key".into(),
                 )),
+                false => Ok(found),
             }
         })
     }

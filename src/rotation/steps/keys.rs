@@ -34,7 +34,10 @@ use crate::rotation::{
         with_method,
     },
     pipeline::{Open, Pipeline},
-    ports::{Attachments, CredentialInfo, Ledger, NewCredential, SecretIssuer, SecretStore},
+    ports::{
+        Attachments, CredentialInfo, Ledger, NewCredential, OwnCredential, SecretIssuer,
+        SecretStore,
+    },
     records::{
         Intent, KeyEntry, KvVersion, RotatedCredential, Rotation, Step, StoredKey, Strategy,
         Versioned,
@@ -396,7 +399,20 @@ async fn register_and_verify<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p.issuer
         .attach(client_id, &with_method(&plan.all, plan.method, ids))
         .await?;
-    if plan.verify {
+    if p.is_own(client_id) {
+        // The service's own key must get it a Management API token before it is handed to
+        // the replicas.
+        let own = OwnCredential::Key {
+            private_key: key.private_pem().clone(),
+            key_id: created.kid.clone(),
+            algorithm: plan.alg,
+        };
+        if !p.issuer.proves(&own).await? {
+            return Err(RotationError::OwnCredentialNotProved {
+                client_id: client_id.clone(),
+            });
+        }
+    } else if plan.verify {
         let assertion = key.assertion(
             client_id.as_str(),
             p.issuer.domain(),

@@ -18,7 +18,7 @@
 use rand::Rng;
 use secrecy::SecretString;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::{
@@ -29,7 +29,7 @@ use crate::{
         ids::ClientId,
         outcome::Outcome,
         pipeline::{Left, Pipeline},
-        ports::{Ledger, SecretIssuer, SecretStore},
+        ports::{Ledger, OwnCredential, SecretIssuer, SecretStore},
         records::{
             Intent, KeySecrets, Rotation, RotationMetadata, Staged, Step, StoredSecret, Strategy,
         },
@@ -244,6 +244,26 @@ pub(in crate::rotation) async fn promote<I: SecretIssuer, S: SecretStore, L: Led
                 return recovery::lost_answer(p, client_id, &intent, lease, lost).await;
             }
         };
+        // The service's own secret must get it a Management API token before replicas are
+        // told to use it; if not, the old one is put back and the staged one withdrawn.
+        if p.is_own(client_id) && !proved(p, &next).await {
+            if let Err(e) = p.issuer.set_secret(client_id, &key.value.current).await {
+                warn!(%rotation_id, error = %e, "could not put the service's own secret back; the reconciler heals the promotion");
+                return Err(e.into());
+            }
+            let open = crate::rotation::pipeline::Open {
+                client_id,
+                path: &path,
+                intent: &intent,
+                fence: lease.fence,
+                before: lease.before,
+            };
+            recovery::withdraw(p, open).await?;
+            p.timer.forget(client_id, rotation_id);
+            return Err(RotationError::OwnCredentialNotProved {
+                client_id: client_id.clone(),
+            });
+        }
         debug!(%rotation_id, "Auth0 holds the staged secret; promoting it in Vault");
         let secrets = KeySecrets::replaced(Some(&key.value), next, p.settings.previous_secret_ttl);
         let metadata =
@@ -265,6 +285,21 @@ pub(in crate::rotation) async fn promote<I: SecretIssuer, S: SecretStore, L: Led
         Ok(rotation)
     })
     .await
+}
+
+/// Whether the staged secret gets the service a Management API token (a failure to ask counts
+/// as no: the old secret is then put back).
+async fn proved<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    secret: &SecretString,
+) -> bool {
+    match p.issuer.proves(&OwnCredential::Secret(secret.clone())).await {
+        Ok(proved) => proved,
+        Err(e) => {
+            warn!(error = %e, "could not prove the service's new secret");
+            false
+        }
+    }
 }
 
 /// Cancel staged rotation `rotation_id`: its secret is removed from the key. Repeated after it

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::fakes::FakeAuth0;
 use crate::rotation::{
     Attachments, AuthMethod, ClientId, CredentialId, CredentialInfo, CredentialIssuer, IssuerError,
-    NewCredential, public_pem_kid,
+    NewCredential, OwnCredential, public_pem_kid,
 };
 
 /// A key client's credentials: the pool (with each public key) and the attachments.
@@ -145,6 +145,20 @@ impl CredentialIssuer for FakeAuth0 {
 
     fn domain(&self) -> &str {
         "tenant.example.com"
+    }
+
+    /// As Auth0: the service's secret is its live one; any key attached to its client (the
+    /// own client here is "own") unless assertions are refused.
+    async fn proves(&self, credential: &OwnCredential) -> Result<bool, IssuerError> {
+        if self.refuse_assertions.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        Ok(match credential {
+            OwnCredential::Secret(secret) => {
+                self.live("own").as_deref() == Some(secret.expose_secret())
+            }
+            OwnCredential::Key { .. } => true,
+        })
     }
 }
 

@@ -47,6 +47,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         history_kept: 3,
         drift_scan_interval: None,
         own_client: None,
+        own_credential_path: None,
         keys: Default::default(),
     };
     tweak(&mut settings);
