@@ -236,11 +236,7 @@ impl CredentialIssuer for Auth0Client {
     async fn proves(&self, credential: &OwnCredential) -> Result<bool, IssuerError> {
         self.inner
             .tokens
-            .proves(
-                &self.inner.http,
-                &self.url(&["oauth", "token"]),
-                credential,
-            )
+            .proves(&self.inner.http, &self.url(&["oauth", "token"]), credential)
             .await
     }
 }

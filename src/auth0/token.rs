@@ -162,9 +162,7 @@ impl TokenSource {
                 algorithm,
             } => {
                 let assertion = KeyPair::from_private_pem(private_key)
-                    .and_then(|key| {
-                        key.assertion(client_id, domain, *algorithm, key_id.as_deref())
-                    })
+                    .and_then(|key| key.assertion(client_id, domain, *algorithm, key_id.as_deref()))
                     .map_err(|e| IssuerError::OwnCredential(e.to_string()))?;
                 http.post(url.clone()).form(&[
                     ("grant_type", "client_credentials"),
@@ -200,7 +198,9 @@ impl TokenSource {
                 how: Transport::ServerError(s.as_u16()),
                 at: reached(url, None),
             }),
-            s => Err(IssuerError::Protocol(format!("token endpoint answered {s}"))),
+            s => Err(IssuerError::Protocol(format!(
+                "token endpoint answered {s}"
+            ))),
         }
     }
 
@@ -268,11 +268,12 @@ impl TokenSource {
                 response = Some(sent);
                 break;
             }
-            info!("Auth0 refused the service's credential in use; presenting the next one its source holds");
+            info!(
+                "Auth0 refused the service's credential in use; presenting the next one its source holds"
+            );
         }
-        let response = response.ok_or_else(|| {
-            IssuerError::OwnCredential("its source holds no credential".into())
-        })?;
+        let response = response
+            .ok_or_else(|| IssuerError::OwnCredential("its source holds no credential".into()))?;
         let status = response.status();
         if status.is_success() {
             crate::metrics::token_refreshed();

@@ -230,11 +230,13 @@ fn status_of(err: RotationError) -> Status {
             "rotation {rotation_id} of {client_id} was already promoted: Auth0 accepts only its \
                  secret now, so it cannot be cancelled; rotate again to replace it"
         )),
-        RotationError::OwnCredentialNotProved { client_id } => Status::failed_precondition(format!(
-            "the new credential of {client_id}, this service's own application, did not get a \
+        RotationError::OwnCredentialNotProved { client_id } => {
+            Status::failed_precondition(format!(
+                "the new credential of {client_id}, this service's own application, did not get a \
              Management API token from Auth0: the old credential is kept and the new one \
              withdrawn, so nothing changed. Check the application's client grant"
-        )),
+            ))
+        }
         RotationError::KeySwitched {
             client_id,
             rotation_id,

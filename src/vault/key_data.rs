@@ -124,6 +124,7 @@ struct OwnData {
     private_key: Option<SecretString>,
     key_id: Option<String>,
     algorithm: Option<String>,
+    next_private_key: Option<SecretString>,
     previous_private_key: Option<SecretString>,
     previous_key_id: Option<String>,
     previous_algorithm: Option<String>,
@@ -152,20 +153,31 @@ impl crate::rotation::OwnCredentialStore for super::VaultStore {
                         .unwrap_or_default(),
                 })
             };
-            let found: Vec<OwnCredential> = match d.private_key {
-                Some(_) => [
-                    key(d.private_key, d.key_id, d.algorithm),
-                    key(d.previous_private_key, d.previous_key_id, d.previous_algorithm),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-                None => [d.client_secret, d.next_client_secret, d.previous_client_secret]
+            let found: Vec<OwnCredential> =
+                match d.private_key.is_some() || d.next_private_key.is_some() {
+                    // A key rotation's next key is attached before Vault hands it out: last.
+                    true => [
+                        key(d.private_key, d.key_id, d.algorithm.clone()),
+                        key(
+                            d.previous_private_key,
+                            d.previous_key_id,
+                            d.previous_algorithm,
+                        ),
+                        key(d.next_private_key, None, d.algorithm),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                    false => [
+                        d.client_secret,
+                        d.next_client_secret,
+                        d.previous_client_secret,
+                    ]
                     .into_iter()
                     .flatten()
                     .map(OwnCredential::Secret)
                     .collect(),
-            };
+                };
             match found.is_empty() {
                 true => Err(StoreError::Unexpected(
                     "the key holds neither client_secret nor private_key".into(),

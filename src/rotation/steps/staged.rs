@@ -293,7 +293,11 @@ async fn proved<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     secret: &SecretString,
 ) -> bool {
-    match p.issuer.proves(&OwnCredential::Secret(secret.clone())).await {
+    match p
+        .issuer
+        .proves(&OwnCredential::Secret(secret.clone()))
+        .await
+    {
         Ok(proved) => proved,
         Err(e) => {
             warn!(error = %e, "could not prove the service's new secret");
