@@ -323,6 +323,7 @@ impl ServeArgs {
         };
         let rotation = rotation.into_settings(
             path,
+            server.max_deadline,
             server.max_deadline + auth0.timeout,
             own_client,
             own_credential_path,

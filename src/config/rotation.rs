@@ -89,6 +89,7 @@ impl RotationArgs {
     pub fn into_settings(
         self,
         path: PathTemplate,
+        max_wait: Duration,
         longest_call: Duration,
         own_client: Option<ClientId>,
         own_credential_path: Option<String>,
@@ -131,6 +132,7 @@ impl RotationArgs {
                 .filter(|r| !r.trim().is_empty())
                 .unwrap_or_else(default_replica_id),
             lease_ttl: self.lease_ttl,
+            max_wait,
             idempotency_window: self.idempotency_window,
             allow_unrecoverable: self.allow_unrecoverable_rotations,
             max_concurrent: self.max_concurrent_rotations,

@@ -41,8 +41,7 @@ const SCANNER_LEASE_INTERVALS: u32 = 3;
 /// Records a paced pass reads back to back.
 const SCAN_BURST: u32 = 10;
 
-/// How long an automatic promotion may take, and how long it waits before trying again.
-const PROMOTION_DEADLINE: Duration = Duration::from_secs(30);
+/// How long an automatic promotion waits before trying again.
 const PROMOTION_RETRY: Duration = Duration::from_secs(5);
 
 /// Heals the intents this replica left open; returns how many are still open.
@@ -273,7 +272,11 @@ async fn promote_due_forever<I: SecretIssuer, S: SecretStore, L: Ledger>(
     loop {
         let (client_id, rotation_id) = timer.next_due().await;
         let span = debug_span!("scheduled promotion", otel.kind = "internal");
-        let background = Background::own(SCHEDULER_CALLER, &span, PROMOTION_DEADLINE);
+        let background = Background::own(
+            SCHEDULER_CALLER,
+            &span,
+            service.pipeline().settings.max_wait,
+        );
         let promoted = background
             .run(|origin, deadline| {
                 service.complete(client_id.clone(), rotation_id, origin, deadline)

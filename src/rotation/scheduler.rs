@@ -33,8 +33,6 @@ use super::{
 const AT_ONCE: usize = 4;
 /// Ledger records a pass reads at once.
 const READS_AT_ONCE: usize = 16;
-/// How long one scheduled rotation may wait for Auth0's budget and the client's lease.
-const ROTATION_DEADLINE: Duration = Duration::from_secs(300);
 /// The longest a client whose scheduled rotation failed waits before it is tried again.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
 
@@ -261,7 +259,11 @@ async fn rotate_scheduled<I: SecretIssuer, S: SecretStore, L: Ledger>(
         client_id = %due.client_id,
         rule = %due.rule().label,
     );
-    let background = Background::own(SCHEDULER_CALLER, &span, ROTATION_DEADLINE);
+    let background = Background::own(
+        SCHEDULER_CALLER,
+        &span,
+        service.pipeline().settings.max_wait,
+    );
     // The same on every replica that found this client due after this last rotation.
     let after = due
         .last

@@ -37,6 +37,10 @@ pub struct Settings {
     pub replica: String,
     /// How long a lease lasts; longer than any one rotation can take.
     pub lease_ttl: Duration,
+    /// The longest one attempt waits for Auth0's budget (`ROTATOR_MAX_DEADLINE`): the lease
+    /// outlasts it by an Auth0 call, so background work that waits longer would let its
+    /// lease lapse under it and race its own heal.
+    pub max_wait: Duration,
     /// How long an idempotency key replays its answer.
     pub idempotency_window: Duration,
     /// Rotate even when recovery is known to be impossible (no `read:client_keys`).

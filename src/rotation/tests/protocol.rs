@@ -36,6 +36,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         path: PathTemplate::parse("auth0/{client_id}", "d").unwrap(),
         replica: "test".into(),
         lease_ttl: Duration::from_secs(60),
+        max_wait: Duration::from_secs(30),
         idempotency_window: Duration::from_secs(3600),
         allow_unrecoverable: false,
         max_concurrent: 16,
