@@ -31,6 +31,7 @@ mod refusals;
 mod rotate;
 mod schedule;
 mod security;
+mod self_rotation;
 mod staged;
 mod traces;
 mod validation;
