@@ -140,6 +140,11 @@ pub struct Faults {
     /// The next N Management API calls are answered 429 as if the bucket were empty.
     #[serde(default)]
     pub rate_limited: u32,
+    /// The next N Management API token requests are refused 401 after the client
+    /// authenticated, as Auth0 refuses a credential it does not accept (yet): a
+    /// self-rotation's proof of its new credential fails.
+    #[serde(default)]
+    pub refused_tokens: u32,
 }
 
 /// Call counters, as `GET /__emulator/stats` reports them.
@@ -476,6 +481,7 @@ impl Inner {
 
     fn add_faults(&mut self, faults: Faults) {
         self.faults.rate_limited += faults.rate_limited;
+        self.faults.refused_tokens += faults.refused_tokens;
         self.rotate_faults.extend(faults.rotate);
         self.holds.extend(faults.holds);
     }

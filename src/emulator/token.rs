@@ -126,6 +126,10 @@ fn answer(inner: &mut super::Inner, headers: &HeaderMap, body: &Bytes) -> Respon
     if inner.config.apis.contains(&audience) {
         return api_token(inner, &client_id, &audience);
     }
+    if audience == expected_audience && inner.faults.refused_tokens > 0 {
+        inner.faults.refused_tokens -= 1;
+        return auth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
+    }
     if audience != expected_audience {
         return auth_error(
             StatusCode::FORBIDDEN,

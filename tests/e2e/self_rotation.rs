@@ -15,15 +15,16 @@ use std::{
 
 use secret_rotator::{
     emulator::{
-        Emulator, EmulatorConfig, Faults, HeldStep, Hold, SEED_PRIVATE_KEY_PEM, m2m_key_client,
-        random_client_id, regular_client,
+        CredentialInspection, Emulator, EmulatorConfig, Faults, HeldStep, Hold, RunningEmulator,
+        SEED_PRIVATE_KEY_PEM, m2m_client, m2m_key_client, random_client_id, regular_client,
     },
-    proto::ListRotationsRequest,
+    proto::{CompleteRotationRequest, ListRotationsRequest, RotationStrategy},
 };
 use tokio::net::TcpListener;
+use tonic::Code;
 
 use crate::{
-    helpers::{Bao, ServiceProcess, eventually, rotate},
+    helpers::{ALL_SCOPES, Bao, M2M_SECRET, ServiceProcess, eventually, rotate},
     key_rotation::key_scopes,
 };
 
@@ -60,27 +61,9 @@ async fn two_replicas_rotate_their_own_key_on_a_schedule_and_never_lose_access()
         emulator = emulator.with_client(regular_client(id, "App"));
     }
     let emulator = Arc::new(emulator.start(TcpListener::bind("127.0.0.1:0").await.unwrap()));
-    // The service's key, as the operator puts it in Vault: the layout the service writes.
-    let seeded = emulator.credentials(&own)[0].clone();
-    let (status, _) = bao
-        .api(
-            reqwest::Method::POST,
-            &format!("secret/data/auth0/clients/{own}"),
-            Some(serde_json::json!({"data": {
-                "client_id": own, "private_key": SEED_PRIVATE_KEY_PEM, "algorithm": "RS256",
-                "key_id": seeded.kid, "credential_id": seeded.id,
-            }})),
-        )
-        .await;
-    assert!(status < 300);
-
-    let mut env = ServiceProcess::env_for(&bao, &emulator, &own);
-    env.retain(|(k, _)| *k != "AUTH0_CLIENT_SECRET");
+    let seeded = seed_own_key(&bao, &emulator, &own).await;
+    let mut env = own_in_vault(&bao, &emulator, &own);
     env.extend([
-        (
-            "AUTH0_CREDENTIALS_VAULT_PATH",
-            format!("auth0/clients/{own}"),
-        ),
         ("ROTATOR_STAGED_DISTRIBUTE_FOR", "1s".to_owned()),
         ("ROTATOR_RECONCILE_INTERVAL", "200ms".to_owned()),
         ("ROTATOR_DEADLINE", "3s".to_owned()),
@@ -193,5 +176,147 @@ async fn two_replicas_rotate_their_own_key_on_a_schedule_and_never_lose_access()
             .any(|c| c.id == held["credential_id"].as_str().unwrap())
     );
     assert_ne!(held["credential_id"], seeded.id.as_str(), "rotated");
+    assert_eq!(emulator.stats().key_authentications_refused, 0);
+}
+
+/// Writes the service's key as the operator would (the layout the service writes) and returns
+/// the credential it names.
+async fn seed_own_key(bao: &Bao, emulator: &RunningEmulator, own: &str) -> CredentialInspection {
+    let seeded = emulator.credentials(own)[0].clone();
+    let (status, _) = bao
+        .api(
+            reqwest::Method::POST,
+            &format!("secret/data/auth0/clients/{own}"),
+            Some(serde_json::json!({"data": {
+                "client_id": own, "private_key": SEED_PRIVATE_KEY_PEM, "algorithm": "RS256",
+                "key_id": seeded.kid, "credential_id": seeded.id,
+            }})),
+        )
+        .await;
+    assert!(status < 300);
+    seeded
+}
+
+fn own_in_vault(bao: &Bao, emulator: &RunningEmulator, own: &str) -> Vec<(&'static str, String)> {
+    let mut env = ServiceProcess::env_for(bao, emulator, own);
+    env.retain(|(k, _)| *k != "AUTH0_CLIENT_SECRET");
+    env.push((
+        "AUTH0_CREDENTIALS_VAULT_PATH",
+        format!("auth0/clients/{own}"),
+    ));
+    env
+}
+
+/// Auth0 refuses the next Management API token: the proof of the service's new credential.
+fn refuse_the_proof(emulator: &RunningEmulator) {
+    emulator.inject(Faults {
+        refused_tokens: 1,
+        ..Faults::default()
+    });
+}
+
+#[tokio::test]
+async fn a_self_rotation_of_a_secret_whose_proof_fails_keeps_the_old_secret_working() {
+    let bao = Bao::start().await;
+    let own = random_client_id();
+    let other = random_client_id();
+    let emulator = Emulator::new(EmulatorConfig::default())
+        .with_client(m2m_client(&own, M2M_SECRET, ALL_SCOPES))
+        .with_client(regular_client(&other, "App"))
+        .start(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let (status, _) = bao
+        .api(
+            reqwest::Method::POST,
+            &format!("secret/data/auth0/clients/{own}"),
+            Some(serde_json::json!({"data": {"client_id": own, "client_secret": M2M_SECRET}})),
+        )
+        .await;
+    assert!(status < 300);
+    let env = own_in_vault(&bao, &emulator, &own);
+    let service = ServiceProcess::start(&env).await;
+    let mut client = service.client().await;
+
+    // The service's own secret is always staged: consumers (its replicas) read the next one.
+    let staged = client
+        .rotate_secret(rotate(&own))
+        .await
+        .expect("staged")
+        .into_inner();
+    assert_eq!(staged.strategy, RotationStrategy::Staged as i32);
+    let held = bao.kv_data(&format!("auth0/clients/{own}")).await.unwrap();
+    assert!(held.get("next_client_secret").is_some(), "{held:?}");
+
+    refuse_the_proof(&emulator);
+    let refused = client
+        .complete_rotation(CompleteRotationRequest {
+            client_id: own.clone(),
+            rotation_id: staged.rotation_id.clone(),
+        })
+        .await
+        .expect_err("the new secret did not get a token");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("the old credential is kept"),
+        "{}",
+        refused.message()
+    );
+
+    // Auth0 and Vault hold the old secret, the staged one is gone, and it works: for this
+    // replica's next rotation, and for a replica that starts now and asks for a token first.
+    assert_eq!(emulator.live_secret(&own).as_deref(), Some(M2M_SECRET));
+    let held = bao.kv_data(&format!("auth0/clients/{own}")).await.unwrap();
+    assert_eq!(held["client_secret"], M2M_SECRET);
+    assert!(held.get("next_client_secret").is_none(), "{held:?}");
+    client.rotate_secret(rotate(&other)).await.expect("rotates");
+    drop(service);
+    let restarted = ServiceProcess::start(&env).await;
+    restarted
+        .client()
+        .await
+        .rotate_secret(rotate(&other))
+        .await
+        .expect("a new replica authenticates with the secret Vault holds");
+}
+
+#[tokio::test]
+async fn a_self_rotation_of_a_key_whose_proof_fails_withdraws_the_new_key() {
+    let bao = Bao::start().await;
+    let own = random_client_id();
+    let other = random_client_id();
+    let emulator = Emulator::new(EmulatorConfig::default())
+        .with_client(m2m_key_client(&own, &key_scopes()))
+        .with_client(regular_client(&other, "App"))
+        .start(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let seeded = seed_own_key(&bao, &emulator, &own).await;
+    let env = own_in_vault(&bao, &emulator, &own);
+    let service = ServiceProcess::start(&env).await;
+    let mut client = service.client().await;
+
+    refuse_the_proof(&emulator);
+    let refused = client
+        .rotate_secret(rotate(&own))
+        .await
+        .expect_err("the new key did not get a token");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // Only the old key is left at Auth0 (the new one detached and deleted), Vault holds it,
+    // and it works for a replica that starts now.
+    let left = emulator.credentials(&own);
+    assert_eq!(
+        left.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [seeded.id.as_str()]
+    );
+    assert!(left[0].attached_to.is_some());
+    let held = bao.kv_data(&format!("auth0/clients/{own}")).await.unwrap();
+    assert_eq!(held["credential_id"], seeded.id.as_str());
+    assert!(held.get("next_private_key").is_none(), "{held:?}");
+    drop(service);
+    let restarted = ServiceProcess::start(&env).await;
+    restarted
+        .client()
+        .await
+        .rotate_secret(rotate(&other))
+        .await
+        .expect("a new replica authenticates with the key Vault holds");
     assert_eq!(emulator.stats().key_authentications_refused, 0);
 }
