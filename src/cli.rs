@@ -1,4 +1,5 @@
-//! The operator CLI in the same binary: `rotate`, `status`, `complete`, `cancel` and `health`,
+//! The operator CLI in the same binary: `rotate`, `status`, `complete`, `cancel`, `rollback` and
+//! `health`,
 //! talking gRPC to a running server. Human output by default, `--output json` for scripts;
 //! each kind of failure has its own exit code (see [`exit_code`]). Never prints a secret: the
 //! server never sends one.
@@ -18,8 +19,9 @@ use tonic_health::pb::{
 };
 
 use crate::proto::{
-    CancelRotationRequest, CompleteRotationRequest, GetRotationStatusRequest, RotateSecretRequest,
-    RotationStrategy, VaultSecret, secret_rotation_service_client::SecretRotationServiceClient,
+    CancelRotationRequest, CompleteRotationRequest, GetRotationStatusRequest,
+    RollbackRotationRequest, RotateSecretRequest, RotationStrategy, VaultSecret,
+    secret_rotation_service_client::SecretRotationServiceClient,
 };
 
 /// How to reach the server, shared by every operator command.
@@ -113,6 +115,14 @@ pub enum Operation {
         client_id: String,
         rotation_id: String,
     },
+    /// Undo the client's last secret rotation: its previous secret is put back at Auth0 and in
+    /// Vault (within ROTATOR_PREVIOUS_SECRET_TTL of the rotation).
+    Rollback {
+        #[command(flatten)]
+        client: ClientArgs,
+        client_id: String,
+        rotation_id: String,
+    },
     /// Whether the server is SERVING.
     Health {
         #[command(flatten)]
@@ -127,6 +137,7 @@ impl Operation {
             | Self::Status { client, .. }
             | Self::Complete { client, .. }
             | Self::Cancel { client, .. }
+            | Self::Rollback { client, .. }
             | Self::Health { client } => client,
         }
     }
@@ -318,6 +329,30 @@ async fn execute(operation: Operation) -> Result<Value, Status> {
                 "client_id": client_id,
                 "cancelled": done.rotation_id,
                 "vault": vault(done.vault_secret.as_ref()),
+            })
+        }
+        Operation::Rollback {
+            client: _,
+            client_id,
+            rotation_id,
+        } => {
+            let done = client
+                .rollback_rotation(request(
+                    timeout,
+                    token.as_ref(),
+                    RollbackRotationRequest {
+                        client_id: client_id.clone(),
+                        rotation_id,
+                    },
+                )?)
+                .await?
+                .into_inner();
+            json!({
+                "client_id": client_id,
+                "rolled_back": done.rotation_id,
+                "vault": vault(done.vault_secret.as_ref()),
+                "rolled_back_at": done.rolled_back_at.map(|t| t.to_string()),
+                "replayed": done.replayed,
             })
         }
         Operation::Health { .. } => {

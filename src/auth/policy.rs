@@ -28,6 +28,9 @@ pub enum Rpc {
     /// changes the secret Auth0 accepts.
     CompleteRotation,
     CancelRotation,
+    /// Putting a rotation's previous secret back: granted on its own, since the secret it
+    /// reinstates may be the reason for the rotation.
+    RollbackRotation,
     /// A client's rotation history: read-only, like GetRotationStatus.
     ListRotations,
     /// The tenant's client list: a caller sees the clients this grants it.
@@ -179,6 +182,12 @@ mod tests {
         callers = ["jwt:auditor-*@corp.example", "spiffe://corp.example/ns/audit/**"]
         clients = ["*"]
         rpcs = ["GetRotationStatus", "ListRotations"]
+
+        # The on-call may finish, cancel and undo rotations of the platform's clients.
+        [[allow]]
+        callers = ["jwt:oncall@corp.example"]
+        clients = ["Platform*"]
+        rpcs = ["CompleteRotation", "CancelRotation", "RollbackRotation"]
     "#;
 
     #[test]
@@ -254,6 +263,28 @@ mod tests {
                 RotateSecret,
                 "A",
                 false,
+            ),
+            // Undoing a rotation is granted by name only: rotating, completing or
+            // cancelling does not imply it.
+            (bot, RollbackRotation, "AnyClient000", false),
+            (billing, RollbackRotation, "BillingApi01", false),
+            (
+                "jwt:oncall@corp.example",
+                RollbackRotation,
+                "PlatformApi1",
+                true,
+            ),
+            (
+                "jwt:oncall@corp.example",
+                RollbackRotation,
+                "BillingApi01",
+                false,
+            ),
+            (
+                "jwt:oncall@corp.example",
+                CancelRotation,
+                "PlatformApi1",
+                true,
             ),
             ("", RotateSecret, "A", false),
             ("nobody", GetRotationStatus, "A", false),

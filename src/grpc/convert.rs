@@ -11,8 +11,8 @@ use crate::{
     proto as pb,
     rotation::{
         AttachedCredential, AuthMethod, Cancelled, Drift, HistoryEntry, Inventory, PageCursor,
-        Rotation, RotationError, RotationMetadata, RotationStatus, Step, StoredSecret, Strategy,
-        Validated, ValidationError, client as a, secret_based,
+        RolledBackRotation, Rotation, RotationError, RotationMetadata, RotationStatus, Step,
+        StoredSecret, Strategy, Validated, ValidationError, client as a, secret_based,
     },
 };
 
@@ -89,6 +89,17 @@ impl From<Cancelled> for pb::CancelRotationResponse {
         Self {
             rotation_id: c.rotation_id.to_string(),
             vault_secret: Some(c.stored.into()),
+        }
+    }
+}
+
+impl From<RolledBackRotation> for pb::RollbackRotationResponse {
+    fn from(r: RolledBackRotation) -> Self {
+        Self {
+            rotation_id: r.rotation_id.to_string(),
+            vault_secret: Some(r.stored.into()),
+            rolled_back_at: Some(r.at.into()),
+            replayed: r.replayed,
         }
     }
 }

@@ -278,6 +278,26 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> SecretRotationService for Rotat
         .await
     }
 
+    async fn rollback_rotation(
+        &self,
+        request: Request<proto::RollbackRotationRequest>,
+    ) -> Result<Response<proto::RollbackRotationResponse>, Status> {
+        let call = Call::start("RollbackRotation", &request);
+        call.run(async {
+            let deadline = self.deadline_of(&request);
+            let body = request.get_ref();
+            let ids = (body.client_id.as_str(), body.rotation_id.as_str());
+            let (origin, client_id, rotation_id) =
+                self.admit_step(&call, &request, ids, Rpc::RollbackRotation)?;
+            let rolled_back = self
+                .service
+                .rollback(client_id, rotation_id, origin, deadline)
+                .await?;
+            Ok(Response::new(rolled_back.into()))
+        })
+        .await
+    }
+
     async fn cancel_rotation(
         &self,
         request: Request<proto::CancelRotationRequest>,

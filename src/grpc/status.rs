@@ -223,6 +223,20 @@ fn status_of(err: RotationError) -> Status {
             "{client_id} has no staged rotation {rotation_id} (GetRotationStatus shows the \
                  staged one, if any)"
         )),
+        RotationError::RotationNotFound {
+            client_id,
+            rotation_id,
+        } => Status::not_found(format!(
+            "{client_id} has no rotation {rotation_id} (ListRotations shows its rotations)"
+        )),
+        RotationError::NotRollbackable {
+            client_id,
+            rotation_id,
+            why,
+        } => Status::failed_precondition(format!(
+            "rotation {rotation_id} of {client_id} cannot be rolled back: {why}; nothing was \
+                 changed"
+        )),
         RotationError::AlreadyPromoted {
             client_id,
             rotation_id,
@@ -241,9 +255,10 @@ fn status_of(err: RotationError) -> Status {
             client_id,
             rotation_id,
         } => Status::failed_precondition(format!(
-            "key rotation {rotation_id} of {client_id} already switched consumers to its new \
-                 key, so it cannot be withdrawn; nothing was changed. CompleteRotation retires the \
-                 old key at once; rotate again to replace the new one"
+            "key rotation {rotation_id} of {client_id} has no old key to go back to (its \
+                 overlap ended and the old key was deleted, or Vault held no key of the service's \
+                 before it), so it cannot be cancelled; nothing was changed. Rotate again to \
+                 replace the new key"
         )),
         RotationError::NothingToStage { client_id } => Status::failed_precondition(format!(
             "Vault holds no secret for {client_id} yet, so there is nothing for consumers to use \

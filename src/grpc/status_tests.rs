@@ -310,9 +310,9 @@ fn every_rotation_error_has_its_code_and_says_what_was_changed() {
             FailedPrecondition,
             false,
             vec![
-                "already switched consumers",
-                "cannot be withdrawn",
-                "CompleteRotation",
+                "no old key to go back to",
+                "cannot be cancelled",
+                "Rotate again",
             ],
         ),
         (

@@ -287,13 +287,25 @@ pub enum RotationError {
     /// old one is kept and the new one withdrawn.
     #[error("the new credential of the service's own application {client_id} was not accepted")]
     OwnCredentialNotProved { client_id: ClientId },
-    /// CancelRotation of a key rotation whose consumers already switched to its new key.
-    #[error(
-        "key rotation {rotation_id} of client {client_id} already switched consumers to its new key"
-    )]
+    /// CancelRotation of a key rotation with no old key to go back to: its overlap ended (the
+    /// old key was deleted), or the client had no key of the service's before it.
+    #[error("key rotation {rotation_id} of client {client_id} has no old key to go back to")]
     KeySwitched {
         client_id: ClientId,
         rotation_id: Uuid,
+    },
+    /// RollbackRotation named a rotation the client's record never had.
+    #[error("client {client_id} has no rotation {rotation_id}")]
+    RotationNotFound {
+        client_id: ClientId,
+        rotation_id: Uuid,
+    },
+    /// RollbackRotation of a rotation that cannot be undone (now, or at all).
+    #[error("rotation {rotation_id} of client {client_id} cannot be rolled back: {why}")]
+    NotRollbackable {
+        client_id: ClientId,
+        rotation_id: Uuid,
+        why: RollbackRefusal,
     },
     /// A staged rotation needs a current secret in Vault to stage the next one beside.
     #[error("Vault holds no secret for client {client_id} yet")]
@@ -348,6 +360,59 @@ pub enum RotationError {
     Overloaded,
     #[error("the rotation task stopped unexpectedly")]
     Internal,
+}
+
+/// Why a rotation cannot be rolled back. Each says what the caller can do instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackRefusal {
+    /// A later rotation replaced the secret since.
+    Later { last: Uuid },
+    /// A staged rotation waits after it.
+    StagedAfter { staged: Uuid },
+    /// It is itself staged, not promoted.
+    Staged,
+    /// It rotated a key or a certificate.
+    Key,
+    /// Vault no longer holds the secret before it.
+    PreviousGone,
+    /// It never stored a secret (refused or failed).
+    NothingStored,
+    /// The secret before it was put back already, by the rollback of `undone`.
+    AlreadyRolledBack { undone: Uuid },
+}
+
+impl fmt::Display for RollbackRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Later { last } => write!(
+                f,
+                "a later rotation ({last}) replaced its secret; only the last rotation can be \
+                 rolled back"
+            ),
+            Self::StagedAfter { staged } => write!(
+                f,
+                "rotation {staged} is staged after it; cancel that first (CancelRotation)"
+            ),
+            Self::Staged => f.write_str(
+                "it is staged and was never promoted, so Auth0 still accepts the old secret; \
+                 CancelRotation withdraws it",
+            ),
+            Self::Key => f.write_str(
+                "it rotated a key, which has no previous secret to put back; while its overlap \
+                 lasts CancelRotation withdraws the new key and gives consumers the old one again",
+            ),
+            Self::PreviousGone => f.write_str(
+                "Vault no longer holds the secret before it (it is kept for \
+                 ROTATOR_PREVIOUS_SECRET_TTL after a rotation); rotate again to replace the secret",
+            ),
+            Self::NothingStored => f.write_str("it never changed the secret"),
+            Self::AlreadyRolledBack { undone } => write!(
+                f,
+                "the rollback of rotation {undone} already put the secret before that back, and \
+                 nothing older is kept"
+            ),
+        }
+    }
 }
 
 impl RotationError {

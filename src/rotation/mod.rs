@@ -34,8 +34,10 @@
 //! - `idempotency`: binding idempotency keys to answers;
 //! - `overlap`: a key rotation's end: the switch closed with its overlap, its heal, and the old
 //!   key retired;
+//! - `previous`: a rollback's end: the previous secret in force again, and its heal;
 //! - `recovery`: healing an open intent by its step; the heal of a lost answer;
-//! - `steps`: RotateSecret, and the steps of each kind (`immediate`, `staged`);
+//! - `steps`: RotateSecret, and the steps of each kind (`immediate`, `staged`, `keys`,
+//!   `rollback`);
 //! - `drift`: whether Vault holds Auth0's secret, and the book of what checks found;
 //! - `background`: the one way to start work nobody waits for;
 //! - `service`: [`RotationService`], the protocol's API, composing the pipeline;
@@ -64,6 +66,7 @@ mod outcome;
 mod overlap;
 mod pipeline;
 mod ports;
+mod previous;
 pub mod reconciler;
 mod records;
 mod recovery;
@@ -99,6 +102,7 @@ pub use ports::{
     Attachments, ClientPage, CredentialInfo, CredentialIssuer, Ledger, NewCredential,
     OwnCredential, OwnCredentialStore, PageCursor, SecretIssuer, SecretStore,
 };
+pub use previous::RolledBackRotation;
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,
     KvVersion, LastRotation, Lease, Overlap, PreviousSecret, RotatedCredential, Rotation,

@@ -25,6 +25,8 @@ pub enum NotificationKind {
     Recovered,
     /// A staged rotation was cancelled.
     Cancelled,
+    /// A secret rotation was undone: its previous secret is in force again.
+    RolledBack,
     /// Vault does not hold the secret Auth0 accepts.
     DriftDetected,
 }
@@ -38,6 +40,7 @@ impl NotificationKind {
             Self::Failed => "rotation.failed",
             Self::Recovered => "rotation.recovered",
             Self::Cancelled => "rotation.cancelled",
+            Self::RolledBack => "rotation.rolled_back",
             Self::DriftDetected => "drift.detected",
         }
     }

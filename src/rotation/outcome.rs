@@ -25,6 +25,8 @@ pub enum Outcome {
     Recovered,
     /// A staged rotation's secret was removed before promotion.
     Cancelled,
+    /// A secret rotation undone: its previous secret is Auth0's and Vault's again.
+    RolledBack,
     /// A stage cut off: its secret was removed (the caller was never told it was staged).
     Withdrawn,
     /// A heal stored what Auth0 accepts.
@@ -61,6 +63,8 @@ impl Outcome {
             RotationError::KeySwitched { .. } => "key_switched",
             RotationError::OwnCredentialNotProved { .. } => "own_credential_not_proved",
             RotationError::NothingToStage { .. } => "nothing_to_stage",
+            RotationError::RotationNotFound { .. } => "rotation_not_found",
+            RotationError::NotRollbackable { .. } => "not_rollbackable",
             RotationError::OverlapPending { .. } => "overlap_pending",
             RotationError::KeysManagedElsewhere { .. } => "keys_managed_elsewhere",
             RotationError::CredentialPoolFull { .. } => "credential_pool_full",
@@ -85,6 +89,7 @@ impl Outcome {
             Self::Replayed => "replayed",
             Self::Recovered => "recovered",
             Self::Cancelled => "cancelled",
+            Self::RolledBack => "rolled_back",
             Self::Withdrawn => "withdrawn",
             Self::HealStored => "stored",
             Self::HealUnchanged => "already_stored",
@@ -110,6 +115,7 @@ impl Outcome {
             Self::Rotated | Self::Promoted | Self::Retired => Some(NotificationKind::Completed),
             Self::Recovered => Some(NotificationKind::Recovered),
             Self::Cancelled => Some(NotificationKind::Cancelled),
+            Self::RolledBack => Some(NotificationKind::RolledBack),
             Self::Withdrawn | Self::Failed(_) => Some(NotificationKind::Failed),
             _ => None,
         }

@@ -13,8 +13,8 @@ use super::{
     pipeline::{Left, Open, Pipeline},
     ports::{Attachments, Ledger, SecretIssuer, SecretStore},
     records::{
-        KvVersion, LastRotation, Overlap, RotatedCredential, Rotation, RotationMetadata, StoredKey,
-        Strategy,
+        KeyEntry, KvVersion, LastRotation, Overlap, RotatedCredential, Rotation, RotationMetadata,
+        StoredKey, Strategy,
     },
     state::ClientState,
 };
@@ -122,6 +122,7 @@ pub(super) async fn close_switched<I: SecretIssuer, S: SecretStore, L: Ledger>(
         caller: intent.caller.clone(),
         reason: intent.reason.clone(),
         retire_after: metadata.rotated_at + distribute_for,
+        cancelled: false,
     };
     let rotation = Rotation {
         client: Box::new(client.clone()),
@@ -332,26 +333,145 @@ pub(super) async fn retire<I: SecretIssuer, S: SecretStore, L: Ledger>(
         promote_after: None,
         credential,
     };
-    let closed = ClientState {
-        overlap: None,
-        last: Some(LastRotation {
-            metadata,
-            kv_version: version,
-            credential: rotation.credential.clone(),
-        }),
-        ..open.before.clone()
+    let closed = match overlap.cancelled {
+        // A cancelled rotation's new key retired: the record keeps the rotation before it
+        // and the cancellation, with the version without the key.
+        true => ClientState {
+            overlap: None,
+            last: open.before.last.clone().map(|l| LastRotation {
+                kv_version: version,
+                ..l
+            }),
+            ..open.before.clone()
+        },
+        false => p.settle(
+            ClientState {
+                overlap: None,
+                last: Some(LastRotation {
+                    metadata,
+                    kv_version: version,
+                    credential: rotation.credential.clone(),
+                }),
+                ..open.before.clone()
+            },
+            client_id,
+            overlap.rotation_id,
+            Outcome::Retired,
+            Left::Rotation(&rotation),
+        ),
     };
-    let closed = p.settle(
-        closed,
-        client_id,
-        overlap.rotation_id,
-        Outcome::Retired,
-        Left::Rotation(&rotation),
-    );
     p.close(client_id, overlap.rotation_id, open.fence, closed)
         .await
         .map_err(RotationError::Vault)?;
     p.timer.forget(client_id, overlap.rotation_id);
     info!(rotation_id = %overlap.rotation_id, "the old key is retired");
     Ok(rotation)
+}
+
+/// Undoes key rotation `overlap` while its overlap lasts (CancelRotation): Vault's key goes
+/// back to the old credential, the new one kept as previous, and the overlap goes on the other
+/// way round: the new credential stays attached until the overlap was to end, for consumers
+/// that read it just before, and is then retired (detached and deleted) as an old key is.
+/// Idempotent, so it is also the heal of a cancellation cut off. Returns the key's version, or
+/// `None` (the record closed unchanged) when Vault holds no old key to go back to.
+pub(super) async fn revert<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    open: Open<'_>,
+    overlap: &Overlap,
+) -> Result<Option<KvVersion>, RotationError> {
+    let (client_id, path, rotation_id) = (open.client_id, open.path, overlap.rotation_id);
+    let Some(old) = overlap.retiring.clone() else {
+        return unchanged(p, open).await;
+    };
+    let held = p.store.read_key(path).await.map_err(RotationError::Vault)?;
+    let is = |entry: &Option<KeyEntry>, id: &CredentialId| {
+        entry.as_ref().is_some_and(|e| e.credential_id == *id)
+    };
+    let (version, back) = match held {
+        // Still switched, the old key kept as previous: the two change places.
+        Some(held)
+            if is(&held.value.current, &overlap.credential) && is(&held.value.previous, &old) =>
+        {
+            let reverted = StoredKey {
+                current: held.value.previous.clone(),
+                next: None,
+                previous: held.value.current.clone(),
+            };
+            let version = p
+                .store
+                .write_key(path, client_id, &reverted, held.version)
+                .await
+                .map_err(RotationError::Vault)?;
+            (version, reverted.current)
+        }
+        // Reverted in Vault before this step was cut off.
+        Some(held) if is(&held.value.current, &old) => (held.version, held.value.current),
+        // No old key in Vault (the client's first key came from elsewhere), or the key was
+        // written over outside the service: consumers cannot be given the old key back.
+        _ => return unchanged(p, open).await,
+    };
+    // The rotation in force is the one that made the old key, when the history still knows it.
+    let last = open
+        .before
+        .history
+        .iter()
+        .skip_while(|e| e.rotation_id != rotation_id)
+        .skip(1)
+        .find(|e| e.stored_at.is_some() && e.strategy == Strategy::Key)
+        .and_then(|e| {
+            Some(LastRotation {
+                metadata: RotationMetadata {
+                    rotation_id: e.rotation_id,
+                    rotated_at: e.stored_at?,
+                    reason: e.reason.clone(),
+                    caller: e.caller.clone(),
+                    recovered: e.recovered,
+                    strategy: Strategy::Key,
+                },
+                kv_version: version,
+                credential: back.as_ref().map(|k| RotatedCredential {
+                    method: overlap.method,
+                    credential_id: k.credential_id.clone(),
+                    key_id: k.key_id.clone(),
+                    expires_at: None,
+                }),
+            })
+        });
+    let closed = ClientState {
+        overlap: Some(Overlap {
+            credential: old,
+            retiring: Some(overlap.credential.clone()),
+            cancelled: true,
+            ..overlap.clone()
+        }),
+        cancelled: Some(rotation_id),
+        last,
+        ..open.before.clone()
+    };
+    let left = Left::Key {
+        stored: p.stored(path.to_owned(), version),
+        caller: open.intent.caller.clone(),
+    };
+    let closed = p.settle(closed, client_id, rotation_id, Outcome::Cancelled, left);
+    p.close(client_id, rotation_id, open.fence, closed)
+        .await
+        .map_err(RotationError::Vault)?;
+    info!(%rotation_id, "key rotation cancelled: consumers have the old key again; the new one is retired when the overlap ends");
+    Ok(Some(version))
+}
+
+/// Closes the record of `open` as it was: nothing was changed.
+async fn unchanged<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    open: Open<'_>,
+) -> Result<Option<KvVersion>, RotationError> {
+    p.close(
+        open.client_id,
+        open.intent.rotation_id,
+        open.fence,
+        open.before,
+    )
+    .await
+    .map_err(RotationError::Vault)?;
+    Ok(None)
 }

@@ -276,6 +276,8 @@ pub enum Step {
     /// A key rotation up to the switch: the new key in Vault, registered and attached beside
     /// the old one, verified, then what consumers read.
     KeyRotate,
+    /// Putting a rotation's previous secret back at Auth0 (PATCH), then in Vault.
+    Rollback,
 }
 
 impl Step {
@@ -285,6 +287,8 @@ impl Step {
             Self::Rotate => Strategy::Immediate,
             Self::Stage | Self::Promote | Self::Cancel => Strategy::Staged,
             Self::KeyRotate => Strategy::Key,
+            // The previous secret is set at Auth0 at once, as rotate-secret sets a new one.
+            Self::Rollback => Strategy::Immediate,
         }
     }
 }
@@ -304,6 +308,15 @@ pub struct Staged {
     pub kv_version: KvVersion,
 }
 
+/// A secret rotation undone (RollbackRotation): its previous secret is `client_secret` again
+/// at `kv_version`, and itself `previous_client_secret`. No secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub rotation_id: Uuid,
+    pub at: SystemTime,
+    pub kv_version: KvVersion,
+}
+
 /// A key rotation between the switch and the old key's retirement: both keys are attached,
 /// consumers have the new one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +331,11 @@ pub struct Overlap {
     pub reason: Option<Reason>,
     /// When any replica retires the old key, unless CompleteRotation does first.
     pub retire_after: SystemTime,
+    /// Cancelled in its overlap: consumers went back to the old key (now `credential`), and
+    /// the new one (now `retiring`) stays attached until the overlap ends, for consumers that
+    /// read it just before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 /// What a client's Vault key holds: the secret Auth0 accepts, the next one during a staged

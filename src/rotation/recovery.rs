@@ -13,6 +13,7 @@ use super::{
     overlap,
     pipeline::{Left, Open, Pipeline, Report, Taken, waits},
     ports::{Ledger, SecretIssuer, SecretStore},
+    previous::{self, Settled},
     records::{
         Intent, KeySecrets, KvVersion, LastRotation, Rotation, RotationMetadata, Step, Strategy,
         Versioned,
@@ -113,6 +114,11 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
         .clone()
         .filter(|o| o.rotation_id == intent.rotation_id);
     let healed = match (intent.step, overlap) {
+        // A key rotation's cancellation in its overlap cut off: reverted again.
+        (Step::Cancel, Some(overlap)) => {
+            overlap::revert(p, open, &overlap).await?;
+            None
+        }
         (Step::Stage | Step::Cancel, _) => {
             withdraw(p, open).await?;
             None
@@ -127,6 +133,32 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
             rotated: true,
         }),
         (Step::Rotate | Step::Promote, _) => heal_from_live(p, open).await?,
+        (Step::Rollback, _) => {
+            let intent = open.intent.clone();
+            match previous::settle(p, open).await? {
+                Settled::RolledBack(done) => Some(Healed {
+                    rotation: Rotation {
+                        client: Box::default(),
+                        metadata: RotationMetadata {
+                            rotated_at: done.at,
+                            ..RotationMetadata::new(
+                                intent.rotation_id,
+                                Strategy::Immediate,
+                                intent.caller,
+                                intent.reason,
+                            )
+                        },
+                        stored: done.stored,
+                        replayed: false,
+                        promote_after: None,
+                        credential: None,
+                    },
+                    rotated: true,
+                }),
+                Settled::Unchanged => None,
+                Settled::Other(open) => heal_from_live(p, *open).await?,
+            }
+        }
     };
     let rotation = healed.as_ref().map(|h| &h.rotation);
     if let Some(key) = &intent.idempotency_key {
@@ -166,7 +198,7 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
 /// Heals a rotation or promotion from the secret Auth0 accepts now. A promotion staged its
 /// secret in Vault before Auth0 saw it: when Auth0 holds the staged secret, the promotion is
 /// finished in Vault; when Auth0 still holds the current one, the rotation stays staged.
-async fn heal_from_live<I: SecretIssuer, S: SecretStore, L: Ledger>(
+pub(super) async fn heal_from_live<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     open: Open<'_>,
 ) -> Result<Option<Healed>, RotationError> {

@@ -25,6 +25,7 @@ use super::{
     outcome::Outcome,
     pipeline::{Pipeline, Report},
     ports::{Ledger, SecretIssuer, SecretStore},
+    previous::RolledBackRotation,
     records::{Drift, KvVersion, Rotation, RotationStatus, Strategy, Validated},
     schedule::Schedule,
     settings::Settings,
@@ -81,6 +82,21 @@ impl Answer for Rotation {
 impl Answer for Cancelled {
     fn outcome(&self) -> Outcome {
         Outcome::Cancelled
+    }
+    fn rotation_id(&self) -> Uuid {
+        self.rotation_id
+    }
+    fn kv_version(&self) -> KvVersion {
+        self.stored.version
+    }
+}
+
+impl Answer for RolledBackRotation {
+    fn outcome(&self) -> Outcome {
+        match self.replayed {
+            true => Outcome::Replayed,
+            false => Outcome::RolledBack,
+        }
     }
     fn rotation_id(&self) -> Uuid {
         self.rotation_id
@@ -236,6 +252,38 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         };
         self.finish(&report, rotation_id, &result);
         result
+    }
+
+    /// RollbackRotation: undoes rotation `rotation_id` (the client's last) while Vault keeps
+    /// the secret before it. Repeated after it was rolled back, answers the same.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        client_id: ClientId,
+        rotation_id: Uuid,
+        origin: Origin,
+        deadline: Instant,
+    ) -> Result<RolledBackRotation, RotationError> {
+        let this = Arc::clone(self);
+        let span = info_span!(
+            "rollback",
+            %client_id,
+            %rotation_id,
+            trace_id = %origin.trace_id,
+            outcome = field::Empty,
+        );
+        self.detached(deadline, span, async move {
+            let result =
+                steps::rollback(&this.pipeline, &client_id, rotation_id, &origin, deadline).await;
+            let report = Report {
+                origin: &origin,
+                client_id: &client_id,
+                reason: None,
+                strategy: Strategy::Immediate,
+            };
+            this.finish(&report, rotation_id, &result);
+            result
+        })
+        .await
     }
 
     /// The end of a step that answered `result`: through the pipeline's one `finish`.

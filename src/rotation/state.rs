@@ -12,7 +12,10 @@ use super::{
     ids::AuthMethod,
     notify::Notification,
     outcome::Outcome,
-    records::{Intent, KvVersion, LastRotation, Lease, Overlap, Rotation, Staged, Step, Strategy},
+    records::{
+        Intent, KvVersion, LastRotation, Lease, Overlap, RolledBack, Rotation, Staged, Step,
+        Strategy,
+    },
 };
 
 /// What taking a client's lease yields.
@@ -50,6 +53,11 @@ pub struct ClientState {
     /// The last staged rotation cancelled, so that a repeated cancel is answered alike.
     #[serde(default)]
     pub cancelled: Option<Uuid>,
+    /// The last rotation, undone: a repeated rollback is answered alike, and nothing earlier
+    /// can be put back (Vault's previous secret is now the undone one). Cleared by the next
+    /// rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
     /// Notifications not delivered yet (only while a webhook is configured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Notification>,
@@ -89,6 +97,7 @@ impl ClientState {
         Self {
             last: Some(last),
             staged: None,
+            rolled_back: None,
             ..self.settled()
         }
     }
@@ -99,8 +108,10 @@ impl ClientState {
     /// A promotion or cancellation continues its staged rotation's entry instead.
     pub(super) fn history_started(&mut self, intent: &Intent, keep: usize) {
         let strategy = intent.step.strategy();
-        if matches!(intent.step, Step::Promote | Step::Cancel)
-            && self.history_entry(intent.rotation_id).is_some()
+        // A rollback is of a rotation on record, or refused: it never starts an entry.
+        if intent.step == Step::Rollback
+            || (matches!(intent.step, Step::Promote | Step::Cancel)
+                && self.history_entry(intent.rotation_id).is_some())
         {
             return;
         }

@@ -104,7 +104,7 @@ pub fn key_scopes() -> Vec<&'static str> {
 }
 
 /// A stack whose service may rotate keys, with `extra_args`.
-async fn key_stack(extra_args: Vec<String>) -> Stack {
+pub async fn key_stack(extra_args: Vec<String>) -> Stack {
     Stack::start_with(StackOptions {
         m2m_scopes: key_scopes(),
         extra_args,
@@ -239,19 +239,22 @@ async fn a_private_key_jwt_client_is_rotated_and_its_consumer_never_fails() {
         assert_eq!(in_use[0].alg, "RS256");
         assert!(in_use[0].created_at.is_some());
         assert!(summary.credential_age.is_some());
-        // Consumers switched: the rotation cannot be withdrawn any more.
-        let refused = client
-            .cancel_rotation(CancelRotationRequest {
-                client_id: id.clone(),
-                rotation_id: answer.rotation_id.clone(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-        assert!(
-            refused.message().contains("already switched consumers"),
-            "{refused:?}"
-        );
+        // The first rotation replaced a key made elsewhere, which Vault never held: there is
+        // no old key to give consumers back, so it cannot be cancelled.
+        if round == 0 {
+            let refused = client
+                .cancel_rotation(CancelRotationRequest {
+                    client_id: id.clone(),
+                    rotation_id: answer.rotation_id.clone(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+            assert!(
+                refused.message().contains("no old key to go back to"),
+                "{refused:?}"
+            );
+        }
         // The consumer reads Vault every 10 ms: let it pick the new key up before the old
         // one is retired.
         consumer.tries_again().await;

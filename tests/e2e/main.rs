@@ -28,6 +28,7 @@ mod operator;
 mod own_credentials;
 mod pki;
 mod refusals;
+mod rollback;
 mod rotate;
 mod schedule;
 mod security;

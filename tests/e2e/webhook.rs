@@ -171,7 +171,7 @@ async fn notifications_are_signed_and_survive_a_restart_while_the_receiver_is_do
     )
     .await;
 
-    // A staged rotation, promoted on request; then drift from the dashboard.
+    // A staged rotation, promoted on request, then rolled back; then drift from the dashboard.
     let mut client = second.client().await;
     let staged = client
         .rotate_secret(rotate_staged(&id))
@@ -180,6 +180,11 @@ async fn notifications_are_signed_and_survive_a_restart_while_the_receiver_is_do
         .into_inner();
     client
         .complete_rotation(complete(&id, &staged.rotation_id))
+        .await
+        .unwrap();
+    // Undone: the secret before it is in force again.
+    client
+        .rollback_rotation(crate::rollback::rollback(&id, &staged.rotation_id))
         .await
         .unwrap();
     emulator.rotate_outside(&id);
@@ -194,6 +199,7 @@ async fn notifications_are_signed_and_survive_a_restart_while_the_receiver_is_do
     loop {
         let done = receiver.of("rotation.staged", &id).len() == 1
             && receiver.of("rotation.completed", &id).len() == 2
+            && receiver.of("rotation.rolled_back", &id).len() == 1
             && receiver.of("drift.detected", &id).len() == 1;
         if done {
             break;
@@ -218,6 +224,15 @@ async fn notifications_are_signed_and_survive_a_restart_while_the_receiver_is_do
         staged.rotation_id.as_str()
     );
     assert!(staged_event["data"]["promote_after"].is_string());
+    let rolled_back = &receiver.of("rotation.rolled_back", &id)[0];
+    assert_eq!(
+        rolled_back["data"]["rotation_id"],
+        staged.rotation_id.as_str()
+    );
+    assert!(
+        rolled_back["data"]["vault"]["version"].is_number(),
+        "{rolled_back}"
+    );
     assert_eq!(receiver.forged.load(Ordering::SeqCst), 0);
 
     // Never a secret: none that the client ever had is in any body.

@@ -214,3 +214,58 @@ async fn consumers_reading_the_fallback_order_never_fail_during_a_staged_rotatio
         }
     }
 }
+
+#[tokio::test]
+async fn consumers_reading_the_fallback_order_never_fail_when_a_staged_rotation_is_rolled_back() {
+    let stack = Stack::start_with(StackOptions {
+        emulator: EmulatorConfig {
+            propagation_window: Duration::ZERO,
+            ..EmulatorConfig::default()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let (id, old) = client_in_sync(&stack).await;
+    let mut client = stack.client().await;
+    let answer = client
+        .rotate_secret(staged(&id, 300))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .complete_rotation(crate::staged::complete(&id, &answer.rotation_id))
+        .await
+        .unwrap();
+    assert_ne!(
+        stack.emulator.live_secret(&id).as_deref(),
+        Some(old.as_str())
+    );
+
+    let counts = through(&stack, &id, async {
+        client
+            .rollback_rotation(crate::rollback::rollback(&id, &answer.rotation_id))
+            .await
+            .expect("rolled back");
+    })
+    .await;
+    assert_eq!(
+        stack.emulator.live_secret(&id).as_deref(),
+        Some(old.as_str())
+    );
+    for (kind, (tried, failed)) in CONSUMERS.iter().zip(counts.iter()) {
+        eprintln!(
+            "zero-downtime: rollback  reads {:?} refreshing every {:?}: {tried} authentications, {failed} failed",
+            kind.order, kind.refresh
+        );
+        if kind.order == FALLBACK {
+            assert!(
+                *tried >= 100,
+                "the consumer ran through the rollback ({tried})"
+            );
+            assert_eq!(
+                *failed, 0,
+                "a rollback broke a consumer reading the fallback order"
+            );
+        }
+    }
+}

@@ -3,13 +3,16 @@
 //! pipeline's, and the heal of each step is `recovery.rs`'s.
 //!
 //! - `immediate`: rotate-secret, then store what Auth0 answered;
-//! - `staged`: stage the next secret in Vault, promote it at Auth0, or cancel it.
+//! - `staged`: stage the next secret in Vault, promote it at Auth0, or cancel it;
+//! - `keys`: a key or certificate registered beside the old one, switched to, the old retired;
+//! - `rollback`: the last secret rotation undone while Vault keeps the secret before it.
 //!
 //! RotateSecret itself ([`rotate`]) is common to both: one rotation per idempotency key, the
 //! client's lock and lease, the checks only the lease makes true, then the kind's first step.
 
 mod immediate;
 mod keys;
+mod rollback;
 mod staged;
 
 use tokio::time::Instant;
@@ -17,6 +20,7 @@ use tracing::info;
 use uuid::Uuid;
 
 pub(super) use keys::check as check_key_rotation;
+pub(super) use rollback::rollback;
 pub use staged::Cancelled;
 pub(super) use staged::{cancel, promote};
 

@@ -289,7 +289,7 @@ pub(in crate::rotation) async fn promote<I: SecretIssuer, S: SecretStore, L: Led
 
 /// Whether the staged secret gets the service a Management API token (a failure to ask counts
 /// as no: the old secret is then put back).
-async fn proved<I: SecretIssuer, S: SecretStore, L: Ledger>(
+pub(super) async fn proved<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     secret: &SecretString,
 ) -> bool {
@@ -331,13 +331,38 @@ pub(in crate::rotation) async fn cancel<I: SecretIssuer, S: SecretStore, L: Ledg
                 && e.strategy == Strategy::Key
                 && e.outcome == Outcome::Withdrawn.name()
         });
-        let key_switched = before
+        // A key rotation in its overlap: consumers go back to the old key, still attached.
+        if let Some(overlap) = before
             .overlap
-            .as_ref()
-            .is_some_and(|o| o.rotation_id == rotation_id)
-            || before.last.as_ref().is_some_and(|l| {
-                l.metadata.rotation_id == rotation_id && l.metadata.strategy == Strategy::Key
-            });
+            .clone()
+            .filter(|o| o.rotation_id == rotation_id && !o.cancelled)
+        {
+            let open = crate::rotation::pipeline::Open {
+                client_id,
+                path: &path,
+                intent: &intent,
+                fence: lease.fence,
+                before: lease.before,
+            };
+            return match crate::rotation::overlap::revert(p, open, &overlap).await? {
+                Some(version) => Ok(Cancelled {
+                    rotation_id,
+                    stored: p.stored(path.clone(), version),
+                }),
+                None => Err(RotationError::KeySwitched {
+                    client_id: client_id.clone(),
+                    rotation_id,
+                }),
+            };
+        }
+        let key_switched = before.cancelled != Some(rotation_id)
+            && (before
+                .overlap
+                .as_ref()
+                .is_some_and(|o| o.rotation_id == rotation_id)
+                || before.last.as_ref().is_some_and(|l| {
+                    l.metadata.rotation_id == rotation_id && l.metadata.strategy == Strategy::Key
+                }));
         let refusal = match &before.last {
             _ if staged_here => None,
             _ if key_switched => Some(RotationError::KeySwitched {

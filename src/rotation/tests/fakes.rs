@@ -276,7 +276,14 @@ impl SecretStore for FakeVault {
         if let Some(e) = &self.read_error {
             return Err(e.clone());
         }
-        Ok(version(self.secrets(path).len()))
+        // One KV key per client, whether it holds a secret or a key credential.
+        let keys = self
+            .key_credentials
+            .lock()
+            .unwrap()
+            .get(path)
+            .map_or(0, Vec::len);
+        Ok(version(self.secrets(path).len().max(keys)))
     }
 
     async fn read_secret(&self, path: &str) -> Result<Option<Versioned<KeySecrets>>, StoreError> {

@@ -438,3 +438,118 @@ async fn cancel_withdraws_a_key_rotation_cut_off_before_its_switch_and_refuses_o
     assert!(state(&svc).await.overlap.is_some());
     assert!(consumer_authenticates(&svc));
 }
+
+#[tokio::test]
+async fn cancel_in_the_overlap_gives_consumers_the_old_key_back_and_retires_the_new_one() {
+    let (svc, _) = key_service();
+    let first = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    svc.complete(id(), first.metadata.rotation_id, origin(), soon(10_000))
+        .await
+        .unwrap();
+    let old = vault(&svc).unwrap().current.unwrap();
+    let second = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    let rotation_id = second.metadata.rotation_id;
+    let new = vault(&svc).unwrap().current.unwrap();
+    assert_eq!(attached(&svc).len(), 2);
+
+    let cancelled = svc
+        .cancel(&id(), rotation_id, &origin(), soon(10_000))
+        .await
+        .expect("reverted");
+    assert_eq!(cancelled.rotation_id, rotation_id);
+    // Consumers read the old key again; the new one stays attached (and in Vault as the
+    // previous one) until the overlap ends, for consumers that read it just before.
+    let held = vault(&svc).unwrap();
+    assert_eq!(
+        held.current.as_ref().unwrap().credential_id,
+        old.credential_id
+    );
+    assert_eq!(
+        held.previous.as_ref().unwrap().credential_id,
+        new.credential_id
+    );
+    assert_eq!(attached(&svc).len(), 2);
+    assert!(consumer_authenticates(&svc));
+    let record = state(&svc).await;
+    assert!(record.is_closed());
+    let overlap = record.overlap.clone().unwrap();
+    assert!(overlap.cancelled);
+    assert_eq!(overlap.retiring, Some(new.credential_id.clone()));
+    assert_eq!(
+        record.last.unwrap().metadata.rotation_id,
+        first.metadata.rotation_id,
+        "the rotation in force is the one that made the old key"
+    );
+    assert_eq!(svc.history(&id()).await.unwrap()[0].outcome, "cancelled");
+
+    // Asked again: the same answer, nothing changed.
+    let again = svc
+        .cancel(&id(), rotation_id, &origin(), soon(10_000))
+        .await
+        .expect("the same cancellation");
+    assert_eq!(again.stored.version, cancelled.stored.version);
+
+    // The overlap ends (the timer, or CompleteRotation now): the new key is detached and
+    // deleted, the cancellation stays in the history.
+    svc.complete(id(), rotation_id, origin(), soon(10_000))
+        .await
+        .expect("the new key retired");
+    assert_eq!(attached(&svc), vec![old.credential_id.clone()]);
+    assert_eq!(svc.pipeline().issuer.keys(CLIENT).pool.len(), 1);
+    assert!(vault(&svc).unwrap().previous.is_none());
+    assert!(consumer_authenticates(&svc));
+    let record = state(&svc).await;
+    assert!(record.overlap.is_none());
+    assert_eq!(
+        record.last.unwrap().metadata.rotation_id,
+        first.metadata.rotation_id
+    );
+    assert_eq!(svc.history(&id()).await.unwrap()[0].outcome, "cancelled");
+}
+
+#[tokio::test]
+async fn a_cancellation_in_the_overlap_cut_off_after_vault_is_finished_by_the_heal() {
+    let svc = service_with(FakeVault::default(), |s| {
+        s.lease_ttl = Duration::from_millis(300);
+    });
+    svc.pipeline().issuer.add_key_client(CLIENT, MADE_ELSEWHERE);
+    let first = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    svc.complete(id(), first.metadata.rotation_id, origin(), soon(10_000))
+        .await
+        .unwrap();
+    let old = vault(&svc).unwrap().current.unwrap();
+    let second = svc.rotate(command(CLIENT), soon(10_000)).await.unwrap();
+    let rotation_id = second.metadata.rotation_id;
+
+    // Vault goes back to the old key, then the record cannot be closed: cut off.
+    let ledger = &svc.pipeline().ledger;
+    let close = ledger.state_writes.load(Ordering::SeqCst) + 2;
+    ledger.fail_state_write.store(close, Ordering::SeqCst);
+    assert!(
+        svc.cancel(&id(), rotation_id, &origin(), soon(10_000))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        vault(&svc).unwrap().current.unwrap().credential_id,
+        old.credential_id,
+        "consumers already have the old key"
+    );
+    assert!(consumer_authenticates(&svc));
+    assert!(state(&svc).await.intent.is_some(), "left open");
+
+    // The next step for the client heals it first, and answers it as cancelled.
+    let cancelled = svc
+        .cancel(&id(), rotation_id, &origin(), soon(10_000))
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.rotation_id, rotation_id);
+    let record = state(&svc).await;
+    assert!(record.is_closed());
+    assert!(record.overlap.unwrap().cancelled);
+    assert_eq!(
+        vault(&svc).unwrap().current.unwrap().credential_id,
+        old.credential_id
+    );
+    assert!(consumer_authenticates(&svc));
+}
