@@ -1,4 +1,4 @@
-//! The operator CLI (`secret-rotator rotate|status|complete|cancel|health`) against a running
+//! The operator CLI (`secret-rotator rotate|status|complete|cancel|rollback|health`) against a running
 //! server: JSON and human output, and an exit code per kind of failure.
 
 use std::process::Output;
@@ -92,8 +92,29 @@ async fn the_cli_rotates_stages_cancels_and_completes_printing_no_secret() {
     assert_eq!(completed["rotation_id"], rotation_id.as_str());
     assert_ne!(emulator.live_secret(&id).unwrap(), live);
 
+    // The promoted secret breaks someone: rolled back, the one before is in force again.
+    let rolled_back = cli(
+        &server,
+        &["rollback", &id, &rotation_id, "--output", "json"],
+    )
+    .await;
+    assert_eq!(rolled_back.status.code(), Some(0), "{rolled_back:?}");
+    let rolled_back = json(&rolled_back);
+    assert_eq!(rolled_back["rolled_back"], rotation_id.as_str());
+    assert_eq!(rolled_back["replayed"], false);
+    assert_eq!(emulator.live_secret(&id).unwrap(), live);
+    let again = cli(&server, &["rollback", &id, &rotation_id]).await;
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("replayed: true"));
+    let unknown = cli(
+        &server,
+        &["rollback", &id, &uuid::Uuid::new_v4().to_string()],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(3), "NOT_FOUND: {unknown:?}");
+
     // Nothing the CLI printed holds a secret.
-    let everything = format!("{rotated}{status}{completed}{staged}");
+    let everything = format!("{rotated}{status}{completed}{staged}{rolled_back}");
     for secret in emulator.client(&id).unwrap().issued_secrets {
         assert!(!everything.contains(&secret));
     }

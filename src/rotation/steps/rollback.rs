@@ -45,7 +45,17 @@ fn check(
         rotation_id,
         why,
     };
-    if let Some(done) = &before.rolled_back {
+    let entry = before.history.iter().find(|e| e.rotation_id == rotation_id);
+    let last = before.last.as_ref().map(|l| &l.metadata);
+    let is_last = last.is_some_and(|l| l.rotation_id == rotation_id);
+    let undone = before.rolled_back.as_ref();
+    if entry.is_none() && !is_last && undone.is_none_or(|u| u.rotation_id != rotation_id) {
+        return Err(RotationError::RotationNotFound {
+            client_id: client_id.clone(),
+            rotation_id,
+        });
+    }
+    if let Some(done) = undone {
         return match done.rotation_id == rotation_id {
             true => Ok(Some(done.clone())),
             false => Err(refused(RollbackRefusal::AlreadyRolledBack {
@@ -53,9 +63,6 @@ fn check(
             })),
         };
     }
-    let entry = before.history.iter().find(|e| e.rotation_id == rotation_id);
-    let last = before.last.as_ref().map(|l| &l.metadata);
-    let is_last = last.is_some_and(|l| l.rotation_id == rotation_id);
     match &before.staged {
         Some(s) if s.rotation_id == rotation_id => return Err(refused(RollbackRefusal::Staged)),
         Some(s) if is_last => {
@@ -73,10 +80,6 @@ fn check(
         || entry.is_some_and(|e| e.strategy == Strategy::Key)
         || (is_last && last.is_some_and(|l| l.strategy == Strategy::Key));
     match (entry, last) {
-        (None, _) if !is_last => Err(RotationError::RotationNotFound {
-            client_id: client_id.clone(),
-            rotation_id,
-        }),
         _ if key => Err(refused(RollbackRefusal::Key)),
         (_, Some(last)) if last.rotation_id != rotation_id => {
             match entry.is_some_and(|e| e.stored_at.is_some()) {
