@@ -6,8 +6,8 @@
 use base64::Engine;
 use secret_rotator::{
     emulator::{
-        Emulator, EmulatorConfig, SEED_PRIVATE_KEY_PEM, m2m_client, pkjwt_client, random_client_id,
-        regular_client,
+        Emulator, EmulatorConfig, SEED_PRIVATE_KEY_PEM, m2m_client, m2m_key_client, pkjwt_client,
+        random_client_id, regular_client,
     },
     proto::{
         CompleteRotationRequest, RotateSecretRequest, RotationStrategy,
@@ -54,6 +54,38 @@ fn call(id: &str, token: &str, traced: bool) -> Request<RotateSecretRequest> {
         );
     }
     request
+}
+
+/// Asserts that no secret, in clear or base64, is in any haystack; returns how many
+/// (secret, form, haystack) combinations were checked.
+fn assert_none_leaked(secrets: &[String], haystacks: &[&str]) -> usize {
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let mut checked = 0;
+    for secret in secrets {
+        let mut forms = vec![secret.clone()];
+        forms.extend(engines.iter().map(|e| e.encode(secret)));
+        for form in forms {
+            for hay in haystacks {
+                assert!(!hay.contains(&form), "a secret leaked into the output");
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+/// A private key whole, and each line of its base64 body.
+fn key_forms(pem: &str) -> Vec<String> {
+    let mut forms = vec![pem.to_owned()];
+    forms.extend(
+        pem.lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 32)
+            .map(str::to_owned),
+    );
+    forms
 }
 
 #[tokio::test]
@@ -210,12 +242,7 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
     ));
     // Private keys, whole and by each line of their base64 body.
     for pem in [private_key.as_str(), SEED_PRIVATE_KEY_PEM] {
-        secrets.push(pem.to_owned());
-        secrets.extend(
-            pem.lines()
-                .filter(|l| !l.starts_with("-----") && l.len() >= 32)
-                .map(str::to_owned),
-        );
+        secrets.extend(key_forms(pem));
     }
     secrets.extend(emulator.access_tokens());
     // The key rotation's notifications (rotated, retired) were delivered.
@@ -269,21 +296,7 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         spans.as_str(),
         webhooks.as_str(),
     ];
-    let engines = [
-        base64::engine::general_purpose::STANDARD,
-        base64::engine::general_purpose::URL_SAFE_NO_PAD,
-    ];
-    let mut checked = 0;
-    for secret in &secrets {
-        let mut forms = vec![secret.clone()];
-        forms.extend(engines.iter().map(|e| e.encode(secret)));
-        for form in forms {
-            for hay in haystacks {
-                assert!(!hay.contains(&form), "a secret leaked into the output");
-                checked += 1;
-            }
-        }
-    }
+    let checked = assert_none_leaked(&secrets, &haystacks);
 
     // The audit trail: its own file, one JSON line per attempt and outcome.
     let events: Vec<Value> = trail
@@ -385,5 +398,161 @@ async fn no_secret_reaches_logs_audit_or_answers_at_trace_level() {
         trail.len(),
         spans.len(),
         events.len()
+    );
+}
+
+/// The service's own credential, kept in Vault and rotated by the service itself: a secret
+/// (staged, proved, promoted, then rolled back) and a private key (overlapped, proved, retired).
+/// At TRACE, neither the old nor the new one, nor a token got with them, is in the logs, the
+/// audit trail, an answer or a webhook body.
+#[tokio::test]
+async fn the_services_own_secret_and_key_never_reach_logs_audit_answers_or_webhooks() {
+    let mut secrets = vec![M2M_SECRET.to_owned(), VAULT_TOKEN.to_owned()];
+    let mut haystacks = Vec::new();
+    let mut scopes = ALL_SCOPES.to_vec();
+    scopes.extend(secret_rotator::auth0::CREDENTIAL_SCOPES);
+    for by_key in [false, true] {
+        let bao = Bao::start().await;
+        let own = random_client_id();
+        let other = random_client_id();
+        let seed = match by_key {
+            false => m2m_client(&own, M2M_SECRET, &scopes),
+            true => m2m_key_client(&own, &scopes),
+        };
+        let emulator = Emulator::new(EmulatorConfig::default())
+            .with_client(seed)
+            .with_client(regular_client(&other, "Leak test app"))
+            .start(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let held = match by_key {
+            false => serde_json::json!({"client_id": own, "client_secret": M2M_SECRET}),
+            true => {
+                let seeded = emulator.credentials(&own)[0].clone();
+                serde_json::json!({
+                    "client_id": own, "private_key": SEED_PRIVATE_KEY_PEM, "algorithm": "RS256",
+                    "key_id": seeded.kid, "credential_id": seeded.id,
+                })
+            }
+        };
+        let (status, _) = bao
+            .api(
+                reqwest::Method::POST,
+                &format!("secret/data/{}", vault_path(&own)),
+                Some(serde_json::json!({ "data": held })),
+            )
+            .await;
+        assert!(status < 300);
+        let audit = tempfile::NamedTempFile::new().unwrap();
+        let hooks = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&hooks)
+            .await;
+        let mut env = ServiceProcess::env_for(&bao, &emulator, &own);
+        env.retain(|(k, _)| *k != "AUTH0_CLIENT_SECRET");
+        env.extend([
+            ("AUTH0_CREDENTIALS_VAULT_PATH", vault_path(&own)),
+            ("ROTATOR_LOG", "trace,rustify=trace".to_owned()),
+            ("ROTATOR_AUDIT_LOG", audit.path().display().to_string()),
+            ("ROTATOR_WEBHOOK_URL", format!("{}/hooks", hooks.uri())),
+            (
+                "ROTATOR_WEBHOOK_SECRET",
+                format!(
+                    "whsec_{}",
+                    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+                ),
+            ),
+        ]);
+        let mut service = ServiceProcess::start(&env).await;
+        let mut client = service.client().await;
+        let mut answers = Vec::new();
+        let plain = |id: &str| RotateSecretRequest {
+            client_id: id.to_owned(),
+            reason: "own leak test".to_owned(),
+            ..Default::default()
+        };
+        answers.push(format!(
+            "{:?}",
+            client.rotate_secret(plain(&other)).await.unwrap()
+        ));
+        let own_rotation = client
+            .rotate_secret(plain(&own))
+            .await
+            .expect("the service rotates its own credential")
+            .into_inner();
+        answers.push(format!("{own_rotation:?}"));
+        let key = bao.kv_data(&vault_path(&own)).await.unwrap();
+        match by_key {
+            false => secrets.push(
+                key["next_client_secret"]
+                    .as_str()
+                    .expect("staged")
+                    .to_owned(),
+            ),
+            true => secrets.extend(key_forms(key["private_key"].as_str().expect("a key"))),
+        }
+        let complete = CompleteRotationRequest {
+            client_id: own.clone(),
+            rotation_id: own_rotation.rotation_id.clone(),
+        };
+        answers.push(format!(
+            "{:?}",
+            client
+                .complete_rotation(complete)
+                .await
+                .expect("promoted or retired")
+        ));
+        if !by_key {
+            // The promoted secret undone: the one before is put back, proved again.
+            let undone = client
+                .rollback_rotation(secret_rotator::proto::RollbackRotationRequest {
+                    client_id: own.clone(),
+                    rotation_id: own_rotation.rotation_id.clone(),
+                })
+                .await
+                .expect("rolled back");
+            answers.push(format!("{undone:?}"));
+            assert_eq!(emulator.live_secret(&own).as_deref(), Some(M2M_SECRET));
+        }
+        answers.push(format!(
+            "{:?}",
+            client.rotate_secret(plain(&other)).await.unwrap()
+        ));
+        secrets.push(emulator.live_secret(&other).unwrap());
+        secrets.extend(emulator.access_tokens());
+        // Staged, promoted, rolled back; or rotated, retired.
+        let expected_events = if by_key { 2 } else { 3 };
+        let webhooks = eventually(
+            "the notifications",
+            std::time::Duration::from_secs(20),
+            || async {
+                let bodies: Vec<String> = hooks
+                    .received_requests()
+                    .await?
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                    .filter(|b| b.contains(&own))
+                    .collect();
+                (bodies.len() >= expected_events).then_some(bodies)
+            },
+        )
+        .await;
+        service.signal("-TERM");
+        assert!(service.wait_exit().await.success());
+        let output = service.output();
+        assert!(
+            output.contains("TRACE") || output.contains("\"level\":\"TRACE\""),
+            "TRACE logs were not captured"
+        );
+        haystacks.push(output);
+        haystacks.push(std::fs::read_to_string(audit.path()).unwrap());
+        haystacks.push(answers.join("\n"));
+        haystacks.push(webhooks.join("\n"));
+    }
+    secrets.extend(key_forms(SEED_PRIVATE_KEY_PEM));
+    let haystacks: Vec<&str> = haystacks.iter().map(String::as_str).collect();
+    let checked = assert_none_leaked(&secrets, &haystacks);
+    eprintln!(
+        "leak test (own credentials): {} secrets checked in {checked} combinations",
+        secrets.len()
     );
 }
