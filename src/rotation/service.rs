@@ -24,7 +24,7 @@ use super::{
     outbox,
     outcome::Outcome,
     pipeline::{Pipeline, Report},
-    ports::{Ledger, SecretIssuer, SecretStore},
+    ports::{BoxFuture, Ledger, SecretIssuer, SecretStore},
     previous::RolledBackRotation,
     records::{Drift, KvVersion, Rotation, RotationStatus, Strategy, Validated},
     schedule::Schedule,
@@ -46,6 +46,15 @@ pub struct RotationService<I, S, L> {
     /// Rotations and heals in flight, so that shutdown can wait for them.
     tasks: TaskTracker,
     slots: Arc<Semaphore>,
+}
+
+/// A step on an earlier rotation: which, who asked, by when, and the strategy it counts as.
+struct StepOf {
+    client_id: ClientId,
+    rotation_id: Uuid,
+    origin: Origin,
+    deadline: Instant,
+    strategy: Strategy,
 }
 
 /// How an answer ends its step.
@@ -211,7 +220,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         origin: Origin,
         deadline: Instant,
     ) -> Result<Rotation, RotationError> {
-        let this = Arc::clone(self);
         let span = info_span!(
             "promotion",
             %client_id,
@@ -219,17 +227,15 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             trace_id = %origin.trace_id,
             outcome = field::Empty,
         );
-        self.detached(deadline, span, async move {
-            let result =
-                steps::promote(&this.pipeline, &client_id, rotation_id, &origin, deadline).await;
-            let report = Report {
-                origin: &origin,
-                client_id: &client_id,
-                reason: None,
-                strategy: Strategy::Staged,
-            };
-            this.finish(&report, rotation_id, &result);
-            result
+        let step = StepOf {
+            client_id,
+            rotation_id,
+            origin,
+            deadline,
+            strategy: Strategy::Staged,
+        };
+        self.detached_step(span, step, move |p, client_id, origin| {
+            Box::pin(steps::promote(p, client_id, rotation_id, origin, deadline))
         })
         .await
     }
@@ -263,7 +269,6 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         origin: Origin,
         deadline: Instant,
     ) -> Result<RolledBackRotation, RotationError> {
-        let this = Arc::clone(self);
         let span = info_span!(
             "rollback",
             %client_id,
@@ -271,16 +276,48 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
             trace_id = %origin.trace_id,
             outcome = field::Empty,
         );
-        self.detached(deadline, span, async move {
-            let result =
-                steps::rollback(&this.pipeline, &client_id, rotation_id, &origin, deadline).await;
+        let step = StepOf {
+            client_id,
+            rotation_id,
+            origin,
+            deadline,
+            strategy: Strategy::Immediate,
+        };
+        self.detached_step(span, step, move |p, client_id, origin| {
+            Box::pin(steps::rollback(p, client_id, rotation_id, origin, deadline))
+        })
+        .await
+    }
+
+    /// A step on an earlier rotation (a promotion, a rollback) in a task of its own, so that a
+    /// caller hanging up cannot cut it off between Auth0 and Vault; finished through the
+    /// pipeline.
+    async fn detached_step<T, F>(
+        self: &Arc<Self>,
+        span: tracing::Span,
+        step: StepOf,
+        run: F,
+    ) -> Result<T, RotationError>
+    where
+        T: Answer + Send + 'static,
+        F: for<'a> FnOnce(
+                &'a Pipeline<I, S, L>,
+                &'a ClientId,
+                &'a Origin,
+            ) -> BoxFuture<'a, Result<T, RotationError>>
+            + Send
+            + 'static,
+    {
+        let this = Arc::clone(self);
+        self.detached(step.deadline, span, async move {
+            let result = run(&this.pipeline, &step.client_id, &step.origin).await;
             let report = Report {
-                origin: &origin,
-                client_id: &client_id,
+                origin: &step.origin,
+                client_id: &step.client_id,
                 reason: None,
-                strategy: Strategy::Immediate,
+                strategy: step.strategy,
             };
-            this.finish(&report, rotation_id, &result);
+            this.finish(&report, step.rotation_id, &result);
             result
         })
         .await

@@ -159,17 +159,21 @@ where
     counts
 }
 
-#[tokio::test]
-async fn consumers_reading_the_fallback_order_never_fail_during_a_staged_rotation() {
-    // Auth0's worst case: the old secret is refused the moment the new one is set.
-    let stack = Stack::start_with(StackOptions {
+/// A stack whose Auth0 is at its worst: the old secret is refused the moment the new one is set.
+async fn worst_case() -> Stack {
+    Stack::start_with(StackOptions {
         emulator: EmulatorConfig {
             propagation_window: Duration::ZERO,
             ..EmulatorConfig::default()
         },
         ..StackOptions::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn consumers_reading_the_fallback_order_never_fail_during_a_staged_rotation() {
+    let stack = worst_case().await;
     let (id, _) = client_in_sync(&stack).await;
 
     // Distributed for longer than the slowest consumer's refresh.
@@ -217,14 +221,7 @@ async fn consumers_reading_the_fallback_order_never_fail_during_a_staged_rotatio
 
 #[tokio::test]
 async fn consumers_reading_the_fallback_order_never_fail_when_a_staged_rotation_is_rolled_back() {
-    let stack = Stack::start_with(StackOptions {
-        emulator: EmulatorConfig {
-            propagation_window: Duration::ZERO,
-            ..EmulatorConfig::default()
-        },
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = worst_case().await;
     let (id, old) = client_in_sync(&stack).await;
     let mut client = stack.client().await;
     let answer = client
