@@ -105,14 +105,11 @@ impl ClientState {
 
 impl ClientState {
     /// The rotation `intent` starts, at the head of the history, which keeps `keep` entries.
-    /// A promotion or cancellation continues its staged rotation's entry instead.
     pub(super) fn history_started(&mut self, intent: &Intent, keep: usize) {
         let strategy = intent.step.strategy();
-        // A rollback is of a rotation on record, or refused: it never starts an entry.
-        if intent.step == Step::Rollback
-            || (matches!(intent.step, Step::Promote | Step::Cancel)
-                && self.history_entry(intent.rotation_id).is_some())
-        {
+        // A promotion, cancellation or rollback is of a rotation on record (its entry goes on),
+        // or refused: it never starts an entry of its own.
+        if matches!(intent.step, Step::Promote | Step::Cancel | Step::Rollback) {
             return;
         }
         self.history.retain(|e| e.rotation_id != intent.rotation_id);
