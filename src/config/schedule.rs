@@ -27,7 +27,8 @@ pub struct ScheduleArgs {
     #[arg(long, env = "ROTATOR_SCHEDULE_FILE")]
     pub schedule_file: Option<PathBuf>,
 
-    /// How often each replica looks for clients the schedule finds due.
+    /// How often the replica holding the scheduler lease looks for clients the schedule finds
+    /// due (the others read the lease that often, and take it over after three).
     #[arg(long, env = "ROTATOR_SCHEDULE_INTERVAL", default_value = "1m", value_parser = duration)]
     pub schedule_interval: Duration,
 }

@@ -31,6 +31,7 @@
 //!   times, notifications to deliver);
 //! - `settings`: the protocol's settings, fixed at start-up;
 //! - `pipeline`: acquire, settle, close, refuse, store, finish: what every step runs through;
+//! - `roles`: jobs one replica at a time does for all (scans, schedule passes), held by a lease;
 //! - `idempotency`: binding idempotency keys to answers;
 //! - `overlap`: a key rotation's end: the switch closed with its overlap, its heal, and the old
 //!   key retired;
@@ -70,6 +71,7 @@ mod previous;
 pub mod reconciler;
 mod records;
 mod recovery;
+mod roles;
 mod schedule;
 pub mod scheduler;
 mod service;
@@ -105,7 +107,7 @@ pub use ports::{
 pub use previous::RolledBackRotation;
 pub use records::{
     Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,
-    KvVersion, LastRotation, Lease, Overlap, PreviousSecret, RotatedCredential, Rotation,
+    KvVersion, LastRotation, Lease, Overlap, PreviousSecret, Role, RotatedCredential, Rotation,
     RotationMetadata, RotationStatus, Staged, Step, StoredKey, StoredSecret, Strategy, Validated,
     Versioned, millis,
 };

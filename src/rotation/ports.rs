@@ -12,7 +12,7 @@ use super::{
     ids::{AuthMethod, ClientId, CredentialId, OwnedKey, ValidationError},
     keys::KeyAlgorithm,
     records::{
-        IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, StoredKey, Versioned,
+        IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Role, StoredKey, Versioned,
     },
     state::ClientState,
 };
@@ -251,14 +251,16 @@ pub trait Ledger: Send + Sync + 'static {
     /// Every client that has a record.
     fn clients(&self) -> impl Future<Output = Result<Vec<ClientId>, StoreError>> + Send;
 
-    /// The scanner lease: which replica runs the reconciler's passes (`None` at
-    /// [`KvVersion::NONE`] when no replica ever has).
-    fn read_scanner(
+    /// The lease of `role`: which replica does that job now (`None` at [`KvVersion::NONE`]
+    /// when no replica ever has).
+    fn read_role(
         &self,
+        role: Role,
     ) -> impl Future<Output = Result<Versioned<Option<Lease>>, StoreError>> + Send;
 
-    fn write_scanner(
+    fn write_role(
         &self,
+        role: Role,
         lease: &Lease,
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;

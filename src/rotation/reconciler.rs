@@ -30,8 +30,9 @@ use super::{
     ids::ClientId,
     pipeline::Pipeline,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{KvVersion, Lease, millis},
+    records::{KvVersion, Role},
     recovery::heal_orphan,
+    roles,
     service::RotationService,
 };
 
@@ -130,7 +131,7 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
         {
             pace.tick().await;
             if renewed.elapsed() >= p.settings.reconcile_interval {
-                match renew_scanner(p, version).await {
+                match roles::renew(p, Role::Scanner, version, scanner_ttl(p)).await {
                     Some(next) => {
                         scanner = Some(next);
                         renewed = Instant::now();
@@ -172,12 +173,8 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     healed
 }
 
-fn scanner_lease<I: SecretIssuer, S: SecretStore, L: Ledger>(p: &Pipeline<I, S, L>) -> Lease {
-    let ttl = p.settings.reconcile_interval * SCANNER_LEASE_INTERVALS;
-    Lease {
-        holder: p.settings.replica.clone(),
-        expires_at_ms: millis(SystemTime::now() + ttl),
-    }
+fn scanner_ttl<I: SecretIssuer, S: SecretStore, L: Ledger>(p: &Pipeline<I, S, L>) -> Duration {
+    p.settings.reconcile_interval * SCANNER_LEASE_INTERVALS
 }
 
 /// Takes the scanner lease if it is free, expired or already this replica's; the version
@@ -185,32 +182,7 @@ fn scanner_lease<I: SecretIssuer, S: SecretStore, L: Ledger>(p: &Pipeline<I, S, 
 pub(super) async fn take_scanner<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
 ) -> Option<KvVersion> {
-    let read = match p.ledger.read_scanner().await {
-        Ok(read) => read,
-        Err(e) => {
-            warn!(error = %e, "reconciler cannot read the scanner lease");
-            return None;
-        }
-    };
-    let elsewhere = read
-        .value
-        .as_ref()
-        .is_some_and(|l| l.holder != p.settings.replica && l.active(SystemTime::now()));
-    if elsewhere {
-        return None;
-    }
-    // A lost race for the lease is not an error: the winner scans.
-    p.ledger
-        .write_scanner(&scanner_lease(p), read.version)
-        .await
-        .ok()
-}
-
-async fn renew_scanner<I: SecretIssuer, S: SecretStore, L: Ledger>(
-    p: &Pipeline<I, S, L>,
-    held: KvVersion,
-) -> Option<KvVersion> {
-    p.ledger.write_scanner(&scanner_lease(p), held).await.ok()
+    roles::take(p, Role::Scanner, scanner_ttl(p)).await
 }
 
 /// Heals what this replica leaves open, at once, and takes its turn scanning for everyone

@@ -189,6 +189,26 @@ pub struct LastRotation {
     pub credential: Option<RotatedCredential>,
 }
 
+/// A job one replica at a time does for all, held through a lease in the ledger
+/// (`roles.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The reconciler's passes over every client record.
+    Scanner,
+    /// The schedule's passes: listing the tenant's clients and rotating those due.
+    Scheduler,
+}
+
+impl Role {
+    /// Its name, and its record's name in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scanner => "scanner",
+            Self::Scheduler => "scheduler",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     /// Replica holding it.

@@ -1,10 +1,12 @@
-//! The scheduler: every replica's passes over the tenant's clients. A pass lists the clients,
-//! finds the rule that governs each rotatable one (a secret, a key or a self-signed
-//! certificate), reads its ledger record and rotates those due (by age, or by the expiry of
-//! the credential its last rotation made). Every replica runs passes, and a due client is still rotated once: each scheduled
-//! rotation carries an idempotency key and a precondition (`if_last`) made of the last rotation
-//! the pass saw. A second replica that found the same client due replays the first one's
-//! answer; one that acts after anyone else rotated the client is refused (`Superseded`).
+//! The scheduler: passes over the tenant's clients. A pass lists the clients, finds the rule
+//! that governs each rotatable one (a secret, a key or a self-signed certificate), reads its
+//! ledger record and rotates those due (by age, or by the expiry of the credential its last
+//! rotation made). One replica at a time runs passes, the one holding the scheduler lease
+//! (`roles.rs`); the others spend one Vault read an interval on it. A due client is rotated once
+//! also across a takeover mid-pass: each scheduled rotation carries an idempotency key and a
+//! precondition (`if_last`) made of the last rotation the pass saw: a second replica that found
+//! the same client due replays the first one's answer; one that acts after anyone else rotated
+//! the client is refused (`Superseded`).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -24,7 +26,8 @@ use super::{
     ids::{ClientId, IdempotencyKey, Reason},
     inventory::rotatable_clients,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::Rotation,
+    records::{Role, Rotation},
+    roles,
     schedule::{Rule, Schedule},
     service::RotationService,
 };
@@ -70,8 +73,13 @@ pub(super) struct Memory {
     reported: HashSet<(ClientId, SystemTime)>,
 }
 
+/// How long the scheduler lease lasts, in schedule intervals; renewed every interval.
+const SCHEDULER_LEASE_INTERVALS: u32 = 3;
+
 /// Runs a pass every `interval`, for ever (as background work: it leaves callers Auth0's
-/// reserve).
+/// reserve), while this replica holds the scheduler lease: one replica at a time lists the
+/// tenant and rotates the due clients; the others read the lease once an interval and take it
+/// over within its TTL when its holder stops renewing it.
 pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: Arc<RotationService<I, S, L>>,
     interval: Duration,
@@ -79,15 +87,41 @@ pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
     background::forever(async {
         let mut memory = Memory::default();
         loop {
-            if let Some(schedule) = service.schedule()
-                && let Err(e) = pass(&service, &schedule, interval, &mut memory).await
-            {
-                warn!(error = %e, "scheduler pass failed; the next pass tries again");
+            if let Some(schedule) = service.schedule() {
+                turn(&service, &schedule, interval, &mut memory).await;
             }
             tokio::time::sleep(interval).await;
         }
     })
     .await
+}
+
+/// This replica's turn: a pass if it holds (or takes) the scheduler lease, which it renews
+/// every interval while the pass runs; a pass whose lease is lost stops starting rotations
+/// (those started finish, and the next holder's are `if_last`-guarded: none is doubled).
+/// Whether it ran a pass.
+pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &Arc<RotationService<I, S, L>>,
+    schedule: &Arc<Schedule>,
+    interval: Duration,
+    memory: &mut Memory,
+) -> bool {
+    let p = service.pipeline();
+    let ttl = interval * SCHEDULER_LEASE_INTERVALS;
+    let Some(held) = roles::take(p, Role::Scheduler, ttl).await else {
+        return false;
+    };
+    tokio::select! {
+        done = pass(service, schedule, interval, memory) => {
+            if let Err(e) = done {
+                warn!(error = %e, "scheduler pass failed; the next pass tries again");
+            }
+        }
+        () = roles::keep(p, Role::Scheduler, held, interval, ttl) => {
+            warn!("the scheduler lease was lost during a pass; the replica holding it now goes on");
+        }
+    }
+    true
 }
 
 /// Finds the due clients, reports them (and the dry runs' once), and rotates those not waiting

@@ -19,7 +19,7 @@ pub use settings::{Settings, Token};
 
 use crate::rotation::{
     ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
-    PreviousSecret, SecretStore, StoreError, StoredKey, Versioned,
+    PreviousSecret, Role, SecretStore, StoreError, StoredKey, Versioned,
 };
 use key_data::{KeyData, StoredKeyData};
 use kv::Kv;
@@ -158,8 +158,8 @@ impl VaultStore {
         format!("{}/clients/{client_id}", self.inner.state_prefix)
     }
 
-    fn scanner_path(&self) -> String {
-        format!("{}/scanner", self.inner.state_prefix)
+    fn role_path(&self, role: Role) -> String {
+        format!("{}/{}", self.inner.state_prefix, role.as_str())
     }
 
     fn idempotency_path(&self, key: &OwnedKey) -> String {
@@ -308,12 +308,17 @@ impl Ledger for VaultStore {
             .collect())
     }
 
-    async fn read_scanner(&self) -> Result<Versioned<Option<Lease>>, StoreError> {
-        self.read_record(&self.scanner_path()).await
+    async fn read_role(&self, role: Role) -> Result<Versioned<Option<Lease>>, StoreError> {
+        self.read_record(&self.role_path(role)).await
     }
 
-    async fn write_scanner(&self, lease: &Lease, cas: KvVersion) -> Result<KvVersion, StoreError> {
-        let path = self.scanner_path();
+    async fn write_role(
+        &self,
+        role: Role,
+        lease: &Lease,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        let path = self.role_path(role);
         self.inner
             .kv
             .write(&path, lease, cas, "a ledger record")

@@ -63,9 +63,23 @@ max_age = "3s"
     )
     .unwrap();
     let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
-    env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
-    env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
-    let (a, b) = tokio::join!(ServiceProcess::start(&env), ServiceProcess::start(&env));
+    env.extend([
+        ("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()),
+        ("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()),
+        // A replica killed mid-rotation is healed within seconds.
+        ("ROTATOR_DEADLINE", "2s".into()),
+        ("ROTATOR_MAX_DEADLINE", "2s".into()),
+        ("AUTH0_TIMEOUT", "1s".into()),
+        ("ROTATOR_LEASE_TTL", "4s".into()),
+        ("ROTATOR_RECONCILE_INTERVAL", "200ms".into()),
+    ]);
+    let named = |name: &str| {
+        let mut env = env.clone();
+        env.push(("ROTATOR_REPLICA_ID", name.to_owned()));
+        env
+    };
+    let (env_a, env_b) = (named("replica-a"), named("replica-b"));
+    let (a, b) = tokio::join!(ServiceProcess::start(&env_a), ServiceProcess::start(&env_b));
 
     let ids: Vec<String> = fleet
         .iter()
@@ -86,39 +100,83 @@ max_age = "3s"
         .map(|(_, id)| id)
         .collect();
     assert_eq!(governed.len(), 8);
+    let rotated_at_least = |n: u64| {
+        let done = governed
+            .iter()
+            .all(|id| emulator.client(id).unwrap().rotations >= n);
+        async move { done.then_some(()) }
+    };
 
-    // Three rotations each: the first at once (no rotation on record), then every 3 s.
+    // The first rotations at once (no rotation on record), by the replica holding the
+    // scheduler lease; the other one rotates nothing.
+    eventually(
+        "a scheduled rotation of every governed client",
+        Duration::from_secs(60),
+        || rotated_at_least(1),
+    )
+    .await;
+    let lease = bao
+        .kv_data("secret-rotator/scheduler")
+        .await
+        .expect("the scheduler lease");
+    let holder = lease["holder"].as_str().unwrap().to_owned();
+    let (mut scheduler, mut standby) = match holder.as_str() {
+        "replica-a" => (a, b),
+        "replica-b" => (b, a),
+        other => panic!("held by {other}"),
+    };
+    assert_eq!(
+        standby
+            .output()
+            .matches("\"message\":\"rotation stored\"")
+            .count(),
+        0,
+        "only the scheduler rotates"
+    );
+
+    // The scheduler dies mid-run; the other takes its lease over and goes on, and no due
+    // client is rotated twice or lost.
+    scheduler.signal("-KILL");
+    scheduler.wait_exit().await;
+    let killed = scheduler.output();
     eventually(
         "three scheduled rotations of every governed client",
         Duration::from_secs(90),
-        || {
-            let done = governed
-                .iter()
-                .all(|id| emulator.client(id).unwrap().rotations >= 3);
-            async move { done.then_some(()) }
-        },
+        || rotated_at_least(3),
     )
     .await;
-    a.signal("-TERM");
-    b.signal("-TERM");
-    let (mut a, mut b) = (a, b);
-    assert!(a.wait_exit().await.success() && b.wait_exit().await.success());
+    let lease = bao.kv_data("secret-rotator/scheduler").await.unwrap();
+    assert_ne!(
+        lease["holder"].as_str(),
+        Some(holder.as_str()),
+        "taken over"
+    );
+    standby.signal("-TERM");
+    assert!(standby.wait_exit().await.success());
 
     // Read the records with a third process, after both replicas stopped.
     let reader = ServiceProcess::start(&ServiceProcess::env_for(&bao, &emulator, &m2m)).await;
     let mut by_replica: HashMap<&str, usize> = HashMap::new();
     for id in &governed {
         let auth0 = emulator.client(id).unwrap();
-        let records = history(&reader, id).await;
+        let all = history(&reader, id).await;
+        for r in &all {
+            assert_eq!(r.rotated_by, "scheduler", "{id}: {r:?}");
+            assert!(r.reason.contains("fleet-auto"), "{r:?}");
+        }
+        // A rotation the kill cut off after Auth0 rotated was healed (recovered); one cut off
+        // before it stored nothing.
+        let records: Vec<_> = all.into_iter().filter(|r| r.stored_at.is_some()).collect();
         assert_eq!(
             records.len() as u64,
             auth0.rotations,
             "{id}: every rotation Auth0 made is on record, none lost: {records:?}"
         );
         for r in &records {
-            assert_eq!(r.rotated_by, "scheduler", "{id}: {r:?}");
-            assert_eq!(r.outcome, "ok", "{id}: {r:?}");
-            assert!(r.reason.contains("fleet-auto"), "{r:?}");
+            assert!(
+                ["ok", "recovered"].contains(&r.outcome.as_str()),
+                "{id}: {r:?}"
+            );
         }
         // Newest first: each rotation started no sooner than max_age after the one before
         // was stored. A due client rotated twice would show two rotations moments apart.
@@ -143,17 +201,18 @@ max_age = "3s"
             "{id} is no rule's"
         );
     }
-    for (name, replica) in [("a", &a), ("b", &b)] {
-        let log = replica.output();
-        assert!(
-            complaints(&log).is_empty(),
-            "replica {name}: {:?}",
-            complaints(&log)
-        );
+    for (name, log) in [("killed", killed), ("survivor", standby.output())] {
+        // The survivor heals what the kill cut off, and says so; nothing else is a complaint.
+        let complaints: Vec<&str> = complaints(&log)
+            .into_iter()
+            .filter(|l| !l.contains("healing a rotation left open"))
+            .collect();
+        assert!(complaints.is_empty(), "{name}: {complaints:?}");
         *by_replica.entry(name).or_default() +=
             log.matches("\"message\":\"rotation stored\"").count();
     }
-    // Both replicas ran passes and each rotated some: the once-only guarantee was exercised.
+    // Each replica rotated in its turn: the once-only guarantee was exercised across the
+    // takeover.
     assert!(
         by_replica.values().all(|n| *n > 0),
         "rotations stored by replica: {by_replica:?}"

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::rotation::{
     AuthMethod, Client, ClientId, ClientPage, ClientState, CredentialId, CredentialInfo,
     IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
-    PageCursor, PreviousSecret, SecretIssuer, SecretStore, StoreError, StoredKey, Transport,
+    PageCursor, PreviousSecret, Role, SecretIssuer, SecretStore, StoreError, StoredKey, Transport,
     Versioned, public_pem_kid,
 };
 
@@ -44,6 +44,8 @@ pub struct FakeAuth0 {
     pub credential_fault: Mutex<Option<(usize, IssuerError)>>,
     /// Credential calls made (list, create, attach, delete, verify).
     pub credential_calls: AtomicUsize,
+    /// Client list pages asked for.
+    pub list_calls: AtomicUsize,
 }
 
 impl FakeAuth0 {
@@ -180,6 +182,7 @@ impl SecretIssuer for FakeAuth0 {
         from: Option<&PageCursor>,
         size: usize,
     ) -> Result<ClientPage, IssuerError> {
+        self.list_calls.fetch_add(1, Ordering::SeqCst);
         let keyed = self.keyed.lock().unwrap().clone();
         let mut ids: Vec<String> = self.live.lock().unwrap().keys().cloned().collect();
         ids.extend(keyed.keys().cloned());
@@ -442,12 +445,17 @@ impl Ledger for FakeLedger {
             .collect())
     }
 
-    async fn read_scanner(&self) -> Result<Versioned<Option<Lease>>, StoreError> {
-        Ok(self.read("scanner"))
+    async fn read_role(&self, role: Role) -> Result<Versioned<Option<Lease>>, StoreError> {
+        Ok(self.read(role.as_str()))
     }
 
-    async fn write_scanner(&self, lease: &Lease, cas: KvVersion) -> Result<KvVersion, StoreError> {
-        self.write("scanner", lease, cas)
+    async fn write_role(
+        &self,
+        role: Role,
+        lease: &Lease,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        self.write(role.as_str(), lease, cas)
     }
 
     async fn read_idempotency(

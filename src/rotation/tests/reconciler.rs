@@ -57,10 +57,16 @@ async fn one_replica_at_a_time_holds_the_scanner_lease() {
             millis(SystemTime::now() - Duration::from_secs((-secs) as u64))
         },
     };
-    let version = svc.pipeline().ledger.read_scanner().await.unwrap().version;
+    let version = svc
+        .pipeline()
+        .ledger
+        .read_role(crate::rotation::Role::Scanner)
+        .await
+        .unwrap()
+        .version;
     svc.pipeline()
         .ledger
-        .write_scanner(&elsewhere(60), version)
+        .write_role(crate::rotation::Role::Scanner, &elsewhere(60), version)
         .await
         .unwrap();
     assert!(
@@ -69,10 +75,16 @@ async fn one_replica_at_a_time_holds_the_scanner_lease() {
             .is_none(),
         "held elsewhere"
     );
-    let version = svc.pipeline().ledger.read_scanner().await.unwrap().version;
+    let version = svc
+        .pipeline()
+        .ledger
+        .read_role(crate::rotation::Role::Scanner)
+        .await
+        .unwrap()
+        .version;
     svc.pipeline()
         .ledger
-        .write_scanner(&elsewhere(-1), version)
+        .write_role(crate::rotation::Role::Scanner, &elsewhere(-1), version)
         .await
         .unwrap();
     assert!(

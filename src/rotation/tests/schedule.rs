@@ -229,3 +229,63 @@ async fn a_key_client_is_scheduled_by_age_and_before_its_credential_expires() {
     pass(&svc, &by_age).await;
     assert_eq!(svc.history(&kkk).await.unwrap().len(), 2, "not due by age");
 }
+
+/// One replica at a time runs the schedule's passes: a live scheduler lease elsewhere keeps
+/// this one from listing or rotating anything; one that expired (its holder died) is taken
+/// over, and the due clients are rotated, once.
+#[tokio::test]
+async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
+    use std::time::SystemTime;
+
+    use crate::rotation::{Lease, Ledger, Role, millis, scheduler::turn};
+
+    let (svc, schedule) = scheduled(vec![rule("c*", Duration::from_secs(3600), false)]);
+    let ledger = &svc.pipeline().ledger;
+    let elsewhere = |expires: SystemTime| Lease {
+        holder: "other-replica".into(),
+        expires_at_ms: millis(expires),
+    };
+    let version = ledger.read_role(Role::Scheduler).await.unwrap().version;
+    ledger
+        .write_role(
+            Role::Scheduler,
+            &elsewhere(SystemTime::now() + Duration::from_secs(60)),
+            version,
+        )
+        .await
+        .unwrap();
+    let lists = || svc.pipeline().issuer.list_calls.load(Ordering::SeqCst);
+    let listed_before = lists();
+    let mut memory = Memory::default();
+    let interval = Duration::from_secs(1);
+    assert!(!turn(&svc, &schedule, interval, &mut memory).await);
+    assert_eq!(
+        lists(),
+        listed_before,
+        "Auth0 was not asked for the client list"
+    );
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
+
+    // Its holder stopped renewing it: taken over, and the pass rotates c1, c2 and c3.
+    let version = ledger.read_role(Role::Scheduler).await.unwrap().version;
+    ledger
+        .write_role(
+            Role::Scheduler,
+            &elsewhere(SystemTime::now() - Duration::from_secs(1)),
+            version,
+        )
+        .await
+        .unwrap();
+    assert!(turn(&svc, &schedule, interval, &mut memory).await);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
+    let held = ledger
+        .read_role(Role::Scheduler)
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(held.holder, svc.pipeline().settings.replica);
+    // Its own lease: the next turn runs again, and nothing is due.
+    assert!(turn(&svc, &schedule, interval, &mut memory).await);
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
+}
