@@ -141,7 +141,7 @@ pub async fn serve(
         }
         None => None,
     };
-    // The schedule, reloaded with the policy; every replica runs the scheduler.
+    // The schedule, reloaded with the policy; the replica holding the scheduler lease runs it.
     let mut watched: Vec<Arc<dyn Refresh>> = Vec::new();
     let schedule_interval = match &config.schedule {
         None => None,
@@ -159,7 +159,7 @@ pub async fn serve(
             let source = Arc::clone(&schedule);
             rotations.use_schedule(Box::new(move || source.get()));
             watched.push(schedule);
-            Some(settings.interval)
+            Some((settings.interval, settings.catalog_refresh))
         }
     };
     let security = Security::build(&config.security).await?;
@@ -210,8 +210,9 @@ pub async fn serve(
                     ready_rx.await.ok();
                     // Healing, scans and schedules are background work (`rotation::background`).
                     let scheduler = async {
-                        if let Some(interval) = schedule_interval {
-                            rotation::scheduler::run(Arc::clone(&rotations), interval).await;
+                        if let Some((interval, refresh)) = schedule_interval {
+                            rotation::scheduler::run(Arc::clone(&rotations), interval, refresh)
+                                .await;
                         }
                     };
                     futures_util::future::join(

@@ -31,6 +31,11 @@ pub struct ScheduleArgs {
     /// due (the others read the lease that often, and take it over after three).
     #[arg(long, env = "ROTATOR_SCHEDULE_INTERVAL", default_value = "1m", value_parser = duration)]
     pub schedule_interval: Duration,
+
+    /// How often the scheduler lists the tenant's clients from Auth0 (the catalogue it keeps
+    /// in Vault and selects from); a new client is scheduled within this.
+    #[arg(long, env = "ROTATOR_CATALOG_REFRESH", default_value = "15m", value_parser = duration)]
+    pub catalog_refresh: Duration,
 }
 
 /// Where the schedule is and how often it is applied.
@@ -38,6 +43,7 @@ pub struct ScheduleArgs {
 pub struct ScheduleSettings {
     pub file: PathBuf,
     pub interval: Duration,
+    pub catalog_refresh: Duration,
 }
 
 impl ScheduleArgs {
@@ -48,10 +54,12 @@ impl ScheduleArgs {
         };
         readable("ROTATOR_SCHEDULE_FILE", Some(&file))?;
         nonzero_duration(self.schedule_interval, "ROTATOR_SCHEDULE_INTERVAL")?;
+        nonzero_duration(self.catalog_refresh, "ROTATOR_CATALOG_REFRESH")?;
         load(&file).map_err(|e| ConfigError::Schedule(e.to_string()))?;
         Ok(Some(ScheduleSettings {
             file,
             interval: self.schedule_interval,
+            catalog_refresh: self.catalog_refresh,
         }))
     }
 }

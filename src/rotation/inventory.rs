@@ -12,6 +12,7 @@ use super::{
     error::{IssuerError, RotationError},
     ids::{AuthMethod, ClientId, CredentialId},
     overlap::{attached, attachments, key_method},
+    pipeline::Pipeline,
     ports::{CredentialInfo, Ledger, PageCursor, SecretIssuer, SecretStore},
     records::{Drift, RotationMetadata, StoredSecret},
     schedule::ScheduledRotation,
@@ -80,6 +81,36 @@ pub fn rotatable(client: &Client) -> bool {
     }
 }
 
+/// The client's id, when the service may rotate it: a secret, a key or a self-signed
+/// certificate, and not the service's own application unless its credential is in Vault.
+pub(super) fn rotatable_id<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    client: &Client,
+) -> Option<ClientId> {
+    let id = client
+        .client_id
+        .0
+        .as_deref()
+        .and_then(|id| ClientId::parse(id).ok())?;
+    (rotatable(client) && !p.refuses_own(&id)).then_some(id)
+}
+
+/// Every page of the tenant's client list (100 clients a request).
+pub(super) async fn all_clients<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+) -> Result<Vec<Client>, RotationError> {
+    let mut all = Vec::new();
+    let mut from: Option<PageCursor> = None;
+    loop {
+        let page = p.issuer.list_clients(from.as_ref(), 100).await?;
+        all.extend(page.clients);
+        match page.next {
+            Some(next) => from = Some(next),
+            None => return Ok(all),
+        }
+    }
+}
+
 /// What `pick` makes of each rotatable client (not the service's own), from every page of the
 /// tenant's client list; `None` once more than `limit` were picked.
 pub(super) async fn rotatable_clients<I: SecretIssuer, S: SecretStore, L: Ledger, T>(
@@ -93,15 +124,7 @@ pub(super) async fn rotatable_clients<I: SecretIssuer, S: SecretStore, L: Ledger
     loop {
         let page = p.issuer.list_clients(from.as_ref(), 100).await?;
         for client in &page.clients {
-            let Some(id) = client
-                .client_id
-                .0
-                .as_deref()
-                .and_then(|id| ClientId::parse(id).ok())
-            else {
-                continue;
-            };
-            if rotatable(client) && !p.refuses_own(&id) {
+            if let Some(id) = rotatable_id(p, client) {
                 picked.extend(pick(id, client));
             }
         }

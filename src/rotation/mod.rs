@@ -44,12 +44,14 @@
 //! - `service`: [`RotationService`], the protocol's API, composing the pipeline;
 //! - `inventory`: the tenant's clients with their last rotations (ListClients);
 //! - `batch`: RotateSecrets' selection and its rotations, a bounded number at a time;
+//! - `catalogue`: the tenant's client list as the scheduler keeps it in Vault;
 //! - `scheduler`: the passes that rotate due clients;
 //! - `reconciler`: healing intents left open, the scanner's passes, timed promotions;
 //! - `tests`: in-memory fakes of the ports and the protocol's tests.
 
 mod background;
 pub mod batch;
+mod catalogue;
 pub mod client;
 mod command;
 mod drift;
@@ -106,10 +108,10 @@ pub use ports::{
 };
 pub use previous::RolledBackRotation;
 pub use records::{
-    Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry, KeySecrets,
-    KvVersion, LastRotation, Lease, Overlap, PreviousSecret, Role, RotatedCredential, Rotation,
-    RotationMetadata, RotationStatus, Staged, Step, StoredKey, StoredSecret, Strategy, Validated,
-    Versioned, millis,
+    Catalogue, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry,
+    KeySecrets, KvVersion, LastRotation, Lease, Overlap, PreviousSecret, Role, RotatedCredential,
+    Rotation, RotationMetadata, RotationStatus, Staged, Step, StoredKey, StoredSecret, Strategy,
+    Validated, Versioned, millis,
 };
 pub use schedule::{Rule, Schedule, ScheduledRotation, Window, WindowError};
 pub use service::{RotationService, ScheduleSource};

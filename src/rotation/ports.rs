@@ -12,7 +12,8 @@ use super::{
     ids::{AuthMethod, ClientId, CredentialId, OwnedKey, ValidationError},
     keys::KeyAlgorithm,
     records::{
-        IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Role, StoredKey, Versioned,
+        Catalogue, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Role, StoredKey,
+        Versioned,
     },
     state::ClientState,
 };
@@ -264,6 +265,16 @@ pub trait Ledger: Send + Sync + 'static {
         lease: &Lease,
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
+
+    /// The client catalogue the scheduler keeps (`None` when none was written, or a part of it
+    /// is missing).
+    fn read_catalogue(&self) -> impl Future<Output = Result<Option<Catalogue>, StoreError>> + Send;
+
+    /// Replaces the client catalogue.
+    fn write_catalogue(
+        &self,
+        catalogue: &Catalogue,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The record of a caller's idempotency key.
     fn read_idempotency(

@@ -189,6 +189,15 @@ pub struct LastRotation {
     pub credential: Option<RotatedCredential>,
 }
 
+/// The tenant's client list as the scheduler last listed it from Auth0: the members selectors
+/// and `rotatable` read (id, name, app_type, client_metadata, authentication methods), never a
+/// secret. Kept in the ledger, so that a replica taking the scheduler over starts from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Catalogue {
+    pub listed_at: SystemTime,
+    pub clients: Vec<Client>,
+}
+
 /// A job one replica at a time does for all, held through a lease in the ledger
 /// (`roles.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,12 +21,13 @@ use uuid::Uuid;
 
 use super::{
     background::{self, Background, SCHEDULER_CALLER},
+    catalogue,
     command::{LastSeen, RotateCommand},
     error::RotationError,
     ids::{ClientId, IdempotencyKey, Reason},
-    inventory::rotatable_clients,
+    inventory::rotatable_id,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{Role, Rotation},
+    records::{Catalogue, Role, Rotation},
     roles,
     schedule::{Rule, Schedule},
     service::RotationService,
@@ -71,6 +72,8 @@ pub(super) struct Memory {
     computed_under: Option<Arc<Schedule>>,
     /// Dry-run findings already logged, so that each is logged once.
     reported: HashSet<(ClientId, SystemTime)>,
+    /// The client catalogue the passes select from (`catalogue.rs`).
+    catalogue: Option<Catalogue>,
 }
 
 /// How long the scheduler lease lasts, in schedule intervals; renewed every interval.
@@ -83,12 +86,13 @@ const SCHEDULER_LEASE_INTERVALS: u32 = 3;
 pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: Arc<RotationService<I, S, L>>,
     interval: Duration,
+    refresh: Duration,
 ) {
     background::forever(async {
         let mut memory = Memory::default();
         loop {
             if let Some(schedule) = service.schedule() {
-                turn(&service, &schedule, interval, &mut memory).await;
+                turn(&service, &schedule, interval, refresh, &mut memory).await;
             }
             tokio::time::sleep(interval).await;
         }
@@ -104,6 +108,7 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &Arc<RotationService<I, S, L>>,
     schedule: &Arc<Schedule>,
     interval: Duration,
+    refresh: Duration,
     memory: &mut Memory,
 ) -> bool {
     let p = service.pipeline();
@@ -112,7 +117,7 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
         return false;
     };
     tokio::select! {
-        done = pass(service, schedule, interval, memory) => {
+        done = pass(service, schedule, interval, refresh, memory) => {
             if let Err(e) = done {
                 warn!(error = %e, "scheduler pass failed; the next pass tries again");
             }
@@ -130,6 +135,7 @@ pub(super) async fn pass<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &Arc<RotationService<I, S, L>>,
     schedule: &Arc<Schedule>,
     interval: Duration,
+    refresh: Duration,
     memory: &mut Memory,
 ) -> Result<(), RotationError> {
     if !memory
@@ -140,7 +146,8 @@ pub(super) async fn pass<I: SecretIssuer, S: SecretStore, L: Ledger>(
         memory.due_at.clear();
         memory.computed_under = Some(Arc::clone(schedule));
     }
-    let due = find_due(service, schedule, &mut memory.due_at).await?;
+    let catalogue = catalogue::current(service, &mut memory.catalogue, refresh).await?;
+    let due = find_due(service, schedule, catalogue, &mut memory.due_at).await?;
     count_due(schedule, &due);
     let (dry, live): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.rule().dry_run);
     report_dry_runs(&dry, &mut memory.reported);
@@ -224,16 +231,21 @@ async fn rotate_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
 async fn find_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
     schedule: &Arc<Schedule>,
+    catalogue: &Catalogue,
     due_at: &mut HashMap<ClientId, SystemTime>,
 ) -> Result<Vec<Due>, RotationError> {
     let now = SystemTime::now();
-    let governed = rotatable_clients(service, usize::MAX, |id, client| {
-        let rule_at = schedule.governing(&id, client)?;
-        let later = due_at.get(&id).is_some_and(|at| *at > now);
-        (!later).then_some((id, rule_at))
-    })
-    .await?
-    .unwrap_or_default();
+    let p = service.pipeline();
+    let governed: Vec<(ClientId, usize)> = catalogue
+        .clients
+        .iter()
+        .filter_map(|client| {
+            let id = rotatable_id(p, client)?;
+            let rule_at = schedule.governing(&id, client)?;
+            let later = due_at.get(&id).is_some_and(|at| *at > now);
+            (!later).then_some((id, rule_at))
+        })
+        .collect();
     let read: Vec<_> = stream::iter(governed)
         .map(|(client_id, rule_at)| async move {
             let state = service.pipeline().ledger.read_state(&client_id).await;

@@ -4,6 +4,7 @@
 //! vaultrs's endpoints (`kv.rs`, `login.rs`), sent by `transport.rs` through the service's
 //! reqwest stack; failures become the protocol's [`StoreError`].
 
+mod catalogue;
 mod key_data;
 mod kv;
 mod login;
@@ -18,8 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use settings::{Settings, Token};
 
 use crate::rotation::{
-    ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
-    PreviousSecret, Role, SecretStore, StoreError, StoredKey, Versioned,
+    Catalogue, ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger,
+    OwnedKey, PreviousSecret, Role, SecretStore, StoreError, StoredKey, Versioned,
 };
 use key_data::{KeyData, StoredKeyData};
 use kv::Kv;
@@ -306,6 +307,14 @@ impl Ledger for VaultStore {
             .iter()
             .filter_map(|k| ClientId::parse(k).ok())
             .collect())
+    }
+
+    async fn read_catalogue(&self) -> Result<Option<Catalogue>, StoreError> {
+        catalogue::read(&self.inner.kv, &self.inner.state_prefix).await
+    }
+
+    async fn write_catalogue(&self, catalogue: &Catalogue) -> Result<(), StoreError> {
+        catalogue::write(&self.inner.kv, &self.inner.state_prefix, catalogue).await
     }
 
     async fn read_role(&self, role: Role) -> Result<Versioned<Option<Lease>>, StoreError> {

@@ -346,6 +346,9 @@ async fn a_schedule_rotates_a_key_before_its_credential_expires() {
         "1s",
         "--key-lifetime",
         "1h",
+        // The client is added after the service started: found at the catalogue's refresh.
+        "--catalog-refresh",
+        "1s",
     ]
     .map(String::from)
     .to_vec();

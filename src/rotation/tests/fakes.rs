@@ -12,7 +12,7 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
-    AuthMethod, Client, ClientId, ClientPage, ClientState, CredentialId, CredentialInfo,
+    AuthMethod, Catalogue, Client, ClientId, ClientPage, ClientState, CredentialId, CredentialInfo,
     IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
     PageCursor, PreviousSecret, Role, SecretIssuer, SecretStore, StoreError, StoredKey, Transport,
     Versioned, public_pem_kid,
@@ -377,6 +377,7 @@ pub struct FakeLedger {
     pub state_writes: AtomicUsize,
     /// The n-th client-record write (1-based) fails as if Vault were down; 0: none does.
     pub fail_state_write: AtomicUsize,
+    pub catalogue: Mutex<Option<Catalogue>>,
 }
 
 impl FakeLedger {
@@ -443,6 +444,15 @@ impl Ledger for FakeLedger {
             .filter_map(|k| k.strip_prefix("c/"))
             .map(|id| ClientId::parse(id).unwrap())
             .collect())
+    }
+
+    async fn read_catalogue(&self) -> Result<Option<Catalogue>, StoreError> {
+        Ok(self.catalogue.lock().unwrap().clone())
+    }
+
+    async fn write_catalogue(&self, catalogue: &Catalogue) -> Result<(), StoreError> {
+        *self.catalogue.lock().unwrap() = Some(catalogue.clone());
+        Ok(())
     }
 
     async fn read_role(&self, role: Role) -> Result<Versioned<Option<Lease>>, StoreError> {

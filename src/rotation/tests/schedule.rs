@@ -46,9 +46,16 @@ async fn pass(svc: &Arc<Svc>, schedule: &Arc<Schedule>) {
 }
 
 async fn pass_with(svc: &Arc<Svc>, schedule: &Arc<Schedule>, memory: &mut Memory) {
-    crate::rotation::scheduler::pass(svc, schedule, Duration::from_secs(1), memory)
-        .await
-        .unwrap();
+    // Refreshed at every pass: the catalogue always holds what the issuer holds now.
+    crate::rotation::scheduler::pass(
+        svc,
+        schedule,
+        Duration::from_secs(1),
+        Duration::ZERO,
+        memory,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -258,7 +265,7 @@ async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
     let listed_before = lists();
     let mut memory = Memory::default();
     let interval = Duration::from_secs(1);
-    assert!(!turn(&svc, &schedule, interval, &mut memory).await);
+    assert!(!turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await);
     assert_eq!(
         lists(),
         listed_before,
@@ -276,7 +283,7 @@ async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
         )
         .await
         .unwrap();
-    assert!(turn(&svc, &schedule, interval, &mut memory).await);
+    assert!(turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await);
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
     let held = ledger
         .read_role(Role::Scheduler)
@@ -286,6 +293,60 @@ async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
         .unwrap();
     assert_eq!(held.holder, svc.pipeline().settings.replica);
     // Its own lease: the next turn runs again, and nothing is due.
-    assert!(turn(&svc, &schedule, interval, &mut memory).await);
+    assert!(turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await);
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
+}
+
+/// The schedule's passes select from the catalogue kept in the ledger: listed from Auth0 once
+/// per refresh, not at every pass, and a replica with none of its own (one taking the scheduler
+/// over) starts from the ledger's without listing. A client added meanwhile is found at the
+/// next refresh.
+#[tokio::test]
+async fn passes_select_from_the_catalogue_listed_once_per_refresh() {
+    use crate::rotation::{Ledger, scheduler::pass as run_pass};
+
+    let (svc, schedule) = scheduled(vec![rule("c*", Duration::from_secs(3600), false)]);
+    let lists = || svc.pipeline().issuer.list_calls.load(Ordering::SeqCst);
+    let rotations = || svc.pipeline().issuer.rotations.load(Ordering::SeqCst);
+    let (interval, hour) = (Duration::from_secs(1), Duration::from_secs(3600));
+    let mut memory = Memory::default();
+    run_pass(&svc, &schedule, interval, hour, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(lists(), 1, "listed once");
+    assert_eq!(rotations(), 3);
+    let kept = svc
+        .pipeline()
+        .ledger
+        .read_catalogue()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.clients.len(),
+        5,
+        "every client of the tenant, rotatable or not"
+    );
+
+    // A client added at Auth0 is not listed again before the refresh...
+    seed(&svc, &["c4"]);
+    for _ in 0..3 {
+        run_pass(&svc, &schedule, interval, hour, &mut memory)
+            .await
+            .unwrap();
+    }
+    assert_eq!(lists(), 1);
+    assert_eq!(rotations(), 3);
+    // ...nor by a replica that starts from the ledger's catalogue...
+    let mut taking_over = Memory::default();
+    run_pass(&svc, &schedule, interval, hour, &mut taking_over)
+        .await
+        .unwrap();
+    assert_eq!(lists(), 1, "the ledger's catalogue, not a listing");
+    // ...and is found once the catalogue is older than the refresh.
+    run_pass(&svc, &schedule, interval, Duration::ZERO, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(lists(), 2);
+    assert_eq!(rotations(), 4, "c4 found and rotated");
 }

@@ -1,0 +1,82 @@
+//! The scheduler's client catalogue in the ledger, in parts: one record of 10,000 clients would
+//! pass Vault's entry limit (integrated storage refuses entries over 1 MiB by default). A head
+//! record names the parts' generation, so a reader never mixes two listings: a part of another
+//! generation reads as no catalogue, and the scheduler lists again.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::kv::Kv;
+use crate::rotation::{Catalogue, Client, StoreError};
+
+/// Clients per part: about 150 KB of JSON, far below the entry limit.
+const PART: usize = 500;
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    listed_at: SystemTime,
+    parts: usize,
+    generation: Uuid,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Part {
+    generation: Uuid,
+    clients: Vec<Client>,
+}
+
+fn head_path(prefix: &str) -> String {
+    format!("{prefix}/catalogue")
+}
+
+fn part_path(prefix: &str, n: usize) -> String {
+    format!("{prefix}/catalogue-parts/{n}")
+}
+
+pub(super) async fn read(kv: &Kv, prefix: &str) -> Result<Option<Catalogue>, StoreError> {
+    let Some(head) = kv.read::<Head>(&head_path(prefix)).await? else {
+        return Ok(None);
+    };
+    let head = head.value;
+    let mut clients = Vec::new();
+    for n in 0..head.parts {
+        match kv.read::<Part>(&part_path(prefix, n)).await? {
+            Some(part) if part.value.generation == head.generation => {
+                clients.extend(part.value.clients);
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(Catalogue {
+        listed_at: head.listed_at,
+        clients,
+    }))
+}
+
+/// The parts first, then the head that names them: a reader sees the old catalogue or the new
+/// one, never half of each.
+pub(super) async fn write(kv: &Kv, prefix: &str, catalogue: &Catalogue) -> Result<(), StoreError> {
+    let generation = Uuid::new_v4();
+    let parts: Vec<&[Client]> = catalogue.clients.chunks(PART).collect();
+    for (n, clients) in parts.iter().enumerate() {
+        let path = part_path(prefix, n);
+        let part = Part {
+            generation,
+            clients: clients.to_vec(),
+        };
+        let cas = kv.current_version(&path).await?;
+        kv.write(&path, &part, cas, "a part of the client catalogue")
+            .await?;
+    }
+    let path = head_path(prefix);
+    let head = Head {
+        listed_at: catalogue.listed_at,
+        parts: parts.len(),
+        generation,
+    };
+    let cas = kv.current_version(&path).await?;
+    kv.write(&path, &head, cas, "the client catalogue").await?;
+    Ok(())
+}
