@@ -6,6 +6,7 @@ mod support;
 
 mod auth0_credentials;
 mod batch;
+mod catalogue;
 mod cli;
 mod concurrency;
 mod cost;
