@@ -69,6 +69,11 @@ pub struct RotationArgs {
     #[arg(long, env = "ROTATOR_DRIFT_SCAN_INTERVAL", value_parser = duration)]
     pub drift_scan_interval: Option<Duration>,
 
+    /// How often the scanning replica reads every client record although no replica died or
+    /// started (a safety sweep; at rest it reads only the replicas' shared record).
+    #[arg(long, env = "ROTATOR_FULL_SCAN_INTERVAL", default_value = "1h", value_parser = duration)]
+    pub full_scan_interval: Duration,
+
     /// RSA key size of the keys key rotations make: 2048, 3072 or 4096.
     #[arg(long, env = "ROTATOR_KEY_BITS", default_value_t = 2048)]
     pub key_bits: u32,
@@ -143,6 +148,7 @@ impl RotationArgs {
             max_distribute_for: self.staged_max_distribute_for,
             history_kept: self.history_kept,
             drift_scan_interval: self.drift_scan_interval.filter(|d| !d.is_zero()),
+            full_scan_interval: self.full_scan_interval,
             keys: KeySettings {
                 bits,
                 credential_lifetime: self.key_lifetime,

@@ -32,6 +32,7 @@
 //! - `settings`: the protocol's settings, fixed at start-up;
 //! - `pipeline`: acquire, settle, close, refuse, store, finish: what every step runs through;
 //! - `roles`: jobs one replica at a time does for all (scans, schedule passes), held by a lease;
+//! - `presence`: the replicas' heartbeats and the scanner lease, in one shared record;
 //! - `idempotency`: binding idempotency keys to answers;
 //! - `overlap`: a key rotation's end: the switch closed with its overlap, its heal, and the old
 //!   key retired;
@@ -69,6 +70,7 @@ mod outcome;
 mod overlap;
 mod pipeline;
 mod ports;
+mod presence;
 mod previous;
 pub mod reconciler;
 mod records;
@@ -108,10 +110,10 @@ pub use ports::{
 };
 pub use previous::RolledBackRotation;
 pub use records::{
-    Catalogue, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry,
-    KeySecrets, KvVersion, LastRotation, Lease, Overlap, PreviousSecret, Role, RotatedCredential,
-    Rotation, RotationMetadata, RotationStatus, Staged, Step, StoredKey, StoredSecret, Strategy,
-    Validated, Versioned, millis,
+    Beat, Catalogue, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry,
+    KeySecrets, KvVersion, LastRotation, Lease, Overlap, Presence, PreviousSecret, Role,
+    RotatedCredential, Rotation, RotationMetadata, RotationStatus, Staged, Step, StoredKey,
+    StoredSecret, Strategy, Validated, Versioned, millis,
 };
 pub use schedule::{Rule, Schedule, ScheduledRotation, Window, WindowError};
 pub use service::{RotationService, ScheduleSource};

@@ -12,8 +12,8 @@ use super::{
     ids::{AuthMethod, ClientId, CredentialId, OwnedKey, ValidationError},
     keys::KeyAlgorithm,
     records::{
-        Catalogue, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Role, StoredKey,
-        Versioned,
+        Catalogue, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Presence, Role,
+        StoredKey, Versioned,
     },
     state::ClientState,
 };
@@ -263,6 +263,17 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         role: Role,
         lease: &Lease,
+        cas: KvVersion,
+    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
+
+    /// The replicas' shared record: the scanner lease and every replica's heartbeat
+    /// (default at [`KvVersion::NONE`] when there is none).
+    fn read_presence(&self)
+    -> impl Future<Output = Result<Versioned<Presence>, StoreError>> + Send;
+
+    fn write_presence(
+        &self,
+        presence: &Presence,
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 

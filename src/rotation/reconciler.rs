@@ -20,7 +20,7 @@ use std::{
 };
 
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{Instrument, debug_span, info, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::{
@@ -30,13 +30,13 @@ use super::{
     ids::ClientId,
     pipeline::Pipeline,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{KvVersion, Role},
+    presence::{self, Heart},
     recovery::heal_orphan,
-    roles,
     service::RotationService,
 };
 
-/// How long the scanner lease lasts, in reconcile intervals; renewed every interval.
+/// How long the scanner lease and a heartbeat last, in reconcile intervals; renewed every
+/// interval.
 const SCANNER_LEASE_INTERVALS: u32 = 3;
 
 /// Records a paced pass reads back to back.
@@ -94,22 +94,33 @@ async fn heal_one_left_open<I: SecretIssuer, S: SecretStore, L: Ledger>(
 pub async fn reconcile_once<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
 ) -> usize {
-    scan(service, None).await
+    scan(service, None, false).await.healed
 }
 
-/// A pass, paced at `reconcile_rate` records per second and renewing the scanner lease
-/// (held at `scanner`) every interval; stops early if the lease is lost.
+/// What a pass over every client record did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Scanned {
+    pub healed: usize,
+    /// Open intents under a lease still running (a rotation in flight, or a dead replica's
+    /// whose lease has not expired yet): the next pass looks again.
+    pub still_open: usize,
+}
+
+/// A pass, paced at `reconcile_rate` records per second when `heart` is the scanner's (its
+/// heartbeat and the scanner lease renewed every interval; it stops early if the lease is
+/// lost), as fast as Vault answers without one.
 async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
-    mut scanner: Option<KvVersion>,
-) -> usize {
+    heart: Option<&Heart>,
+    drift_pass: bool,
+) -> Scanned {
     let p = service.pipeline();
     let clients = match p.ledger.clients().await {
         Ok(clients) => clients,
         Err(e) => {
             warn!(error = %e, "reconciler cannot list client records");
             crate::metrics::reconciler_run("failed");
-            return 0;
+            return Scanned::default();
         }
     };
     // Records are read in small bursts at the average rate: a process woken for every
@@ -119,24 +130,16 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let mut pace = tokio::time::interval(Duration::from_secs(1) * burst / rate);
     pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut renewed = Instant::now();
-    let mut healed = 0;
-    // Only the scanner's paced passes check drift.
-    let drift_pass = scanner.is_some()
-        && service
-            .drift_book()
-            .scan_due(p.settings.drift_scan_interval);
+    let mut scanned = Scanned::default();
     for (n, client_id) in clients.into_iter().enumerate() {
-        if let Some(version) = scanner
+        if let Some(heart) = heart
             && n % burst as usize == 0
         {
             pace.tick().await;
             if renewed.elapsed() >= p.settings.reconcile_interval {
-                match roles::renew(p, Role::Scanner, version, scanner_ttl(p)).await {
-                    Some(next) => {
-                        scanner = Some(next);
-                        renewed = Instant::now();
-                    }
-                    None => return healed,
+                match presence::beat(p, heart, true).await {
+                    Some(view) if view.scanner => renewed = Instant::now(),
+                    _ => return scanned,
                 }
             }
         }
@@ -162,27 +165,84 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
             p.timer
                 .note(&client_id, overlap.rotation_id, overlap.retire_after);
         }
-        if record.value.intent.is_none() || record.value.leased() {
+        if record.value.intent.is_none() {
+            continue;
+        }
+        if record.value.leased() {
+            scanned.still_open += 1;
             continue;
         }
         match heal_orphan(p, &client_id, record).await {
-            Ok(()) => healed += 1,
-            Err(e) => warn!(%client_id, error = %e, "reconciler could not heal; will retry"),
+            Ok(()) => scanned.healed += 1,
+            Err(e) => {
+                scanned.still_open += 1;
+                warn!(%client_id, error = %e, "reconciler could not heal; will retry");
+            }
         }
     }
-    healed
+    scanned
 }
 
-fn scanner_ttl<I: SecretIssuer, S: SecretStore, L: Ledger>(p: &Pipeline<I, S, L>) -> Duration {
-    p.settings.reconcile_interval * SCANNER_LEASE_INTERVALS
+/// What the scanning replica remembers between its turns.
+#[derive(Default)]
+pub(super) struct ScanMemory {
+    /// It held the scanner lease at its last turn.
+    scanner: bool,
+    /// The replicas and incarnations its last full pass saw.
+    known: std::collections::BTreeMap<String, Uuid>,
+    /// When its last full pass ran.
+    last_full: Option<Instant>,
+    /// Its last full pass left open intents under a running lease.
+    again: bool,
 }
 
-/// Takes the scanner lease if it is free, expired or already this replica's; the version
-/// it was written at when this replica holds it now.
-pub(super) async fn take_scanner<I: SecretIssuer, S: SecretStore, L: Ledger>(
-    p: &Pipeline<I, S, L>,
-) -> Option<KvVersion> {
-    roles::take(p, Role::Scanner, scanner_ttl(p)).await
+/// This replica's turn, once a reconcile interval: its heartbeat (and the scanner lease, when
+/// nobody else holds it), then, if it scans, a pass over every client record when something may
+/// need healing: it just took the lease over, a replica's heartbeat lapsed or a replica
+/// started, the last pass left intents open, drift is due, or the safety sweep is. At rest:
+/// one read and one write. Returns the pass's result when one ran.
+pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &RotationService<I, S, L>,
+    heart: &Heart,
+    memory: &mut ScanMemory,
+) -> Option<Scanned> {
+    let p = service.pipeline();
+    let Some(view) = presence::beat(p, heart, true).await else {
+        memory.scanner = false;
+        return None;
+    };
+    if !view.scanner {
+        memory.scanner = false;
+        return None;
+    }
+    let took_over = !memory.scanner;
+    memory.scanner = true;
+    let sweep_due = memory
+        .last_full
+        .is_none_or(|at| at.elapsed() >= p.settings.full_scan_interval);
+    let drift_due = service
+        .drift_book()
+        .scan_due(p.settings.drift_scan_interval);
+    let why = match () {
+        _ if took_over => "took the scanner lease",
+        _ if !view.lapsed.is_empty() => "a replica's heartbeat lapsed",
+        _ if view.incarnations != memory.known => "a replica started",
+        _ if memory.again => "rotations were still open",
+        _ if drift_due => "drift check due",
+        _ if sweep_due => "safety sweep",
+        _ => return None,
+    };
+    debug!(why, "reconciler reads every client record");
+    // Only the scanner's paced passes check drift.
+    let scanned = scan(service, Some(heart), drift_due).await;
+    memory.known = view.incarnations;
+    memory.last_full = Some(Instant::now());
+    memory.again = scanned.still_open > 0;
+    if !view.lapsed.is_empty() {
+        presence::forget(p, &view.lapsed).await;
+        memory.known.retain(|name, _| !view.lapsed.contains(name));
+    }
+    Some(scanned)
 }
 
 /// Heals what this replica leaves open, at once, and takes its turn scanning for everyone
@@ -205,9 +265,14 @@ async fn scan_forever<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
 ) {
     let p = service.pipeline();
+    let heart = Heart {
+        incarnation: Uuid::new_v4(),
+        ttl: p.settings.reconcile_interval * SCANNER_LEASE_INTERVALS,
+    };
+    let mut memory = ScanMemory::default();
     loop {
-        if let Some(held) = take_scanner(p).await {
-            let healed = scan(service, Some(held)).await;
+        if let Some(scanned) = turn(service, &heart, &mut memory).await {
+            let healed = scanned.healed;
             if healed > 0 {
                 info!(healed, "reconciler pass healed open rotations");
             }

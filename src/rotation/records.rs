@@ -198,12 +198,29 @@ pub struct Catalogue {
     pub clients: Vec<Client>,
 }
 
+/// The replicas' shared record (`presence.rs`): who scans, and each replica's heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The replica that runs the reconciler's scans.
+    #[serde(default)]
+    pub scanner: Option<Lease>,
+    /// Each replica's heartbeat, by replica name.
+    #[serde(default)]
+    pub beats: std::collections::BTreeMap<String, Beat>,
+}
+
+/// A replica's heartbeat: alive until `expires_at_ms`, and which start of it (a replica
+/// restarted under the same name is another incarnation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Beat {
+    pub expires_at_ms: u64,
+    pub incarnation: Uuid,
+}
+
 /// A job one replica at a time does for all, held through a lease in the ledger
-/// (`roles.rs`).
+/// (`roles.rs`; the reconciler's scanner lease is in the replicas' record, `presence.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The reconciler's passes over every client record.
-    Scanner,
     /// The schedule's passes: listing the tenant's clients and rotating those due.
     Scheduler,
 }
@@ -212,7 +229,6 @@ impl Role {
     /// Its name, and its record's name in the ledger.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Scanner => "scanner",
             Self::Scheduler => "scheduler",
         }
     }

@@ -1,6 +1,7 @@
-//! Jobs one replica at a time does for all (the reconciler's scans, the schedule's passes), each
-//! held through a lease in the ledger: a record taken and renewed with check-and-set, taken over
-//! by another replica once its holder stops renewing it (dead, or cut off from Vault).
+//! Jobs one replica at a time does for all (the schedule's passes), each held through a lease in
+//! the ledger: a record taken and renewed with check-and-set, taken over by another replica once
+//! its holder stops renewing it (dead, or cut off from Vault). The reconciler's scanner lease
+//! shares the replicas' heartbeat record instead (`presence.rs`).
 
 use std::time::{Duration, SystemTime};
 

@@ -70,5 +70,8 @@ pub struct Settings {
     /// How often the scanning replica compares every client Vault holds with Auth0; `None`:
     /// never (only GetRotationStatus with check_drift does).
     pub drift_scan_interval: Option<Duration>,
+    /// How often the scanning replica reads every client record even when no replica died
+    /// (the safety sweep).
+    pub full_scan_interval: Duration,
     pub keys: KeySettings,
 }

@@ -20,7 +20,7 @@ pub use settings::{Settings, Token};
 
 use crate::rotation::{
     Catalogue, ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger,
-    OwnedKey, PreviousSecret, Role, SecretStore, StoreError, StoredKey, Versioned,
+    OwnedKey, Presence, PreviousSecret, Role, SecretStore, StoreError, StoredKey, Versioned,
 };
 use key_data::{KeyData, StoredKeyData};
 use kv::Kv;
@@ -157,6 +157,10 @@ impl VaultStore {
 
     fn state_path(&self, client_id: &ClientId) -> String {
         format!("{}/clients/{client_id}", self.inner.state_prefix)
+    }
+
+    fn presence_path(&self) -> String {
+        format!("{}/replicas", self.inner.state_prefix)
     }
 
     fn role_path(&self, role: Role) -> String {
@@ -307,6 +311,26 @@ impl Ledger for VaultStore {
             .iter()
             .filter_map(|k| ClientId::parse(k).ok())
             .collect())
+    }
+
+    async fn read_presence(&self) -> Result<Versioned<Presence>, StoreError> {
+        let read = self.read_record(&self.presence_path()).await?;
+        Ok(Versioned {
+            version: read.version,
+            value: read.value.unwrap_or_default(),
+        })
+    }
+
+    async fn write_presence(
+        &self,
+        presence: &Presence,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        let path = self.presence_path();
+        self.inner
+            .kv
+            .write(&path, presence, cas, "the replicas' record")
+            .await
     }
 
     async fn read_catalogue(&self) -> Result<Option<Catalogue>, StoreError> {

@@ -51,3 +51,60 @@ async fn a_rotation_makes_four_vault_requests_and_a_status_one() {
         "GetRotationStatus reads the ledger record only"
     );
 }
+
+/// At rest the reconciler costs the replicas' shared record, read and written once an interval,
+/// and no client record: Vault's load does not grow with the number of records.
+#[tokio::test]
+async fn at_rest_the_reconciler_reads_and_writes_only_the_replicas_record() {
+    let stack = Stack::start_on(
+        Bao::start_audited().await,
+        StackOptions {
+            extra_args: vec!["--reconcile-interval".into(), "100ms".into()],
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    for n in 0..10 {
+        let id = stack.seed(regular_client(&random_client_id(), &format!("App {n}")));
+        stack.rotate_ok(&id).await;
+    }
+    let presence = "secret/data/secret-rotator/replicas";
+    let turns_since = |from: usize| {
+        stack.bao.requests()[from..]
+            .iter()
+            .filter(|(op, path)| op == "update" && path == presence)
+            .count()
+    };
+    // A few turns after the last rotation, so that any pass it brought is over.
+    let settled = stack.bao.requests().len();
+    eventually("three turns", Duration::from_secs(10), || {
+        let done = turns_since(settled) >= 3;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let from = stack.bao.requests().len();
+    eventually("twenty turns at rest", Duration::from_secs(20), || {
+        let done = turns_since(from) >= 20;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let window: Vec<(String, String)> = stack.bao.requests()[from..]
+        .iter()
+        .filter(|(_, path)| path.starts_with("secret/"))
+        .cloned()
+        .collect();
+    let turns = turns_since(from);
+    eprintln!(
+        "at rest: {} KV requests in {turns} reconcile turns, 10 client records",
+        window.len()
+    );
+    assert!(
+        window.iter().all(|(_, path)| path == presence),
+        "only the replicas' record: {window:?}"
+    );
+    assert!(
+        window.len() <= 2 * turns + 2,
+        "a read and a write a turn: {} in {turns}",
+        window.len()
+    );
+}

@@ -75,9 +75,10 @@ async fn hostile_requests_are_refused_before_any_upstream_call() {
         baseline,
         "a hostile request reached Auth0"
     );
-    // The reconciler's scanner lease, taken at start-up, is the only key allowed.
+    // The replicas' record (heartbeats and the scanner lease), written at start-up, is the only
+    // key allowed.
     let mut keys = stack.bao.kv_keys().await;
-    keys.retain(|k| k != "secret-rotator/scanner");
+    keys.retain(|k| k != "secret-rotator/replicas");
     assert!(
         keys.is_empty(),
         "a hostile request wrote to Vault: {keys:?}"

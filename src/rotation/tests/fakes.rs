@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::rotation::{
     AuthMethod, Catalogue, Client, ClientId, ClientPage, ClientState, CredentialId, CredentialInfo,
     IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
-    PageCursor, PreviousSecret, Role, SecretIssuer, SecretStore, StoreError, StoredKey, Transport,
-    Versioned, public_pem_kid,
+    PageCursor, Presence, PreviousSecret, Role, SecretIssuer, SecretStore, StoreError, StoredKey,
+    Transport, Versioned, public_pem_kid,
 };
 
 /// How the fake Auth0 loses the answer of its next rotate-secret call.
@@ -444,6 +444,22 @@ impl Ledger for FakeLedger {
             .filter_map(|k| k.strip_prefix("c/"))
             .map(|id| ClientId::parse(id).unwrap())
             .collect())
+    }
+
+    async fn read_presence(&self) -> Result<Versioned<Presence>, StoreError> {
+        let read = self.read("replicas");
+        Ok(Versioned {
+            version: read.version,
+            value: read.value.unwrap_or_default(),
+        })
+    }
+
+    async fn write_presence(
+        &self,
+        presence: &Presence,
+        cas: KvVersion,
+    ) -> Result<KvVersion, StoreError> {
+        self.write("replicas", presence, cas)
     }
 
     async fn read_catalogue(&self) -> Result<Option<Catalogue>, StoreError> {

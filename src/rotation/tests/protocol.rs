@@ -47,6 +47,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         max_distribute_for: Duration::from_secs(86_400),
         history_kept: 3,
         drift_scan_interval: None,
+        full_scan_interval: Duration::from_secs(3600),
         own_client: None,
         own_credential_path: None,
         keys: Default::default(),

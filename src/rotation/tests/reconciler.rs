@@ -8,9 +8,11 @@ use std::{
 
 use super::{
     fakes::FakeVault,
-    protocol::{command, last, left_open_by_a_refused_store, service, settled, soon},
+    protocol::{
+        command, last, left_open_by_a_refused_store, seed, service, service_with, settled, soon,
+    },
 };
-use crate::rotation::{ClientId, Lease, Ledger, millis};
+use crate::rotation::{ClientId, Ledger, millis};
 
 /// A replica heals what it left open itself, at once: no waiting for its own lease to expire.
 #[tokio::test]
@@ -32,66 +34,131 @@ async fn a_rotation_left_open_is_healed_by_its_replica_at_once() {
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 1);
 }
 
-/// One replica at a time scans everyone's records: a live scanner lease elsewhere keeps this
-/// one from scanning; an expired one is taken over.
+/// One replica at a time scans everyone's records, and only when something may need healing:
+/// a live scanner lease elsewhere keeps this one from scanning; an expired one is taken over
+/// (a full pass); at rest a turn costs the replicas' record, read and written, and no client
+/// record; a replica's lapsed heartbeat, a replica starting, an intent still under a running
+/// lease, and the safety sweep each bring a full pass.
 #[tokio::test]
-async fn one_replica_at_a_time_holds_the_scanner_lease() {
-    let svc = service(FakeVault::default());
-    assert!(
-        crate::rotation::reconciler::take_scanner(svc.pipeline())
-            .await
-            .is_some(),
-        "free: taken"
-    );
-    assert!(
-        crate::rotation::reconciler::take_scanner(svc.pipeline())
-            .await
-            .is_some(),
-        "its own: renewed"
-    );
-    let elsewhere = |secs: i64| Lease {
-        holder: "other-replica".into(),
-        expires_at_ms: if secs >= 0 {
-            millis(SystemTime::now() + Duration::from_secs(secs as u64))
-        } else {
-            millis(SystemTime::now() - Duration::from_secs((-secs) as u64))
-        },
+async fn the_scanner_reads_client_records_only_when_something_may_need_healing() {
+    use std::collections::BTreeMap;
+
+    use crate::rotation::{
+        Beat, Lease, Presence, Versioned,
+        presence::Heart,
+        reconciler::{ScanMemory, turn},
     };
-    let version = svc
-        .pipeline()
-        .ledger
-        .read_role(crate::rotation::Role::Scanner)
-        .await
-        .unwrap()
-        .version;
-    svc.pipeline()
-        .ledger
-        .write_role(crate::rotation::Role::Scanner, &elsewhere(60), version)
-        .await
-        .unwrap();
+
+    let svc = service(FakeVault::default());
+    seed(&svc, &["c1", "c2", "c3"]);
+    for id in ["c1", "c2", "c3"] {
+        svc.rotate(command(id), soon(10_000)).await.unwrap();
+    }
+    let ledger = &svc.pipeline().ledger;
+    let reads = || ledger.state_reads.load(Ordering::SeqCst);
+    let heart = Heart {
+        incarnation: uuid::Uuid::new_v4(),
+        ttl: Duration::from_secs(60),
+    };
+    let mut memory = ScanMemory::default();
+    let at = |secs: i64| match secs >= 0 {
+        true => millis(SystemTime::now() + Duration::from_secs(secs as u64)),
+        false => millis(SystemTime::now() - Duration::from_secs((-secs) as u64)),
+    };
+    let write = |presence: Presence| async move {
+        let Versioned { version, .. } = ledger.read_presence().await.unwrap();
+        ledger.write_presence(&presence, version).await.unwrap();
+    };
+
+    // Another replica scans: this one only beats.
+    write(Presence {
+        scanner: Some(Lease {
+            holder: "other-replica".into(),
+            expires_at_ms: at(60),
+        }),
+        beats: BTreeMap::from([(
+            "other-replica".into(),
+            Beat {
+                expires_at_ms: at(60),
+                incarnation: uuid::Uuid::new_v4(),
+            },
+        )]),
+    })
+    .await;
+    let before = reads();
+    assert!(turn(&svc, &heart, &mut memory).await.is_none());
+    assert_eq!(reads(), before, "no client record read");
+    let presence = ledger.read_presence().await.unwrap().value;
     assert!(
-        crate::rotation::reconciler::take_scanner(svc.pipeline())
-            .await
-            .is_none(),
-        "held elsewhere"
+        presence
+            .beats
+            .contains_key(&svc.pipeline().settings.replica),
+        "its heartbeat"
     );
-    let version = svc
-        .pipeline()
-        .ledger
-        .read_role(crate::rotation::Role::Scanner)
+
+    // The other replica died: its lease and heartbeat lapse; this one takes over with a full
+    // pass, and forgets the dead one.
+    let mut dead = ledger.read_presence().await.unwrap().value;
+    dead.scanner.as_mut().unwrap().expires_at_ms = at(-1);
+    dead.beats.get_mut("other-replica").unwrap().expires_at_ms = at(-1);
+    write(dead).await;
+    let before = reads();
+    assert!(turn(&svc, &heart, &mut memory).await.is_some());
+    assert_eq!(reads() - before, 3, "every client record once");
+    let presence = ledger.read_presence().await.unwrap().value;
+    assert_eq!(
+        presence.scanner.unwrap().holder,
+        svc.pipeline().settings.replica
+    );
+    assert!(!presence.beats.contains_key("other-replica"), "forgotten");
+
+    // At rest: turn after turn, no client record is read.
+    let before = reads();
+    for _ in 0..5 {
+        assert!(turn(&svc, &heart, &mut memory).await.is_none());
+    }
+    assert_eq!(reads(), before);
+
+    // A replica starts (or restarts under its name): a full pass.
+    let mut started = ledger.read_presence().await.unwrap().value;
+    started.beats.insert(
+        "new-replica".into(),
+        Beat {
+            expires_at_ms: at(60),
+            incarnation: uuid::Uuid::new_v4(),
+        },
+    );
+    write(started).await;
+    assert!(turn(&svc, &heart, &mut memory).await.is_some());
+    assert!(turn(&svc, &heart, &mut memory).await.is_none(), "then rest");
+
+    // An intent under a running lease (a rotation in flight, a dead replica's lease not yet
+    // expired): the pass leaves it, and the next turn looks again.
+    svc.pipeline().ledger.fail_state_write.store(
+        ledger.state_writes.load(Ordering::SeqCst) + 2,
+        Ordering::SeqCst,
+    );
+    let _ = svc.rotate(command("c1"), soon(10_000)).await;
+    let mut safety = ScanMemory::default();
+    let first = turn(&svc, &heart, &mut safety)
         .await
-        .unwrap()
-        .version;
-    svc.pipeline()
-        .ledger
-        .write_role(crate::rotation::Role::Scanner, &elsewhere(-1), version)
-        .await
-        .unwrap();
+        .expect("took over: a full pass");
+    if first.still_open > 0 {
+        assert!(
+            turn(&svc, &heart, &mut safety).await.is_some(),
+            "looked again"
+        );
+    }
+
+    // The safety sweep: a full pass once `full_scan_interval` has passed.
+    let svc = service_with(FakeVault::default(), |s| {
+        s.full_scan_interval = Duration::ZERO
+    });
+    let mut memory = ScanMemory::default();
+    assert!(turn(&svc, &heart, &mut memory).await.is_some());
     assert!(
-        crate::rotation::reconciler::take_scanner(svc.pipeline())
-            .await
-            .is_some(),
-        "expired: taken over"
+        turn(&svc, &heart, &mut memory).await.is_some(),
+        "due every turn"
     );
 }
 
