@@ -250,11 +250,19 @@ async fn idle(
         .and_then(reqwest::Response::error_for_status)
         .expect("an idle record");
     }
+    // The defaults, but for a short run: a shorter interval, so that rest is seen soon.
+    let interval = match plan.short {
+        true => Duration::from_secs(1),
+        false => Duration::from_secs(30),
+    };
+    let setting = format!("{}s", interval.as_secs());
+    let env = [("ROTATOR_RECONCILE_INTERVAL", setting.as_str())];
     let mut out = Vec::new();
     for replicas in [1, 3] {
-        // A scanner lease left by the previous phase's replicas would keep this phase's idle.
+        // The previous phase's heartbeats and scanner lease would keep this phase's replicas
+        // waiting, then scanning for the dead.
         http.delete(format!(
-            "{}/v1/secret/metadata/secret-rotator/scanner",
+            "{}/v1/secret/metadata/secret-rotator/replicas",
             bao.addr
         ))
         .header("X-Vault-Token", &bao.token)
@@ -265,19 +273,37 @@ async fn idle(
         let mut running = Vec::new();
         for r in 0..replicas {
             let log = logs.join(format!("idle-{replicas}-{r}.log"));
-            running.push(Service::start(bao, emulator, m2m, &[], &log).await);
+            running.push(Service::start(bao, emulator, m2m, &env, &log).await);
         }
-        // Start-up passes are over once every replica is SERVING and a moment has passed.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let vault0 = bao.request_count();
+        // At rest once the start-up passes are over: the scanner's first (it took the lease
+        // over), and one more when it sees the replicas that started after it. A pass reads
+        // `ROTATOR_RECONCILE_RATE` (50) records a second; rest is a few requests a second.
+        // Rest is a whole reconcile interval with no more than every replica's turn in it.
+        let resting = tokio::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            let before = bao.request_count();
+            tokio::time::sleep(interval + Duration::from_secs(1)).await;
+            // Up to two turns of each replica fit in the slice, and a readiness check or two.
+            let turns = 4 * replicas as u64 + 4;
+            if bao.request_count() - before <= turns || tokio::time::Instant::now() > resting {
+                break;
+            }
+        }
+        let vault0 = bao.requests().len();
         let cpu0: Duration = running.iter().map(|s| cpu_time(s.pid())).sum();
         tokio::time::sleep(plan.idle_window).await;
         let cpu: Duration = running.iter().map(|s| cpu_time(s.pid())).sum::<Duration>() - cpu0;
+        let made = bao.requests()[vault0..].to_vec();
         out.push(Idle {
             replicas,
             records: plan.idle_records,
             window: plan.idle_window,
-            vault_requests: bao.request_count() - vault0,
+            interval,
+            vault_requests: made.len() as u64,
+            kv_requests: made
+                .iter()
+                .filter(|(_, path)| path.starts_with("secret/"))
+                .count() as u64,
             cpu,
         });
     }
