@@ -207,10 +207,9 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     memory: &mut ScanMemory,
 ) -> Option<Scanned> {
     let p = service.pipeline();
-    let Some(view) = presence::beat(p, heart, true).await else {
-        memory.scanner = false;
-        return None;
-    };
+    // Vault did not answer, or two races for the record were lost: a turn missed, and the
+    // lease (if held) still this replica's until the next beat says otherwise.
+    let view = presence::beat(p, heart, true).await?;
     if !view.scanner {
         memory.scanner = false;
         return None;
