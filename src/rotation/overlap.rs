@@ -413,29 +413,17 @@ pub(super) async fn revert<I: SecretIssuer, S: SecretStore, L: Ledger>(
     // The rotation in force is the one that made the old key, when the history still knows it.
     let last = open
         .before
-        .history
-        .iter()
-        .skip_while(|e| e.rotation_id != rotation_id)
-        .skip(1)
-        .find(|e| e.stored_at.is_some() && e.strategy == Strategy::Key)
-        .and_then(|e| {
-            Some(LastRotation {
-                metadata: RotationMetadata {
-                    rotation_id: e.rotation_id,
-                    rotated_at: e.stored_at?,
-                    reason: e.reason.clone(),
-                    caller: e.caller.clone(),
-                    recovered: e.recovered,
-                    strategy: Strategy::Key,
-                },
-                kv_version: version,
-                credential: back.as_ref().map(|k| RotatedCredential {
-                    method: overlap.method,
-                    credential_id: k.credential_id.clone(),
-                    key_id: k.key_id.clone(),
-                    expires_at: None,
-                }),
-            })
+        .stored_before(rotation_id)
+        .filter(|m| m.strategy == Strategy::Key)
+        .map(|metadata| LastRotation {
+            metadata,
+            kv_version: version,
+            credential: back.as_ref().map(|k| RotatedCredential {
+                method: overlap.method,
+                credential_id: k.credential_id.clone(),
+                key_id: k.key_id.clone(),
+                expires_at: None,
+            }),
         });
     let closed = ClientState {
         overlap: Some(Overlap {

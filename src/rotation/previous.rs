@@ -110,28 +110,12 @@ pub(super) async fn finish<I: SecretIssuer, S: SecretStore, L: Ledger>(
 /// The rotation whose secret a rollback of `undone` puts back: the newest one before it that
 /// stored a secret, or, beyond the history, the undone one's facts.
 fn previous_rotation(before: &ClientState, undone: Uuid) -> RotationMetadata {
-    let fallback = before
-        .last
-        .as_ref()
-        .map(|l| l.metadata.clone())
-        .unwrap_or_else(|| RotationMetadata::new(undone, Strategy::Immediate, None, None));
-    before
-        .history
-        .iter()
-        .skip_while(|e| e.rotation_id != undone)
-        .skip(1)
-        .find(|e| e.stored_at.is_some())
-        .and_then(|e| {
-            Some(RotationMetadata {
-                rotation_id: e.rotation_id,
-                rotated_at: e.stored_at?,
-                reason: e.reason.clone(),
-                caller: e.caller.clone(),
-                recovered: e.recovered,
-                strategy: e.strategy,
-            })
-        })
-        .unwrap_or(fallback)
+    before.stored_before(undone).unwrap_or_else(|| {
+        before.last.as_ref().map_or_else(
+            || RotationMetadata::new(undone, Strategy::Immediate, None, None),
+            |l| l.metadata.clone(),
+        )
+    })
 }
 
 /// What Auth0's live secret said about a rollback cut off.

@@ -136,6 +136,8 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
         (Step::Rollback, _) => {
             let intent = open.intent.clone();
             match previous::settle(p, open).await? {
+                // Not `recovered`: the rollback itself finished, which its step tells apart
+                // from a secret read back (`steps/rollback.rs`).
                 Settled::RolledBack(done) => Some(Healed {
                     rotation: Rotation {
                         client: Box::default(),

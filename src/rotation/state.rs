@@ -13,8 +13,8 @@ use super::{
     notify::Notification,
     outcome::Outcome,
     records::{
-        Intent, KvVersion, LastRotation, Lease, Overlap, RolledBack, Rotation, Staged, Step,
-        Strategy,
+        Intent, KvVersion, LastRotation, Lease, Overlap, RolledBack, Rotation, RotationMetadata,
+        Staged, Step, Strategy,
     },
 };
 
@@ -180,6 +180,25 @@ impl ClientState {
             };
             entry.outcome = outcome.name().to_owned();
         }
+    }
+
+    /// The newest rotation before `rotation_id` that stored its secret or key, as the history
+    /// keeps it: what is in force again once `rotation_id` is undone.
+    pub(super) fn stored_before(&self, rotation_id: Uuid) -> Option<RotationMetadata> {
+        let entry = self
+            .history
+            .iter()
+            .skip_while(|e| e.rotation_id != rotation_id)
+            .skip(1)
+            .find(|e| e.stored_at.is_some())?;
+        Some(RotationMetadata {
+            rotation_id: entry.rotation_id,
+            rotated_at: entry.stored_at?,
+            reason: entry.reason.clone(),
+            caller: entry.caller.clone(),
+            recovered: entry.recovered,
+            strategy: entry.strategy,
+        })
     }
 
     fn history_entry(&mut self, rotation_id: Uuid) -> Option<&mut HistoryEntry> {

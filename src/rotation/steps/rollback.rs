@@ -26,7 +26,7 @@ use crate::{
         ids::ClientId,
         pipeline::{Open, Pipeline},
         ports::{Ledger, SecretIssuer, SecretStore},
-        previous::{self, RolledBackRotation, Settled},
+        previous::{self, RolledBackRotation},
         records::{Intent, RolledBack, Step, Strategy},
         recovery,
         state::ClientState,
@@ -164,38 +164,24 @@ pub(in crate::rotation) async fn rollback<I: SecretIssuer, S: SecretStore, L: Le
                 unchanged(lease).await;
                 return Err(e.into());
             }
-            // Auth0 answered with another secret, or not at all: what it holds is read back.
+            // Auth0 answered with another secret, or not at all: the rollback's heal reads
+            // back what it holds (`recovery.rs`), and finishes the rollback when that is the
+            // previous secret.
             lost => {
                 let lost = lost
                     .err()
                     .unwrap_or(IssuerError::OutcomeUnknown(Transport::Unreadable));
-                warn!(%rotation_id, error = %lost, "Auth0's answer to the rollback was lost; reading the live secret back");
-                let open = Open {
-                    client_id,
-                    path: &path,
-                    intent: &intent,
-                    fence: lease.fence,
-                    before: lease.before,
-                };
-                let settled = match previous::settle(p, open).await {
-                    // Auth0 holds a secret Vault had never seen: stored as any heal stores it.
-                    Ok(Settled::Other(open)) => recovery::heal_from_live(p, *open)
-                        .await
-                        .map(|_| Settled::Unchanged),
-                    settled => settled,
-                };
-                return match settled {
-                    Ok(Settled::RolledBack(done)) => Ok(done),
-                    // Auth0 kept the undone secret, or holds another one: not rolled back.
-                    Ok(Settled::Unchanged | Settled::Other(_)) => Err(lost.into()),
-                    Err(heal) => {
-                        tracing::error!(%rotation_id, error = %heal, "NEEDS RESYNC: the live secret could not be read back yet; this replica retries the heal shortly");
-                        Err(RotationError::OutcomeUnknown {
-                            client_id: client_id.clone(),
-                            rotation_id,
-                            source: lost,
-                        })
-                    }
+                let healed =
+                    recovery::lost_answer(p, client_id, &intent, lease, lost.clone()).await?;
+                return match healed.metadata.recovered {
+                    // Auth0 held a secret Vault had never seen: stored, not rolled back.
+                    true => Err(lost.into()),
+                    false => Ok(RolledBackRotation {
+                        rotation_id,
+                        stored: healed.stored,
+                        at: healed.metadata.rotated_at,
+                        replayed: false,
+                    }),
                 };
             }
         };
