@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 
 pub use credentials::CREDENTIAL_SCOPES;
-pub use governor::Budget;
+pub use governor::{Budget, Limit, Limits};
 pub use settings::{CredentialSource, Credentials, Settings};
 pub use token::TokenInfo;
 
@@ -33,7 +33,7 @@ use crate::rotation::{
     SecretIssuer, Transport,
 };
 use errors::{ambiguous, api_error, reached, retry_after, transport_error};
-use governor::Governor;
+use governor::{Governor, RateGroup};
 use token::TokenSource;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
@@ -66,7 +66,7 @@ struct Inner {
     /// The tenant's domain: client assertions are addressed to `https://{domain}/`.
     domain: String,
     tokens: TokenSource,
-    /// The tenant's Management API rate limit, shared by every request of this replica.
+    /// The tenant's Management API rate limits, shared by every request of this replica.
     governor: Governor,
     /// Auth0 refused to list `client_authentication_methods` to this grant once: later lists
     /// do not ask for it.
@@ -255,7 +255,7 @@ impl Auth0Client {
     }
 
     /// Sends a Management API request with the current token, when the tenant's rate limit
-    /// has room for it (`governor.rs`): it waits for the budget within the caller's deadline,
+    /// for its endpoint group has room for it (`governor/`): it waits for the budget within the caller's deadline,
     /// and is refused with RateLimited (nothing sent) when the wait would pass it. A 401 means
     /// Auth0 did nothing: the token is renewed once and the request sent again; so does a 429,
     /// which is sent again after Retry-After when the deadline allows.
@@ -277,6 +277,7 @@ impl Auth0Client {
         json: Option<Vec<u8>>,
     ) -> Result<Response, SendError> {
         let work = crate::work::current();
+        let group = RateGroup::of(&method, operation);
         let mut renewed = false;
         // Auth0 answered 429 this many times: another tool spends the tenant's budget.
         let mut refused = 0;
@@ -284,7 +285,7 @@ impl Auth0Client {
             let permit = self
                 .inner
                 .governor
-                .acquire(work.priority, work.deadline)
+                .acquire(group, work.priority, work.deadline)
                 .await
                 .map_err(|wait| {
                     crate::metrics::rate_limited("auth0_budget");

@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use secret_rotator::emulator::{Emulator, EmulatorConfig, demo_clients, fleet_clients, m2m_client};
+use secret_rotator::emulator::{
+    Emulator, EmulatorConfig, RateGroups, demo_clients, fleet_clients, m2m_client,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +38,11 @@ struct Args {
     /// ... and how many requests it refills per second.
     #[arg(long, env = "EMULATOR_RATE_LIMIT_PER_SECOND", default_value_t = 16)]
     rate_limit_per_second: u32,
+    /// The plan's bucket layout: `global` (one bucket for everything, the two settings above)
+    /// or `essentials` (Essentials and Professional: reading clients 5 burst / 100 a minute,
+    /// every other endpoint 10 / 150 a minute).
+    #[arg(long, env = "EMULATOR_RATE_GROUPS", default_value = "global", value_parser = ["global", "essentials"])]
+    rate_groups: String,
     /// Also seed this many fleet clients (ids Fleet000...; see `fleet_clients`).
     #[arg(long, env = "EMULATOR_FLEET", default_value_t = 0)]
     fleet: usize,
@@ -49,6 +56,7 @@ async fn main() -> std::io::Result<()> {
         propagation_window: Duration::from_secs(args.propagation_window_secs.min(30)),
         rate_limit_burst: args.rate_limit_burst.max(1),
         rate_limit_per_second: args.rate_limit_per_second.max(1),
+        rate_groups: (args.rate_groups == "essentials").then_some(RateGroups::ESSENTIALS),
         ..EmulatorConfig::default()
     };
     let mut emulator = Emulator::new(config).with_client(m2m_client(

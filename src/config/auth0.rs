@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use super::{ConfigError, check_url, duration, is_host_name, secret};
 use crate::{
-    auth0::{CredentialSource, Credentials, Settings},
+    auth0::{CredentialSource, Credentials, Limit, Limits, Settings},
     rotation::{KeyAlgorithm, KeyPair},
 };
 
@@ -76,10 +76,17 @@ pub struct Auth0Args {
     #[arg(long, env = "AUTH0_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub auth0_timeout: Duration,
 
-    /// The tenant's sustained Management API rate (requests per second, from its plan)
+    /// The tenant's sustained Management API rate (requests per second, from its plan), one
+    /// bucket for every endpoint; the same as AUTH0_RATE_LIMITS=all=N/s
     /// [default: learnt from x-ratelimit-reset].
     #[arg(long, env = "AUTH0_RATE_LIMIT_PER_SECOND")]
     pub auth0_rate_limit_per_second: Option<f64>,
+
+    /// The plan's Management API buckets, e.g. `clients-read=100/min burst 5, other=150/min
+    /// burst 10` (Essentials, Professional) or `all=16/s burst 50` (Enterprise)
+    /// [default: learnt from the x-ratelimit-* headers].
+    #[arg(long, env = "AUTH0_RATE_LIMITS")]
+    pub auth0_rate_limits: Option<String>,
 
     /// The share of the tenant's rate-limit bucket that background work (timed promotions,
     /// healing) leaves to interactive calls, 0 to 1.
@@ -178,8 +185,21 @@ impl Auth0Args {
                 "AUTH0_INTERACTIVE_RESERVE must be from 0 to 1",
             ));
         }
+        let limits = match (self.auth0_rate_limits, self.auth0_rate_limit_per_second) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::RateLimits(
+                    "set it or AUTH0_RATE_LIMIT_PER_SECOND, not both".into(),
+                ));
+            }
+            (Some(spec), None) => rate_limits(&spec).map_err(ConfigError::RateLimits)?,
+            (None, Some(per_second)) => Limits::OneBucket(Some(Limit {
+                burst: None,
+                per_second,
+            })),
+            (None, None) => Limits::Learnt,
+        };
         let budget = crate::auth0::Budget {
-            rate_per_second: self.auth0_rate_limit_per_second,
+            limits,
             interactive_reserve: self.auth0_interactive_reserve,
         };
         Ok(Settings {
@@ -192,4 +212,70 @@ impl Auth0Args {
             timeout: self.auth0_timeout,
         })
     }
+}
+
+/// Parses `AUTH0_RATE_LIMITS`: comma-separated `GROUP=N/UNIT [burst B]`, GROUP one of
+/// `clients-read`, `other` (a bucket each) or `all` (one bucket), UNIT `s` or `min`.
+fn rate_limits(spec: &str) -> Result<Limits, String> {
+    let (mut all, mut clients_read, mut other) = (None, None, None);
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (group, limit) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("`{entry}` is not GROUP=N/UNIT [burst B]"))?;
+        let slot = match group.trim() {
+            "all" => &mut all,
+            "clients-read" => &mut clients_read,
+            "other" => &mut other,
+            g => {
+                return Err(format!(
+                    "unknown group `{g}`: use clients-read, other or all"
+                ));
+            }
+        };
+        if slot.replace(limit_of(limit.trim())?).is_some() {
+            return Err(format!("group `{}` is given twice", group.trim()));
+        }
+    }
+    match (all, clients_read, other) {
+        (None, None, None) => Err("no group is given".into()),
+        (Some(all), None, None) => Ok(Limits::OneBucket(Some(all))),
+        (Some(_), _, _) => Err(
+            "`all` is one bucket for every endpoint: it cannot be given with clients-read or other"
+                .into(),
+        ),
+        (None, clients_read, other) => Ok(Limits::PerGroup {
+            clients_read,
+            other,
+        }),
+    }
+}
+
+/// `N/s`, `N/min` (and their long spellings), optionally followed by `burst B`.
+fn limit_of(text: &str) -> Result<Limit, String> {
+    let bad = || format!("`{text}` is not N/s or N/min, optionally followed by `burst B`");
+    let mut words = text.split_whitespace();
+    let (count, unit) = words
+        .next()
+        .and_then(|r| r.split_once('/'))
+        .ok_or_else(bad)?;
+    let count: f64 = count.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" | "sec" | "second" => 1.0,
+        "min" | "minute" => 60.0,
+        _ => return Err(bad()),
+    };
+    let burst = match (words.next(), words.next(), words.next()) {
+        (None, None, None) => None,
+        (Some("burst"), Some(size), None) => Some(size.parse::<u32>().map_err(|_| bad())?),
+        _ => return Err(bad()),
+    };
+    if !(count.is_finite() && count > 0.0) || burst == Some(0) {
+        return Err(format!(
+            "`{text}`: a rate and a burst must be more than zero"
+        ));
+    }
+    Ok(Limit {
+        burst,
+        per_second: count / seconds,
+    })
 }

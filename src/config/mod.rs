@@ -285,6 +285,8 @@ pub enum ConfigError {
     HistoryKept,
     #[error("{0}")]
     Budget(&'static str),
+    #[error("AUTH0_RATE_LIMITS: {0}")]
+    RateLimits(String),
     #[error("ROTATOR_SCHEDULE_FILE: {0}")]
     Schedule(String),
 }

@@ -301,3 +301,67 @@ fn key_rotations_keys_are_configured_and_checked() {
     args.extend(["--key-bits", "1024"]);
     assert!(matches!(parse(&args), Err(ConfigError::KeyBits)));
 }
+
+#[test]
+fn the_plans_rate_limits_are_read_per_group_and_refused_with_the_reason() {
+    use crate::auth0::{Limit, Limits};
+    let limits = |extra: &[&str]| {
+        let mut args = vec!["--auth0-client-id", "abc", "--auth0-client-secret", "s"];
+        args.extend_from_slice(extra);
+        parse(&args).map(|c| c.auth0.budget.limits)
+    };
+    assert_eq!(limits(&[]).unwrap(), Limits::Learnt);
+    assert_eq!(
+        limits(&[
+            "--auth0-rate-limits",
+            "clients-read=100/min burst 5, other=150/min burst 10"
+        ])
+        .unwrap(),
+        Limits::PerGroup {
+            clients_read: Some(Limit {
+                burst: Some(5),
+                per_second: 100.0 / 60.0
+            }),
+            other: Some(Limit {
+                burst: Some(10),
+                per_second: 2.5
+            }),
+        }
+    );
+    assert_eq!(
+        limits(&["--auth0-rate-limits", "all=16/s burst 50"]).unwrap(),
+        Limits::OneBucket(Some(Limit {
+            burst: Some(50),
+            per_second: 16.0
+        }))
+    );
+    // The older setting is one bucket at that rate.
+    assert_eq!(
+        limits(&["--auth0-rate-limit-per-second", "2"]).unwrap(),
+        Limits::OneBucket(Some(Limit {
+            burst: None,
+            per_second: 2.0
+        }))
+    );
+    for (spec, says) in [
+        ("reads=5/s", "unknown group `reads`"),
+        ("all=16/s, other=2/s", "cannot be given with"),
+        ("other=2/hour", "not N/s or N/min"),
+        ("other=0/s", "more than zero"),
+        ("other=2/s burst", "not N/s or N/min"),
+        ("other=2/s, other=3/s", "given twice"),
+    ] {
+        let error = limits(&["--auth0-rate-limits", spec])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("AUTH0_RATE_LIMITS: "), "{error}");
+        assert!(error.contains(says), "{spec}: {error}");
+    }
+    let both = limits(&[
+        "--auth0-rate-limits",
+        "all=2/s",
+        "--auth0-rate-limit-per-second",
+        "2",
+    ]);
+    assert!(both.unwrap_err().to_string().contains("not both"));
+}

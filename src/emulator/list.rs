@@ -101,7 +101,7 @@ pub(super) async fn list_clients(
 ) -> Response {
     let mut inner = lock(&shared);
     inner.stats.list_requests += 1;
-    let (rate, scopes) = match inner.admit(&headers, &READ_SCOPES) {
+    let (rate, scopes) = match inner.admit(&headers, &READ_SCOPES, super::Group::ClientsRead) {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };

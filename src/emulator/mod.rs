@@ -62,9 +62,12 @@ pub const CONSUMER_API: &str = "https://api.example.com/";
 pub struct EmulatorConfig {
     /// Tenant domain; the token audience is `https://{domain}/api/v2/`.
     pub domain: String,
-    /// Token bucket of the Management API: burst size and refill per second.
+    /// Token bucket of the Management API: burst size and refill per second (a tenant with one
+    /// bucket for everything: Free, Enterprise) ...
     pub rate_limit_burst: u32,
     pub rate_limit_per_second: u32,
+    /// ... or a bucket per endpoint group (Essentials, Professional), in its place.
+    pub rate_groups: Option<RateGroups>,
     /// Lifetime of issued Management API tokens.
     pub token_lifetime: Duration,
     /// How long the previous secret is still accepted at /oauth/token after a rotation (0-30 s).
@@ -77,6 +80,20 @@ pub struct EmulatorConfig {
     pub apis: Vec<String>,
 }
 
+impl EmulatorConfig {
+    /// The limit of the bucket `group`'s requests are counted in.
+    fn bucket(&self, group: Group) -> BucketLimit {
+        match (self.rate_groups, group) {
+            (Some(groups), Group::ClientsRead) => groups.clients_read,
+            (Some(groups), Group::Other) => groups.other,
+            (None, _) => BucketLimit {
+                burst: self.rate_limit_burst,
+                per_minute: self.rate_limit_per_second.saturating_mul(60),
+            },
+        }
+    }
+}
+
 impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
@@ -84,12 +101,51 @@ impl Default for EmulatorConfig {
             // Enterprise production tenant limits.
             rate_limit_burst: 50,
             rate_limit_per_second: 16,
+            rate_groups: None,
             token_lifetime: Duration::from_secs(86_400),
             propagation_window: Duration::from_secs(0),
             secretless_refusal_status: 400,
             apis: vec![CONSUMER_API.into()],
         }
     }
+}
+
+/// A token bucket's size and refill, as Auth0's plan pages publish them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketLimit {
+    pub burst: u32,
+    pub per_minute: u32,
+}
+
+/// The buckets of a plan that limits reading clients apart from every other endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateGroups {
+    /// `GET /api/v2/clients` and `GET /api/v2/clients/{id}`.
+    pub clients_read: BucketLimit,
+    /// Every other Management API endpoint, combined.
+    pub other: BucketLimit,
+}
+
+impl RateGroups {
+    /// Essentials and Professional: "Read Clients" 5 burst, 100 a minute; all other endpoints
+    /// combined 10 burst, 150 a minute (docs/auth0-emulator.md cites the pages).
+    pub const ESSENTIALS: Self = Self {
+        clients_read: BucketLimit {
+            burst: 5,
+            per_minute: 100,
+        },
+        other: BucketLimit {
+            burst: 10,
+            per_minute: 150,
+        },
+    };
+}
+
+/// The endpoint group a Management API route's requests are counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Group {
+    ClientsRead,
+    Other,
 }
 
 /// One scripted misbehaviour of the next secret change (rotate-secret, or a PATCH of
@@ -216,11 +272,21 @@ struct Bucket {
     refilled_at: Instant,
 }
 
+impl Bucket {
+    fn full(limit: BucketLimit) -> Self {
+        Self {
+            tokens: f64::from(limit.burst),
+            refilled_at: Instant::now(),
+        }
+    }
+}
+
 struct Inner {
     config: EmulatorConfig,
     clients: HashMap<String, Client>,
     tokens: HashMap<String, IssuedToken>,
-    bucket: Bucket,
+    /// The one bucket (or every other endpoint's), and reading clients' when it has its own.
+    buckets: [Bucket; 2],
     faults: Faults,
     rotate_faults: VecDeque<RotateFault>,
     holds: Vec<Hold>,
@@ -252,16 +318,14 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn new(config: EmulatorConfig) -> Self {
-        let burst = f64::from(config.rate_limit_burst);
+        let full = |group| Bucket::full(config.bucket(group));
+        let buckets = [full(Group::Other), full(Group::ClientsRead)];
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 config,
                 clients: HashMap::new(),
                 tokens: HashMap::new(),
-                bucket: Bucket {
-                    tokens: burst,
-                    refilled_at: Instant::now(),
-                },
+                buckets,
                 faults: Faults::default(),
                 rotate_faults: VecDeque::new(),
                 holds: Vec::new(),

@@ -15,7 +15,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use super::{
-    Faults, KEY_SCOPES, READ_SCOPES, Shared, Stats, credentials,
+    Faults, Group, KEY_SCOPES, READ_SCOPES, Shared, Stats, credentials,
     list::{FieldsQuery, list_clients, project},
     lock,
 };
@@ -64,29 +64,36 @@ impl super::Inner {
         }
     }
 
-    /// Takes one request from the bucket; `Err` carries the 429 answer.
-    fn rate_limit(&mut self) -> Result<RateHeaders, Response> {
-        let burst = f64::from(self.config.rate_limit_burst);
-        let rate = f64::from(self.config.rate_limit_per_second.max(1));
+    /// Takes one request from `group`'s bucket; `Err` carries the 429 answer. Its headers
+    /// describe that bucket, as Auth0's do.
+    fn rate_limit(&mut self, group: Group) -> Result<RateHeaders, Response> {
+        let limit = self.config.bucket(group);
+        let burst = f64::from(limit.burst);
+        let rate = f64::from(limit.per_minute.max(1)) / 60.0;
+        let index = match (self.config.rate_groups, group) {
+            (Some(_), Group::ClientsRead) => 1,
+            _ => 0,
+        };
+        let bucket = &mut self.buckets[index];
         let now = Instant::now();
-        let elapsed = now.duration_since(self.bucket.refilled_at).as_secs_f64();
-        self.bucket.tokens = (self.bucket.tokens + elapsed * rate).min(burst);
-        self.bucket.refilled_at = now;
+        let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.refilled_at = now;
         let forced = self.faults.rate_limited > 0;
         if forced {
             self.faults.rate_limited -= 1;
         }
-        if forced || self.bucket.tokens < 1.0 {
-            self.stats.rate_limited += 1;
+        if forced || bucket.tokens < 1.0 {
             let wait = if forced {
                 3.0
             } else {
-                (1.0 - self.bucket.tokens) / rate
+                (1.0 - bucket.tokens) / rate
             };
+            self.stats.rate_limited += 1;
             let headers = RateHeaders {
-                limit: self.config.rate_limit_burst,
+                limit: limit.burst,
                 remaining: 0,
-                reset: epoch_secs() + wait.ceil() as u64,
+                reset: epoch_secs_after(wait),
             };
             return Err(headers.apply(api_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -94,25 +101,27 @@ impl super::Inner {
                 Some("too_many_requests"),
             )));
         }
-        self.bucket.tokens -= 1.0;
-        let missing = burst - self.bucket.tokens;
+        bucket.tokens -= 1.0;
+        let missing = burst - bucket.tokens;
         Ok(RateHeaders {
-            limit: self.config.rate_limit_burst,
-            remaining: self.bucket.tokens.floor() as u32,
-            reset: epoch_secs() + (missing / rate).ceil() as u64,
+            limit: limit.burst,
+            remaining: bucket.tokens.floor() as u32,
+            reset: epoch_secs_after(missing / rate),
         })
     }
 
-    /// What every Management API call goes through: counting, the rate limit, the bearer token,
-    /// and a scope check (any of `scopes`). `Err` carries the refusal.
+    /// What every Management API call goes through: counting, the rate limit of its endpoint
+    /// `group`, the bearer token, and a scope check (any of `scopes`). `Err` carries the
+    /// refusal.
     pub(super) fn admit(
         &mut self,
         headers: &HeaderMap,
         scopes: &[&str],
+        group: Group,
     ) -> Result<(RateHeaders, Vec<String>), Response> {
         self.stats.requests += 1;
         self.record_trace(headers);
-        let rate = self.rate_limit()?;
+        let rate = self.rate_limit(group)?;
         let granted = match self.authenticate(headers) {
             Ok(granted) => granted,
             Err(denied) => return Err(rate.apply(denied)),
@@ -156,11 +165,13 @@ impl RateHeaders {
     }
 }
 
-fn epoch_secs() -> u64 {
-    SystemTime::now()
+/// The whole UNIX second by which `seconds` from now have passed.
+fn epoch_secs_after(seconds: f64) -> u64 {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    (now + seconds).ceil() as u64
 }
 
 pub(super) fn json_response(status: StatusCode, body: Value) -> Response {
@@ -228,7 +239,7 @@ async fn rotate_secret(
     let (rate, fault) = {
         let mut inner = lock(&shared);
         inner.stats.rotate_requests += 1;
-        let (rate, _) = match inner.admit(&headers, &["update:client_keys"]) {
+        let (rate, _) = match inner.admit(&headers, &["update:client_keys"], Group::Other) {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
@@ -308,6 +319,7 @@ async fn patch_client(
                 "update:client_keys",
                 "update:client_credentials",
             ],
+            Group::Other,
         ) {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
@@ -415,7 +427,7 @@ async fn get_client(
 ) -> Response {
     let mut inner = lock(&shared);
     inner.stats.get_requests += 1;
-    let (rate, scopes) = match inner.admit(&headers, &READ_SCOPES) {
+    let (rate, scopes) = match inner.admit(&headers, &READ_SCOPES, Group::ClientsRead) {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };

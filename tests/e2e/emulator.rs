@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 
 use secret_rotator::emulator::{
-    Emulator, EmulatorConfig, RunningEmulator, fleet_clients, m2m_client, random_client_id,
+    Emulator, EmulatorConfig, RateGroups, RunningEmulator, fleet_clients, m2m_client,
+    random_client_id,
 };
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -16,13 +17,17 @@ use crate::helpers::{ALL_SCOPES, M2M_SECRET};
 const FLEET: usize = 250;
 
 async fn emulator(burst: u32, per_second: u32, scopes: &[&str]) -> (RunningEmulator, String) {
-    let m2m = random_client_id();
-    let mut emulator = Emulator::new(EmulatorConfig {
+    let config = EmulatorConfig {
         rate_limit_burst: burst,
         rate_limit_per_second: per_second,
         ..EmulatorConfig::default()
-    })
-    .with_client(m2m_client(&m2m, M2M_SECRET, scopes));
+    };
+    emulator_with(config, scopes).await
+}
+
+async fn emulator_with(config: EmulatorConfig, scopes: &[&str]) -> (RunningEmulator, String) {
+    let m2m = random_client_id();
+    let mut emulator = Emulator::new(config).with_client(m2m_client(&m2m, M2M_SECRET, scopes));
     for client in fleet_clients(FLEET) {
         emulator = emulator.with_client(client);
     }
@@ -240,4 +245,48 @@ async fn the_rate_limit_headers_follow_the_configured_bucket() {
         reset > now && reset <= now + 2,
         "one token in about a second: {reset} vs {now}"
     );
+}
+
+#[tokio::test]
+async fn an_essentials_tenant_limits_reading_clients_apart_from_everything_else() {
+    let config = EmulatorConfig {
+        rate_groups: Some(RateGroups::ESSENTIALS),
+        ..EmulatorConfig::default()
+    };
+    let (emulator, token) = emulator_with(config, ALL_SCOPES).await;
+    let http = reqwest::Client::new();
+    let limit =
+        |h: &reqwest::header::HeaderMap| h["x-ratelimit-limit"].to_str().unwrap().to_owned();
+    // Reading clients: the list and one client share a bucket of 5.
+    let (status, headers, clients) = list(&emulator, &token, "per_page=2").await;
+    assert_eq!((status, limit(&headers)), (200, "5".to_owned()));
+    let one = ids(&clients).remove(0);
+    let mut refused = None;
+    for _ in 0..10 {
+        let response = http
+            .get(format!("{}/api/v2/clients/{one}", emulator.base_url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(limit(response.headers()), "5");
+        if response.status() == 429 {
+            refused = Some(response.headers()["x-ratelimit-remaining"].clone());
+            break;
+        }
+    }
+    assert_eq!(refused.expect("the reading bucket runs dry"), "0");
+    // Every other endpoint has its own bucket of 10, untouched by the reads.
+    let rotated = http
+        .post(format!(
+            "{}/api/v2/clients/{one}/rotate-secret",
+            emulator.base_url()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    assert_eq!(limit(rotated.headers()), "10");
+    assert_eq!(rotated.headers()["x-ratelimit-remaining"], "9");
 }

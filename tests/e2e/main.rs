@@ -28,6 +28,7 @@ mod metrics;
 mod operator;
 mod own_credentials;
 mod pki;
+mod rate_groups;
 mod refusals;
 mod rollback;
 mod rotate;

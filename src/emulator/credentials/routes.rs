@@ -26,7 +26,7 @@ fn admit<'a>(
 ) -> Result<(std::sync::MutexGuard<'a, Inner>, RateHeaders), Response> {
     let mut inner = lock(shared);
     inner.stats.credential_requests += 1;
-    let (rate, _) = inner.admit(headers, &[scope])?;
+    let (rate, _) = inner.admit(headers, &[scope], crate::emulator::Group::Other)?;
     Ok((inner, rate))
 }
 

@@ -1,46 +1,11 @@
-//! The Management API's rate limit, spent deliberately. Auth0 limits a tenant with one token
-//! bucket shared by everything that uses it (`x-ratelimit-limit` is its size,
-//! `x-ratelimit-remaining` what is left); a request it has no token for is answered 429. The
-//! governor keeps an estimate of that bucket and sends a request only when the estimate has a
-//! token for it, otherwise it waits (within the caller's deadline) instead of provoking a 429.
-//!
-//! - Every answer's headers are the truth: the estimate is set to what Auth0 says is left,
-//!   less this replica's requests still in flight (which Auth0 may not have counted yet).
-//! - Between answers the bucket refills at the tenant's rate (`AUTH0_RATE_LIMIT_PER_SECOND`,
-//!   or estimated from `x-ratelimit-reset`), less what others spend. What others spend is
-//!   what an answer shows missing against what would be left had only this replica spent
-//!   since the last answer, averaged over a few seconds: two replicas running one batch each
-//!   settle on half the rate each.
-//! - Background work (schedules, batches, drift scans) leaves `AUTH0_INTERACTIVE_RESERVE` of
-//!   the bucket to interactive calls, which also go first while any waits. The reserve costs a
-//!   batch nothing in the long run: the bucket refills at the same rate however full it is.
-//! - A 429 (another tool spent the bucket) stops every request until `Retry-After` or
-//!   `x-ratelimit-reset`.
+//! One of Auth0's token buckets as this replica estimates it (see the module above).
 
 use std::{sync::Mutex, time::Duration};
 
 use reqwest::header::HeaderMap;
 use tokio::{sync::Notify, time::Instant};
 
-pub use crate::work::Priority;
-
-/// How the governor spends the bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    /// The tenant's refill rate, per second; `None`: estimated from `x-ratelimit-reset`.
-    pub rate_per_second: Option<f64>,
-    /// The share of the bucket background work leaves to interactive calls (0 to 1).
-    pub interactive_reserve: f64,
-}
-
-impl Default for Budget {
-    fn default() -> Self {
-        Self {
-            rate_per_second: None,
-            interactive_reserve: 0.5,
-        }
-    }
-}
+use super::{Limit, Priority};
 
 /// Before any answer: Auth0's lowest published limits (free tenants: 2 burst, 2 per second).
 const FIRST_LIMIT: f64 = 2.0;
@@ -51,8 +16,11 @@ const LEAST_SHARE: f64 = 0.05;
 /// Others' spending is averaged over about this many seconds.
 const OTHERS_WINDOW_SECS: f64 = 3.0;
 
-pub struct Governor {
-    budget: Budget,
+pub struct Bucket {
+    /// The refill rate the plan sets, if known; otherwise estimated from `x-ratelimit-reset`.
+    known_rate: Option<f64>,
+    /// The share of the bucket background work leaves to interactive calls.
+    reserve: f64,
     state: Mutex<State>,
     changed: Notify,
 }
@@ -78,6 +46,9 @@ struct State {
     interactive_waiting: u32,
     /// After a 429: nothing is sent before.
     paused_until: Option<Instant>,
+    /// What answers' `x-ratelimit-reset` said was missing, and how long until it is back,
+    /// each a decaying sum: the rate is their ratio.
+    reset_samples: (f64, f64),
 }
 
 impl State {
@@ -95,20 +66,24 @@ impl State {
 /// A request the governor let through; [`Permit::answered`] counts its answer. Dropped
 /// without an answer (no response), its token stays spent: Auth0 may have counted it.
 pub struct Permit<'a> {
-    governor: &'a Governor,
+    bucket: &'a Bucket,
     /// Its place in the order requests were sent.
     seq: u64,
     answered: bool,
 }
 
-impl Governor {
-    pub fn new(budget: Budget) -> Self {
-        let rate = budget.rate_per_second.unwrap_or(FIRST_RATE);
+impl Bucket {
+    /// A bucket of the plan's `limit` where known, else of Auth0's lowest published one until
+    /// the first answer tells.
+    pub fn new(limit: Option<Limit>, reserve: f64) -> Self {
+        let rate = limit.map_or(FIRST_RATE, |l| l.per_second);
+        let size = limit.and_then(|l| l.burst).map_or(FIRST_LIMIT, f64::from);
         Self {
-            budget,
+            known_rate: limit.map(|l| l.per_second),
+            reserve,
             state: Mutex::new(State {
-                limit: FIRST_LIMIT,
-                tokens: FIRST_LIMIT,
+                limit: size,
+                tokens: size,
                 at: Instant::now(),
                 rate,
                 others: 0.0,
@@ -118,6 +93,7 @@ impl Governor {
                 sent: 0,
                 interactive_waiting: 0,
                 paused_until: None,
+                reset_samples: (0.0, 0.0),
             }),
             changed: Notify::new(),
         }
@@ -143,7 +119,7 @@ impl Governor {
                 s.refill(now);
                 let floor = match priority {
                     Priority::Interactive => 0.0,
-                    Priority::Background => (s.limit * self.budget.interactive_reserve).floor(),
+                    Priority::Background => (s.limit * self.reserve).floor(),
                 };
                 let yield_to_callers =
                     priority == Priority::Background && s.interactive_waiting > 0;
@@ -154,7 +130,7 @@ impl Governor {
                     let seq = s.sent;
                     s.in_flight.insert(seq);
                     break Ok(Permit {
-                        governor: self,
+                        bucket: self,
                         seq,
                         answered: false,
                     });
@@ -187,7 +163,9 @@ impl Governor {
         result
     }
 
-    fn answered(&self, seq: u64, status: u16, headers: &HeaderMap) {
+    /// Counts an answer: that of the request sent `seq`th, or (`None`) of a request this
+    /// bucket did not let through (sent before the buckets were told apart).
+    pub(super) fn answered(&self, seq: Option<u64>, status: u16, headers: &HeaderMap) {
         let number = |name: &str| {
             headers
                 .get(name)
@@ -197,9 +175,11 @@ impl Governor {
         let mut s = self.lock();
         let now = Instant::now();
         s.refill(now);
-        s.in_flight.remove(&seq);
+        if let Some(seq) = seq {
+            s.in_flight.remove(&seq);
+        }
         if status == 429 {
-            let wait = super::errors::retry_after(headers).unwrap_or(Duration::from_secs(1));
+            let wait = crate::auth0::errors::retry_after(headers).unwrap_or(Duration::from_secs(1));
             s.paused_until = Some(now + wait);
             s.tokens = s.tokens.min(0.0);
         }
@@ -208,7 +188,7 @@ impl Governor {
         {
             s.limit = limit.max(1.0);
             // Requests sent after this one may not have been counted yet: assume they were not.
-            let uncounted = s.in_flight.range(seq..).count() as f64;
+            let uncounted = s.in_flight.range(seq.unwrap_or(0)..).count() as f64;
             let truth = remaining - uncounted;
             s.answers_since += 1.0;
             if let Some((last, last_truth)) = s.observed {
@@ -225,11 +205,17 @@ impl Governor {
             s.answers_since = 0.0;
             s.tokens = truth.min(s.limit);
             s.observed = Some((now, truth));
-            if self.budget.rate_per_second.is_none()
+            // A 429's reset is when the next token comes, not when the bucket is full again.
+            if self.known_rate.is_none()
+                && status != 429
                 && let Some(reset) = number("x-ratelimit-reset")
-                && let Some(rate) = rate_from_reset(s.limit, remaining, reset)
+                && let Some((missing, until)) = reset_sample(s.limit, remaining, reset)
             {
-                s.rate = 0.8 * s.rate + 0.2 * rate;
+                // A ratio of sums, not a mean of ratios: a short wait's ratio would weigh
+                // far more than a long one's and the rate come out too high.
+                let (m, u) = s.reset_samples;
+                s.reset_samples = (0.8 * m + missing, 0.8 * u + until);
+                s.rate = s.reset_samples.0 / s.reset_samples.1;
             }
         }
         drop(s);
@@ -237,34 +223,36 @@ impl Governor {
     }
 }
 
-impl Permit<'_> {
+impl<'a> Permit<'a> {
     /// Counts the answer's status and `x-ratelimit-*` headers.
     pub fn answered(mut self, status: u16, headers: &HeaderMap) {
         self.answered = true;
-        self.governor.answered(self.seq, status, headers);
+        self.bucket.answered(Some(self.seq), status, headers);
+    }
+
+    pub fn bucket(&self) -> &'a Bucket {
+        self.bucket
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.governor.lock().in_flight.remove(&self.seq);
+            self.bucket.lock().in_flight.remove(&self.seq);
         }
     }
 }
 
-/// The refill rate `x-ratelimit-reset` implies, read as the time (UNIX seconds) the bucket is
-/// full again: what is missing, over the time to then. `None` when the bucket is full or the
-/// reset has passed (nothing to learn).
-fn rate_from_reset(limit: f64, remaining: f64, reset: f64) -> Option<f64> {
+/// What `x-ratelimit-reset` says of the refill rate, read as the whole second (UNIX) by which
+/// the bucket is full again: what is missing, and the time to then. Both are rounded: the
+/// bucket holds half a token more than `remaining` on average, and is full half a second
+/// before `reset`. `None` when the bucket is full or the reset has passed (nothing to learn).
+fn reset_sample(limit: f64, remaining: f64, reset: f64) -> Option<(f64, f64)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs_f64();
-    let missing = limit - remaining;
-    let until = reset - now;
-    (missing >= 1.0 && until > 0.0).then(|| missing / until.max(0.5))
+    let missing = limit - remaining - 0.5;
+    let until = reset - now - 0.5;
+    (missing >= 0.5 && until > -0.5).then_some((missing, until.max(0.25)))
 }
-
-#[cfg(test)]
-mod tests;
