@@ -329,6 +329,7 @@ pub async fn serve(
             let drained = async {
                 server.await?;
                 rotations.drained().await;
+                rotations.leave().await;
                 Ok::<(), AppError>(())
             };
             let grace = config.server.shutdown_grace;

@@ -430,6 +430,15 @@ impl RunningEmulator {
         add_client(&self.inner, seed);
     }
 
+    /// Changes the plan's bucket layout (a benchmark fills a tenant unthrottled first); the
+    /// buckets start full.
+    pub fn set_rate_groups(&self, groups: Option<RateGroups>) {
+        let mut inner = lock(&self.inner);
+        inner.config.rate_groups = groups;
+        let full = |group| Bucket::full(inner.config.bucket(group));
+        inner.buckets = [full(Group::Other), full(Group::ClientsRead)];
+    }
+
     pub fn client(&self, client_id: &str) -> Option<ClientInspection> {
         lock(&self.inner).inspect(client_id)
     }

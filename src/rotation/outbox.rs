@@ -36,7 +36,7 @@ impl Outbox {
         rx
     }
 
-    fn enabled(&self) -> bool {
+    pub(super) fn enabled(&self) -> bool {
         self.subscriber.lock().expect("outbox poisoned").is_some()
     }
 

@@ -54,6 +54,8 @@ pub(super) struct Pipeline<I, S, L> {
     pub(super) left_open: LeftOpen,
     pub(super) timer: PromotionTimer,
     pub(super) outbox: Outbox,
+    /// This start of the replica: its heartbeat says which (`presence.rs`).
+    pub(super) incarnation: uuid::Uuid,
 }
 
 /// The lease, or the open intent of a dead step standing in its way.
@@ -105,6 +107,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
             left_open: LeftOpen::default(),
             timer: PromotionTimer::default(),
             outbox: Outbox::default(),
+            incarnation: uuid::Uuid::new_v4(),
         }
     }
 

@@ -30,7 +30,7 @@ use super::{
     ids::ClientId,
     pipeline::Pipeline,
     ports::{Ledger, SecretIssuer, SecretStore},
-    presence::{self, Heart},
+    presence::{self, Heart, View},
     recovery::heal_orphan,
     service::RotationService,
 };
@@ -196,11 +196,20 @@ pub(super) struct ScanMemory {
     again: bool,
 }
 
+/// Whether a replica runs an incarnation this scanner has not seen in place of one that died
+/// under its name: its beat says it replaced one, or the scanner knew another.
+fn restarted(view: &View, known: &std::collections::BTreeMap<String, Uuid>) -> bool {
+    view.incarnations.iter().any(|(name, incarnation)| {
+        let seen = known.get(name);
+        seen != Some(incarnation) && (seen.is_some() || view.replaced.contains(name))
+    })
+}
+
 /// This replica's turn, once a reconcile interval: its heartbeat (and the scanner lease, when
 /// nobody else holds it), then, if it scans, a pass over every client record when something may
 /// need healing: it just took the lease over, a replica's heartbeat lapsed or a replica
-/// started, the last pass left intents open, drift is due, or the safety sweep is. At rest:
-/// one read and one write. Returns the pass's result when one ran.
+/// restarted in place of one that died, the last pass left intents open, drift is due, or the
+/// safety sweep is. At rest: one read and one write. Returns the pass's result when one ran.
 pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &RotationService<I, S, L>,
     heart: &Heart,
@@ -225,11 +234,15 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let why = match () {
         _ if took_over => "took the scanner lease",
         _ if !view.lapsed.is_empty() => "a replica's heartbeat lapsed",
-        _ if view.incarnations != memory.known => "a replica started",
+        _ if restarted(&view, &memory.known) => "a replica restarted in place of one that died",
         _ if memory.again => "rotations were still open",
         _ if drift_due => "drift check due",
         _ if sweep_due => "safety sweep",
-        _ => return None,
+        _ => {
+            // A replica seen for the first time that replaced nobody has nothing to look for.
+            memory.known = view.incarnations;
+            return None;
+        }
     };
     debug!(why, "reconciler reads every client record");
     // Only the scanner's paced passes check drift.
@@ -265,7 +278,7 @@ async fn scan_forever<I: SecretIssuer, S: SecretStore, L: Ledger>(
 ) {
     let p = service.pipeline();
     let heart = Heart {
-        incarnation: Uuid::new_v4(),
+        incarnation: p.incarnation,
         ttl: p.settings.reconcile_interval * SCANNER_LEASE_INTERVALS,
     };
     let mut memory = ScanMemory::default();

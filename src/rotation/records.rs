@@ -215,6 +215,10 @@ pub struct Presence {
 pub struct Beat {
     pub expires_at_ms: u64,
     pub incarnation: Uuid,
+    /// This incarnation found an earlier one's heartbeat under its name: that one stopped
+    /// without leaving (it died), and what it left open is looked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
 }
 
 /// A job one replica at a time does for all, held through a lease in the ledger

@@ -146,6 +146,17 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         self.tasks.wait().await;
     }
 
+    /// Stops cleanly, after [`Self::drained`]: when this replica leaves nothing to anyone (no
+    /// intent open, no staged rotation or key overlap on its timer, no webhook notifications,
+    /// which only a scan would find again), it withdraws its heartbeat, so that no replica
+    /// reads every client record looking for what it left.
+    pub async fn leave(&self) {
+        let p = self.pipeline();
+        if p.left_open.len() == 0 && p.timer.is_empty() && !p.outbox.enabled() {
+            super::presence::leave(p, p.incarnation).await;
+        }
+    }
+
     /// RotateSecret: rotates one client (or stages its next secret).
     pub async fn rotate(
         self: &Arc<Self>,

@@ -34,6 +34,11 @@ impl PromotionTimer {
         }
     }
 
+    /// No staged rotation is on the book.
+    pub(super) fn is_empty(&self) -> bool {
+        self.due.lock().expect("staged map poisoned").is_empty()
+    }
+
     /// Waits for the earliest staged rotation to fall due and takes it off the book.
     pub(super) async fn next_due(&self) -> (ClientId, Uuid) {
         loop {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secret_rotator::emulator::{random_client_id, regular_client};
 
-use crate::helpers::{Bao, Stack, StackOptions, eventually};
+use crate::helpers::{Bao, ServiceProcess, Stack, StackOptions, eventually};
 
 #[tokio::test]
 async fn a_rotation_makes_four_vault_requests_and_a_status_one() {
@@ -107,4 +107,92 @@ async fn at_rest_the_reconciler_reads_and_writes_only_the_replicas_record() {
         "a read and a write a turn: {} in {turns}",
         window.len()
     );
+}
+
+/// A replica stopped (SIGTERM) with nothing open withdraws its heartbeat: the scanner sees no
+/// lapse and reads no client record. One killed (SIGKILL) leaves its heartbeat to lapse, and
+/// the scanner reads every record to heal what it may have left.
+#[tokio::test]
+async fn a_replica_stopped_cleanly_costs_no_pass_and_one_killed_does() {
+    let stack = Stack::start_on(
+        Bao::start_audited().await,
+        StackOptions {
+            extra_args: vec!["--reconcile-interval".into(), "100ms".into()],
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let ids: Vec<String> = (0..5)
+        .map(|n| stack.seed(regular_client(&random_client_id(), &format!("App {n}"))))
+        .collect();
+    for id in &ids {
+        stack.rotate_ok(id).await;
+    }
+    let presence_path = "secret/data/secret-rotator/replicas";
+    let records_read_since = |from: usize| {
+        stack.bao.requests()[from..]
+            .iter()
+            .filter(|(op, path)| {
+                op == "read" && path.starts_with("secret/data/secret-rotator/clients/")
+            })
+            .count()
+    };
+    let turns_since = |from: usize| {
+        stack.bao.requests()[from..]
+            .iter()
+            .filter(|(op, path)| op == "update" && path == presence_path)
+            .count()
+    };
+    let beats = || async {
+        let record = stack.bao.kv_data("secret-rotator/replicas").await;
+        record.unwrap_or_default()["beats"]
+            .as_object()
+            .map(|b| b.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    for (signal, stopped_cleanly) in [("-TERM", true), ("-KILL", false)] {
+        let mut env = ServiceProcess::env_for(&stack.bao, &stack.emulator, &stack.m2m_client_id);
+        env.push(("ROTATOR_REPLICA_ID", format!("second{signal}")));
+        env.push(("ROTATOR_RECONCILE_INTERVAL", "100ms".into()));
+        let mut second = ServiceProcess::start(&env).await;
+        eventually(
+            "the second replica's heartbeat",
+            Duration::from_secs(10),
+            || async {
+                beats()
+                    .await
+                    .contains(&format!("second{signal}"))
+                    .then_some(())
+            },
+        )
+        .await;
+        // Seen by the scanner: a new name, nothing to look for. Then rest.
+        let seen = stack.bao.requests().len();
+        eventually("a few turns", Duration::from_secs(10), || {
+            let done = turns_since(seen) >= 6;
+            async move { done.then_some(()) }
+        })
+        .await;
+        let from = stack.bao.requests().len();
+        second.signal(signal);
+        second.wait_exit().await;
+        // Its heartbeat lasts three intervals: ten turns are past any lapse.
+        eventually("ten turns after the stop", Duration::from_secs(20), || {
+            let done = turns_since(from) >= 10 * 2;
+            async move { done.then_some(()) }
+        })
+        .await;
+        let read = records_read_since(from);
+        eprintln!("{signal}: {read} client records read after the stop");
+        match stopped_cleanly {
+            true => {
+                assert!(
+                    !beats().await.contains(&format!("second{signal}")),
+                    "withdrawn"
+                );
+                assert_eq!(read, 0, "no pass for a replica that left");
+            }
+            false => assert!(read >= ids.len(), "a pass for a replica that died: {read}"),
+        }
+    }
 }

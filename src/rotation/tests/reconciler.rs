@@ -37,8 +37,9 @@ async fn a_rotation_left_open_is_healed_by_its_replica_at_once() {
 /// One replica at a time scans everyone's records, and only when something may need healing:
 /// a live scanner lease elsewhere keeps this one from scanning; an expired one is taken over
 /// (a full pass); at rest a turn costs the replicas' record, read and written, and no client
-/// record; a replica's lapsed heartbeat, a replica starting, an intent still under a running
-/// lease, and the safety sweep each bring a full pass.
+/// record, also when a replica starts under a new name; a replica's lapsed heartbeat, a
+/// replica restarting in place of one that died, an intent still under a running lease, and
+/// the safety sweep each bring a full pass.
 #[tokio::test]
 async fn the_scanner_reads_client_records_only_when_something_may_need_healing() {
     use std::collections::BTreeMap;
@@ -81,6 +82,7 @@ async fn the_scanner_reads_client_records_only_when_something_may_need_healing()
             Beat {
                 expires_at_ms: at(60),
                 incarnation: uuid::Uuid::new_v4(),
+                replaced: false,
             },
         )]),
     })
@@ -119,16 +121,29 @@ async fn the_scanner_reads_client_records_only_when_something_may_need_healing()
     }
     assert_eq!(reads(), before);
 
-    // A replica starts (or restarts under its name): a full pass.
+    // A replica starts under a new name: nothing to look for.
+    let beat = |replaced| Beat {
+        expires_at_ms: at(60),
+        incarnation: uuid::Uuid::new_v4(),
+        replaced,
+    };
     let mut started = ledger.read_presence().await.unwrap().value;
-    started.beats.insert(
-        "new-replica".into(),
-        Beat {
-            expires_at_ms: at(60),
-            incarnation: uuid::Uuid::new_v4(),
-        },
-    );
+    started.beats.insert("new-replica".into(), beat(false));
     write(started).await;
+    let before = reads();
+    assert!(turn(&svc, &heart, &mut memory).await.is_none());
+    assert_eq!(reads(), before, "no client record read");
+
+    // It dies and starts again under its name before its beat lapses: a full pass, once.
+    let mut restarted = ledger.read_presence().await.unwrap().value;
+    restarted.beats.insert("new-replica".into(), beat(true));
+    write(restarted).await;
+    assert!(turn(&svc, &heart, &mut memory).await.is_some());
+    assert!(turn(&svc, &heart, &mut memory).await.is_none(), "then rest");
+    // So does one that replaced a dead one between two of the scanner's turns.
+    let mut unseen = ledger.read_presence().await.unwrap().value;
+    unseen.beats.insert("third-replica".into(), beat(true));
+    write(unseen).await;
     assert!(turn(&svc, &heart, &mut memory).await.is_some());
     assert!(turn(&svc, &heart, &mut memory).await.is_none(), "then rest");
 
@@ -197,4 +212,32 @@ async fn a_failed_close_is_healed_by_its_replica_at_once() {
         1,
         "never rotated again"
     );
+}
+
+/// A replica that stops with nothing left open withdraws its heartbeat (and the scanner lease):
+/// the scanner sees no lapse, and the next start under its name is a new replica; its beat
+/// says it replaced one only when the earlier one did not leave.
+#[tokio::test]
+async fn a_replica_that_stops_cleanly_withdraws_its_heartbeat_and_is_not_scanned_for() {
+    use crate::rotation::presence::{Heart, beat};
+
+    let svc = service(FakeVault::default());
+    let p = svc.pipeline();
+    let heart = |incarnation| Heart {
+        incarnation,
+        ttl: Duration::from_secs(60),
+    };
+    assert!(beat(p, &heart(p.incarnation), true).await.unwrap().scanner);
+    svc.leave().await;
+    let presence = p.ledger.read_presence().await.unwrap().value;
+    assert!(presence.beats.is_empty(), "{presence:?}");
+    assert!(presence.scanner.is_none(), "the scanner lease is free");
+
+    // Started again under the same name: a new replica, not one that died.
+    let view = beat(p, &heart(uuid::Uuid::new_v4()), false).await.unwrap();
+    assert!(view.replaced.is_empty(), "{view:?}");
+
+    // That one is killed (no leave): the next start under the name says it replaced it.
+    let view = beat(p, &heart(uuid::Uuid::new_v4()), false).await.unwrap();
+    assert!(view.replaced.contains(&p.settings.replica), "{view:?}");
 }

@@ -1,0 +1,367 @@
+//! The fleet benchmark (issue #22): a tenant of 10,000 clients with an Essentials plan's two
+//! buckets (reading clients 5 burst / 100 a minute, every other endpoint 10 / 150 a minute), a
+//! schedule over every client, and what the service costs there:
+//!
+//! 1. a wave: 1,000 clients never rotated fall due at once (the other 9,000 were rotated
+//!    before, unthrottled); its makespan against the bound the other endpoints' bucket sets,
+//!    the 429s Auth0 answered, and ListClients asked meanwhile with their answer times;
+//! 2. at rest with one replica, then three: Management API requests (per catalogue refresh,
+//!    and per minute at the default refresh of 15 minutes) and Vault requests per replica per
+//!    reconcile interval;
+//! 3. the scheduler's memory with the catalogue loaded.
+//!
+//! Not a test: nothing here asserts a timing. `scripts/bench-fleet.sh` runs it; `--short` is
+//! 300 clients, a wave of 30 and short windows, what CI runs so the benchmark cannot rot.
+
+#[path = "../rotation/stack.rs"]
+#[allow(dead_code)]
+mod stack;
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use secret_rotator::{
+    emulator::{
+        Emulator, EmulatorConfig, RateGroups, RunningEmulator, m2m_client, random_client_id,
+        regular_client,
+    },
+    proto::{
+        ListClientsRequest, RotateSecretsRequest, rotate_secrets_response::Event,
+        secret_rotation_service_client::SecretRotationServiceClient,
+    },
+};
+use stack::{M2M_SECRET, Service};
+use support::{Bao, peak_rss_kib};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+
+/// The default the at-rest figures are scaled to.
+const DEFAULT_REFRESH_SECS: f64 = 15.0 * 60.0;
+
+struct Shape {
+    clients: usize,
+    wave: usize,
+    /// ROTATOR_CATALOG_REFRESH in the run; each at-rest window is two refreshes.
+    refresh: Duration,
+    /// ROTATOR_SCHEDULE_INTERVAL: the catalogue is refreshed by the scheduler's passes.
+    schedule_interval: &'static str,
+    /// ROTATOR_RECONCILE_INTERVAL, in seconds.
+    reconcile_interval: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    let short = std::env::args().any(|a| a == "--short");
+    let shape = match short {
+        true => Shape {
+            clients: 300,
+            wave: 30,
+            refresh: Duration::from_secs(20),
+            schedule_interval: "10s",
+            reconcile_interval: 5,
+        },
+        false => Shape {
+            clients: 10_000,
+            wave: 1_000,
+            refresh: Duration::from_secs(120),
+            schedule_interval: "1m",
+            reconcile_interval: 30,
+        },
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let bao = Bao::start_audited().await;
+    let (emulator, m2m, ids) = tenant(shape.clients).await;
+    let (wave, rotated_before) = ids.split_at(shape.wave);
+
+    // The clients rotated before: records in Vault, so that only the wave is due.
+    let primed = Instant::now();
+    {
+        // As replica `a`, which then starts in its place: no heartbeat of a replica gone lapses
+        // during the measurements (that would set off a pass over every record).
+        let service = Service::start(
+            &bao,
+            &emulator,
+            &m2m,
+            &[("ROTATOR_REPLICA_ID", "a")],
+            &logs.path().join("prime.log"),
+        )
+        .await;
+        prime(&service, rotated_before).await;
+    }
+    println!(
+        "primed {} clients in {:.1} s",
+        rotated_before.len(),
+        primed.elapsed().as_secs_f64()
+    );
+
+    emulator.set_rate_groups(Some(RateGroups::ESSENTIALS));
+    let schedule = logs.path().join("schedule.toml");
+    std::fs::write(
+        &schedule,
+        "[[rule]]\nlabel = \"every client\"\nmax_age = \"90d\"\n",
+    )
+    .unwrap();
+    let schedule = schedule.display().to_string();
+    let refresh = format!("{}s", shape.refresh.as_secs());
+    let reconcile = format!("{}s", shape.reconcile_interval);
+    let env = [
+        ("ROTATOR_SCHEDULE_FILE", schedule.as_str()),
+        ("ROTATOR_CATALOG_REFRESH", refresh.as_str()),
+        ("ROTATOR_SCHEDULE_INTERVAL", shape.schedule_interval),
+        ("ROTATOR_RECONCILE_INTERVAL", reconcile.as_str()),
+        // The replicas' start-up passes over every record end sooner than at 50 a second.
+        ("ROTATOR_RECONCILE_RATE", "2000"),
+    ];
+    let replica = |name: &'static str| {
+        let mut extra = env.to_vec();
+        extra.push(("ROTATOR_REPLICA_ID", name));
+        let log = logs.path().join(format!("{name}.log"));
+        let (bao, emulator, m2m) = (&bao, &emulator, m2m.clone());
+        async move { Service::start(bao, emulator, &m2m, &extra, &log).await }
+    };
+
+    let before = emulator.stats();
+    let a = replica("a").await;
+    let wave_report = run_wave(
+        &emulator,
+        &a,
+        wave.len(),
+        before.rotations,
+        before.rate_limited,
+    )
+    .await;
+    let rss = peak_rss_kib(a.pid());
+
+    let interval = Duration::from_secs(shape.reconcile_interval);
+    settle(&bao, 1, interval).await;
+    let one = at_rest(&bao, &emulator, shape.refresh * 2).await;
+    let (b, c) = (replica("b").await, replica("c").await);
+    settle(&bao, 3, interval).await;
+    let three = at_rest(&bao, &emulator, shape.refresh * 2).await;
+    drop((b, c));
+
+    let other = RateGroups::ESSENTIALS.other;
+    let bound = (wave.len() as f64 - f64::from(other.burst)) / (f64::from(other.per_minute) / 60.0);
+    println!(
+        "\n| clients | wave | makespan | bound | makespan / bound | 429s answered | ListClients during the wave | slowest ListClients |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.1} s | {bound:.0} s | {:.3}x | {} | {} of {} answered | {:.2} s |",
+        shape.clients,
+        wave.len(),
+        wave_report.makespan.as_secs_f64(),
+        wave_report.makespan.as_secs_f64() / bound,
+        wave_report.answered_429,
+        wave_report.lists_ok,
+        wave_report.lists,
+        wave_report.slowest_list.as_secs_f64()
+    );
+    let refreshes = 2.0;
+    println!(
+        "\nAt rest, nothing due, schedule over every client (ROTATOR_CATALOG_REFRESH {refresh} and ROTATOR_SCHEDULE_INTERVAL {} in the run, windows of two refreshes):\n",
+        shape.schedule_interval
+    );
+    println!(
+        "| replicas | Management API requests per refresh | per minute at the default 15m refresh | per minute per 1,000 clients | Vault requests per minute | per replica per 30 s reconcile interval | 429s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (replicas, rest) in [(1, &one), (3, &three)] {
+        let per_refresh = rest.management as f64 / refreshes;
+        let per_minute = per_refresh * 60.0 / DEFAULT_REFRESH_SECS;
+        let vault_per_minute = rest.vault as f64 * 60.0 / rest.window.as_secs_f64();
+        println!(
+            "| {replicas} | {per_refresh:.1} | {per_minute:.2} | {:.3} | {vault_per_minute:.1} | {:.2} | {} |",
+            per_minute * 1000.0 / shape.clients as f64,
+            vault_per_minute * shape.reconcile_interval as f64 / 60.0 / f64::from(replicas),
+            rest.answered_429
+        );
+    }
+    for (replicas, rest) in [(1, &one), (3, &three)] {
+        let minutes = rest.window.as_secs_f64() / 60.0;
+        let kinds: Vec<String> = rest
+            .vault_by_kind
+            .iter()
+            .map(|(kind, n)| format!("{kind} {:.1}", *n as f64 / minutes))
+            .collect();
+        println!(
+            "\nVault requests per minute, {replicas} replica(s): {}",
+            kinds.join("; ")
+        );
+    }
+    println!(
+        "\nThree replicas against one: {:.2}x the Management API requests.",
+        three.management as f64 / (one.management as f64).max(1.0)
+    );
+    println!(
+        "\nThe scheduler's peak resident memory with the catalogue of {} clients loaded: {:.1} MiB.",
+        shape.clients,
+        rss as f64 / 1024.0
+    );
+    drop(a);
+}
+
+/// The emulator with the service's application and `clients` applications, unthrottled.
+async fn tenant(clients: usize) -> (RunningEmulator, String, Vec<String>) {
+    let m2m = random_client_id();
+    let mut emulator = Emulator::new(EmulatorConfig {
+        rate_limit_burst: 1_000_000,
+        rate_limit_per_second: 1_000_000,
+        ..EmulatorConfig::default()
+    })
+    .with_client(m2m_client(&m2m, M2M_SECRET, stack::SCOPES));
+    let ids: Vec<String> = (0..clients).map(|_| random_client_id()).collect();
+    for id in &ids {
+        emulator = emulator.with_client(regular_client(id, "Fleet bench"));
+    }
+    let running = emulator.start(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    (running, m2m, ids)
+}
+
+/// Rotates `ids` in batches, so that each has a record in Vault.
+async fn prime(service: &Service, ids: &[String]) {
+    let mut client = SecretRotationServiceClient::connect(service.addr.clone())
+        .await
+        .unwrap();
+    for chunk in ids.chunks(1_000) {
+        let mut stream = client
+            .rotate_secrets(RotateSecretsRequest {
+                client_ids: chunk.to_vec(),
+                reason: "fleet benchmark: rotated before".into(),
+                max_concurrency: 32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(message) = stream.next().await {
+            if let Some(Event::Summary(summary)) = message.unwrap().event {
+                assert_eq!(summary.failed, 0, "priming failed");
+            }
+        }
+    }
+}
+
+struct Wave {
+    makespan: Duration,
+    answered_429: u64,
+    lists: usize,
+    lists_ok: usize,
+    slowest_list: Duration,
+}
+
+/// Waits for the scheduler to rotate the `wave` clients due, asking ListClients (100 a page,
+/// a 10 s deadline) every 5 s meanwhile. The makespan runs from the wave's first rotation to
+/// its last.
+async fn run_wave(
+    emulator: &RunningEmulator,
+    service: &Service,
+    wave: usize,
+    rotations_before: u64,
+    limited_before: u64,
+) -> Wave {
+    let mut client = SecretRotationServiceClient::connect(service.addr.clone())
+        .await
+        .unwrap();
+    let (mut first, mut lists, mut lists_ok, mut slowest) = (None, 0, 0, Duration::ZERO);
+    let mut next_list = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(3_600);
+    loop {
+        let done = emulator.stats().rotations - rotations_before;
+        if done > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if done >= wave as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wave did not finish: {done} of {wave}"
+        );
+        if first.is_some() && Instant::now() >= next_list {
+            next_list += Duration::from_secs(5);
+            let mut request = tonic::Request::new(ListClientsRequest {
+                page_size: 100,
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_secs(10));
+            let asked = Instant::now();
+            let answer = client.list_clients(request).await;
+            lists += 1;
+            slowest = slowest.max(asked.elapsed());
+            if answer.is_ok() {
+                lists_ok += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Wave {
+        makespan: first.map_or(Duration::ZERO, |f| f.elapsed()),
+        answered_429: emulator.stats().rate_limited - limited_before,
+        lists,
+        lists_ok,
+        slowest_list: slowest,
+    }
+}
+
+/// Waits until Vault's request rate has come down to what `replicas` at rest send (the
+/// passes over every record a starting replica sets off are over): fewer than 15 requests
+/// per replica in a reconcile interval and a bit, long enough for a pass to begin.
+async fn settle(bao: &Bao, replicas: u64, interval: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let before = bao.request_count();
+        tokio::time::sleep(interval + Duration::from_secs(5)).await;
+        if bao.request_count() - before < 15 * replicas {
+            return;
+        }
+        assert!(Instant::now() < deadline, "Vault never came to rest");
+    }
+}
+
+struct Rest {
+    window: Duration,
+    management: u64,
+    vault: u64,
+    /// Vault's requests in the window by what they were for.
+    vault_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    answered_429: u64,
+}
+
+/// What a Vault request (its path) was for.
+fn kind(path: &str) -> &'static str {
+    if path.contains("secret-rotator/replicas") {
+        "the replicas' record (heartbeats, scanner lease)"
+    } else if path.contains("secret-rotator/scheduler") {
+        "the scheduler lease"
+    } else if path.contains("secret-rotator/catalogue") {
+        "the client catalogue"
+    } else if path.starts_with("sys/") || path.starts_with("auth/") {
+        "readiness and token checks (sys/, auth/)"
+    } else if path.contains("secret-rotator/") {
+        "other service state"
+    } else {
+        "client records"
+    }
+}
+
+/// What the replicas spend in `window` with nothing due.
+async fn at_rest(bao: &Bao, emulator: &RunningEmulator, window: Duration) -> Rest {
+    let (stats, vault) = (emulator.stats(), bao.requests().len());
+    tokio::time::sleep(window).await;
+    let after = emulator.stats();
+    let requests = bao.requests();
+    let mut vault_by_kind = std::collections::BTreeMap::new();
+    for (_, path) in &requests[vault..] {
+        *vault_by_kind.entry(kind(path)).or_default() += 1;
+    }
+    Rest {
+        window,
+        management: (after.requests - after.token_requests)
+            - (stats.requests - stats.token_requests),
+        vault: (requests.len() - vault) as u64,
+        vault_by_kind,
+        answered_429: after.rate_limited - stats.rate_limited,
+    }
+}
