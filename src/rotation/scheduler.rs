@@ -74,6 +74,9 @@ pub(super) struct Memory {
     reported: HashSet<(ClientId, SystemTime)>,
     /// The client catalogue the passes select from (`catalogue.rs`).
     catalogue: Option<Catalogue>,
+    /// Who holds the scheduler lease: its holder renews it with a write, the others read it
+    /// only once it may have expired.
+    lease: roles::Holder,
 }
 
 /// How long the scheduler lease lasts, in schedule intervals; renewed every interval.
@@ -81,8 +84,9 @@ const SCHEDULER_LEASE_INTERVALS: u32 = 3;
 
 /// Runs a pass every `interval`, for ever (as background work: it leaves callers Auth0's
 /// reserve), while this replica holds the scheduler lease: one replica at a time lists the
-/// tenant and rotates the due clients; the others read the lease once an interval and take it
-/// over within its TTL when its holder stops renewing it.
+/// tenant and rotates the due clients, renewing the lease with one write a pass; the others
+/// read it only when it may have expired, and take it over within an interval of that when its
+/// holder stops renewing it.
 pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: Arc<RotationService<I, S, L>>,
     interval: Duration,
@@ -113,19 +117,26 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
 ) -> bool {
     let p = service.pipeline();
     let ttl = interval * SCHEDULER_LEASE_INTERVALS;
-    let Some(held) = roles::take(p, Role::Scheduler, ttl).await else {
+    memory.lease = roles::take(p, Role::Scheduler, ttl, memory.lease).await;
+    let roles::Holder::Me(mut held) = memory.lease else {
         return false;
     };
-    tokio::select! {
+    let kept = tokio::select! {
         done = pass(service, schedule, interval, refresh, memory) => {
             if let Err(e) = done {
                 warn!(error = %e, "scheduler pass failed; the next pass tries again");
             }
+            true
         }
-        () = roles::keep(p, Role::Scheduler, held, interval, ttl) => {
+        () = roles::keep(p, Role::Scheduler, &mut held, interval, ttl) => {
             warn!("the scheduler lease was lost during a pass; the replica holding it now goes on");
+            false
         }
-    }
+    };
+    memory.lease = match kept {
+        true => roles::Holder::Me(held),
+        false => roles::Holder::Unknown,
+    };
     true
 }
 

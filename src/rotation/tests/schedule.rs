@@ -253,12 +253,9 @@ async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
         expires_at_ms: millis(expires),
     };
     let version = ledger.read_role(Role::Scheduler).await.unwrap().version;
+    let expires = SystemTime::now() + Duration::from_millis(300);
     ledger
-        .write_role(
-            Role::Scheduler,
-            &elsewhere(SystemTime::now() + Duration::from_secs(60)),
-            version,
-        )
+        .write_role(Role::Scheduler, &elsewhere(expires), version)
         .await
         .unwrap();
     let lists = || svc.pipeline().issuer.list_calls.load(Ordering::SeqCst);
@@ -273,17 +270,18 @@ async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
     );
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
 
-    // Its holder stopped renewing it: taken over, and the pass rotates c1, c2 and c3.
-    let version = ledger.read_role(Role::Scheduler).await.unwrap().version;
-    ledger
-        .write_role(
-            Role::Scheduler,
-            &elsewhere(SystemTime::now() - Duration::from_secs(1)),
-            version,
-        )
-        .await
-        .unwrap();
-    assert!(turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await);
+    // Its holder stops renewing it: taken over once it has expired (this replica reads it
+    // again only then), and the pass rotates c1, c2 and c3.
+    let started = std::time::Instant::now();
+    while !turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never taken over"
+        );
+        assert_eq!(lists(), listed_before, "no pass before the takeover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(SystemTime::now() >= expires, "not taken before it expired");
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
     let held = ledger
         .read_role(Role::Scheduler)
