@@ -1,7 +1,9 @@
 //! The scheduler's client catalogue in the ledger, in parts: one record of 10,000 clients would
-//! pass Vault's entry limit (integrated storage refuses entries over 1 MiB by default). A head
-//! record names the parts' generation, so a reader never mixes two listings: a part of another
-//! generation reads as no catalogue, and the scheduler lists again.
+//! pass Vault's entry limit (integrated storage refuses entries over 1 MiB by default). Each
+//! part's clients are one JSON string: OpenBao refuses a request body of more than a thousand
+//! or so JSON strings ("refused JSON input due to high complexity"), which 500 clients as
+//! objects pass. A head record names the parts' generation, so a reader never mixes two
+//! listings: a part of another generation reads as no catalogue, and the scheduler lists again.
 
 use std::time::SystemTime;
 
@@ -11,7 +13,8 @@ use uuid::Uuid;
 use super::kv::Kv;
 use crate::rotation::{Catalogue, Client, StoreError};
 
-/// Clients per part: about 150 KB of JSON, far below the entry limit.
+/// Clients per part: about 150 KB of JSON, far below the entry limit and Vault's longest JSON
+/// string (1 MiB by default).
 const PART: usize = 500;
 
 #[derive(Serialize, Deserialize)]
@@ -24,7 +27,8 @@ struct Head {
 #[derive(Serialize, Deserialize)]
 struct Part {
     generation: Uuid,
-    clients: Vec<Client>,
+    /// `Vec<Client>` as JSON text.
+    clients: String,
 }
 
 fn head_path(prefix: &str) -> String {
@@ -42,11 +46,15 @@ pub(super) async fn read(kv: &Kv, prefix: &str) -> Result<Option<Catalogue>, Sto
     let head = head.value;
     let mut clients = Vec::new();
     for n in 0..head.parts {
-        match kv.read::<Part>(&part_path(prefix, n)).await? {
-            Some(part) if part.value.generation == head.generation => {
-                clients.extend(part.value.clients);
-            }
-            _ => return Ok(None),
+        let part = match kv.read::<Part>(&part_path(prefix, n)).await {
+            Ok(Some(part)) if part.value.generation == head.generation => part.value,
+            // Another generation, or a part an older release wrote another way.
+            Ok(_) | Err(StoreError::Unexpected(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_str::<Vec<Client>>(&part.clients) {
+            Ok(part) => clients.extend(part),
+            Err(_) => return Ok(None),
         }
     }
     Ok(Some(Catalogue {
@@ -64,7 +72,9 @@ pub(super) async fn write(kv: &Kv, prefix: &str, catalogue: &Catalogue) -> Resul
         let path = part_path(prefix, n);
         let part = Part {
             generation,
-            clients: clients.to_vec(),
+            clients: serde_json::to_string(clients).map_err(|e| {
+                StoreError::Unexpected(format!("the client catalogue cannot be written: {e}"))
+            })?,
         };
         let cas = kv.current_version(&path).await?;
         kv.write(&path, &part, cas, "a part of the client catalogue")

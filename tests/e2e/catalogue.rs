@@ -1,10 +1,10 @@
 //! The scheduler's client catalogue against real OpenBao, the emulator and the real binary: the
-//! tenant is listed once per refresh, not at every pass, and a client added at Auth0 is
-//! scheduled within one refresh.
+//! tenant is listed once per refresh, not at every pass, a client added at Auth0 is scheduled
+//! within one refresh, and a scheduler that takes over starts from the catalogue Vault keeps.
 
 use std::time::Duration;
 
-use secret_rotator::emulator::{random_client_id, regular_client};
+use secret_rotator::emulator::{fleet_clients, random_client_id, regular_client};
 
 use crate::helpers::{ServiceProcess, bare_stack, eventually};
 
@@ -72,4 +72,61 @@ async fn the_scheduler_lists_the_tenant_once_per_refresh_and_finds_a_new_client_
         "the catalogue is kept in Vault"
     );
     drop(service);
+}
+
+/// A tenant of 1,200 clients (three parts of the catalogue, each more JSON strings than OpenBao
+/// takes in one request were they objects): the catalogue is kept in Vault, and the scheduler
+/// that takes over from a killed one selects from it without listing the tenant again.
+#[tokio::test]
+async fn a_scheduler_that_takes_over_starts_from_the_catalogue_in_vault() {
+    let (bao, emulator, m2m) = bare_stack().await;
+    for client in fleet_clients(1_200) {
+        emulator.add_client(client);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = dir.path().join("schedule.toml");
+    std::fs::write(
+        &schedule,
+        "[[rule]]\nlabel = \"report only\"\nmax_age = \"90d\"\ndry_run = true\n",
+    )
+    .unwrap();
+    let env_for = |name: &str| {
+        let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+        env.extend([
+            ("ROTATOR_REPLICA_ID", name.to_owned()),
+            ("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()),
+            ("ROTATOR_SCHEDULE_INTERVAL", "200ms".into()),
+        ]);
+        env
+    };
+    let first = ServiceProcess::start(&env_for("first")).await;
+    let kept = eventually(
+        "the catalogue in Vault",
+        Duration::from_secs(30),
+        || async { bao.kv_data("secret-rotator/catalogue").await },
+    )
+    .await;
+    assert_eq!(kept["parts"], 3, "{kept}");
+    assert!(
+        !first.output().contains("cannot keep the client catalogue"),
+        "{}",
+        first.output()
+    );
+    let listed = emulator.stats().list_requests;
+    first.signal("-KILL");
+    let second = ServiceProcess::start(&env_for("second")).await;
+    eventually(
+        "the second replica's scheduler pass",
+        Duration::from_secs(30),
+        || {
+            let done = second.output().contains("schedule dry run: would rotate");
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        emulator.stats().list_requests,
+        listed,
+        "the tenant was listed again"
+    );
 }
