@@ -176,18 +176,20 @@ pub(super) async fn pass<I: SecretIssuer, S: SecretStore, L: Ledger>(
         })
         .collect();
     if !ready.is_empty() {
-        rotate_due(service, ready, interval, &mut memory.failed).await;
+        rotate_due(service, ready, interval, memory).await;
     }
     Ok(())
 }
 
-/// Rotates `ready`, a few at a time, and remembers which failed and when to try them again.
+/// Rotates `ready`, a few at a time, and remembers which failed and when to try them again, and
+/// when those it rotated are due next (their records are not read again before then).
 async fn rotate_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &Arc<RotationService<I, S, L>>,
     ready: Vec<Due>,
     interval: Duration,
-    failed: &mut HashMap<ClientId, (ExponentialBackoff, SystemTime)>,
+    memory: &mut Memory,
 ) {
+    let Memory { failed, due_at, .. } = memory;
     let due = ready.len();
     let results: Vec<(Due, Result<Rotation, RotationError>)> = stream::iter(ready)
         .map(|d| async move {
@@ -208,6 +210,20 @@ async fn rotate_due<I: SecretIssuer, S: SecretStore, L: Ledger>(
                     false => rotated += 1,
                 }
                 failed.remove(&d.client_id);
+                // A secret rotated and done: due again by age, as its record now says. (A
+                // staged rotation or a key's overlap is read again: its record says more.)
+                if !rotation.replayed
+                    && rotation.promote_after.is_none()
+                    && rotation.credential.is_none()
+                {
+                    let next = d.rule().due(
+                        &d.client_id,
+                        Some(rotation.metadata.rotated_at),
+                        None,
+                        service.started(),
+                    );
+                    due_at.insert(d.client_id.clone(), next);
+                }
             }
             Err(e) if someone_else_is_on_it(&e) => {
                 debug!(client_id = %d.client_id, error = %e, "scheduled rotation not needed");

@@ -348,3 +348,39 @@ async fn passes_select_from_the_catalogue_listed_once_per_refresh() {
     assert_eq!(lists(), 2);
     assert_eq!(rotations(), 4, "c4 found and rotated");
 }
+
+/// A client the scheduler has just rotated is due again by its age: the next passes do not read
+/// its record to learn so (after a wave of 1,000 due clients, 1,000 reads a pass otherwise).
+#[tokio::test]
+async fn the_clients_a_pass_rotated_are_not_read_again_before_they_are_due() {
+    use crate::rotation::scheduler::turn;
+
+    let (svc, schedule) = scheduled(vec![rule("c*", Duration::from_secs(3600), false)]);
+    let mut memory = Memory::default();
+    let interval = Duration::from_secs(1);
+    assert!(
+        turn(
+            &svc,
+            &schedule,
+            interval,
+            Duration::from_secs(3600),
+            &mut memory
+        )
+        .await
+    );
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
+    let reads = || svc.pipeline().ledger.state_reads.load(Ordering::SeqCst);
+    let before = reads();
+    assert!(
+        turn(
+            &svc,
+            &schedule,
+            interval,
+            Duration::from_secs(3600),
+            &mut memory
+        )
+        .await
+    );
+    assert_eq!(reads(), before, "no client record read");
+    assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
+}
