@@ -31,7 +31,9 @@ pub(super) async fn current<'h, I: SecretIssuer, S: SecretStore, L: Ledger>(
     let p = service.pipeline();
     let now = SystemTime::now();
     if !held.as_ref().is_some_and(|c| fresh(c, refresh, now)) {
-        let kept = match p.ledger.read_catalogue().await {
+        // Another scheduler's, if it is fresh (a stale one costs its head only).
+        let listed_after = now.checked_sub(refresh).unwrap_or(std::time::UNIX_EPOCH);
+        let kept = match p.ledger.read_catalogue(listed_after).await {
             Ok(kept) => kept.filter(|c| fresh(c, refresh, now)),
             Err(e) => {
                 warn!(error = %e, "cannot read the client catalogue from Vault; listing the tenant");
@@ -49,7 +51,10 @@ pub(super) async fn current<'h, I: SecretIssuer, S: SecretStore, L: Ledger>(
                     clients = listed.clients.len(),
                     "client catalogue listed from Auth0"
                 );
-                if let Err(e) = p.ledger.write_catalogue(&listed).await {
+                // At rest the tenant's clients are those listed last time: only the time of
+                // the listing is written.
+                let unchanged = held.as_ref().is_some_and(|h| h.clients == listed.clients);
+                if let Err(e) = p.ledger.write_catalogue(&listed, unchanged).await {
                     warn!(error = %e, "cannot keep the client catalogue in Vault; the next scheduler lists the tenant again");
                 }
                 listed

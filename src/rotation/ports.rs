@@ -277,14 +277,19 @@ pub trait Ledger: Send + Sync + 'static {
         cas: KvVersion,
     ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
 
-    /// The client catalogue the scheduler keeps (`None` when none was written, or a part of it
-    /// is missing).
-    fn read_catalogue(&self) -> impl Future<Output = Result<Option<Catalogue>, StoreError>> + Send;
+    /// The client catalogue the scheduler keeps, if it was listed after `listed_after` (`None`
+    /// when none was written, it is older, or a part of it is missing).
+    fn read_catalogue(
+        &self,
+        listed_after: SystemTime,
+    ) -> impl Future<Output = Result<Option<Catalogue>, StoreError>> + Send;
 
-    /// Replaces the client catalogue.
+    /// Replaces the client catalogue; when its clients are those of the one kept (`unchanged`),
+    /// only when it was listed.
     fn write_catalogue(
         &self,
         catalogue: &Catalogue,
+        unchanged: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The record of a caller's idempotency key.

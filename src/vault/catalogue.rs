@@ -39,11 +39,19 @@ fn part_path(prefix: &str, n: usize) -> String {
     format!("{prefix}/catalogue-parts/{n}")
 }
 
-pub(super) async fn read(kv: &Kv, prefix: &str) -> Result<Option<Catalogue>, StoreError> {
+/// The catalogue, if it was listed after `listed_after`: an older one costs its head only.
+pub(super) async fn read(
+    kv: &Kv,
+    prefix: &str,
+    listed_after: SystemTime,
+) -> Result<Option<Catalogue>, StoreError> {
     let Some(head) = kv.read::<Head>(&head_path(prefix)).await? else {
         return Ok(None);
     };
     let head = head.value;
+    if head.listed_at <= listed_after {
+        return Ok(None);
+    }
     let mut clients = Vec::new();
     for n in 0..head.parts {
         let part = match kv.read::<Part>(&part_path(prefix, n)).await {
@@ -64,8 +72,33 @@ pub(super) async fn read(kv: &Kv, prefix: &str) -> Result<Option<Catalogue>, Sto
 }
 
 /// The parts first, then the head that names them: a reader sees the old catalogue or the new
-/// one, never half of each.
-pub(super) async fn write(kv: &Kv, prefix: &str, catalogue: &Catalogue) -> Result<(), StoreError> {
+/// one, never half of each. With the clients `unchanged` (a tenant at rest) and the head found
+/// naming as many parts, only the head is written, with the new `listed_at`: two requests
+/// instead of two a part.
+pub(super) async fn write(
+    kv: &Kv,
+    prefix: &str,
+    catalogue: &Catalogue,
+    unchanged: bool,
+) -> Result<(), StoreError> {
+    let parts = catalogue.clients.len().div_ceil(PART);
+    if unchanged
+        && let Some(head) = kv.read::<Head>(&head_path(prefix)).await?
+        && head.value.parts == parts
+    {
+        let touched = Head {
+            listed_at: catalogue.listed_at,
+            ..head.value
+        };
+        kv.write(
+            &head_path(prefix),
+            &touched,
+            head.version,
+            "the client catalogue",
+        )
+        .await?;
+        return Ok(());
+    }
     let generation = Uuid::new_v4();
     let parts: Vec<&[Client]> = catalogue.clients.chunks(PART).collect();
     for (n, clients) in parts.iter().enumerate() {

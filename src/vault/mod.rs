@@ -333,12 +333,25 @@ impl Ledger for VaultStore {
             .await
     }
 
-    async fn read_catalogue(&self) -> Result<Option<Catalogue>, StoreError> {
-        catalogue::read(&self.inner.kv, &self.inner.state_prefix).await
+    async fn read_catalogue(
+        &self,
+        listed_after: std::time::SystemTime,
+    ) -> Result<Option<Catalogue>, StoreError> {
+        catalogue::read(&self.inner.kv, &self.inner.state_prefix, listed_after).await
     }
 
-    async fn write_catalogue(&self, catalogue: &Catalogue) -> Result<(), StoreError> {
-        catalogue::write(&self.inner.kv, &self.inner.state_prefix, catalogue).await
+    async fn write_catalogue(
+        &self,
+        catalogue: &Catalogue,
+        unchanged: bool,
+    ) -> Result<(), StoreError> {
+        catalogue::write(
+            &self.inner.kv,
+            &self.inner.state_prefix,
+            catalogue,
+            unchanged,
+        )
+        .await
     }
 
     async fn read_role(&self, role: Role) -> Result<Versioned<Option<Lease>>, StoreError> {

@@ -71,6 +71,28 @@ async fn the_scheduler_lists_the_tenant_once_per_refresh_and_finds_a_new_client_
         bao.kv_data("secret-rotator/catalogue").await.is_some(),
         "the catalogue is kept in Vault"
     );
+    // At rest (no client added or removed), a refresh writes only when it listed: the head.
+    let version = |path: &'static str| {
+        let bao = &bao;
+        async move {
+            bao.kv_metadata(path).await.expect("kept")["current_version"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let (head, part) = (
+        version("secret-rotator/catalogue").await,
+        version("secret-rotator/catalogue-parts/0").await,
+    );
+    eventually("two refreshes", Duration::from_secs(20), || async {
+        (version("secret-rotator/catalogue").await >= head + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        version("secret-rotator/catalogue-parts/0").await,
+        part,
+        "an unchanged tenant's parts are not written again"
+    );
     drop(service);
 }
 

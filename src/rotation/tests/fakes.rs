@@ -462,11 +462,23 @@ impl Ledger for FakeLedger {
         self.write("replicas", presence, cas)
     }
 
-    async fn read_catalogue(&self) -> Result<Option<Catalogue>, StoreError> {
-        Ok(self.catalogue.lock().unwrap().clone())
+    async fn read_catalogue(
+        &self,
+        listed_after: SystemTime,
+    ) -> Result<Option<Catalogue>, StoreError> {
+        Ok(self
+            .catalogue
+            .lock()
+            .unwrap()
+            .clone()
+            .filter(|c| c.listed_at > listed_after))
     }
 
-    async fn write_catalogue(&self, catalogue: &Catalogue) -> Result<(), StoreError> {
+    async fn write_catalogue(
+        &self,
+        catalogue: &Catalogue,
+        _unchanged: bool,
+    ) -> Result<(), StoreError> {
         *self.catalogue.lock().unwrap() = Some(catalogue.clone());
         Ok(())
     }
