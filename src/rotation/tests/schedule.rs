@@ -316,7 +316,7 @@ async fn passes_select_from_the_catalogue_listed_once_per_refresh() {
     let kept = svc
         .pipeline()
         .ledger
-        .read_catalogue()
+        .read_catalogue(std::time::UNIX_EPOCH)
         .await
         .unwrap()
         .unwrap();
