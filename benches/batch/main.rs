@@ -15,19 +15,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use secret_rotator::{
-    emulator::{
-        Emulator, EmulatorConfig, RunningEmulator, m2m_client, random_client_id, regular_client,
-    },
-    proto::{
-        RotateSecretsRequest, rotate_secrets_response::Event,
-        secret_rotation_service_client::SecretRotationServiceClient,
-    },
+use secret_rotator::emulator::{
+    Emulator, EmulatorConfig, RunningEmulator, m2m_client, random_client_id, regular_client,
 };
 use stack::{M2M_SECRET, Service};
 use support::Bao;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
 
 const BURST: u32 = 10;
 const RATE: u32 = 5;
@@ -103,27 +96,7 @@ async fn run(replicas: usize, clients: usize, learn: bool, logs: &std::path::Pat
     let batches = services
         .iter()
         .zip(shares)
-        .map(|(service, share)| async move {
-            let mut client = SecretRotationServiceClient::connect(service.addr.clone())
-                .await
-                .unwrap();
-            let mut stream = client
-                .rotate_secrets(RotateSecretsRequest {
-                    client_ids: share,
-                    reason: "benchmark".into(),
-                    max_concurrency: 16,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            while let Some(message) = stream.next().await {
-                if let Some(Event::Summary(summary)) = message.unwrap().event {
-                    return summary.failed;
-                }
-            }
-            panic!("no summary");
-        });
+        .map(|(service, share)| stack::batch(service, share, "benchmark", 16));
     let failed: i32 = futures_util::future::join_all(batches)
         .await
         .into_iter()

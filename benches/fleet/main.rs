@@ -22,19 +22,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use secret_rotator::{
-    emulator::{
-        Emulator, EmulatorConfig, RateGroups, RunningEmulator, m2m_client, random_client_id,
-        regular_client,
-    },
-    proto::{
-        ListClientsRequest, RotateSecretsRequest, rotate_secrets_response::Event,
-        secret_rotation_service_client::SecretRotationServiceClient,
-    },
+    emulator::{RateGroups, RunningEmulator},
+    proto::{ListClientsRequest, secret_rotation_service_client::SecretRotationServiceClient},
 };
-use stack::{M2M_SECRET, Service};
+use stack::Service;
 use support::{Bao, peak_rss_kib};
-use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
 
 /// The default the at-rest figures are scaled to.
 const DEFAULT_REFRESH_SECS: f64 = 15.0 * 60.0;
@@ -71,7 +63,8 @@ async fn main() {
     };
     let logs = tempfile::tempdir().unwrap();
     let bao = Bao::start_audited().await;
-    let (emulator, m2m, ids) = tenant(shape.clients).await;
+    // Unthrottled while the clients rotated before are primed; Essentials from the wave on.
+    let (emulator, m2m, ids) = stack::emulator(shape.clients).await;
     let (wave, rotated_before) = ids.split_at(shape.wave);
 
     // The clients rotated before: records in Vault, so that only the wave is due.
@@ -209,44 +202,17 @@ async fn main() {
     drop(a);
 }
 
-/// The emulator with the service's application and `clients` applications, unthrottled.
-async fn tenant(clients: usize) -> (RunningEmulator, String, Vec<String>) {
-    let m2m = random_client_id();
-    let mut emulator = Emulator::new(EmulatorConfig {
-        rate_limit_burst: 1_000_000,
-        rate_limit_per_second: 1_000_000,
-        ..EmulatorConfig::default()
-    })
-    .with_client(m2m_client(&m2m, M2M_SECRET, stack::SCOPES));
-    let ids: Vec<String> = (0..clients).map(|_| random_client_id()).collect();
-    for id in &ids {
-        emulator = emulator.with_client(regular_client(id, "Fleet bench"));
-    }
-    let running = emulator.start(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    (running, m2m, ids)
-}
-
 /// Rotates `ids` in batches, so that each has a record in Vault.
 async fn prime(service: &Service, ids: &[String]) {
-    let mut client = SecretRotationServiceClient::connect(service.addr.clone())
-        .await
-        .unwrap();
     for chunk in ids.chunks(1_000) {
-        let mut stream = client
-            .rotate_secrets(RotateSecretsRequest {
-                client_ids: chunk.to_vec(),
-                reason: "fleet benchmark: rotated before".into(),
-                max_concurrency: 32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        while let Some(message) = stream.next().await {
-            if let Some(Event::Summary(summary)) = message.unwrap().event {
-                assert_eq!(summary.failed, 0, "priming failed");
-            }
-        }
+        let failed = stack::batch(
+            service,
+            chunk.to_vec(),
+            "fleet benchmark: rotated before",
+            32,
+        )
+        .await;
+        assert_eq!(failed, 0, "priming failed");
     }
 }
 

@@ -163,3 +163,34 @@ impl Drop for Perf {
         let _ = self.0.wait();
     }
 }
+
+/// Runs one RotateSecrets batch of `ids` on `service` to its end: how many failed (the batch
+/// and fleet benchmarks').
+#[allow(dead_code)]
+pub async fn batch(service: &Service, ids: Vec<String>, reason: &str, max_concurrency: i32) -> i32 {
+    use secret_rotator::proto::{
+        RotateSecretsRequest, rotate_secrets_response::Event,
+        secret_rotation_service_client::SecretRotationServiceClient,
+    };
+    use tokio_stream::StreamExt;
+
+    let mut client = SecretRotationServiceClient::connect(service.addr.clone())
+        .await
+        .unwrap();
+    let mut stream = client
+        .rotate_secrets(RotateSecretsRequest {
+            client_ids: ids,
+            reason: reason.into(),
+            max_concurrency,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(message) = stream.next().await {
+        if let Some(Event::Summary(summary)) = message.unwrap().event {
+            return summary.failed;
+        }
+    }
+    panic!("no summary");
+}

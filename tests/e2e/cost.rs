@@ -52,10 +52,8 @@ async fn a_rotation_makes_four_vault_requests_and_a_status_one() {
     );
 }
 
-/// At rest the reconciler costs the replicas' shared record, read and written once an interval,
-/// and no client record: Vault's load does not grow with the number of records.
-#[tokio::test]
-async fn at_rest_the_reconciler_reads_and_writes_only_the_replicas_record() {
+/// A stack on an audited OpenBao, reconciling every 100 ms, with `clients` clients rotated once.
+async fn rotated_on_audited_vault(clients: usize) -> (Stack, Vec<String>) {
     let stack = Stack::start_on(
         Bao::start_audited().await,
         StackOptions {
@@ -64,10 +62,20 @@ async fn at_rest_the_reconciler_reads_and_writes_only_the_replicas_record() {
         },
     )
     .await;
-    for n in 0..10 {
-        let id = stack.seed(regular_client(&random_client_id(), &format!("App {n}")));
-        stack.rotate_ok(&id).await;
+    let ids: Vec<String> = (0..clients)
+        .map(|n| stack.seed(regular_client(&random_client_id(), &format!("App {n}"))))
+        .collect();
+    for id in &ids {
+        stack.rotate_ok(id).await;
     }
+    (stack, ids)
+}
+
+/// At rest the reconciler costs the replicas' shared record, read and written once an interval,
+/// and no client record: Vault's load does not grow with the number of records.
+#[tokio::test]
+async fn at_rest_the_reconciler_reads_and_writes_only_the_replicas_record() {
+    let (stack, _) = rotated_on_audited_vault(10).await;
     let presence = "secret/data/secret-rotator/replicas";
     let turns_since = |from: usize| {
         stack.bao.requests()[from..]
@@ -114,20 +122,7 @@ async fn at_rest_the_reconciler_reads_and_writes_only_the_replicas_record() {
 /// the scanner reads every record to heal what it may have left.
 #[tokio::test]
 async fn a_replica_stopped_cleanly_costs_no_pass_and_one_killed_does() {
-    let stack = Stack::start_on(
-        Bao::start_audited().await,
-        StackOptions {
-            extra_args: vec!["--reconcile-interval".into(), "100ms".into()],
-            ..StackOptions::default()
-        },
-    )
-    .await;
-    let ids: Vec<String> = (0..5)
-        .map(|n| stack.seed(regular_client(&random_client_id(), &format!("App {n}"))))
-        .collect();
-    for id in &ids {
-        stack.rotate_ok(id).await;
-    }
+    let (stack, ids) = rotated_on_audited_vault(5).await;
     let presence_path = "secret/data/secret-rotator/replicas";
     let records_read_since = |from: usize| {
         stack.bao.requests()[from..]

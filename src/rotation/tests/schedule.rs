@@ -357,30 +357,13 @@ async fn the_clients_a_pass_rotated_are_not_read_again_before_they_are_due() {
 
     let (svc, schedule) = scheduled(vec![rule("c*", Duration::from_secs(3600), false)]);
     let mut memory = Memory::default();
+    let hour = Duration::from_secs(3600);
     let interval = Duration::from_secs(1);
-    assert!(
-        turn(
-            &svc,
-            &schedule,
-            interval,
-            Duration::from_secs(3600),
-            &mut memory
-        )
-        .await
-    );
+    assert!(turn(&svc, &schedule, interval, hour, &mut memory).await);
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
     let reads = || svc.pipeline().ledger.state_reads.load(Ordering::SeqCst);
     let before = reads();
-    assert!(
-        turn(
-            &svc,
-            &schedule,
-            interval,
-            Duration::from_secs(3600),
-            &mut memory
-        )
-        .await
-    );
+    assert!(turn(&svc, &schedule, interval, hour, &mut memory).await);
     assert_eq!(reads(), before, "no client record read");
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
 }
