@@ -54,11 +54,11 @@ pub(super) async fn read(
     }
     let mut clients = Vec::new();
     for n in 0..head.parts {
-        let part = match kv.read::<Part>(&part_path(prefix, n)).await {
-            Ok(Some(part)) if part.value.generation == head.generation => part.value,
-            // Another generation, or a part an older release wrote another way.
-            Ok(_) | Err(StoreError::Unexpected(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        // A part of another generation: no catalogue. One an older release wrote another way
+        // is an error the scheduler logs before it lists the tenant (and writes it anew).
+        let part = match kv.read::<Part>(&part_path(prefix, n)).await? {
+            Some(part) if part.value.generation == head.generation => part.value,
+            _ => return Ok(None),
         };
         match serde_json::from_str::<Vec<Client>>(&part.clients) {
             Ok(part) => clients.extend(part),
