@@ -185,7 +185,11 @@ pub async fn serve(
     // Start-up checks, then the reconciler (its own open intents at once; a scan when this
     // replica holds the scanner lease).
     // Beside them, the watcher that reloads policy, certificates and keys.
-    let readiness = config.server.readiness_interval;
+    // A good answer to the heartbeat (every reconcile interval) stands for Vault's check.
+    let readiness = (
+        config.server.readiness_interval,
+        config.rotation.reconcile_interval + config.server.readiness_interval,
+    );
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     // A renewable VAULT_TOKEN renewed for the process's life; every token's expiry measured.
     let token_keeper = tokio::spawn({
@@ -378,17 +382,18 @@ async fn serve_admin(listener: TcpListener) {
     }
 }
 
-/// Reports SERVING once Vault and Auth0 both check out; retries with backoff until then.
-/// Start-up checks until they pass (SERVING), then the same readiness checks every
-/// `interval`: NOT_SERVING while Vault or Auth0 fails them, SERVING again when they pass. Each
-/// change is logged once (and a failure again when its cause changes).
+/// Start-up checks until they pass (SERVING), then readiness checks every `interval`:
+/// NOT_SERVING while Vault or Auth0 fails them, SERVING again when they pass. Each change is
+/// logged once (and a failure again when its cause changes). Vault is checked with a request
+/// of its own only when no request of the replica's own had a good answer within
+/// `vault_window` (at rest, the heartbeat every reconcile interval is the check).
 async fn track_readiness(
     health: HealthReporter,
     auth0: Auth0Client,
     vault: VaultStore,
     rotations: &Service,
     sample_path: String,
-    interval: Duration,
+    (interval, vault_window): (Duration, Duration),
     started: oneshot::Sender<()>,
 ) {
     let mut wait = Duration::from_millis(200);
@@ -406,7 +411,11 @@ async fn track_readiness(
     let mut failing: Option<String> = None;
     loop {
         tokio::time::sleep(interval).await;
-        let checked = match vault.check(&sample_path).await {
+        let vault_checked = match vault.answered_well_within(vault_window) {
+            true => Ok(()),
+            false => vault.check(&sample_path).await,
+        };
+        let checked = match vault_checked {
             Err(e) => Err(e.to_string()),
             Ok(()) => auth0.ready().await.map_err(|e| format!("Auth0: {e}")),
         };

@@ -306,13 +306,12 @@ struct Rest {
 
 const READINESS: &str = "readiness and token checks (sys/, auth/)";
 const CATALOGUE: &str = "the client catalogue";
+const REPLICAS: &str = "the replicas' record (heartbeats, scanner and scheduler leases)";
 
 /// What a Vault request (its path) was for.
 fn kind(path: &str) -> &'static str {
     if path.contains("secret-rotator/replicas") {
-        "the replicas' record (heartbeats, scanner lease)"
-    } else if path.contains("secret-rotator/scheduler") {
-        "the scheduler lease"
+        REPLICAS
     } else if path.contains("secret-rotator/catalogue") {
         CATALOGUE
     } else if path.starts_with("sys/") || path.starts_with("auth/") {
@@ -324,15 +323,17 @@ fn kind(path: &str) -> &'static str {
     }
 }
 
-/// When the catalogue in Vault was last listed: it changes at the end of every listing.
+/// When the scheduler last found the catalogue in Vault current, as its heartbeat in the
+/// replicas' record says: it changes after every listing (one that finds the same clients
+/// writes nothing else).
 async fn listed_at(bao: &Bao) -> Option<serde_json::Value> {
-    bao.kv_data("secret-rotator/catalogue")
+    bao.kv_data("secret-rotator/replicas")
         .await
-        .map(|head| head["listed_at"].clone())
+        .map(|replicas| replicas["catalogue_current_at_ms"].clone())
 }
 
-/// Waits for the catalogue in Vault to be written again (a listing ended); how many times it
-/// read the catalogue's head to learn so (the service's requests are counted without them).
+/// Waits for the scheduler's heartbeat to say a listing ended; how many times it read the
+/// replicas' record to learn so (the service's requests are counted without them).
 async fn next_listing(bao: &Bao, refresh: Duration) -> u64 {
     let before = listed_at(bao).await;
     let mut polls = 1;
@@ -365,9 +366,9 @@ async fn at_rest(bao: &Bao, emulator: &RunningEmulator, refresh: Duration, refre
     for (_, path) in &requests[vault..] {
         *vault_by_kind.entry(kind(path)).or_default() += 1;
     }
-    // The benchmark's own reads of the catalogue's head are not the service's.
-    let catalogue = vault_by_kind.entry(CATALOGUE).or_default();
-    *catalogue = catalogue.saturating_sub(polls);
+    // The benchmark's own reads of the replicas' record are not the service's.
+    let replicas = vault_by_kind.entry(REPLICAS).or_default();
+    *replicas = replicas.saturating_sub(polls);
     Rest {
         window,
         refreshes,

@@ -26,13 +26,13 @@
 //! - `command`: what callers ask for, validated (RotateCommand, BatchCommand, Selector);
 //! - `ports`: the three traits the protocol is generic over;
 //! - `schedule`: schedule rules and when each client is due;
-//! - `locks`, `left_open`, `timer`, `outbox`: per-replica state, each with its own API (local
-//!   locks and remembered records, intents this replica left open, staged rotations' due
-//!   times, notifications to deliver);
+//! - `locks`, `left_open`, `timer`, `outbox`, `seat`: per-replica state, each with its own API
+//!   (local locks and remembered records, intents this replica left open, staged rotations' due
+//!   times, notifications to deliver, the scheduler lease as its beats hold it);
 //! - `settings`: the protocol's settings, fixed at start-up;
 //! - `pipeline`: acquire, settle, close, refuse, store, finish: what every step runs through;
-//! - `roles`: jobs one replica at a time does for all (scans, schedule passes), held by a lease;
-//! - `presence`: the replicas' heartbeats and the scanner lease, in one shared record;
+//! - `presence`: the replicas' heartbeats and the scanner and scheduler leases, in one shared
+//!   record;
 //! - `idempotency`: binding idempotency keys to answers;
 //! - `overlap`: a key rotation's end: the switch closed with its overlap, its heal, and the old
 //!   key retired;
@@ -75,9 +75,9 @@ mod previous;
 pub mod reconciler;
 mod records;
 mod recovery;
-mod roles;
 mod schedule;
 pub mod scheduler;
+mod seat;
 mod service;
 mod settings;
 mod state;
@@ -111,7 +111,7 @@ pub use ports::{
 pub use previous::RolledBackRotation;
 pub use records::{
     Beat, Catalogue, Drift, IdempotencyOutcome, IdempotencyRecord, Intent, IssuedSecret, KeyEntry,
-    KeySecrets, KvVersion, LastRotation, Lease, Overlap, Presence, PreviousSecret, Role,
+    KeySecrets, KvVersion, LastRotation, Lease, Overlap, Presence, PreviousSecret,
     RotatedCredential, Rotation, RotationMetadata, RotationStatus, Staged, Step, StoredKey,
     StoredSecret, Strategy, Validated, Versioned, millis,
 };

@@ -36,6 +36,7 @@ use super::{
         Intent, KeySecrets, KvVersion, LastRotation, Lease, Rotation, RotationMetadata,
         StoredSecret, Strategy, Versioned, millis,
     },
+    seat::Seat,
     settings::Settings,
     state::{Acquired, ClientState},
     timer::PromotionTimer,
@@ -56,6 +57,8 @@ pub(super) struct Pipeline<I, S, L> {
     pub(super) outbox: Outbox,
     /// This start of the replica: its heartbeat says which (`presence.rs`).
     pub(super) incarnation: uuid::Uuid,
+    /// The scheduler lease, as this replica's beats hold it (`seat.rs`).
+    pub(super) seat: Seat,
 }
 
 /// The lease, or the open intent of a dead step standing in its way.
@@ -108,6 +111,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
             timer: PromotionTimer::default(),
             outbox: Outbox::default(),
             incarnation: uuid::Uuid::new_v4(),
+            seat: Seat::default(),
         }
     }
 

@@ -12,8 +12,8 @@ use super::{
     ids::{AuthMethod, ClientId, CredentialId, OwnedKey, ValidationError},
     keys::KeyAlgorithm,
     records::{
-        Catalogue, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Lease, Presence, Role,
-        StoredKey, Versioned,
+        Catalogue, IdempotencyRecord, IssuedSecret, KeySecrets, KvVersion, Presence, StoredKey,
+        Versioned,
     },
     state::ClientState,
 };
@@ -252,20 +252,6 @@ pub trait Ledger: Send + Sync + 'static {
     /// Every client that has a record.
     fn clients(&self) -> impl Future<Output = Result<Vec<ClientId>, StoreError>> + Send;
 
-    /// The lease of `role`: which replica does that job now (`None` at [`KvVersion::NONE`]
-    /// when no replica ever has).
-    fn read_role(
-        &self,
-        role: Role,
-    ) -> impl Future<Output = Result<Versioned<Option<Lease>>, StoreError>> + Send;
-
-    fn write_role(
-        &self,
-        role: Role,
-        lease: &Lease,
-        cas: KvVersion,
-    ) -> impl Future<Output = Result<KvVersion, StoreError>> + Send;
-
     /// The replicas' shared record: the scanner lease and every replica's heartbeat
     /// (default at [`KvVersion::NONE`] when there is none).
     fn read_presence(&self)
@@ -284,12 +270,10 @@ pub trait Ledger: Send + Sync + 'static {
         listed_after: SystemTime,
     ) -> impl Future<Output = Result<Option<Catalogue>, StoreError>> + Send;
 
-    /// Replaces the client catalogue; when its clients are those of the one kept (`unchanged`),
-    /// only when it was listed.
+    /// Replaces the client catalogue.
     fn write_catalogue(
         &self,
         catalogue: &Catalogue,
-        unchanged: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The record of a caller's idempotency key.

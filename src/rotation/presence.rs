@@ -1,7 +1,8 @@
-//! The replicas' shared record: each replica's heartbeat and the scanner lease, kept in one
-//! ledger record that every replica reads and writes (check-and-set) once a reconcile interval.
-//! That is the whole cost of the reconciler at rest, two Vault requests per replica per
-//! interval, whatever the number of client records: the scanning replica reads every client
+//! The replicas' shared record: each replica's heartbeat, the scanner lease and the scheduler
+//! lease (`seat.rs`), kept in one ledger record that every replica reads and writes
+//! (check-and-set) once a reconcile interval. That is the whole cost of a replica at rest, two
+//! Vault requests per reconcile interval, whatever the number of client records and whichever
+//! jobs it holds for all: the scanning replica reads every client
 //! record only when a replica's heartbeat lapses (it died), a replica restarts in place of one
 //! that died under the same name, it takes the scanner lease over, or the safety sweep is due.
 //! A replica that stops with nothing left to anyone withdraws its heartbeat ([`leave`]): a
@@ -16,7 +17,8 @@ use super::{
     error::StoreError,
     pipeline::Pipeline,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{Beat, Lease, millis},
+    records::{Beat, Lease, Presence, millis},
+    seat::Seen,
 };
 
 /// This replica's heartbeat: its incarnation (new at every start) and how long a beat lasts.
@@ -39,30 +41,79 @@ pub(super) struct View {
 }
 
 /// Renews this replica's heartbeat and, when `scan` is asked and nobody else holds it, the
-/// scanner lease; one read and one write (a second try after a lost race). `None` when Vault
-/// could not be read or written.
+/// scanner lease, and the scheduler lease likewise when this replica runs a schedule; one read
+/// and one write (a second try after a lost race). `None` when Vault could not be read or
+/// written.
 pub(super) async fn beat<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     heart: &Heart,
     scan: bool,
 ) -> Option<View> {
+    let schedule = p.seat.wants();
     for _ in 0..2 {
-        match beat_once(p, heart, scan).await {
+        match beat_once(p, heart, scan, schedule).await {
             Ok(view) => return Some(view),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => {
                 warn!(error = %e, "cannot renew this replica's heartbeat");
-                return None;
+                break;
             }
         }
     }
+    p.seat.missed(schedule);
     None
+}
+
+/// Takes `lease` for `me` until `until` when `wanted` and nobody else holds it (renewing it when
+/// `me` does); gives it up when `me` holds it and no longer wants it. Whether `me` holds it.
+fn hold(lease: &mut Option<Lease>, me: &str, wanted: bool, now: SystemTime, until: u64) -> bool {
+    let mine = lease.as_ref().is_some_and(|l| l.holder == me);
+    let elsewhere = !mine && lease.as_ref().is_some_and(|l| l.active(now));
+    if wanted && !elsewhere {
+        *lease = Some(Lease {
+            holder: me.to_owned(),
+            expires_at_ms: until,
+        });
+        return true;
+    }
+    if mine {
+        *lease = None;
+    }
+    false
+}
+
+/// The scheduler's side of a beat: its lease, and when its catalogue was found current.
+fn seat<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    p: &Pipeline<I, S, L>,
+    presence: &mut Presence,
+    wanted: bool,
+    now: SystemTime,
+    until: u64,
+) -> Seen {
+    let held = hold(
+        &mut presence.scheduler,
+        &p.settings.replica,
+        wanted,
+        now,
+        until,
+    );
+    if held && let Some(at) = p.seat.catalogue_current_at() {
+        presence.catalogue_current_at_ms = presence.catalogue_current_at_ms.max(Some(millis(at)));
+    }
+    Seen {
+        asked: wanted,
+        held_until: held.then(|| std::time::UNIX_EPOCH + Duration::from_millis(until)),
+        catalogue_current_at: presence
+            .catalogue_current_at_ms
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+    }
 }
 
 async fn beat_once<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     heart: &Heart,
     scan: bool,
+    schedule: bool,
 ) -> Result<View, StoreError> {
     let me = &p.settings.replica;
     let read = p.ledger.read_presence().await?;
@@ -81,20 +132,14 @@ async fn beat_once<I: SecretIssuer, S: SecretStore, L: Ledger>(
             replaced,
         },
     );
-    let held_elsewhere = presence
-        .scanner
-        .as_ref()
-        .is_some_and(|l| l.holder != *me && l.active(now));
-    let mine = presence.scanner.as_ref().is_some_and(|l| l.holder == *me);
-    if (scan && !held_elsewhere) || mine {
-        presence.scanner = Some(Lease {
-            holder: me.clone(),
-            expires_at_ms: until,
-        });
-    }
+    // A scanner lease held is kept even by a beat that does not ask (a pass renewing it).
+    let scanning = presence.scanner.as_ref().is_some_and(|l| l.holder == *me);
+    let scanner = hold(&mut presence.scanner, me, scan || scanning, now, until);
+    let seen = seat(p, &mut presence, schedule, now, until);
     p.ledger.write_presence(&presence, read.version).await?;
+    p.seat.saw(seen);
     Ok(View {
-        scanner: presence.scanner.as_ref().is_some_and(|l| l.holder == *me),
+        scanner,
         lapsed: presence
             .beats
             .iter()
@@ -115,8 +160,7 @@ async fn beat_once<I: SecretIssuer, S: SecretStore, L: Ledger>(
     })
 }
 
-/// Withdraws this replica's heartbeat (incarnation `incarnation`), and the scanner lease if it
-/// holds it, as it stops with nothing left open: nobody scans for it, and a replica starting
+/// Withdraws this replica's heartbeat (incarnation `incarnation`), and the leases it holds, as it stops with nothing left open: nobody scans for it, and a replica starting
 /// under its name later is a new one, not one that died.
 pub(super) async fn leave<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
@@ -135,8 +179,10 @@ pub(super) async fn leave<I: SecretIssuer, S: SecretStore, L: Ledger>(
                 return Ok(());
             }
             presence.beats.remove(me);
-            if presence.scanner.as_ref().is_some_and(|l| l.holder == *me) {
-                presence.scanner = None;
+            for lease in [&mut presence.scanner, &mut presence.scheduler] {
+                if lease.as_ref().is_some_and(|l| l.holder == *me) {
+                    *lease = None;
+                }
             }
             p.ledger
                 .write_presence(&presence, read.version)

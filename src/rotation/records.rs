@@ -198,12 +198,20 @@ pub struct Catalogue {
     pub clients: Vec<Client>,
 }
 
-/// The replicas' shared record (`presence.rs`): who scans, and each replica's heartbeat.
+/// The replicas' shared record (`presence.rs`): who scans, who runs the schedule, each
+/// replica's heartbeat, and how fresh the client catalogue in the ledger is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
     /// The replica that runs the reconciler's scans.
     #[serde(default)]
     pub scanner: Option<Lease>,
+    /// The replica that runs the schedule's passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<Lease>,
+    /// When a scheduler last found the client catalogue in the ledger to be the tenant's
+    /// clients, milliseconds since the epoch (a tenant at rest: nothing else is written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalogue_current_at_ms: Option<u64>,
     /// Each replica's heartbeat, by replica name.
     #[serde(default)]
     pub beats: std::collections::BTreeMap<String, Beat>,
@@ -219,23 +227,6 @@ pub struct Beat {
     /// without leaving (it died), and what it left open is looked for.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replaced: bool,
-}
-
-/// A job one replica at a time does for all, held through a lease in the ledger
-/// (`roles.rs`; the reconciler's scanner lease is in the replicas' record, `presence.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The schedule's passes: listing the tenant's clients and rotating those due.
-    Scheduler,
-}
-
-impl Role {
-    /// Its name, and its record's name in the ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Scheduler => "scheduler",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

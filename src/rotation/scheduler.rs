@@ -1,8 +1,9 @@
 //! The scheduler: passes over the tenant's clients. A pass lists the clients, finds the rule
 //! that governs each rotatable one (a secret, a key or a self-signed certificate), reads its
 //! ledger record and rotates those due (by age, or by the expiry of the credential its last
-//! rotation made). One replica at a time runs passes, the one holding the scheduler lease
-//! (`roles.rs`); the others spend one Vault read an interval on it. A due client is rotated once
+//! rotation made). One replica at a time runs passes, the one holding the scheduler lease,
+//! which rides on the replicas' heartbeats (`seat.rs`, `presence.rs`): neither holding it nor
+//! waiting for it costs a request of its own. A due client is rotated once
 //! also across a takeover mid-pass: each scheduled rotation carries an idempotency key and a
 //! precondition (`if_last`) made of the last rotation the pass saw: a second replica that found
 //! the same client due replays the first one's answer; one that acts after anyone else rotated
@@ -27,8 +28,7 @@ use super::{
     ids::{ClientId, IdempotencyKey, Reason},
     inventory::rotatable_id,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{Catalogue, Role, Rotation},
-    roles,
+    records::{Catalogue, Rotation},
     schedule::{Rule, Schedule},
     service::RotationService,
 };
@@ -73,29 +73,26 @@ pub(super) struct Memory {
     /// Dry-run findings already logged, so that each is logged once.
     reported: HashSet<(ClientId, SystemTime)>,
     /// The client catalogue the passes select from (`catalogue.rs`).
-    catalogue: Option<Catalogue>,
-    /// Who holds the scheduler lease: its holder renews it with a write, the others read it
-    /// only once it may have expired.
-    lease: roles::Holder,
+    catalogue: Option<catalogue::Held>,
 }
-
-/// How long the scheduler lease lasts, in schedule intervals; renewed every interval.
-const SCHEDULER_LEASE_INTERVALS: u32 = 3;
 
 /// Runs a pass every `interval`, for ever (as background work: it leaves callers Auth0's
 /// reserve), while this replica holds the scheduler lease: one replica at a time lists the
-/// tenant and rotates the due clients, renewing the lease with one write a pass; the others
-/// read it only when it may have expired, and take it over within an interval of that when its
-/// holder stops renewing it.
+/// tenant and rotates the due clients. The lease is taken and renewed by this replica's
+/// heartbeats (every reconcile interval, lasting three) while it runs a schedule, and taken
+/// over by another replica's once its holder stops renewing it.
 pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: Arc<RotationService<I, S, L>>,
     interval: Duration,
     refresh: Duration,
 ) {
+    let seat = &service.pipeline().seat;
     background::forever(async {
         let mut memory = Memory::default();
         loop {
             if let Some(schedule) = service.schedule() {
+                // Whether this replica holds the lease is known after a beat that asked for it.
+                seat.asked().await;
                 turn(&service, &schedule, interval, refresh, &mut memory).await;
             }
             tokio::time::sleep(interval).await;
@@ -104,10 +101,10 @@ pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
     .await
 }
 
-/// This replica's turn: a pass if it holds (or takes) the scheduler lease, which it renews
-/// every interval while the pass runs; a pass whose lease is lost stops starting rotations
-/// (those started finish, and the next holder's are `if_last`-guarded: none is doubled).
-/// Whether it ran a pass.
+/// This replica's turn: a pass if it holds the scheduler lease; a pass whose lease is lost
+/// (a beat gave it up, or none renewed it before it expired) stops starting rotations (those
+/// started finish, and the next holder's are `if_last`-guarded: none is doubled). Whether it
+/// ran a pass.
 pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &Arc<RotationService<I, S, L>>,
     schedule: &Arc<Schedule>,
@@ -115,28 +112,20 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     refresh: Duration,
     memory: &mut Memory,
 ) -> bool {
-    let p = service.pipeline();
-    let ttl = interval * SCHEDULER_LEASE_INTERVALS;
-    memory.lease = roles::take(p, Role::Scheduler, ttl, memory.lease).await;
-    let roles::Holder::Me(mut held) = memory.lease else {
+    let seat = &service.pipeline().seat;
+    if !seat.held() {
         return false;
-    };
-    let kept = tokio::select! {
+    }
+    tokio::select! {
         done = pass(service, schedule, interval, refresh, memory) => {
             if let Err(e) = done {
                 warn!(error = %e, "scheduler pass failed; the next pass tries again");
             }
-            true
         }
-        () = roles::keep(p, Role::Scheduler, &mut held, interval, ttl) => {
+        () = seat.lost() => {
             warn!("the scheduler lease was lost during a pass; the replica holding it now goes on");
-            false
         }
-    };
-    memory.lease = match kept {
-        true => roles::Holder::Me(held),
-        false => roles::Holder::Unknown,
-    };
+    }
     true
 }
 

@@ -496,6 +496,8 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
     /// Reads the schedule in force from `source` from now on (ListClients and the scheduler).
     pub fn use_schedule(&self, source: ScheduleSource) {
         let _ = self.schedule.set(source);
+        // From the first heartbeat on, which may come before the scheduler's first turn.
+        self.pipeline().seat.want(true);
     }
 
     /// The schedule in force, if one is configured.

@@ -72,33 +72,8 @@ pub(super) async fn read(
 }
 
 /// The parts first, then the head that names them: a reader sees the old catalogue or the new
-/// one, never half of each. With the clients `unchanged` (a tenant at rest) and the head found
-/// naming as many parts, only the head is written, with the new `listed_at`: two requests
-/// instead of two a part.
-pub(super) async fn write(
-    kv: &Kv,
-    prefix: &str,
-    catalogue: &Catalogue,
-    unchanged: bool,
-) -> Result<(), StoreError> {
-    let parts = catalogue.clients.len().div_ceil(PART);
-    if unchanged
-        && let Some(head) = kv.read::<Head>(&head_path(prefix)).await?
-        && head.value.parts == parts
-    {
-        let touched = Head {
-            listed_at: catalogue.listed_at,
-            ..head.value
-        };
-        kv.write(
-            &head_path(prefix),
-            &touched,
-            head.version,
-            "the client catalogue",
-        )
-        .await?;
-        return Ok(());
-    }
+/// one, never half of each.
+pub(super) async fn write(kv: &Kv, prefix: &str, catalogue: &Catalogue) -> Result<(), StoreError> {
     let generation = Uuid::new_v4();
     let parts: Vec<&[Client]> = catalogue.clients.chunks(PART).collect();
     for (n, clients) in parts.iter().enumerate() {

@@ -3,7 +3,11 @@
 //! of our own on the same rustify types), sent with the service's token and mapped to the
 //! protocol's [`StoreError`]. Vault's own error texts are logged; callers get the mapping.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use rustify::endpoint::{Endpoint, EndpointResult};
 use rustify_derive::Endpoint;
@@ -29,6 +33,9 @@ pub(super) struct Kv {
     /// The token, kept valid (`login.rs`).
     auth: Auth,
     mount: String,
+    /// When Vault last answered a request, and whether the answer said it is well (reachable,
+    /// unsealed, the token accepted): the readiness check takes a recent good answer for its own.
+    last_answer: Mutex<Option<(Instant, bool)>>,
 }
 
 /// vaultrs's `ReadSecretResponse` with the data typed: secrets are read straight into
@@ -59,7 +66,14 @@ impl Kv {
             transport,
             auth,
             mount: settings.mount.clone(),
+            last_answer: Mutex::new(None),
         })
+    }
+
+    /// Whether Vault's last answer, within `window`, said it is well.
+    pub(super) fn answered_well_within(&self, window: Duration) -> bool {
+        let last = *self.last_answer.lock().expect("last answer poisoned");
+        last.is_some_and(|(at, well)| well && at.elapsed() <= window)
     }
 
     /// Keeps the token alive for the process's life (`login.rs`).
@@ -189,6 +203,13 @@ impl Kv {
             let token = self.auth.header(&self.transport).await?;
             sent = self.transport.call(operation, endpoint, Some(&token)).await;
         }
+        // A 404 or a check-and-set conflict is an answer the protocol expects.
+        let well = match &sent {
+            Ok(_) => true,
+            Err(Failure::Refused { code, .. }) => !matches!(code, 403 | 429 | 500..),
+            Err(Failure::Unreachable(_) | Failure::Malformed) => false,
+        };
+        *self.last_answer.lock().expect("last answer poisoned") = Some((Instant::now(), well));
         match sent {
             Ok(answer) => Ok(Some(answer)),
             Err(Failure::Refused { code: 404, .. }) => Ok(None),

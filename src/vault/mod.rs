@@ -11,7 +11,7 @@ mod login;
 mod settings;
 mod transport;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use settings::{Settings, Token};
 
 use crate::rotation::{
-    Catalogue, ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Lease, Ledger,
-    OwnedKey, Presence, PreviousSecret, Role, SecretStore, StoreError, StoredKey, Versioned,
+    Catalogue, ClientId, ClientState, IdempotencyRecord, KeySecrets, KvVersion, Ledger, OwnedKey,
+    Presence, PreviousSecret, SecretStore, StoreError, StoredKey, Versioned,
 };
 use key_data::{KeyData, StoredKeyData};
 use kv::Kv;
@@ -133,6 +133,13 @@ impl VaultStore {
         self.inner.kv.keep_token_alive().await;
     }
 
+    /// Whether Vault answered a request well (reachable, unsealed, the token accepted) within
+    /// `window`, and nothing since said otherwise: at rest the replica's heartbeat is then the
+    /// readiness check, and no request is sent for it.
+    pub fn answered_well_within(&self, window: Duration) -> bool {
+        self.inner.kv.answered_well_within(window)
+    }
+
     /// Start-up check: Vault answers, and the token may create, update and read secrets,
     /// create and update ledger records, and read the secrets' metadata (their version).
     /// Not in a span of its own: readiness runs it every few seconds, and it is not worth a
@@ -161,10 +168,6 @@ impl VaultStore {
 
     fn presence_path(&self) -> String {
         format!("{}/replicas", self.inner.state_prefix)
-    }
-
-    fn role_path(&self, role: Role) -> String {
-        format!("{}/{}", self.inner.state_prefix, role.as_str())
     }
 
     fn idempotency_path(&self, key: &OwnedKey) -> String {
@@ -340,35 +343,8 @@ impl Ledger for VaultStore {
         catalogue::read(&self.inner.kv, &self.inner.state_prefix, listed_after).await
     }
 
-    async fn write_catalogue(
-        &self,
-        catalogue: &Catalogue,
-        unchanged: bool,
-    ) -> Result<(), StoreError> {
-        catalogue::write(
-            &self.inner.kv,
-            &self.inner.state_prefix,
-            catalogue,
-            unchanged,
-        )
-        .await
-    }
-
-    async fn read_role(&self, role: Role) -> Result<Versioned<Option<Lease>>, StoreError> {
-        self.read_record(&self.role_path(role)).await
-    }
-
-    async fn write_role(
-        &self,
-        role: Role,
-        lease: &Lease,
-        cas: KvVersion,
-    ) -> Result<KvVersion, StoreError> {
-        let path = self.role_path(role);
-        self.inner
-            .kv
-            .write(&path, lease, cas, "a ledger record")
-            .await
+    async fn write_catalogue(&self, catalogue: &Catalogue) -> Result<(), StoreError> {
+        catalogue::write(&self.inner.kv, &self.inner.state_prefix, catalogue).await
     }
 
     async fn read_idempotency(

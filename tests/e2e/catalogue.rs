@@ -28,6 +28,8 @@ async fn the_scheduler_lists_the_tenant_once_per_refresh_and_finds_a_new_client_
         ("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()),
         ("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()),
         ("ROTATOR_CATALOG_REFRESH", "3s".into()),
+        // The scheduler's heartbeat says when a refresh found the catalogue current.
+        ("ROTATOR_RECONCILE_INTERVAL", "200ms".into()),
     ]);
     let service = ServiceProcess::start(&env).await;
     let rotated = |id: &str| emulator.client(id).unwrap().rotations;
@@ -71,7 +73,8 @@ async fn the_scheduler_lists_the_tenant_once_per_refresh_and_finds_a_new_client_
         bao.kv_data("secret-rotator/catalogue").await.is_some(),
         "the catalogue is kept in Vault"
     );
-    // At rest (no client added or removed), a refresh writes only when it listed: the head.
+    // At rest (no client added or removed) a refresh lists the tenant and writes nothing to the
+    // catalogue: the scheduler's heartbeat says when it found it current.
     let version = |path: &'static str| {
         let bao = &bao;
         async move {
@@ -80,25 +83,35 @@ async fn the_scheduler_lists_the_tenant_once_per_refresh_and_finds_a_new_client_
                 .unwrap()
         }
     };
+    let current_at = || async {
+        bao.kv_data("secret-rotator/replicas").await.unwrap()["catalogue_current_at_ms"].as_u64()
+    };
     let (head, part) = (
         version("secret-rotator/catalogue").await,
         version("secret-rotator/catalogue-parts/0").await,
     );
+    let (listed, confirmed) = (emulator.stats().list_requests, current_at().await);
     eventually("two refreshes", Duration::from_secs(20), || async {
-        (version("secret-rotator/catalogue").await >= head + 2).then_some(())
+        let refreshed = emulator.stats().list_requests >= listed + 2;
+        (refreshed && current_at().await > confirmed).then_some(())
     })
     .await;
     assert_eq!(
-        version("secret-rotator/catalogue-parts/0").await,
-        part,
-        "an unchanged tenant's parts are not written again"
+        (
+            version("secret-rotator/catalogue").await,
+            version("secret-rotator/catalogue-parts/0").await
+        ),
+        (head, part),
+        "an unchanged tenant's catalogue is not written again"
     );
     drop(service);
 }
 
 /// A tenant of 1,200 clients (three parts of the catalogue, each more JSON strings than OpenBao
 /// takes in one request were they objects): the catalogue is kept in Vault, and the scheduler
-/// that takes over from a killed one selects from it without listing the tenant again.
+/// that takes over from a killed one selects from it without listing the tenant again, though
+/// it was written longer than a refresh ago: the killed one's heartbeat said when its last
+/// refresh found it current.
 #[tokio::test]
 async fn a_scheduler_that_takes_over_starts_from_the_catalogue_in_vault() {
     let (bao, emulator, m2m) = bare_stack().await;
@@ -118,6 +131,8 @@ async fn a_scheduler_that_takes_over_starts_from_the_catalogue_in_vault() {
             ("ROTATOR_REPLICA_ID", name.to_owned()),
             ("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()),
             ("ROTATOR_SCHEDULE_INTERVAL", "200ms".into()),
+            ("ROTATOR_RECONCILE_INTERVAL", "200ms".into()),
+            ("ROTATOR_CATALOG_REFRESH", "12s".into()),
         ]);
         env
     };
@@ -134,6 +149,23 @@ async fn a_scheduler_that_takes_over_starts_from_the_catalogue_in_vault() {
         "{}",
         first.output()
     );
+    // Refreshes that find the same clients until the catalogue was written longer than a
+    // refresh ago; killed right after the heartbeat that says the last one found it current.
+    let written_ms = {
+        let listed = &kept["listed_at"];
+        listed["secs_since_epoch"].as_u64().unwrap() * 1000
+            + listed["nanos_since_epoch"].as_u64().unwrap() / 1_000_000
+    };
+    eventually(
+        "a refresh a whole refresh after the catalogue was written",
+        Duration::from_secs(60),
+        || async {
+            let replicas = bao.kv_data("secret-rotator/replicas").await?;
+            let current_at = replicas["catalogue_current_at_ms"].as_u64()?;
+            (current_at >= written_ms + 12_000).then_some(())
+        },
+    )
+    .await;
     let listed = emulator.stats().list_requests;
     first.signal("-KILL");
     let second = ServiceProcess::start(&env_for("second")).await;

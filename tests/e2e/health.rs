@@ -51,7 +51,15 @@ async fn health_follows_vault_going_away_and_coming_back() {
     let mut stack = Stack::start_on(
         Bao::start_persistent().await,
         StackOptions {
-            extra_args: vec!["--readiness-interval".into(), "200ms".into()],
+            // At rest the heartbeat (every reconcile interval) is Vault's readiness check.
+            extra_args: [
+                "--readiness-interval",
+                "200ms",
+                "--reconcile-interval",
+                "1s",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..StackOptions::default()
         },
     )

@@ -115,11 +115,15 @@ max_age = "3s"
         || rotated_at_least(1),
     )
     .await;
-    let lease = bao
-        .kv_data("secret-rotator/scheduler")
+    // The lease rides on the replicas' shared record.
+    let replicas = bao
+        .kv_data("secret-rotator/replicas")
         .await
-        .expect("the scheduler lease");
-    let holder = lease["holder"].as_str().unwrap().to_owned();
+        .expect("the replicas' record");
+    let holder = replicas["scheduler"]["holder"]
+        .as_str()
+        .expect("the scheduler lease")
+        .to_owned();
     let (mut scheduler, mut standby) = match holder.as_str() {
         "replica-a" => (a, b),
         "replica-b" => (b, a),
@@ -145,9 +149,9 @@ max_age = "3s"
         || rotated_at_least(3),
     )
     .await;
-    let lease = bao.kv_data("secret-rotator/scheduler").await.unwrap();
+    let replicas = bao.kv_data("secret-rotator/replicas").await.unwrap();
     assert_ne!(
-        lease["holder"].as_str(),
+        replicas["scheduler"]["holder"].as_str(),
         Some(holder.as_str()),
         "taken over"
     );

@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::rotation::{
     AuthMethod, Catalogue, Client, ClientId, ClientPage, ClientState, CredentialId, CredentialInfo,
-    IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets, KvVersion, Lease, Ledger, OwnedKey,
-    PageCursor, Presence, PreviousSecret, Role, SecretIssuer, SecretStore, StoreError, StoredKey,
+    IdempotencyRecord, IssuedSecret, IssuerError, KeySecrets, KvVersion, Ledger, OwnedKey,
+    PageCursor, Presence, PreviousSecret, SecretIssuer, SecretStore, StoreError, StoredKey,
     Transport, Versioned, public_pem_kid,
 };
 
@@ -474,26 +474,9 @@ impl Ledger for FakeLedger {
             .filter(|c| c.listed_at > listed_after))
     }
 
-    async fn write_catalogue(
-        &self,
-        catalogue: &Catalogue,
-        _unchanged: bool,
-    ) -> Result<(), StoreError> {
+    async fn write_catalogue(&self, catalogue: &Catalogue) -> Result<(), StoreError> {
         *self.catalogue.lock().unwrap() = Some(catalogue.clone());
         Ok(())
-    }
-
-    async fn read_role(&self, role: Role) -> Result<Versioned<Option<Lease>>, StoreError> {
-        Ok(self.read(role.as_str()))
-    }
-
-    async fn write_role(
-        &self,
-        role: Role,
-        lease: &Lease,
-        cas: KvVersion,
-    ) -> Result<KvVersion, StoreError> {
-        self.write(role.as_str(), lease, cas)
     }
 
     async fn read_idempotency(

@@ -85,6 +85,7 @@ async fn the_scanner_reads_client_records_only_when_something_may_need_healing()
                 replaced: false,
             },
         )]),
+        ..Presence::default()
     })
     .await;
     let before = reads();

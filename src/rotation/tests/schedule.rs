@@ -237,31 +237,46 @@ async fn a_key_client_is_scheduled_by_age_and_before_its_credential_expires() {
     assert_eq!(svc.history(&kkk).await.unwrap().len(), 2, "not due by age");
 }
 
-/// One replica at a time runs the schedule's passes: a live scheduler lease elsewhere keeps
-/// this one from listing or rotating anything; one that expired (its holder died) is taken
-/// over, and the due clients are rotated, once.
+/// This replica's heartbeat, asking for the scheduler lease (the reconciler's beat does).
+async fn beat(svc: &Arc<Svc>) {
+    use crate::rotation::presence::{Heart, beat};
+
+    let p = svc.pipeline();
+    p.seat.want(true);
+    let heart = Heart {
+        incarnation: p.incarnation,
+        ttl: Duration::from_secs(60),
+    };
+    beat(p, &heart, true).await.expect("a beat");
+}
+
+/// One replica at a time runs the schedule's passes, the one whose heartbeat holds the scheduler
+/// lease: a live lease elsewhere keeps this one from listing or rotating anything; one that
+/// expired (its holder died) is taken over by this replica's next beat, and the due clients are
+/// rotated, once. Holding the lease costs no request beside the heartbeat.
 #[tokio::test]
 async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
     use std::time::SystemTime;
 
-    use crate::rotation::{Lease, Ledger, Role, millis, scheduler::turn};
+    use crate::rotation::{Lease, Ledger, Presence, millis, scheduler::turn};
 
     let (svc, schedule) = scheduled(vec![rule("c*", Duration::from_secs(3600), false)]);
     let ledger = &svc.pipeline().ledger;
-    let elsewhere = |expires: SystemTime| Lease {
-        holder: "other-replica".into(),
-        expires_at_ms: millis(expires),
-    };
-    let version = ledger.read_role(Role::Scheduler).await.unwrap().version;
     let expires = SystemTime::now() + Duration::from_millis(300);
-    ledger
-        .write_role(Role::Scheduler, &elsewhere(expires), version)
-        .await
-        .unwrap();
+    let elsewhere = Presence {
+        scheduler: Some(Lease {
+            holder: "other-replica".into(),
+            expires_at_ms: millis(expires),
+        }),
+        ..Presence::default()
+    };
+    let version = ledger.read_presence().await.unwrap().version;
+    ledger.write_presence(&elsewhere, version).await.unwrap();
     let lists = || svc.pipeline().issuer.list_calls.load(Ordering::SeqCst);
     let listed_before = lists();
     let mut memory = Memory::default();
     let interval = Duration::from_secs(1);
+    beat(&svc).await;
     assert!(!turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await);
     assert_eq!(
         lists(),
@@ -270,10 +285,14 @@ async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
     );
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 0);
 
-    // Its holder stops renewing it: taken over once it has expired (this replica reads it
-    // again only then), and the pass rotates c1, c2 and c3.
+    // Its holder stops renewing it: this replica's beat takes it once it has expired, and the
+    // pass rotates c1, c2 and c3.
     let started = std::time::Instant::now();
-    while !turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await {
+    loop {
+        beat(&svc).await;
+        if turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await {
+            break;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "never taken over"
@@ -283,16 +302,24 @@ async fn only_the_replica_holding_the_scheduler_lease_runs_passes() {
     }
     assert!(SystemTime::now() >= expires, "not taken before it expired");
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
-    let held = ledger
-        .read_role(Role::Scheduler)
-        .await
-        .unwrap()
-        .value
-        .unwrap();
-    assert_eq!(held.holder, svc.pipeline().settings.replica);
-    // Its own lease: the next turn runs again, and nothing is due.
+    let held = ledger.read_presence().await.unwrap().value.scheduler;
+    assert_eq!(held.unwrap().holder, svc.pipeline().settings.replica);
+    // Its own lease: the next turn runs again (with no beat between), and nothing is due.
     assert!(turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await);
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
+
+    // A replica whose schedule is gone gives the lease up at its next beat.
+    svc.pipeline().seat.want(false);
+    let p = svc.pipeline();
+    let heart = crate::rotation::presence::Heart {
+        incarnation: p.incarnation,
+        ttl: Duration::from_secs(60),
+    };
+    crate::rotation::presence::beat(p, &heart, true)
+        .await
+        .unwrap();
+    assert_eq!(ledger.read_presence().await.unwrap().value.scheduler, None);
+    assert!(!turn(&svc, &schedule, interval, Duration::ZERO, &mut memory).await);
 }
 
 /// The schedule's passes select from the catalogue kept in the ledger: listed from Auth0 once
@@ -347,6 +374,30 @@ async fn passes_select_from_the_catalogue_listed_once_per_refresh() {
         .unwrap();
     assert_eq!(lists(), 2);
     assert_eq!(rotations(), 4, "c4 found and rotated");
+
+    // At rest a refresh that finds the same clients writes nothing to the catalogue: the
+    // scheduler's next heartbeat says when it found them current, and a replica taking over
+    // reads the catalogue as current as of then, though it was listed long before.
+    let ledger = &svc.pipeline().ledger;
+    let long_ago = std::time::SystemTime::now() - 2 * hour;
+    ledger.catalogue.lock().unwrap().as_mut().unwrap().listed_at = long_ago;
+    run_pass(&svc, &schedule, interval, Duration::ZERO, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(lists(), 3);
+    let kept = ledger.read_catalogue(std::time::UNIX_EPOCH).await.unwrap();
+    assert_eq!(kept.unwrap().listed_at, long_ago, "nothing written");
+    beat(&svc).await;
+    let confirmed = ledger.read_presence().await.unwrap().value;
+    assert!(confirmed.catalogue_current_at_ms.is_some(), "{confirmed:?}");
+    run_pass(&svc, &schedule, interval, hour, &mut Memory::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        lists(),
+        3,
+        "the ledger's catalogue, current as the heartbeat says"
+    );
 }
 
 /// A client the scheduler has just rotated is due again by its age: the next passes do not read
@@ -359,6 +410,7 @@ async fn the_clients_a_pass_rotated_are_not_read_again_before_they_are_due() {
     let mut memory = Memory::default();
     let hour = Duration::from_secs(3600);
     let interval = Duration::from_secs(1);
+    beat(&svc).await;
     assert!(turn(&svc, &schedule, interval, hour, &mut memory).await);
     assert_eq!(svc.pipeline().issuer.rotations.load(Ordering::SeqCst), 3);
     let reads = || svc.pipeline().ledger.state_reads.load(Ordering::SeqCst);
