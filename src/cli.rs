@@ -19,7 +19,7 @@ use tonic_health::pb::{
 };
 
 use crate::proto::{
-    CancelRotationRequest, CompleteRotationRequest, GetRotationStatusRequest,
+    CancelRotationRequest, CompleteRotationRequest, DriftState, GetRotationStatusRequest,
     RollbackRotationRequest, RotateSecretRequest, RotationStrategy, VaultSecret,
     secret_rotation_service_client::SecretRotationServiceClient,
 };
@@ -276,11 +276,12 @@ async fn execute(operation: Operation) -> Result<Value, Status> {
                     "caller": i.caller,
                     "lease_active": i.lease_active,
                 })),
-                "drift": match status.drift {
-                    1 => Some("in_sync"),
-                    2 => Some("drifted"),
-                    3 => Some("unknown"),
-                    _ => None,
+                "drift": match DriftState::try_from(status.drift) {
+                    Ok(DriftState::InSync) => Some("in_sync"),
+                    Ok(DriftState::Drifted) => Some("drifted"),
+                    Ok(DriftState::NotHeld) => Some("not_held"),
+                    Ok(DriftState::Unknown) => Some("unknown"),
+                    Ok(DriftState::Unspecified) | Err(_) => None,
                 },
             })
         }

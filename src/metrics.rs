@@ -25,7 +25,13 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Rotation {
     outcome: String,
+    class: &'static str,
     strategy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Step {
+    class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +71,7 @@ struct Scheduled {
 struct Metrics {
     registry: Registry,
     rotations: Family<Rotation, Counter>,
+    steps: Family<Step, Counter>,
     client_rotations: Family<ClientRotation, Counter>,
     rpc_duration: Family<Rpc, Histogram>,
     upstream_duration: Family<Upstream, Histogram>,
@@ -94,6 +101,7 @@ static PER_CLIENT: AtomicBool = AtomicBool::new(false);
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::default();
     let rotations = Family::<Rotation, Counter>::default();
+    let steps = Family::<Step, Counter>::default();
     let client_rotations = Family::<ClientRotation, Counter>::default();
     let rpc_duration = Family::<Rpc, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
     let upstream_duration =
@@ -115,8 +123,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "secret_rotator_rotations",
-        "Rotation steps by outcome (ok, staged, promoted, cancelled, replayed, recovered, or the failure) and strategy",
+        "Rotation steps by outcome (ok, staged, promoted, cancelled, replayed, recovered, or the refusal's or failure's name), its class and strategy",
         rotations.clone(),
+    );
+    registry.register(
+        "secret_rotator_rotation_steps",
+        "Rotation steps by class: ok, refused (the caller's request cannot be done) or failed (the service or an upstream failed); what alerts page on",
+        steps.clone(),
     );
     registry.register(
         "secret_rotator_client_rotations",
@@ -178,6 +191,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         vault_token_expiry,
         registry,
         rotations,
+        steps,
         client_rotations,
         rpc_duration,
         upstream_duration,
@@ -214,11 +228,21 @@ pub fn encode() -> String {
 /// The content type of [`encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub fn rotation(outcome: &str, strategy: &str, client_id: &str) {
+/// Every class of rotation step, counted from 0 from the first scrape on: an alert's
+/// `increase()` sees the first failure.
+pub fn rotation_classes(classes: &[&'static str]) {
+    for &class in classes {
+        let _ = METRICS.steps.get_or_create(&Step { class });
+    }
+}
+
+pub fn rotation(outcome: &str, class: &'static str, strategy: &str, client_id: &str) {
     let m = &*METRICS;
+    m.steps.get_or_create(&Step { class }).inc();
     m.rotations
         .get_or_create(&Rotation {
             outcome: outcome.to_owned(),
+            class,
             strategy: strategy.to_owned(),
         })
         .inc();

@@ -233,6 +233,7 @@ fn drift_state(drift: Option<Drift>) -> pb::DriftState {
         None => pb::DriftState::Unspecified,
         Some(Drift::InSync) => pb::DriftState::InSync,
         Some(Drift::Drifted) => pb::DriftState::Drifted,
+        Some(Drift::NotHeld) => pb::DriftState::NotHeld,
         Some(Drift::Unknown) => pb::DriftState::Unknown,
     }
 }

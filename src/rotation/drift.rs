@@ -76,12 +76,12 @@ pub(super) async fn check<I: SecretIssuer, S: SecretStore, L: Ledger>(
     book: &DriftBook,
     client_id: &ClientId,
 ) -> Drift {
-    let drift = match p.in_sync(client_id).await {
-        Ok(true) => Drift::InSync,
-        Ok(false) => {
+    let drift = match p.drift(client_id).await {
+        Ok(Drift::Drifted) => {
             p.outbox.drift_found(&p.ledger, client_id).await;
             Drift::Drifted
         }
+        Ok(drift) => drift,
         Err(e) => {
             warn!(%client_id, error = %e, "drift could not be checked");
             Drift::Unknown

@@ -102,7 +102,7 @@ pub use keys::{
     Certificate, KeyAlgorithm, KeyBits, KeyError, KeyPair, public_pem_kid, rsa_thumbprint,
 };
 pub use notify::{Notification, NotificationKind};
-pub use outcome::Outcome;
+pub use outcome::{Class, Outcome};
 pub use ports::BoxFuture;
 pub use ports::{
     Attachments, ClientPage, CredentialInfo, CredentialIssuer, Ledger, NewCredential,

@@ -33,7 +33,7 @@ use super::{
     outcome::Outcome,
     ports::{Ledger, SecretIssuer, SecretStore},
     records::{
-        Intent, KeySecrets, KvVersion, LastRotation, Lease, Rotation, RotationMetadata,
+        Drift, Intent, KeySecrets, KvVersion, LastRotation, Lease, Rotation, RotationMetadata,
         StoredSecret, Strategy, Versioned, millis,
     },
     seat::Seat,
@@ -163,15 +163,22 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
         }
     }
 
-    /// Whether Vault's `client_secret` is the secret Auth0 accepts now.
-    pub(super) async fn in_sync(&self, client_id: &ClientId) -> Result<bool, RotationError> {
-        let live = self.issuer.read_secret(client_id).await?;
+    /// Whether Vault's `client_secret` is the secret Auth0 accepts now (`NotHeld`, without
+    /// asking Auth0, when Vault holds none).
+    pub(super) async fn drift(&self, client_id: &ClientId) -> Result<Drift, RotationError> {
         let held = self
             .store
             .read_secret(&self.path(client_id))
             .await
             .map_err(RotationError::Vault)?;
-        Ok(held.is_some_and(|h| h.value.holds(&live.secret)))
+        let Some(held) = held else {
+            return Ok(Drift::NotHeld);
+        };
+        let live = self.issuer.read_secret(client_id).await?;
+        Ok(match held.value.holds(&live.secret) {
+            true => Drift::InSync,
+            false => Drift::Drifted,
+        })
     }
 
     /// Runs `work` (one step of rotation `rotation_id`) while holding the client's local lock,
@@ -507,6 +514,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
             tracing::Span::current().record("outcome", field::display(outcome));
             crate::metrics::rotation(
                 outcome.name(),
+                outcome.class().as_str(),
                 report.strategy.as_str(),
                 report.client_id.as_str(),
             );

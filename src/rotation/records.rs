@@ -171,8 +171,11 @@ pub struct RotationStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drift {
     InSync,
-    /// Vault holds another secret, or none.
+    /// Vault holds another secret than Auth0 accepts.
     Drifted,
+    /// Vault holds no secret for the client: the service never rotated it (nothing to
+    /// compare; Auth0 is not asked).
+    NotHeld,
     /// Auth0 or Vault could not be read.
     Unknown,
 }

@@ -70,16 +70,30 @@ async fn a_scrape_after_a_few_rotations_counts_them() {
     eprintln!("metrics scrape:\n{text}");
     let got = samples(&text);
     let value = |series: &str| got.get(series).copied().unwrap_or(0.0);
-    let rotations = |outcome: &str, strategy: &str| {
+    let rotations = |outcome: &str, class: &str, strategy: &str| {
         value(&format!(
-            "secret_rotator_rotations_total{{outcome=\"{outcome}\",strategy=\"{strategy}\"}}"
+            "secret_rotator_rotations_total{{outcome=\"{outcome}\",class=\"{class}\",strategy=\"{strategy}\"}}"
         ))
     };
-    assert_eq!(rotations("ok", "immediate"), 4.0, "{text}");
-    assert_eq!(rotations("replayed", "immediate"), 1.0);
-    assert_eq!(rotations("staged", "staged"), 1.0);
-    assert_eq!(rotations("promoted", "staged"), 1.0);
-    assert_eq!(rotations("client_not_found", "immediate"), 1.0);
+    assert_eq!(rotations("ok", "ok", "immediate"), 4.0, "{text}");
+    assert_eq!(rotations("replayed", "ok", "immediate"), 1.0);
+    assert_eq!(rotations("staged", "ok", "staged"), 1.0);
+    assert_eq!(rotations("promoted", "ok", "staged"), 1.0);
+    // A caller's mistake is refused, not failed: the failure alert does not count it.
+    assert_eq!(rotations("client_not_found", "refused", "immediate"), 1.0);
+    let steps = |class: &str| {
+        got.get(&format!(
+            "secret_rotator_rotation_steps_total{{class=\"{class}\"}}"
+        ))
+        .copied()
+    };
+    assert_eq!(steps("ok"), Some(7.0), "{text}");
+    assert_eq!(steps("refused"), Some(1.0));
+    assert_eq!(
+        steps("failed"),
+        Some(0.0),
+        "present before the first failure"
+    );
     assert_eq!(value("secret_rotator_ready"), 1.0);
     assert_eq!(value("secret_rotator_open_intents"), 0.0);
     assert_eq!(value("secret_rotator_needs_resync"), 0.0);

@@ -31,7 +31,7 @@ use super::{
     ids::{ClientId, OwnedKey, ValidationError},
     pipeline::Pipeline,
     ports::{Ledger, SecretIssuer, SecretStore},
-    records::{IdempotencyOutcome, Intent, Rotation, Step, Strategy},
+    records::{Drift, IdempotencyOutcome, Intent, Rotation, Step, Strategy},
     recovery,
     state::ClientState,
 };
@@ -173,9 +173,9 @@ pub(super) async fn require_in_sync<I: SecretIssuer, S: SecretStore, L: Ledger>(
     p: &Pipeline<I, S, L>,
     client_id: &ClientId,
 ) -> Result<(), RotationError> {
-    match p.in_sync(client_id).await? {
-        true => Ok(()),
-        false => Err(RotationError::Drifted {
+    match p.drift(client_id).await? {
+        Drift::InSync => Ok(()),
+        _ => Err(RotationError::Drifted {
             client_id: client_id.clone(),
         }),
     }

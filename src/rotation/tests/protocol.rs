@@ -480,12 +480,15 @@ async fn the_records_kept_in_memory_are_bounded() {
 }
 
 /// Drift: Vault against the secret Auth0 accepts; a rotation that requires them in sync
-/// refuses when they are not, and rotates nothing.
+/// refuses when they are not, and rotates nothing. A client Vault never held is not drifted:
+/// there is nothing to compare.
 #[tokio::test]
 async fn drift_is_reported_and_require_in_sync_refuses_a_drifted_client() {
     use crate::rotation::Drift;
     let svc = service(FakeVault::default());
     let id = ClientId::parse("abc").unwrap();
+    let never = svc.status(&ClientId::parse("other").unwrap(), true).await;
+    assert_eq!(never.unwrap().drift, Some(Drift::NotHeld));
     svc.rotate(command("abc"), soon(10_000)).await.unwrap();
     let drift = |svc: Arc<Svc>| {
         let id = id.clone();
