@@ -7,6 +7,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
+# .git is not in the build context: secret_rotator_build_info's commit comes from
+# `docker build --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD)`.
+ARG GIT_COMMIT=unknown
 # BuildKit cache mounts keep the registry and build output between builds; the binary is
 # copied out of the cached target directory, which is not part of the layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build 0.14 emits no rerun-if-changed of its own: without this every build
     // would regenerate the code.
     println!("cargo:rerun-if-changed=proto");
+    commit();
 
     let protos = [
         "proto/secretrotator/v1/client.proto",
@@ -29,4 +30,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// The git commit the build is of, for `secret_rotator_build_info`: `GIT_COMMIT` when
+/// set (a container build without `.git`), else `git rev-parse`, else "unknown".
+fn commit() {
+    println!("cargo:rerun-if-env-changed=GIT_COMMIT");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    let commit = env::var("GIT_COMMIT").ok().or_else(|| {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    println!(
+        "cargo:rustc-env=GIT_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".to_owned())
+    );
 }

@@ -12,11 +12,13 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode as encode_text},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode as encode_text},
     metrics::{
-        counter::Counter,
+        MetricType,
+        counter::{ConstCounter, Counter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
@@ -54,7 +56,112 @@ struct Upstream {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct By {
-    by: String,
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// What refused or delayed a request: the `by` label of `secret_rotator_rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitedBy {
+    /// A caller's rotations.
+    Caller,
+    /// A caller's GetRotationStatus.
+    Status,
+    /// Refusals throttled by address.
+    Address,
+    /// Auth0 answered 429.
+    Auth0,
+    /// The tenant's budget had no room before the caller's deadline.
+    Auth0Budget,
+}
+
+impl RateLimitedBy {
+    const ALL: [Self; 5] = [
+        Self::Caller,
+        Self::Status,
+        Self::Address,
+        Self::Auth0,
+        Self::Auth0Budget,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Status => "status",
+            Self::Address => "address",
+            Self::Auth0 => "auth0",
+            Self::Auth0Budget => "auth0_budget",
+        }
+    }
+}
+
+/// The process's own figures, read at each scrape (`metrics-process`): the `process_*` series
+/// every Prometheus client library exports.
+#[derive(Debug)]
+struct Process;
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = metrics_process::collector::collect();
+        if let Some(seconds) = now.cpu_seconds_total {
+            let metric = ConstCounter::new(seconds);
+            metric.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                metric.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                now.resident_memory_bytes,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                now.virtual_memory_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                now.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors (0: unlimited)",
+                now.max_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                now.threads,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                now.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let Some(value) = value.and_then(|v| i64::try_from(v).ok()) else {
+                continue;
+            };
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +222,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let ready = Gauge::default();
     let schedule_due = Family::<Scheduled, Gauge>::default();
     let vault_token_expiry = Gauge::<f64, AtomicU64>::default();
+    let build = Family::<Build, Gauge>::default();
+    build
+        .get_or_create(&Build {
+            version: env!("CARGO_PKG_VERSION"),
+            commit: env!("GIT_COMMIT"),
+        })
+        .set(1);
+    registry.register(
+        "secret_rotator_build_info",
+        "1, labelled with the running build's version and git commit",
+        build,
+    );
+    registry.register_collector(Box::new(Process));
+    for by in RateLimitedBy::ALL {
+        let _ = rate_limited.get_or_create(&By { by: by.as_str() });
+    }
     registry.register(
         "secret_rotator_vault_token_expiry_seconds",
         "Time left before the service's Vault token expires (+Inf: it does not; absent until known), \
@@ -325,10 +448,10 @@ pub fn token_refreshed() {
     METRICS.token_refreshes.inc();
 }
 
-pub fn rate_limited(by: &str) {
+pub fn rate_limited(by: RateLimitedBy) {
     METRICS
         .rate_limited
-        .get_or_create(&By { by: by.to_owned() })
+        .get_or_create(&By { by: by.as_str() })
         .inc();
 }
 

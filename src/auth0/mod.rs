@@ -288,7 +288,7 @@ impl Auth0Client {
                 .acquire(group, work.priority, work.deadline)
                 .await
                 .map_err(|wait| {
-                    crate::metrics::rate_limited("auth0_budget");
+                    crate::metrics::rate_limited(crate::metrics::RateLimitedBy::Auth0Budget);
                     SendError::Token(IssuerError::RateLimited {
                         retry_after: Some(wait),
                     })
@@ -313,7 +313,7 @@ impl Auth0Client {
             let response = sent.map_err(SendError::Transport)?;
             permit.answered(response.status().as_u16(), response.headers());
             if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                crate::metrics::rate_limited("auth0");
+                crate::metrics::rate_limited(crate::metrics::RateLimitedBy::Auth0);
                 // Auth0 did nothing: once the governor's pause is over, the same request is
                 // sent again, if the caller can wait that long.
                 let wait = retry_after(response.headers()).unwrap_or(Duration::from_secs(1));

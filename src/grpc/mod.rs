@@ -18,6 +18,7 @@ use tracing::{Instrument, Span, debug_span, field::Empty};
 use crate::{
     audit::{self, Origin},
     auth::{AuthError, AuthErrorKind, Caller, Gate, Rpc},
+    metrics::RateLimitedBy,
     proto::{self, secret_rotation_service_server::SecretRotationService},
     rotation::{
         ClientId, Ledger, RotateCommand, RotationError, RotationService, SecretIssuer, SecretStore,
@@ -83,9 +84,9 @@ impl<I, S, L> RotationApi<I, S, L> {
             _ => origin,
         };
         let limited = match &err {
-            AuthError::RateLimited { .. } => Some("caller"),
-            AuthError::StatusRateLimited { .. } => Some("status"),
-            AuthError::RefusalsThrottled { .. } => Some("address"),
+            AuthError::RateLimited { .. } => Some(RateLimitedBy::Caller),
+            AuthError::StatusRateLimited { .. } => Some(RateLimitedBy::Status),
+            AuthError::RefusalsThrottled { .. } => Some(RateLimitedBy::Address),
             _ => None,
         };
         if let Some(by) = limited {

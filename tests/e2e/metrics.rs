@@ -30,6 +30,46 @@ async fn a_scrape_after_a_few_rotations_counts_them() {
     let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
     env.push(("ROTATOR_ADMIN_ADDR", admin.clone()));
     let service = ServiceProcess::start(&env).await;
+    let http = reqwest::Client::new();
+    let scrape = || {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let got = http.get(format!("http://{admin}/metrics")).send().await;
+            got.unwrap().text().await.unwrap()
+        }
+    };
+
+    // Before anything happened: every documented series is there, at 0 where it counts.
+    let first = scrape().await;
+    let at_start = samples(&first);
+    for series in [
+        "secret_rotator_rotation_steps_total{class=\"failed\"}",
+        "secret_rotator_rotation_steps_total{class=\"refused\"}",
+        "secret_rotator_rate_limited_total{by=\"auth0\"}",
+        "secret_rotator_rate_limited_total{by=\"caller\"}",
+    ] {
+        assert_eq!(at_start.get(series), Some(&0.0), "{series} in\n{first}");
+    }
+    let build = format!(
+        "secret_rotator_build_info{{version=\"{}\",commit=\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(first.contains(&build), "{first}");
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            at_start.get(process).is_some_and(|v| *v >= 0.0),
+            "{process} in\n{first}"
+        );
+    }
+    assert!(at_start["process_resident_memory_bytes"] > 1e6);
+    assert!(at_start["process_open_fds"] >= 3.0);
+
     let mut client = service.client().await;
 
     for _ in 0..3 {
@@ -54,7 +94,6 @@ async fn a_scrape_after_a_few_rotations_counts_them() {
         .await
         .unwrap_err();
 
-    let http = reqwest::Client::new();
     let scrape = http
         .get(format!("http://{admin}/metrics"))
         .send()
