@@ -22,6 +22,9 @@ pub struct Origin {
     pub peer: Option<String>,
     /// The W3C trace id the call runs under (the caller's when it sent one; `trace.rs`).
     pub trace_id: String,
+    /// Whose earlier request the work finishes, when that is another caller (a timed
+    /// promotion: who staged the rotation).
+    pub on_behalf_of: Option<String>,
 }
 
 /// What happened.
@@ -191,6 +194,7 @@ fn emit(r: Record<'_>) {
         target: TARGET,
         event = r.event.as_str(),
         caller = r.origin.caller.as_deref().unwrap_or(""),
+        on_behalf_of = r.origin.on_behalf_of.as_deref(),
         client_id = r.client_id,
         reason = r.reason.unwrap_or(""),
         rotation_id = r.rotation_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -214,6 +218,7 @@ mod tests {
             caller: None,
             peer: Some("10.0.0.7:40000".into()),
             trace_id: "t".into(),
+            on_behalf_of: None,
         };
         let other_port = Origin {
             peer: Some("10.0.0.7:40001".into()),

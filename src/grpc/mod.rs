@@ -107,6 +107,7 @@ impl<I, S, L> RotationApi<I, S, L> {
             caller: None,
             peer: request.remote_addr().map(|a| a.to_string()),
             trace_id: call.trace_id.clone(),
+            on_behalf_of: None,
         };
         let caller = self
             .gate

@@ -18,6 +18,10 @@ use crate::{
 /// The caller the service's own rotations and promotions are audited as.
 pub const SCHEDULER_CALLER: &str = "scheduler";
 
+/// Whom the promotions a staged rotation's `promote_after` starts are audited as: its own actor,
+/// with the rotation's original caller and reason carried along.
+pub const PROMOTION_TIMER_CALLER: &str = "promotion-timer";
+
 /// How often one piece of work is tried while there is no room for it.
 const ATTEMPTS: u32 = 5;
 /// How long it waits for room when Auth0 does not say.
@@ -40,6 +44,7 @@ impl Background {
                 caller: Some(caller.into()),
                 peer: None,
                 trace_id: crate::trace::start(span),
+                on_behalf_of: None,
             },
             deadline,
         }

@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::{
-    background::{self, Background, SCHEDULER_CALLER},
+    background::{self, Background, PROMOTION_TIMER_CALLER},
     drift,
     error::RotationError,
     ids::ClientId,
@@ -313,7 +313,8 @@ async fn heal_left_open_forever<I: SecretIssuer, S: SecretStore, L: Ledger>(
 }
 
 /// Promotes the staged rotations this replica knows of (its own, and those the scans found)
-/// when they fall due, as background work audited as the scheduler's; for ever.
+/// when they fall due, as background work audited as the promotion timer's (on behalf of the
+/// rotation's caller, with its reason); for ever.
 async fn promote_due_forever<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: &Arc<RotationService<I, S, L>>,
 ) {
@@ -322,7 +323,7 @@ async fn promote_due_forever<I: SecretIssuer, S: SecretStore, L: Ledger>(
         let (client_id, rotation_id) = timer.next_due().await;
         let span = debug_span!("scheduled promotion", otel.kind = "internal");
         let background = Background::own(
-            SCHEDULER_CALLER,
+            PROMOTION_TIMER_CALLER,
             &span,
             service.pipeline().settings.max_wait,
         );

@@ -177,6 +177,7 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
         caller: intent.caller.clone(),
         peer: None,
         trace_id: intent.trace_id.clone().unwrap_or_default(),
+        on_behalf_of: None,
     };
     let report = Report {
         origin: &origin,

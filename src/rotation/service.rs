@@ -19,7 +19,7 @@ use super::{
     drift::{self, DriftBook},
     error::{RotationError, StoreError},
     history::HistoryEntry,
-    ids::{ClientId, ValidationError},
+    ids::{ClientId, Reason, ValidationError},
     notify::Notification,
     outbox,
     outcome::Outcome,
@@ -60,6 +60,10 @@ struct StepOf {
 /// How an answer ends its step.
 trait Answer {
     fn outcome(&self) -> Outcome;
+    /// Who asked for the rotation it answers about, and why (a promotion: who staged it).
+    fn requested(&self) -> (Option<&str>, Option<&Reason>) {
+        (None, None)
+    }
     /// The rotation it answers about (an earlier one for a replay).
     fn rotation_id(&self) -> Uuid;
     fn kv_version(&self) -> KvVersion;
@@ -79,6 +83,12 @@ impl Answer for Rotation {
             r if r.metadata.strategy == Strategy::Staged => Outcome::Promoted,
             _ => Outcome::Rotated,
         }
+    }
+    fn requested(&self) -> (Option<&str>, Option<&Reason>) {
+        (
+            self.metadata.caller.as_deref(),
+            self.metadata.reason.as_ref(),
+        )
     }
     fn rotation_id(&self) -> Uuid {
         self.metadata.rotation_id
@@ -322,10 +332,19 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> RotationService<I, S, L> {
         let this = Arc::clone(self);
         self.detached(step.deadline, span, async move {
             let result = run(&this.pipeline, &step.client_id, &step.origin).await;
+            // Audited with the earlier rotation's reason, and on behalf of its caller when
+            // another finishes it (the promotion timer, an operator).
+            let (requested_by, reason) = result.as_ref().map_or((None, None), T::requested);
+            let origin = Origin {
+                on_behalf_of: requested_by
+                    .filter(|by| step.origin.caller.as_deref() != Some(*by))
+                    .map(str::to_owned),
+                ..step.origin.clone()
+            };
             let report = Report {
-                origin: &step.origin,
+                origin: &origin,
                 client_id: &step.client_id,
-                reason: None,
+                reason,
                 strategy: step.strategy,
             };
             this.finish(&report, step.rotation_id, &result);

@@ -480,6 +480,16 @@ async fn a_staged_rule_stages_then_promotes() {
         secret_rotator::proto::RotationStrategy::Staged as i32
     );
     assert!(promoted.reason.contains("staged"), "{promoted:?}");
+    // The audit trail names the promotion timer as the actor, on behalf of the scheduler
+    // that staged it, with the rule's reason.
+    let audited = service
+        .audit_events()
+        .into_iter()
+        .find(|e| e["outcome"] == "promoted")
+        .unwrap_or_else(|| panic!("the promotion's audit event in {}", service.output()));
+    assert_eq!(audited["caller"], "promotion-timer", "{audited}");
+    assert_eq!(audited["on_behalf_of"], "scheduler", "{audited}");
+    assert_eq!(audited["reason"], promoted.reason.as_str(), "{audited}");
     eventually(
         "Vault to hold the promoted secret",
         Duration::from_secs(10),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use secret_rotator::emulator::{
     Emulator, EmulatorConfig, RunningEmulator, m2m_client, random_client_id, regular_client,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::Request;
 
@@ -114,16 +114,6 @@ fn descends(spans: &[ExportedSpan], span: &ExportedSpan, ancestor: &str) -> bool
     false
 }
 
-/// The audit events of the process's log (JSON lines on target `audit`).
-fn audit_events(service: &ServiceProcess) -> Vec<Value> {
-    service
-        .output()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["target"] == "audit")
-        .collect()
-}
-
 #[tokio::test]
 async fn a_rotation_is_one_trace_under_the_callers_span() {
     let stack = traced_stack().await;
@@ -223,7 +213,9 @@ async fn a_rotation_is_one_trace_under_the_callers_span() {
     }
 
     // The audit trail names the caller's trace.
-    let done = audit_events(&stack.service)
+    let done = stack
+        .service
+        .audit_events()
         .into_iter()
         .find(|e| e["event"] == "succeeded" && e["rotation_id"] == answer.rotation_id.as_str())
         .expect("audited");
@@ -282,7 +274,9 @@ async fn the_callers_sampling_decision_is_kept_and_untraced_calls_start_a_trace(
     assert_eq!(rotation.attr("rotation_id"), fresh.rotation_id);
 
     let audited = |rotation_id: &str| {
-        audit_events(&stack.service)
+        stack
+            .service
+            .audit_events()
             .into_iter()
             .find(|e| e["event"] == "succeeded" && e["rotation_id"] == rotation_id)
             .expect("audited")["trace_id"]

@@ -168,6 +168,15 @@ impl ServiceProcess {
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.log.path()).unwrap_or_default()).into_owned()
     }
+
+    /// The audit events logged so far (JSON lines on target `audit`).
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["target"] == "audit")
+            .collect()
+    }
 }
 
 impl Drop for ServiceProcess {
