@@ -54,14 +54,29 @@ done
 rm -f "$readme"
 
 kill "$dev"
+stopped=""
 for _ in $(seq 1 40); do
   if ! curl -fs "http://127.0.0.1:$BAO_PORT/v1/sys/health" >/dev/null 2>&1 \
     && ! curl -fs "http://127.0.0.1:$EMULATOR_PORT/__emulator/stats" >/dev/null 2>&1 \
     && ! (exec 3<>"/dev/tcp/127.0.0.1/$ROTATOR_PORT") 2>/dev/null; then
-    echo "dev-check: scripts/dev.sh came up, its printed commands and the README's work, and kill <pid> stopped everything"
-    rm -f "$out"
-    exit 0
+    stopped=yes
+    break
   fi
   sleep 0.25
 done
-fail "after kill $dev, something it started is still listening"
+[ -n "$stopped" ] || fail "after kill $dev, something it started is still listening"
+
+# A service that cannot start (here a broken schedule file: it exits with status 2 at once) is
+# reported by scripts/dev.sh at once, with the service's last line, not after polling for 30 s.
+broken="$(mktemp)"
+printf '[[rule]]\nlabel = "broken"\nmax_age = "soon"\n' >"$broken"
+started=$SECONDS
+if ROTATOR_SCHEDULE_FILE="$broken" scripts/dev.sh >"$out" 2>&1; then
+  fail "scripts/dev.sh came up with a broken schedule file"
+fi
+grep -q "secret-rotator exited with status 2 while starting: .*max_age" "$out" \
+  || fail "scripts/dev.sh did not report the service's exit and its reason"
+took=$((SECONDS - started))
+[ "$took" -lt 20 ] || fail "scripts/dev.sh took ${took}s to report a service that exited at once"
+rm -f "$broken" "$out"
+echo "dev-check: scripts/dev.sh came up, its printed commands and the README's work, kill <pid> stopped everything, and a service that cannot start is reported at once"

@@ -67,12 +67,21 @@ env -u AUTH0_MANAGEMENT_TOKEN \
   target/debug/secret-rotator serve >"$state/secret-rotator.log" 2>&1 &
 # The service's own pid (a pipeline's $! would be its last command), so that stopping this
 # script, by Ctrl-C or by `kill <pid>`, stops the service too.
-pids+=($!)
+service=$!
+pids+=($service)
 tail -n +1 -f "$state/secret-rotator.log" >&2 &
 pids+=($!)
 
 serving=""
 for _ in $(seq 1 300); do
+  # A service that stops while starting (a bad setting, a broken schedule file) is reported at
+  # once, with its last line.
+  if ! kill -0 "$service" 2>/dev/null; then
+    status=0
+    wait "$service" || status=$?
+    echo "dev: secret-rotator exited with status $status while starting: $(tail -n 1 "$state/secret-rotator.log")" >&2
+    exit 1
+  fi
   if .tools/bin/grpcurl -plaintext "127.0.0.1:$ROTATOR_PORT" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
     serving=yes
     break
