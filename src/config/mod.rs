@@ -29,7 +29,7 @@ pub use self::{
     schedule::ScheduleSettings, schedule::load as load_schedule, security::SecurityArgs,
     vault::VaultArgs, webhook::WebhookArgs,
 };
-use crate::telemetry;
+use crate::{rotation::Spelled, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -431,7 +431,12 @@ fn secret(s: &str) -> Result<SecretString, String> {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|_| "expected a duration such as 500ms, 5s or 2m".into())
+    spelled(s).map(|d| d.get())
+}
+
+/// A duration that is printed back as it was spelled ("24h", not "1day").
+fn spelled(s: &str) -> Result<Spelled, String> {
+    Spelled::parse(s).map_err(|_| "expected a duration such as 500ms, 5s or 2m".into())
 }
 
 #[cfg(test)]

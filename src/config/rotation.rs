@@ -4,8 +4,8 @@ use std::{num::NonZeroU32, time::Duration};
 
 use clap::Args;
 
-use super::{ConfigError, duration, nonzero_duration};
-use crate::rotation::{ClientId, KeyBits, KeySettings, PathTemplate, Settings};
+use super::{ConfigError, duration, nonzero_duration, spelled};
+use crate::rotation::{ClientId, KeyBits, KeySettings, PathTemplate, Settings, Spelled};
 
 #[derive(Debug, Args)]
 pub struct RotationArgs {
@@ -57,8 +57,8 @@ pub struct RotationArgs {
     pub staged_distribute_for: Duration,
 
     /// The longest distribute_for a request may ask for.
-    #[arg(long, env = "ROTATOR_STAGED_MAX_DISTRIBUTE_FOR", default_value = "24h", value_parser = duration)]
-    pub staged_max_distribute_for: Duration,
+    #[arg(long, env = "ROTATOR_STAGED_MAX_DISTRIBUTE_FOR", default_value = "24h", value_parser = spelled)]
+    pub staged_max_distribute_for: Spelled,
 
     /// Rotations each client's ledger record keeps for ListRotations (1 to 100).
     #[arg(long, env = "ROTATOR_HISTORY_KEPT", default_value_t = 20)]
@@ -110,7 +110,7 @@ impl RotationArgs {
             nonzero_duration(value, name)?;
         }
         if self.staged_distribute_for < Duration::from_secs(1)
-            || self.staged_distribute_for > self.staged_max_distribute_for
+            || self.staged_distribute_for > self.staged_max_distribute_for.get()
         {
             return Err(ConfigError::DistributeFor);
         }
@@ -145,7 +145,7 @@ impl RotationArgs {
             reconcile_rate,
             previous_secret_ttl: self.previous_secret_ttl,
             distribute_for: self.staged_distribute_for,
-            max_distribute_for: self.staged_max_distribute_for,
+            max_distribute_for: self.staged_max_distribute_for.clone(),
             history_kept: self.history_kept,
             drift_scan_interval: self.drift_scan_interval.filter(|d| !d.is_zero()),
             full_scan_interval: self.full_scan_interval,

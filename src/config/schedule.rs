@@ -15,7 +15,7 @@ use jiff::civil::Weekday;
 use serde::Deserialize;
 
 use super::{ConfigError, duration, nonzero_duration, readable};
-use crate::rotation::{Rule, Schedule, Selector, Strategy, Window, WindowError};
+use crate::rotation::{Rule, Schedule, Selector, Spelled, Strategy, Window, WindowError};
 
 /// The longest rule label (it goes into every scheduled rotation's reason).
 const LABEL_MAX: usize = 64;
@@ -196,7 +196,7 @@ impl RuleFile {
         Ok(Rule {
             label,
             selector,
-            max_age,
+            max_age: Spelled::parse(&self.max_age).map_err(|e| e.to_string())?,
             before_expiry,
             strategy: match self.strategy {
                 StrategyFile::Immediate => Strategy::Immediate,
@@ -275,7 +275,8 @@ mod tests {
         assert_eq!(keys.before_expiry, Some(Duration::from_secs(14 * 86_400)));
         assert_eq!(first.before_expiry, None);
         assert_eq!(first.label, "web-apps");
-        assert_eq!(first.max_age, Duration::from_secs(90 * 86_400));
+        assert_eq!(first.max_age.get(), Duration::from_secs(90 * 86_400));
+        assert_eq!(first.max_age.to_string(), "90d", "printed as configured");
         assert_eq!(first.strategy, Strategy::Staged);
         assert_eq!(first.jitter, Duration::from_secs(3600));
         assert!(first.window.is_some() && !first.dry_run);

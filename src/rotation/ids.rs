@@ -235,6 +235,42 @@ impl PathTemplate {
     }
 }
 
+/// A duration as it was configured: its value, and the spelling it was given in, which is how
+/// it is printed back ("90d" and "24h", not humantime's "2months 29days 7h 41m 24s" and "1day").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spelled {
+    value: std::time::Duration,
+    spelling: String,
+}
+
+impl Spelled {
+    /// `text` read as a duration (humantime's units: 90d, 12h, 30m, 500ms).
+    pub fn parse(text: &str) -> Result<Self, humantime::DurationError> {
+        Ok(Self {
+            value: humantime::parse_duration(text)?,
+            spelling: text.trim().to_owned(),
+        })
+    }
+
+    /// A duration nobody spelled (a test's, a computed one): printed the way humantime does.
+    pub fn of(value: std::time::Duration) -> Self {
+        Self {
+            value,
+            spelling: humantime::format_duration(value).to_string(),
+        }
+    }
+
+    pub fn get(&self) -> std::time::Duration {
+        self.value
+    }
+}
+
+impl fmt::Display for Spelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.spelling)
+    }
+}
+
 /// An Auth0 credential's id (`cred_` and letters and digits), checked before it goes into a
 /// URL or a record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

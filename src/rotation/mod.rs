@@ -95,7 +95,7 @@ pub use error::{
 pub use history::HistoryEntry;
 pub use ids::{
     AuthMethod, CLIENT_ID_MAX, ClientId, CredentialId, IDEMPOTENCY_KEY_MAX, IdempotencyKey,
-    OwnedKey, PathTemplate, REASON_MAX, Reason, ValidationError,
+    OwnedKey, PathTemplate, REASON_MAX, Reason, Spelled, ValidationError,
 };
 pub use inventory::{AttachedCredential, Inventory, InventoryEntry, rotatable, secret_based};
 pub use keys::{

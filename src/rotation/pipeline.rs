@@ -539,12 +539,12 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
         _strategy: Strategy,
         requested: Option<Duration>,
     ) -> Result<Duration, ValidationError> {
-        let max = self.settings.max_distribute_for;
+        let max = &self.settings.max_distribute_for;
         match requested {
             None => Ok(self.settings.distribute_for),
-            Some(d) if d >= Duration::from_secs(1) && d <= max => Ok(d),
+            Some(d) if d >= Duration::from_secs(1) && d <= max.get() => Ok(d),
             Some(_) => Err(ValidationError::DistributeForRange {
-                max: humantime::format_duration(max).to_string(),
+                max: max.to_string(),
             }),
         }
     }

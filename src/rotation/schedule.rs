@@ -10,7 +10,12 @@ use jiff::{
     tz::TimeZone,
 };
 
-use super::{client::Client, command::Selector, ids::ClientId, records::Strategy};
+use super::{
+    client::Client,
+    command::Selector,
+    ids::{ClientId, Spelled},
+    records::Strategy,
+};
 
 /// The rules in force; empty when no schedule is configured.
 #[derive(Debug, Clone, Default)]
@@ -65,7 +70,7 @@ pub struct Rule {
     pub label: String,
     pub selector: Selector,
     /// A client is due once its last rotation is this old.
-    pub max_age: Duration,
+    pub max_age: Spelled,
     /// A key client is due this long before its credential expires, when that is sooner.
     pub before_expiry: Option<Duration>,
     pub strategy: Strategy,
@@ -90,7 +95,7 @@ impl Rule {
         since: SystemTime,
     ) -> SystemTime {
         let offset = jitter_offset(client_id, self.jitter);
-        let by_age = last.map_or(since, |t| t + self.max_age) + offset;
+        let by_age = last.map_or(since, |t| t + self.max_age.get()) + offset;
         let base = match self.expiring_from(expires) {
             Some(from) => by_age.min(from),
             None => by_age,
@@ -274,7 +279,7 @@ mod tests {
         Rule {
             label: "test".into(),
             selector: Selector::default(),
-            max_age: Duration::from_secs(90 * 86_400),
+            max_age: Spelled::parse("90d").unwrap(),
             before_expiry: None,
             strategy: Strategy::Immediate,
             window,
@@ -288,7 +293,7 @@ mod tests {
         let r = rule(Some(window), Duration::ZERO);
         let id = ClientId::parse("abc").unwrap();
         move |old_at| {
-            let last = utc(old_at) - r.max_age;
+            let last = utc(old_at) - r.max_age.get();
             shown(r.due(&id, Some(last), None, utc("2026-01-01T00:00:00Z")))
         }
     }
@@ -348,7 +353,7 @@ mod tests {
                 let id = ClientId::parse(&format!("client{n}")).unwrap();
                 let due = r.due(&id, Some(last), None, since);
                 assert_eq!(due, r.due(&id, Some(last), None, since), "deterministic");
-                due.duration_since(last + r.max_age).unwrap()
+                due.duration_since(last + r.max_age.get()).unwrap()
             })
             .collect();
         assert!(offsets.iter().all(|o| *o < Duration::from_secs(3600)));
@@ -389,7 +394,7 @@ mod tests {
         let window = Window::new(&weekdays(), Some("09:00-10:00"), "UTC").unwrap();
         let r = rule(Some(window), Duration::from_secs(6 * 3600));
         let since = utc("2026-01-01T00:00:00Z");
-        let saturday = Some(utc("2026-11-28T12:00:00Z") - r.max_age);
+        let saturday = Some(utc("2026-11-28T12:00:00Z") - r.max_age.get());
         for n in 0..20 {
             let id = ClientId::parse(&format!("client{n}")).unwrap();
             let due = r.due(&id, saturday, None, since);

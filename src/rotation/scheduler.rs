@@ -340,7 +340,7 @@ async fn rotate_scheduled<I: SecretIssuer, S: SecretStore, L: Ledger>(
         None => format!(
             "scheduled by rule {:?}: due every {}",
             due.rule().label,
-            humantime::format_duration(due.rule().max_age)
+            due.rule().max_age
         ),
     };
     let command = RotateCommand {

@@ -3,7 +3,7 @@
 use std::{num::NonZeroU32, time::Duration};
 
 use super::{
-    ids::{ClientId, PathTemplate},
+    ids::{ClientId, PathTemplate, Spelled},
     keys::KeyBits,
 };
 
@@ -56,8 +56,8 @@ pub struct Settings {
     pub previous_secret_ttl: Duration,
     /// How long a staged secret is distributed before promotion, unless the request says.
     pub distribute_for: Duration,
-    /// The longest a request may ask for.
-    pub max_distribute_for: Duration,
+    /// The longest a request may ask for, as configured.
+    pub max_distribute_for: Spelled,
     /// The service's own Auth0 application, if it has one (client credentials): rotated only
     /// when its credential is kept in Vault (`own_credential_path`), else never rotated,
     /// listed as not rotatable, never selected.

@@ -216,7 +216,7 @@ async fn bad_staged_requests_are_refused_before_auth0_or_vault() {
     let before = stack.emulator.stats();
     let cases = [
         (staged(&id, 0), "distribute_for must be at least 1s"),
-        (staged(&id, 25 * 3600), "at most 1day"),
+        (staged(&id, 25 * 3600), "at most 24h"),
         (staged(&id, -5), "must not be negative"),
         (
             RotateSecretRequest {

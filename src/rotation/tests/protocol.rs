@@ -44,7 +44,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         reconcile_rate: std::num::NonZeroU32::new(1_000).unwrap(),
         previous_secret_ttl: Duration::from_secs(600),
         distribute_for: Duration::from_secs(300),
-        max_distribute_for: Duration::from_secs(86_400),
+        max_distribute_for: crate::rotation::Spelled::parse("24h").unwrap(),
         history_kept: 3,
         drift_scan_interval: None,
         full_scan_interval: Duration::from_secs(3600),

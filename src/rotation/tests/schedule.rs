@@ -21,7 +21,7 @@ fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
     Rule {
         label: format!("rotate {clients}"),
         selector: Selector::parse(&[clients.into()], &[], "", BTreeMap::new()).unwrap(),
-        max_age,
+        max_age: crate::rotation::Spelled::of(max_age),
         before_expiry: None,
         strategy: Strategy::Immediate,
         window: None,

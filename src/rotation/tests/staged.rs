@@ -353,11 +353,11 @@ async fn staging_needs_a_secret_in_vault_and_a_distribution_time_in_bounds() {
     let cases = [
         (
             staged(Some(Duration::from_millis(500))),
-            ValidationError::DistributeForRange { max: "1day".into() },
+            ValidationError::DistributeForRange { max: "24h".into() },
         ),
         (
             staged(Some(Duration::from_secs(86_401))),
-            ValidationError::DistributeForRange { max: "1day".into() },
+            ValidationError::DistributeForRange { max: "24h".into() },
         ),
     ];
     for (command, expected) in cases {
