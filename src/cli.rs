@@ -156,6 +156,43 @@ pub fn exit_code(code: Code) -> u8 {
     }
 }
 
+/// gRPC's canonical name of `code` (`NOT_FOUND`), the spelling the docs use.
+pub fn code_name(code: Code) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+/// Prints a failure as the output asks (one JSON object on stdout, or a line on stderr) and
+/// returns its exit code.
+fn report(output: Output, status: &Status) -> u8 {
+    let code = code_name(status.code());
+    match output {
+        Output::Json => println!("{}", json!({ "error": code, "message": status.message() })),
+        Output::Human => eprintln!("secret-rotator: {code}: {}", status.message()),
+    }
+    exit_code(status.code())
+}
+
+/// Whether a command line asks for `--output json`, read before it parses: with it, a command
+/// line that does not parse is reported as one JSON object too ([`usage_error`]).
+pub fn wants_json(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json")
+}
+
+/// A command line that does not parse (`message`, clap's explained) as one JSON object, like
+/// any INVALID_ARGUMENT.
+pub fn usage_error(message: &str) -> u8 {
+    report(Output::Json, &Status::invalid_argument(message))
+}
+
 /// Runs one operator command; prints its answer and returns the exit code.
 pub async fn run(operation: Operation) -> u8 {
     let output = operation.client().output;
@@ -164,19 +201,7 @@ pub async fn run(operation: Operation) -> u8 {
             println!("{}", render(output, &answer));
             0
         }
-        Err(status) => {
-            let failure = json!({
-                "error": format!("{:?}", status.code()),
-                "message": status.message(),
-            });
-            match output {
-                Output::Json => println!("{failure}"),
-                Output::Human => {
-                    eprintln!("secret-rotator: {:?}: {}", status.code(), status.message())
-                }
-            }
-            exit_code(status.code())
-        }
+        Err(status) => report(output, &status),
     }
 }
 
@@ -410,6 +435,18 @@ fn render(output: Output, answer: &Value) -> String {
 
 async fn connect(args: &ClientArgs) -> Result<Channel, Status> {
     let bad = |what: String| Status::invalid_argument(what);
+    // Never a guess at plaintext: a bearer token would go out in the clear.
+    if !(args.server.starts_with("http://") || args.server.starts_with("https://")) {
+        let server = &args.server;
+        return Err(bad(match server.split_once("://") {
+            Some((scheme, _)) => format!(
+                "--server {server}: the scheme must be http:// (plaintext) or https:// (TLS), not {scheme}://"
+            ),
+            None => format!(
+                "--server {server} names no scheme: write http://{server} (plaintext) or https://{server} (TLS)"
+            ),
+        }));
+    }
     let mut endpoint = Endpoint::from_shared(args.server.clone())
         .map_err(|_| bad(format!("--server {} is not a URL", args.server)))?
         .connect_timeout(Duration::from_secs(5))

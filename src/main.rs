@@ -9,6 +9,9 @@ use secret_rotator::{
 fn main() -> ExitCode {
     let Cli { command } = match Cli::from_args() {
         Ok(cli) => cli,
+        Err(e) if secret_rotator::cli::wants_json(&std::env::args().collect::<Vec<_>>()) => {
+            return ExitCode::from(secret_rotator::cli::usage_error(&e));
+        }
         Err(e) => return fail(&e),
     };
     let args = match command {

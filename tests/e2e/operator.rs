@@ -128,10 +128,22 @@ async fn every_cli_failure_has_its_exit_code_and_the_servers_message() {
         operated.id.clone(),
         operated.pkjwt.clone(),
     );
-    let cases: [(&[&str], i32, &str); 5] = [
-        (&["rotate", "../x"], 2, "InvalidArgument"),
-        (&["rotate", &random_client_id()], 3, "NotFound"),
-        (&["rotate", &pkjwt], 4, "FailedPrecondition"),
+    let bare = server.trim_start_matches("http://").to_owned();
+    let cases: [(&[&str], i32, &str); 7] = [
+        (&["rotate", "../x"], 2, "INVALID_ARGUMENT"),
+        (&["rotate", &random_client_id()], 3, "NOT_FOUND"),
+        (&["rotate", &pkjwt], 4, "FAILED_PRECONDITION"),
+        // An address without its scheme is the caller's mistake, not an unreachable server.
+        (
+            &["status", &id, "--server", &bare],
+            2,
+            "names no scheme: write http://",
+        ),
+        (
+            &["status", &id, "--server", &format!("grpc://{bare}")],
+            2,
+            "the scheme must be http:// (plaintext) or https:// (TLS), not grpc://",
+        ),
         (
             &["complete", &id, "not-a-uuid"],
             2,
@@ -150,7 +162,19 @@ async fn every_cli_failure_has_its_exit_code_and_the_servers_message() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
     let refused = json(&cli(&server, &["rotate", &pkjwt, "--output", "json"]).await);
-    assert_eq!(refused["error"], "FailedPrecondition");
+    assert_eq!(refused["error"], "FAILED_PRECONDITION");
+    // With --output json a command line that does not parse is one JSON object too.
+    for args in [
+        &["rotate", "--output", "json", "--no-such-flag"][..],
+        &["--output=json", "rotate"][..],
+        &["complete", &id, "--output", "json"][..],
+    ] {
+        let out = cli(&server, args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let refused = json(&out);
+        assert_eq!(refused["error"], "INVALID_ARGUMENT", "{args:?}: {refused}");
+        assert!(refused["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
 }
 
 /// A service with a client to operate on (`id`) and a private_key_jwt one (`pkjwt`), and the
