@@ -20,8 +20,8 @@ use tonic_health::pb::{
 
 use crate::proto::{
     CancelRotationRequest, CompleteRotationRequest, DriftState, GetRotationStatusRequest,
-    RollbackRotationRequest, RotateSecretRequest, RotationStrategy, VaultSecret,
-    secret_rotation_service_client::SecretRotationServiceClient,
+    ListRotationsRequest, RollbackRotationRequest, RotateSecretRequest, RotationStrategy,
+    VaultSecret, secret_rotation_service_client::SecretRotationServiceClient,
 };
 
 /// How to reach the server, shared by every operator command.
@@ -123,6 +123,12 @@ pub enum Operation {
         client_id: String,
         rotation_id: String,
     },
+    /// A client's rotations, newest first (ListRotations).
+    History {
+        #[command(flatten)]
+        client: ClientArgs,
+        client_id: String,
+    },
     /// Whether the server is SERVING.
     Health {
         #[command(flatten)]
@@ -138,6 +144,7 @@ impl Operation {
             | Self::Complete { client, .. }
             | Self::Cancel { client, .. }
             | Self::Rollback { client, .. }
+            | Self::History { client, .. }
             | Self::Health { client } => client,
         }
     }
@@ -215,6 +222,31 @@ async fn execute(operation: Operation) -> Result<Value, Status> {
     let timeout = args.timeout;
     let token = args.token.clone();
     Ok(match operation {
+        Operation::History {
+            client: _,
+            client_id,
+        } => {
+            let request = request(timeout, token.as_ref(), ListRotationsRequest { client_id })?;
+            let answer = client.list_rotations(request).await?.into_inner();
+            let rotations: Vec<Value> = answer
+                .rotations
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "rotation_id": r.rotation_id,
+                        "strategy": strategy_name(r.strategy),
+                        "outcome": r.outcome,
+                        "started_at": r.started_at.map(|t| t.to_string()),
+                        "stored_at": r.stored_at.map(|t| t.to_string()),
+                        "rotated_by": r.rotated_by,
+                        "reason": r.reason,
+                        "recovered": r.recovered,
+                        "kv_version": r.kv_version,
+                    })
+                })
+                .collect();
+            json!({ "rotations": rotations })
+        }
         Operation::Rotate {
             client: _,
             client_id,
@@ -416,6 +448,13 @@ fn render(output: Output, answer: &Value) -> String {
                 Value::Object(_) => {
                     out.push(format!("{pad}{key}:"));
                     lines(value, indent + 1, out);
+                }
+                Value::Array(items) if items.iter().all(Value::is_object) => {
+                    out.push(format!("{pad}{key}:"));
+                    for item in items {
+                        out.push(format!("{pad}  -"));
+                        lines(item, indent + 2, out);
+                    }
                 }
                 Value::String(s) if s.is_empty() => {}
                 Value::String(s) => out.push(format!("{pad}{key}: {s}")),

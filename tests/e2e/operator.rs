@@ -113,8 +113,31 @@ async fn the_cli_rotates_stages_cancels_and_completes_printing_no_secret() {
     .await;
     assert_eq!(unknown.status.code(), Some(3), "NOT_FOUND: {unknown:?}");
 
+    // Its history, newest first: the rollback's subject promoted, the first stage cancelled.
+    let history = json(&cli(&server, &["history", &id, "--output", "json"]).await);
+    let rotations = history["rotations"].as_array().expect("a list");
+    let outcomes: Vec<&str> = rotations
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rotations[0]["rotation_id"],
+        rotation_id.as_str(),
+        "{history}"
+    );
+    assert!(outcomes.contains(&"cancelled"), "{outcomes:?}");
+    assert!(outcomes.contains(&"ok"), "{outcomes:?}");
+    let human = cli(&server, &["history", &id]).await;
+    assert_eq!(human.status.code(), Some(0), "{human:?}");
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(human.starts_with("rotations:\n  -\n"), "{human}");
+    assert!(
+        human.contains(&format!("rotation_id: {rotation_id}")),
+        "{human}"
+    );
+
     // Nothing the CLI printed holds a secret.
-    let everything = format!("{rotated}{status}{completed}{staged}{rolled_back}");
+    let everything = format!("{rotated}{status}{completed}{staged}{rolled_back}{history}{human}");
     for secret in emulator.client(&id).unwrap().issued_secrets {
         assert!(!everything.contains(&secret));
     }
