@@ -24,6 +24,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
+mod ages;
+
+pub use ages::{SecretAgeSource, SecretAges, secret_ages_from};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Rotation {
     outcome: String,
@@ -235,6 +239,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         build,
     );
     registry.register_collector(Box::new(Process));
+    registry.register_collector(Box::new(ages::Ages));
     for by in RateLimitedBy::ALL {
         let _ = rate_limited.get_or_create(&By { by: by.as_str() });
     }

@@ -74,6 +74,12 @@ pub struct RotationArgs {
     #[arg(long, env = "ROTATOR_FULL_SCAN_INTERVAL", default_value = "1h", value_parser = duration)]
     pub full_scan_interval: Duration,
 
+    /// A secret whose last rotation is older counts as overdue in
+    /// secret_rotator_clients_overdue (as does one past its schedule rule's due time)
+    /// [default: off].
+    #[arg(long, env = "ROTATOR_MAX_SECRET_AGE", value_parser = duration)]
+    pub max_secret_age: Option<Duration>,
+
     /// RSA key size of the keys key rotations make: 2048, 3072 or 4096.
     #[arg(long, env = "ROTATOR_KEY_BITS", default_value_t = 2048)]
     pub key_bits: u32,
@@ -149,6 +155,7 @@ impl RotationArgs {
             history_kept: self.history_kept,
             drift_scan_interval: self.drift_scan_interval.filter(|d| !d.is_zero()),
             full_scan_interval: self.full_scan_interval,
+            max_secret_age: self.max_secret_age.filter(|d| !d.is_zero()),
             keys: KeySettings {
                 bits,
                 credential_lifetime: self.key_lifetime,

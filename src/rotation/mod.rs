@@ -26,9 +26,10 @@
 //! - `command`: what callers ask for, validated (RotateCommand, BatchCommand, Selector);
 //! - `ports`: the three traits the protocol is generic over;
 //! - `schedule`: schedule rules and when each client is due;
-//! - `locks`, `left_open`, `timer`, `outbox`, `seat`: per-replica state, each with its own API
-//!   (local locks and remembered records, intents this replica left open, staged rotations' due
-//!   times, notifications to deliver, the scheduler lease as its beats hold it);
+//! - `locks`, `left_open`, `timer`, `outbox`, `seat`, `ages`: per-replica state, each with its
+//!   own API (local locks and remembered records, intents this replica left open, staged
+//!   rotations' due times, notifications to deliver, the scheduler lease as its beats hold it,
+//!   the ages of the secrets on record);
 //! - `settings`: the protocol's settings, fixed at start-up;
 //! - `pipeline`: acquire, settle, close, refuse, store, finish: what every step runs through;
 //! - `presence`: the replicas' heartbeats and the scanner and scheduler leases, in one shared
@@ -50,6 +51,7 @@
 //! - `reconciler`: healing intents left open, the scanner's passes, timed promotions;
 //! - `tests`: in-memory fakes of the ports and the protocol's tests.
 
+mod ages;
 mod background;
 pub mod batch;
 mod catalogue;

@@ -23,6 +23,7 @@ use tracing::{error, field, warn};
 use uuid::Uuid;
 
 use super::{
+    ages::Ages,
     client::Client,
     error::{RotationError, StoreError},
     ids::{ClientId, Reason, ValidationError},
@@ -59,6 +60,8 @@ pub(super) struct Pipeline<I, S, L> {
     pub(super) incarnation: uuid::Uuid,
     /// The scheduler lease, as this replica's beats hold it (`seat.rs`).
     pub(super) seat: Seat,
+    /// How old the secrets on record are (`ages.rs`).
+    pub(super) ages: std::sync::Arc<Ages>,
 }
 
 /// The lease, or the open intent of a dead step standing in its way.
@@ -101,6 +104,7 @@ pub(super) enum Left<'a> {
 impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
     pub(super) fn new(issuer: I, store: S, ledger: L, settings: Settings) -> Self {
         Self {
+            ages: Ages::new(settings.max_secret_age),
             issuer,
             store,
             ledger,
@@ -326,6 +330,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
         closed.history_closed(rotation_id);
         match self.ledger.write_state(client_id, &closed, fence).await {
             Ok(version) => {
+                self.ages.seen(client_id, &closed);
                 if !closed.notifications.is_empty() {
                     self.outbox.written(client_id);
                 }

@@ -16,7 +16,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::time::{Instant, MissedTickBehavior};
@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use uuid::Uuid;
 
 use super::{
+    ages::Governed,
     background::{self, Background, PROMOTION_TIMER_CALLER},
     drift,
     error::RotationError,
@@ -41,6 +42,10 @@ const SCANNER_LEASE_INTERVALS: u32 = 3;
 
 /// Records a paced pass reads back to back.
 const SCAN_BURST: u32 = 10;
+
+/// Overdue clients' records the scanner reads again at most each turn, to see rotations
+/// other replicas made (`ages.rs`).
+const AGES_CONFIRMED_PER_TURN: usize = 20;
 
 /// How long an automatic promotion waits before trying again.
 const PROMOTION_RETRY: Duration = Duration::from_secs(5);
@@ -104,6 +109,8 @@ pub(super) struct Scanned {
     /// Open intents under a lease still running (a rotation in flight, or a dead replica's
     /// whose lease has not expired yet): the next pass looks again.
     pub still_open: usize,
+    /// The pass read every record (it was not cut short by the loss of the scanner lease).
+    pub whole: bool,
 }
 
 /// A pass, paced at `reconcile_rate` records per second when `heart` is the scanner's (its
@@ -131,7 +138,7 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut renewed = Instant::now();
     let mut scanned = Scanned::default();
-    for (n, client_id) in clients.into_iter().enumerate() {
+    for (n, client_id) in clients.iter().enumerate() {
         if let Some(heart) = heart
             && n % burst as usize == 0
         {
@@ -143,27 +150,28 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
                 }
             }
         }
-        let record = match p.ledger.read_state(&client_id).await {
+        let record = match p.ledger.read_state(client_id).await {
             Ok(read) => read,
             Err(e) => {
                 warn!(%client_id, error = %e, "reconciler cannot read a client record");
                 continue;
             }
         };
+        p.ages.seen(client_id, &record.value);
         let orphaned = SystemTime::now() - p.settings.reconcile_interval;
-        p.outbox.scanned(&client_id, &record.value, orphaned);
+        p.outbox.scanned(client_id, &record.value, orphaned);
         if drift_pass {
-            drift::scan(p, service.drift_book(), &client_id, &record.value).await;
+            drift::scan(p, service.drift_book(), client_id, &record.value).await;
         }
         if let Some(staged) = &record.value.staged {
             // Promoted by this replica's timer when due.
             p.timer
-                .note(&client_id, staged.rotation_id, staged.promote_after);
+                .note(client_id, staged.rotation_id, staged.promote_after);
         }
         if let Some(overlap) = &record.value.overlap {
             // The old key is retired by this replica's timer when the overlap ends.
             p.timer
-                .note(&client_id, overlap.rotation_id, overlap.retire_after);
+                .note(client_id, overlap.rotation_id, overlap.retire_after);
         }
         if record.value.intent.is_none() {
             continue;
@@ -172,7 +180,7 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
             scanned.still_open += 1;
             continue;
         }
-        match heal_orphan(p, &client_id, record).await {
+        match heal_orphan(p, client_id, record).await {
             Ok(()) => scanned.healed += 1,
             Err(e) => {
                 scanned.still_open += 1;
@@ -180,6 +188,10 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
             }
         }
     }
+    if heart.is_some() {
+        p.ages.pass_done(&clients);
+    }
+    scanned.whole = true;
     scanned
 }
 
@@ -221,6 +233,7 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     let view = presence::beat(p, heart, true).await?;
     if !view.scanner {
         memory.scanner = false;
+        p.ages.not_scanning();
         return None;
     }
     let took_over = !memory.scanner;
@@ -241,10 +254,12 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
         _ => {
             // A replica seen for the first time that replaced nobody has nothing to look for.
             memory.known = view.incarnations;
+            confirm_ages(service).await;
             return None;
         }
     };
     debug!(why, "reconciler reads every client record");
+    p.ages.judge_by(governed(service).await);
     // Only the scanner's paced passes check drift.
     let scanned = scan(service, Some(heart), drift_due).await;
     memory.known = view.incarnations;
@@ -257,12 +272,57 @@ pub(super) async fn turn<I: SecretIssuer, S: SecretStore, L: Ledger>(
     Some(scanned)
 }
 
+/// The rules of the schedule in force and the clients they govern, from the scheduler's
+/// catalogue in the ledger; `None` without a schedule with rules.
+async fn governed<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &RotationService<I, S, L>,
+) -> Option<Governed> {
+    let schedule = service.schedule().filter(|s| !s.rules.is_empty())?;
+    let catalogue = match service.pipeline().ledger.read_catalogue(UNIX_EPOCH).await {
+        Ok(catalogue) => catalogue,
+        Err(e) => {
+            warn!(error = %e, "cannot read the client catalogue: secret ages are judged by ROTATOR_MAX_SECRET_AGE only until the next pass");
+            None
+        }
+    };
+    Some(Governed::new(schedule, catalogue.as_ref()))
+}
+
+/// At rest: the rules again when the schedule was reloaded, and the records of a few overdue
+/// clients read again (another replica may have rotated them). Nothing when none is overdue.
+async fn confirm_ages<I: SecretIssuer, S: SecretStore, L: Ledger>(
+    service: &RotationService<I, S, L>,
+) {
+    let p = service.pipeline();
+    let now = service.schedule().filter(|s| !s.rules.is_empty());
+    let reloaded = match (now, p.ages.schedule()) {
+        (None, None) => false,
+        (Some(now), Some(judged)) => !Arc::ptr_eq(&now, &judged),
+        _ => true,
+    };
+    if reloaded {
+        p.ages.judge_by(governed(service).await);
+    }
+    for client_id in p
+        .ages
+        .to_confirm(p.settings.reconcile_interval, AGES_CONFIRMED_PER_TURN)
+    {
+        match p.ledger.read_state(&client_id).await {
+            Ok(record) => p.ages.seen(&client_id, &record.value),
+            Err(e) => warn!(%client_id, error = %e, "cannot read an overdue client's record"),
+        }
+    }
+}
+
 /// Heals what this replica leaves open, at once, and takes its turn scanning for everyone
 /// else's; for ever. Dropping the future mid-pass is safe: every write is check-and-set and
 /// a taken lease expires.
 pub async fn run<I: SecretIssuer, S: SecretStore, L: Ledger>(
     service: Arc<RotationService<I, S, L>>,
 ) {
+    // The scanner's book is what scrapes report.
+    let ages: Arc<dyn crate::metrics::SecretAgeSource> = service.pipeline().ages.clone();
+    crate::metrics::secret_ages_from(&ages);
     background::forever(async {
         tokio::join!(
             heal_left_open_forever(&service),

@@ -73,5 +73,8 @@ pub struct Settings {
     /// How often the scanning replica reads every client record even when no replica died
     /// (the safety sweep).
     pub full_scan_interval: Duration,
+    /// Clients whose last rotation is older are overdue (`secret_rotator_clients_overdue`),
+    /// as well as those past their schedule rule's due time; `None`: only the latter.
+    pub max_secret_age: Option<Duration>,
     pub keys: KeySettings,
 }

@@ -1,14 +1,16 @@
 //! The admin listener: Prometheus metrics after a few rotations, scraped and parsed, and the
 //! health endpoints.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use secret_rotator::{
     emulator::{random_client_id, regular_client},
     proto::CompleteRotationRequest,
 };
 
-use crate::helpers::{ServiceProcess, bare_stack, free_port, keyed, rotate, rotate_staged};
+use crate::helpers::{
+    ServiceProcess, bare_stack, eventually, free_port, keyed, rotate, rotate_staged,
+};
 
 /// `name{labels} value` lines of an OpenMetrics text, by `name{labels}`.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -47,6 +49,8 @@ async fn a_scrape_after_a_few_rotations_counts_them() {
         "secret_rotator_rotation_steps_total{class=\"refused\"}",
         "secret_rotator_rate_limited_total{by=\"auth0\"}",
         "secret_rotator_rate_limited_total{by=\"caller\"}",
+        "secret_rotator_clients_overdue",
+        "secret_rotator_oldest_secret_age_seconds",
     ] {
         assert_eq!(at_start.get(series), Some(&0.0), "{series} in\n{first}");
     }
@@ -174,4 +178,56 @@ async fn a_scrape_after_a_few_rotations_counts_them() {
     };
     assert_eq!(status("/healthz").await, 200);
     assert_eq!(status("/readyz").await, 200);
+}
+
+/// Secret ages without a schedule: the scanning replica's figures from the ledger, each
+/// client's age with ROTATOR_METRICS_PER_CLIENT, and the clients older than
+/// ROTATOR_MAX_SECRET_AGE counted as overdue until they are rotated again.
+#[tokio::test]
+async fn secret_ages_and_overdue_clients_are_scraped_without_a_schedule() {
+    let (bao, emulator, m2m) = bare_stack().await;
+    let (first, second) = (random_client_id(), random_client_id());
+    emulator.add_client(regular_client(&first, "Aged app"));
+    emulator.add_client(regular_client(&second, "Other aged app"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut env = ServiceProcess::env_for(&bao, &emulator, &m2m);
+    env.extend([
+        ("ROTATOR_ADMIN_ADDR", admin.clone()),
+        ("ROTATOR_MAX_SECRET_AGE", "3s".into()),
+        ("ROTATOR_METRICS_PER_CLIENT", "true".into()),
+    ]);
+    let service = ServiceProcess::start(&env).await;
+    let http = reqwest::Client::new();
+    let scrape = || {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let got = http.get(format!("http://{admin}/metrics")).send().await;
+            samples(&got.unwrap().text().await.unwrap())
+        }
+    };
+    let mut client = service.client().await;
+    client.rotate_secret(rotate(&first)).await.unwrap();
+    client.rotate_secret(rotate(&second)).await.unwrap();
+    let age_of = |id: &str| format!("secret_rotator_secret_age_seconds{{client_id=\"{id}\"}}");
+
+    // Both pass ROTATOR_MAX_SECRET_AGE: overdue, each with its age.
+    let got = eventually("both clients overdue", Duration::from_secs(20), || async {
+        let got = scrape().await;
+        (got.get("secret_rotator_clients_overdue") == Some(&2.0)).then_some(got)
+    })
+    .await;
+    assert!(got[&age_of(&first)] >= 3.0, "{got:?}");
+    assert!(got[&age_of(&second)] >= 3.0, "{got:?}");
+    assert!(got["secret_rotator_oldest_secret_age_seconds"] >= got[&age_of(&second)]);
+
+    // Rotated again: no longer overdue, and young.
+    client.rotate_secret(rotate(&first)).await.unwrap();
+    let got = scrape().await;
+    assert_eq!(
+        got.get("secret_rotator_clients_overdue"),
+        Some(&1.0),
+        "{got:?}"
+    );
+    assert!(got[&age_of(&first)] < 3.0, "{got:?}");
+    assert!(got["secret_rotator_oldest_secret_age_seconds"] >= 3.0);
 }

@@ -46,6 +46,8 @@ pub struct FakeAuth0 {
     pub credential_calls: AtomicUsize,
     /// Client list pages asked for.
     pub list_calls: AtomicUsize,
+    /// Secrets and clients read.
+    pub reads: AtomicUsize,
 }
 
 impl FakeAuth0 {
@@ -165,10 +167,12 @@ impl SecretIssuer for FakeAuth0 {
     }
 
     async fn read_secret(&self, id: &ClientId) -> Result<IssuedSecret, IssuerError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.issued(id)
     }
 
     async fn read_client(&self, id: &ClientId) -> Result<Client, IssuerError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         if let Some(keys) = self.keyed.lock().unwrap().get(id.as_str()) {
             return Ok(serde_json::from_value(keys.client_doc(id.as_str())).unwrap());
         }

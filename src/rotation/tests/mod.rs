@@ -1,5 +1,6 @@
 //! The protocol against in-memory ports: each test states what a user would notice.
 
+mod ages;
 mod fake_keys;
 mod fakes;
 mod history;

@@ -48,6 +48,7 @@ pub(super) fn service_with(vault: FakeVault, tweak: impl FnOnce(&mut Settings)) 
         history_kept: 3,
         drift_scan_interval: None,
         full_scan_interval: Duration::from_secs(3600),
+        max_secret_age: None,
         own_client: None,
         own_credential_path: None,
         keys: Default::default(),

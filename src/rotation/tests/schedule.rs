@@ -17,7 +17,7 @@ use crate::rotation::{
     scheduler::Memory,
 };
 
-fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
+pub(super) fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
     Rule {
         label: format!("rotate {clients}"),
         selector: Selector::parse(&[clients.into()], &[], "", BTreeMap::new()).unwrap(),
@@ -31,7 +31,7 @@ fn rule(clients: &str, max_age: Duration, dry_run: bool) -> Rule {
 }
 
 /// The issuer also holds c1, c2 and c3 (beside abc and other); `rules` are in force.
-fn scheduled(rules: Vec<Rule>) -> (Arc<Svc>, Arc<Schedule>) {
+pub(super) fn scheduled(rules: Vec<Rule>) -> (Arc<Svc>, Arc<Schedule>) {
     let svc = service(FakeVault::default());
     seed(&svc, &["c1", "c2", "c3"]);
     let schedule = Arc::new(Schedule { rules });
