@@ -29,7 +29,7 @@
 //!   in `grpc/status.rs`.
 //! - [`telemetry`]: installs the log subscriber and, with an OTLP endpoint, the span exporter;
 //!   its `Settings`.
-//! - [`cli`]: the operator commands (rotate, status, complete, cancel, health): a gRPC client.
+//! - [`cli`]: the operator commands (a command per RPC, and health): a gRPC client.
 //! - [`config`]: flags and environment, grouped and validated once into each part's settings.
 //! - [`app`]: the composition root: builds the adapters, the service and the server; health,
 //!   reflection, start-up checks, the reconciler, shutdown.

@@ -26,6 +26,7 @@ mod leak;
 mod logs;
 mod metrics;
 mod operator;
+mod operator_fleet;
 mod own_credentials;
 mod pki;
 mod rate_groups;

@@ -1,4 +1,4 @@
-//! The operator CLI (`secret-rotator rotate|status|complete|cancel|rollback|health`) against a running
+//! The operator CLI (`secret-rotator rotate|status|complete|cancel|rollback|history|health`) against a running
 //! server: JSON and human output, and an exit code per kind of failure.
 
 use std::process::Output;
@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::helpers::{ServiceProcess, bare_stack};
 
 /// Runs the binary with `args` against `server`.
-async fn cli(server: &str, args: &[&str]) -> Output {
+pub(crate) async fn cli(server: &str, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_secret-rotator"))
         .args(args)
         .env("ROTATOR_SERVER", server)
@@ -18,7 +18,7 @@ async fn cli(server: &str, args: &[&str]) -> Output {
         .expect("run the CLI")
 }
 
-fn json(out: &Output) -> Value {
+pub(crate) fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
         panic!(
             "not JSON: {} / {}",
@@ -202,17 +202,17 @@ async fn every_cli_failure_has_its_exit_code_and_the_servers_message() {
 
 /// A service with a client to operate on (`id`) and a private_key_jwt one (`pkjwt`), and the
 /// `--server` that reaches it.
-struct Operated {
-    emulator: secret_rotator::emulator::RunningEmulator,
-    server: String,
-    id: String,
-    pkjwt: String,
+pub(crate) struct Operated {
+    pub emulator: secret_rotator::emulator::RunningEmulator,
+    pub server: String,
+    pub id: String,
+    pub pkjwt: String,
     _service: ServiceProcess,
     _bao: crate::helpers::Bao,
 }
 
 impl Operated {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let (bao, emulator, m2m) = bare_stack().await;
         let id = random_client_id();
         emulator.add_client(regular_client(&id, "Operated app"));
