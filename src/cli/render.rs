@@ -29,6 +29,8 @@ pub(super) fn render(output: Output, answer: &Value) -> String {
             let pad = "  ".repeat(indent);
             match value {
                 Value::Null => {}
+                Value::Object(o) if o.is_empty() => {}
+                Value::Array(items) if items.is_empty() => {}
                 Value::Object(_) => {
                     out.push(format!("{pad}{key}:"));
                     lines(value, indent + 1, out);
