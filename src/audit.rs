@@ -25,6 +25,9 @@ pub struct Origin {
     /// Whose earlier request the work finishes, when that is another caller (a timed
     /// promotion: who staged the rotation).
     pub on_behalf_of: Option<String>,
+    /// The service's own actor doing the work (`scheduler`, `promotion-timer`); `None` for a
+    /// caller's request. The `actor` label of the rotation metrics.
+    pub service_actor: Option<&'static str>,
 }
 
 /// What happened.
@@ -219,6 +222,7 @@ mod tests {
             peer: Some("10.0.0.7:40000".into()),
             trace_id: "t".into(),
             on_behalf_of: None,
+            service_actor: None,
         };
         let other_port = Origin {
             peer: Some("10.0.0.7:40001".into()),

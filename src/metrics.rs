@@ -33,6 +33,8 @@ struct Rotation {
     outcome: String,
     class: &'static str,
     strategy: String,
+    /// `caller` (a request), `scheduler` or `promotion-timer`.
+    actor: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -251,7 +253,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "secret_rotator_rotations",
-        "Rotation steps by outcome (ok, staged, promoted, cancelled, replayed, recovered, or the refusal's or failure's name), its class and strategy",
+        "Rotation steps by outcome (ok, staged, promoted, cancelled, replayed, recovered, or the refusal's or failure's name), its class, strategy and actor (caller, scheduler, promotion-timer)",
         rotations.clone(),
     );
     registry.register(
@@ -364,7 +366,15 @@ pub fn rotation_classes(classes: &[&'static str]) {
     }
 }
 
-pub fn rotation(outcome: &str, class: &'static str, strategy: &str, client_id: &str) {
+/// A step ended as `outcome` (of `class`), asked for by `actor` (`caller`, or the service's
+/// own: `scheduler`, `promotion-timer`).
+pub fn rotation(
+    outcome: &str,
+    class: &'static str,
+    strategy: &str,
+    actor: &'static str,
+    client_id: &str,
+) {
     let m = &*METRICS;
     m.steps.get_or_create(&Step { class }).inc();
     m.rotations
@@ -372,6 +382,7 @@ pub fn rotation(outcome: &str, class: &'static str, strategy: &str, client_id: &
             outcome: outcome.to_owned(),
             class,
             strategy: strategy.to_owned(),
+            actor,
         })
         .inc();
     if PER_CLIENT.load(Ordering::Relaxed) {

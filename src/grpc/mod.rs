@@ -108,6 +108,7 @@ impl<I, S, L> RotationApi<I, S, L> {
             peer: request.remote_addr().map(|a| a.to_string()),
             trace_id: call.trace_id.clone(),
             on_behalf_of: None,
+            service_actor: None,
         };
         let caller = self
             .gate

@@ -45,6 +45,7 @@ impl Background {
                 peer: None,
                 trace_id: crate::trace::start(span),
                 on_behalf_of: None,
+                service_actor: Some(caller),
             },
             deadline,
         }

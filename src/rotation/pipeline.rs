@@ -521,6 +521,7 @@ impl<I: SecretIssuer, S: SecretStore, L: Ledger> Pipeline<I, S, L> {
                 outcome.name(),
                 outcome.class().as_str(),
                 report.strategy.as_str(),
+                report.origin.service_actor.unwrap_or("caller"),
                 report.client_id.as_str(),
             );
         }

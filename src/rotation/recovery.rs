@@ -178,6 +178,7 @@ pub(super) async fn heal<I: SecretIssuer, S: SecretStore, L: Ledger>(
         peer: None,
         trace_id: intent.trace_id.clone().unwrap_or_default(),
         on_behalf_of: None,
+        service_actor: None,
     };
     let report = Report {
         origin: &origin,

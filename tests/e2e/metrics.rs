@@ -115,7 +115,7 @@ async fn a_scrape_after_a_few_rotations_counts_them() {
     let value = |series: &str| got.get(series).copied().unwrap_or(0.0);
     let rotations = |outcome: &str, class: &str, strategy: &str| {
         value(&format!(
-            "secret_rotator_rotations_total{{outcome=\"{outcome}\",class=\"{class}\",strategy=\"{strategy}\"}}"
+            "secret_rotator_rotations_total{{outcome=\"{outcome}\",class=\"{class}\",strategy=\"{strategy}\",actor=\"caller\"}}"
         ))
     };
     assert_eq!(rotations("ok", "ok", "immediate"), 4.0, "{text}");

@@ -418,6 +418,7 @@ async fn staged_schedule(
     emulator: &secret_rotator::emulator::RunningEmulator,
     m2m: &str,
     clients: &[&str],
+    admin: &str,
 ) -> (ServiceProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let schedule = dir.path().join("schedule.toml");
@@ -434,6 +435,8 @@ async fn staged_schedule(
     )
     .unwrap();
     let mut env = ServiceProcess::env_for(bao, emulator, m2m);
+    env.retain(|(name, _)| *name != "ROTATOR_ADMIN_ADDR");
+    env.push(("ROTATOR_ADMIN_ADDR", admin.to_owned()));
     env.push(("ROTATOR_SCHEDULE_FILE", schedule.display().to_string()));
     env.push(("ROTATOR_SCHEDULE_INTERVAL", "100ms".into()));
     env.push(("ROTATOR_STAGED_DISTRIBUTE_FOR", "1s".into()));
@@ -457,7 +460,8 @@ async fn a_staged_rule_stages_then_promotes() {
         .await
         .expect("a caller's rotation");
     drop(plain);
-    let (service, _dir) = staged_schedule(&bao, &emulator, &m2m, &[&held]).await;
+    let admin = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let (service, _dir) = staged_schedule(&bao, &emulator, &m2m, &[&held], &admin).await;
 
     // Due 2 s after the caller's rotation: staged, distributed for 1 s, promoted by the timer.
     let promoted = eventually(
@@ -490,6 +494,19 @@ async fn a_staged_rule_stages_then_promotes() {
     assert_eq!(audited["caller"], "promotion-timer", "{audited}");
     assert_eq!(audited["on_behalf_of"], "scheduler", "{audited}");
     assert_eq!(audited["reason"], promoted.reason.as_str(), "{audited}");
+    // Counted as its own actor too, apart from the scheduler that staged it.
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (outcome, actor) in [("staged", "scheduler"), ("promoted", "promotion-timer")] {
+        let series = format!(
+            "secret_rotator_rotations_total{{outcome=\"{outcome}\",class=\"ok\",strategy=\"staged\",actor=\"{actor}\"}} "
+        );
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
     eventually(
         "Vault to hold the promoted secret",
         Duration::from_secs(10),
@@ -513,7 +530,8 @@ async fn a_staged_rule_says_why_it_cannot_stage_a_client_vault_holds_nothing_for
     let (bao, emulator, m2m) = bare_stack().await;
     let unheld = random_client_id();
     emulator.add_client(regular_client(&unheld, "Staged app"));
-    let (service, _dir) = staged_schedule(&bao, &emulator, &m2m, &[&unheld]).await;
+    let admin = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let (service, _dir) = staged_schedule(&bao, &emulator, &m2m, &[&unheld], &admin).await;
     let warned = eventually("the scheduler to say why", Duration::from_secs(30), || {
         let log = service.output();
         async move {
