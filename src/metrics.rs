@@ -283,7 +283,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "secret_rotator_needs_resync",
-        "Rotations this replica left open and could not heal yet (NEEDS RESYNC): Auth0 may hold a secret Vault lacks",
+        "Rotations left open (by this replica, or by a replica that died and its scan found) that it could not heal yet (NEEDS RESYNC): Auth0 may hold a secret Vault lacks",
         needs_resync.clone(),
     );
     registry.register(

@@ -1,6 +1,7 @@
 //! The intents this replica left open (Auth0's answer lost and not read back, the secret not
-//! stored), by client: healed in-process at once and retried, without waiting for their lease
-//! to expire (`reconciler.rs`). Counted in `secret_rotator_open_intents` and
+//! stored), and those of a replica that died which its scan could not heal, by client: healed
+//! in-process at once and retried, without waiting for their lease to expire
+//! (`reconciler.rs`). Counted in `secret_rotator_open_intents` and
 //! `secret_rotator_needs_resync`.
 
 use std::{collections::HashMap, sync::Mutex};

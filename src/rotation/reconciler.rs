@@ -180,11 +180,17 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
             scanned.still_open += 1;
             continue;
         }
+        let rotation_id = record.value.intent.as_ref().map(|i| i.rotation_id);
         match heal_orphan(p, client_id, record).await {
             Ok(()) => scanned.healed += 1,
             Err(e) => {
                 scanned.still_open += 1;
                 warn!(%client_id, error = %e, "reconciler could not heal; will retry");
+                // Adopted as if this replica had left it open: retried at once, with backoff,
+                // and counted in secret_rotator_needs_resync until healed (stuck work pages).
+                if let Some(rotation_id) = rotation_id {
+                    p.left_open.note(client_id, rotation_id);
+                }
             }
         }
     }

@@ -242,3 +242,44 @@ async fn a_replica_that_stops_cleanly_withdraws_its_heartbeat_and_is_not_scanned
     let view = beat(p, &heart(uuid::Uuid::new_v4()), false).await.unwrap();
     assert!(view.replaced.contains(&p.settings.replica), "{view:?}");
 }
+
+/// Stuck work pages: an intent a replica that died left open, which the scanner's heal cannot
+/// finish (Vault refuses the write), is adopted by the scanner as if it had left it open itself:
+/// counted in `secret_rotator_needs_resync` and retried at once until it heals.
+#[tokio::test]
+async fn an_orphan_the_scan_cannot_heal_is_adopted_and_retried_until_healed() {
+    use crate::rotation::{ClientState, StoreError};
+
+    let svc = left_open_by_a_refused_store().await;
+    let id = ClientId::parse("abc").unwrap();
+    let p = svc.pipeline();
+    // As if another replica had left it: not in this replica's memory, its lease expired.
+    let (_, rotation_id) = p.left_open.pending()[0].clone();
+    p.left_open.healed(&id, rotation_id);
+    let read = p.ledger.read_state(&id).await.unwrap();
+    let orphan = ClientState {
+        lease: None,
+        ..read.value
+    };
+    p.ledger
+        .write_state(&id, &orphan, read.version)
+        .await
+        .unwrap();
+
+    p.store
+        .write_errors
+        .lock()
+        .unwrap()
+        .push_back(StoreError::Unavailable("down".into()));
+    assert_eq!(crate::rotation::reconciler::reconcile_once(&svc).await, 0);
+    // Adopted: what secret_rotator_needs_resync counts.
+    assert_eq!(p.left_open.pending(), vec![(id.clone(), rotation_id)]);
+
+    assert_eq!(crate::rotation::reconciler::heal_left_open(&svc).await, 0);
+    settled(&svc, "abc");
+    assert_eq!(
+        p.issuer.rotations.load(Ordering::SeqCst),
+        1,
+        "never rotated again"
+    );
+}
