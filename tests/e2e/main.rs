@@ -34,6 +34,7 @@ mod refusals;
 mod rollback;
 mod rotate;
 mod schedule;
+mod schedule_staged;
 mod security;
 mod self_rotation;
 mod staged;

@@ -9,7 +9,7 @@ use secret_rotator::{
 };
 
 use crate::helpers::{
-    ServiceProcess, bare_stack, eventually, free_port, keyed, rotate, rotate_staged,
+    ServiceProcess, bare_stack, eventually, free_port, keyed, rotate, rotate_staged, scrape,
 };
 
 /// `name{labels} value` lines of an OpenMetrics text, by `name{labels}`.
@@ -197,14 +197,7 @@ async fn secret_ages_and_overdue_clients_are_scraped_without_a_schedule() {
         ("ROTATOR_METRICS_PER_CLIENT", "true".into()),
     ]);
     let service = ServiceProcess::start(&env).await;
-    let http = reqwest::Client::new();
-    let scrape = || {
-        let (http, admin) = (http.clone(), admin.clone());
-        async move {
-            let got = http.get(format!("http://{admin}/metrics")).send().await;
-            samples(&got.unwrap().text().await.unwrap())
-        }
-    };
+    let scrape = || async { samples(&scrape(&admin).await) };
     let mut client = service.client().await;
     client.rotate_secret(rotate(&first)).await.unwrap();
     client.rotate_secret(rotate(&second)).await.unwrap();

@@ -63,3 +63,9 @@ pub fn rotate_fault(status: u16, commit: bool, delay_ms: u64) -> Faults {
 pub fn slow_answer(delay_ms: u64) -> Faults {
     rotate_fault(200, true, delay_ms)
 }
+
+/// The admin listener's `/metrics` at `admin` (host:port), as text.
+pub async fn scrape(admin: &str) -> String {
+    let answer = reqwest::get(format!("http://{admin}/metrics")).await;
+    answer.unwrap().text().await.unwrap()
+}
