@@ -30,16 +30,16 @@ pub struct BatchArgs {
     /// and --metadata (every one given must match).
     pub client_ids: Vec<String>,
     /// A client id glob (* within a segment, ? one character); repeatable.
-    #[arg(long = "client")]
+    #[arg(long = "client", value_name = "GLOB")]
     pub clients: Vec<String>,
     /// An Auth0 app_type (regular_web, non_interactive, ...); repeatable.
-    #[arg(long = "app-type")]
+    #[arg(long = "app-type", value_name = "APP_TYPE")]
     pub app_types: Vec<String>,
     /// A glob on the application's name.
-    #[arg(long, default_value = "")]
+    #[arg(long, value_name = "GLOB", default_value = "")]
     pub name: String,
     /// key=value: a client_metadata member that must hold this value; repeatable.
-    #[arg(long = "metadata", value_parser = key_value)]
+    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = key_value)]
     pub metadata: Vec<(String, String)>,
     /// Why, recorded with every rotation.
     #[arg(long, default_value = "")]
