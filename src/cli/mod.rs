@@ -188,17 +188,7 @@ pub fn exit_code(code: Code) -> u8 {
     }
 }
 
-/// gRPC's canonical name of `code` (`NOT_FOUND`), the spelling the docs use.
-pub fn code_name(code: Code) -> String {
-    let mut name = String::new();
-    for (i, c) in format!("{code:?}").chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
-}
+pub use crate::grpc::code_name;
 
 /// Prints a failure as the output asks (one JSON object on stdout, or a line on stderr) and
 /// returns its exit code.

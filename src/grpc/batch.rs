@@ -166,7 +166,7 @@ impl Summary {
                 *self
                     .0
                     .failed_by_code
-                    .entry(code_name(status.code()))
+                    .entry(super::status::code_name(status.code()))
                     .or_default() += 1;
                 Outcome::Error(rpc_status(&status))
             }
@@ -199,16 +199,4 @@ fn rpc_status(status: &Status) -> tonic_types::pb::Status {
             message: status.message().to_owned(),
             details: Vec::new(),
         })
-}
-
-/// `PermissionDenied` as gRPC's canonical `PERMISSION_DENIED`.
-fn code_name(code: tonic::Code) -> String {
-    let mut name = String::new();
-    for (n, c) in format!("{code:?}").chars().enumerate() {
-        if c.is_ascii_uppercase() && n > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
 }

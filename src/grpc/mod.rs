@@ -5,7 +5,7 @@ mod batch;
 mod convert;
 mod status;
 
-pub use status::auth_status;
+pub use status::{auth_status, code_name};
 
 use tonic::{body::Body, codegen::http};
 

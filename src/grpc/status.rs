@@ -50,6 +50,19 @@ pub fn is_server_error(code: Code) -> bool {
     )
 }
 
+/// gRPC's canonical name of `code` (`NOT_FOUND` for `NotFound`): the spelling of batch
+/// summaries, the CLI and the docs.
+pub fn code_name(code: Code) -> String {
+    let mut name = String::new();
+    for (n, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && n > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 /// A request over ROTATOR_MAX_REQUEST_BYTES, in the service's words.
 pub fn too_large(limit: usize) -> Status {
     Status::out_of_range(format!(

@@ -143,11 +143,14 @@ impl Ages {
             .map(|g| Arc::clone(&g.schedule))
     }
 
-    /// A full pass read every record of `listed`: the book holds those only, and counts.
-    pub(super) fn pass_done(&self, listed: &[ClientId]) {
+    /// A full pass that started at `started` read every record of `listed`: the book holds
+    /// those, and those of rotations closed since it started (their clients may be new), and
+    /// counts.
+    pub(super) fn pass_done(&self, listed: &[ClientId], started: SystemTime) {
         let listed: std::collections::HashSet<&ClientId> = listed.iter().collect();
         let mut book = self.book();
-        book.entries.retain(|id, _| listed.contains(id));
+        book.entries
+            .retain(|id, entry| listed.contains(id) || entry.seen_at >= started);
         book.known = true;
     }
 
@@ -222,5 +225,46 @@ impl SecretAgeSource for Ages {
         }
         ages.by_client.sort();
         ages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::{KvVersion, LastRotation, RotationMetadata, Strategy};
+
+    fn rotated(at: SystemTime) -> ClientState {
+        ClientState {
+            last: Some(LastRotation {
+                metadata: RotationMetadata {
+                    rotation_id: uuid::Uuid::new_v4(),
+                    rotated_at: at,
+                    reason: None,
+                    caller: None,
+                    recovered: false,
+                    strategy: Strategy::Immediate,
+                },
+                kv_version: KvVersion(1),
+                credential: None,
+            }),
+            ..ClientState::default()
+        }
+    }
+
+    /// A full pass keeps what it listed and what rotated while it ran (a client created meanwhile
+    /// is not in its listing), and drops the rest (records deleted since).
+    #[test]
+    fn a_pass_keeps_the_rotations_closed_while_it_ran() {
+        let ages = Ages::new(None);
+        let id = |s: &str| ClientId::parse(s).unwrap();
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        ages.seen(&id("listed"), &rotated(hour_ago));
+        ages.seen(&id("deleted"), &rotated(hour_ago));
+        let started = SystemTime::now();
+        ages.seen(&id("new"), &rotated(SystemTime::now()));
+        ages.pass_done(&[id("listed")], started);
+        let seen = ages.secret_ages(SystemTime::now(), true);
+        let ids: Vec<&str> = seen.by_client.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(ids, ["listed", "new"]);
     }
 }

@@ -122,6 +122,7 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     drift_pass: bool,
 ) -> Scanned {
     let p = service.pipeline();
+    let started = SystemTime::now();
     let clients = match p.ledger.clients().await {
         Ok(clients) => clients,
         Err(e) => {
@@ -195,7 +196,7 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
         }
     }
     if heart.is_some() {
-        p.ages.pass_done(&clients);
+        p.ages.pass_done(&clients, started);
     }
     scanned.whole = true;
     scanned
