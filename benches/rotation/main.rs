@@ -255,12 +255,18 @@ async fn idle(
     ];
     let mut out = Vec::new();
     let mut seeded = 0;
-    for (records, replicas) in plan
+    // Every phase with the most records, one replica, a tenth of them last rotated 30 days ago
+    // and ROTATOR_MAX_SECRET_AGE 7d: the scanner reads some overdue records again each interval.
+    let most = plan.idle_records.iter().copied().max().unwrap_or(0);
+    let phases = plan
         .idle_records
         .iter()
-        .flat_map(|&records| [(records, 1), (records, 3)])
-    {
-        // Closed ledger records, as rotations leave them.
+        .flat_map(|&records| [(records, 1, 0), (records, 3, 0)])
+        .chain([(most, 1, most / 10)]);
+    for (records, replicas, overdue) in phases {
+        // Closed ledger records, as rotations leave them: without a rotation, or (the overdue
+        // ones) with one a month old.
+        let month_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
         futures_util::stream::iter(seeded..records)
             .for_each_concurrent(16, |n| {
                 let http = &http;
@@ -279,6 +285,37 @@ async fn idle(
                 }
             })
             .await;
+        futures_util::stream::iter(0..overdue)
+            .for_each_concurrent(16, |n| {
+                let http = &http;
+                let mut state = secret_rotator::rotation::ClientState::default();
+                let mut metadata = secret_rotator::rotation::RotationMetadata::new(
+                    uuid::Uuid::new_v4(),
+                    secret_rotator::rotation::Strategy::Immediate,
+                    None,
+                    None,
+                );
+                metadata.rotated_at = month_ago;
+                state.last = Some(secret_rotator::rotation::LastRotation {
+                    metadata,
+                    kv_version: secret_rotator::rotation::KvVersion(1),
+                    credential: None,
+                });
+                async move {
+                    let id = format!("IdleClient{n:06}");
+                    http.post(format!(
+                        "{}/v1/secret/data/secret-rotator/clients/{id}",
+                        bao.addr
+                    ))
+                    .header("X-Vault-Token", &bao.token)
+                    .json(&serde_json::json!({ "data": state }))
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .expect("an overdue record");
+                }
+            })
+            .await;
         seeded = seeded.max(records);
         // The previous phase's heartbeats and scanner lease would keep this phase's replicas
         // waiting, then scanning for the dead.
@@ -292,8 +329,12 @@ async fn idle(
         .and_then(reqwest::Response::error_for_status)
         .expect("the scanner lease cleared");
         let mut running = Vec::new();
+        let mut env = env.to_vec();
+        if overdue > 0 {
+            env.push(("ROTATOR_MAX_SECRET_AGE", "7d"));
+        }
         for r in 0..replicas {
-            let log = logs.join(format!("idle-{replicas}-{r}.log"));
+            let log = logs.join(format!("idle-{replicas}-{r}-{overdue}.log"));
             running.push(Service::start(bao, emulator, m2m, &env, &log).await);
         }
         // At rest once the start-up passes are over: the scanner's first (it took the lease
@@ -305,8 +346,9 @@ async fn idle(
         loop {
             let before = bao.request_count();
             tokio::time::sleep(interval + Duration::from_secs(1)).await;
-            // Up to two turns of each replica fit in the slice, and a readiness check or two.
-            let turns = 4 * replicas as u64 + 4;
+            // Up to two turns of each replica fit in the slice, and a readiness check or two;
+            // each of the scanner's turns reads up to 20 overdue records again.
+            let turns = 4 * replicas as u64 + 4 + 2 * overdue.min(20) as u64;
             if bao.request_count() - before <= turns || tokio::time::Instant::now() > resting {
                 break;
             }
@@ -327,6 +369,7 @@ async fn idle(
                 .filter(|(_, path)| path.starts_with("secret/"))
                 .count() as u64,
             cpu,
+            overdue,
         });
     }
     let _ = bao.pid();

@@ -75,6 +75,9 @@ pub struct Idle {
     /// Of them, to the KV mount (the ledger): the reconciler's.
     pub kv_requests: u64,
     pub cpu: Duration,
+    /// Of the records, how many last rotated longer ago than ROTATOR_MAX_SECRET_AGE (the
+    /// scanner reads some of those again every interval).
+    pub overdue: usize,
 }
 
 impl Idle {
@@ -143,9 +146,13 @@ pub fn render(rows: &[Row], idle: &[Idle], plan: &str) -> String {
     for i in idle {
         let _ = writeln!(
             out,
-            "| {} replica{} | {} | {:.0} | {:.0} | {:.1} |",
+            "| {} replica{}{} | {} | {:.0} | {:.0} | {:.1} |",
             i.replicas,
             if i.replicas == 1 { "" } else { "s" },
+            match i.overdue {
+                0 => String::new(),
+                n => format!(", {n} clients overdue"),
+            },
             i.records,
             i.per_minute(i.vault_requests as f64),
             i.per_minute(i.kv_requests as f64),
@@ -160,7 +167,7 @@ pub fn render(rows: &[Row], idle: &[Idle], plan: &str) -> String {
     // most of any record count.
     let idle_kv = idle
         .iter()
-        .filter(|i| i.replicas == 3)
+        .filter(|i| i.replicas == 3 && i.overdue == 0)
         .map(|i| {
             let intervals = i.window.as_secs_f64() / i.interval.as_secs_f64().max(1e-9);
             i.kv_requests as f64 / i.replicas as f64 / intervals.max(1e-9)
