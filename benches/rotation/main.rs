@@ -266,41 +266,26 @@ async fn idle(
     for (records, replicas, overdue) in phases {
         // Closed ledger records, as rotations leave them: without a rotation, or (the overdue
         // ones) with one a month old.
-        let month_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
-        futures_util::stream::iter(seeded..records)
-            .for_each_concurrent(16, |n| {
+        let closed = secret_rotator::rotation::ClientState::default();
+        let mut old = closed.clone();
+        let mut metadata = secret_rotator::rotation::RotationMetadata::new(
+            uuid::Uuid::new_v4(),
+            secret_rotator::rotation::Strategy::Immediate,
+            None,
+            None,
+        );
+        metadata.rotated_at = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
+        old.last = Some(secret_rotator::rotation::LastRotation {
+            metadata,
+            kv_version: secret_rotator::rotation::KvVersion(1),
+            credential: None,
+        });
+        let writes = (seeded..records)
+            .map(|n| (n, &closed))
+            .chain((0..overdue).map(|n| (n, &old)));
+        futures_util::stream::iter(writes)
+            .for_each_concurrent(16, |(n, state)| {
                 let http = &http;
-                async move {
-                    let id = format!("IdleClient{n:06}");
-                    http.post(format!(
-                        "{}/v1/secret/data/secret-rotator/clients/{id}",
-                        bao.addr
-                    ))
-                    .header("X-Vault-Token", &bao.token)
-                    .json(&serde_json::json!({"data": {"lease": null, "intent": null}}))
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .expect("an idle record");
-                }
-            })
-            .await;
-        futures_util::stream::iter(0..overdue)
-            .for_each_concurrent(16, |n| {
-                let http = &http;
-                let mut state = secret_rotator::rotation::ClientState::default();
-                let mut metadata = secret_rotator::rotation::RotationMetadata::new(
-                    uuid::Uuid::new_v4(),
-                    secret_rotator::rotation::Strategy::Immediate,
-                    None,
-                    None,
-                );
-                metadata.rotated_at = month_ago;
-                state.last = Some(secret_rotator::rotation::LastRotation {
-                    metadata,
-                    kv_version: secret_rotator::rotation::KvVersion(1),
-                    credential: None,
-                });
                 async move {
                     let id = format!("IdleClient{n:06}");
                     http.post(format!(
@@ -312,7 +297,7 @@ async fn idle(
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
-                    .expect("an overdue record");
+                    .expect("a ledger record");
                 }
             })
             .await;
