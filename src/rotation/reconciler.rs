@@ -109,8 +109,6 @@ pub(super) struct Scanned {
     /// Open intents under a lease still running (a rotation in flight, or a dead replica's
     /// whose lease has not expired yet): the next pass looks again.
     pub still_open: usize,
-    /// The pass read every record (it was not cut short by the loss of the scanner lease).
-    pub whole: bool,
 }
 
 /// A pass, paced at `reconcile_rate` records per second when `heart` is the scanner's (its
@@ -198,7 +196,6 @@ async fn scan<I: SecretIssuer, S: SecretStore, L: Ledger>(
     if heart.is_some() {
         p.ages.pass_done(&clients, started);
     }
-    scanned.whole = true;
     scanned
 }
 
